@@ -1,0 +1,1 @@
+"""Recipes that write ready-made image datasets in the layouts imgclf reads."""

@@ -1,0 +1,151 @@
+"""imgclf: a folder of your own images in, a trained and evaluated image classifier out.
+
+Example:
+
+```python
+import imgclf
+m = imgclf.scan("photos/", val=0.15, test=0.15, seed=0)
+run = imgclf.train(m, model="cnn", epochs=10, out="runs/photos")
+ev = imgclf.evaluate(run, split="test")
+print(ev.error_rate, ev.confusion_matrix)
+imgclf.report(run, ev)
+```
+
+Importing imgclf does not import TensorFlow; the functions that need it import it.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["scan", "audit", "train", "evaluate", "report", "list_models", "Config", "load_config", "Manifest", "RunDir"]
+
+
+def __getattr__(name):
+    # Classes are imported on first use so that `import imgclf` stays light.
+    if name in ("Config", "load_config"):
+        from . import config
+
+        return getattr(config, name)
+    if name == "Manifest":
+        from .manifest import Manifest
+
+        return Manifest
+    if name == "RunDir":
+        from .runs import RunDir
+
+        return RunDir
+    raise AttributeError(f"module 'imgclf' has no attribute {name!r}")
+
+
+def scan(root, *, val: float = 0.15, test: float = 0.15, seed: int = 0, workers: int | None = None,
+         progress: bool = True):
+    """Scans a folder (or a `path,label` CSV) into a `Manifest` with a stable stratified split.
+
+    See `imgclf.manifest.scan` for the layouts accepted.
+
+    Example:
+
+    >>> m = imgclf.scan("photos/", val=0.15, test=0.15, seed=0)
+    >>> m.classes
+    ['cat', 'dog']
+    """
+    from .manifest import scan as scan_folder
+
+    return scan_folder(root, val=val, test=test, seed=seed, workers=workers, progress=progress)
+
+
+def train(data, *, out, config=None, resume: bool = False, overwrite: bool = False, strict: bool = False,
+          verbose="auto", progress: bool = True, **options):
+    """Trains a model and writes a run directory.
+
+    Args:
+        data: a `Manifest`, or a folder/CSV to scan with the config's split.
+        out: the run directory to write, e.g. `"runs/flowers"`.
+        config: a `Config`, a YAML file, or `None` for the defaults.
+            Defaults to `None`.
+        resume: continue a killed run from its last checkpoint.
+            Defaults to `False`.
+        overwrite: replace a finished run at `out`. Defaults to `False`.
+        strict: decode every file first (`imgclf.audit`) and refuse to train
+            if any has an error. Without it, bad files are reported and
+            left out. Defaults to `False`.
+        verbose: Keras' fit verbosity. Defaults to `"auto"`.
+        progress: show progress bars while scanning and decoding.
+            Defaults to `True`.
+        **options: flat overrides of the config, e.g. `model="mlp"`,
+            `epochs=3`, `augment="light"`, `seed=1` (see
+            `imgclf.config.OPTION_KEYS`).
+
+    Returns:
+        The `RunDir`, holding `model.keras`, `history.csv`, `manifest.csv`, ...
+
+    Example:
+
+    >>> run = imgclf.train("data/digits", model="cnn", epochs=10, out="runs/digits")
+    """
+    from .config import Config, load_config, with_options
+    from .manifest import Manifest
+    from .runs import RunDir
+    from .training import fit
+
+    if config is None:
+        config = Config()
+    elif not isinstance(config, Config):
+        config = load_config(config)
+    cfg = with_options(config, **options)
+    if not isinstance(data, Manifest):
+        data = scan(data, val=cfg.data.val, test=cfg.data.test, seed=cfg.data.seed, workers=cfg.data.workers,
+                    progress=progress)
+    if strict:
+        _refuse_errors(audit(data, workers=cfg.data.workers, progress=progress).manifest)
+    run = RunDir(out) if resume else RunDir.create(out, overwrite=overwrite)
+    with run.lock():
+        return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress)
+
+
+def _refuse_errors(manifest) -> None:
+    from .manifest import DatasetError
+
+    bad = [e for e in manifest.entries if not e.usable]
+    if bad:
+        raise DatasetError(
+            f"{len(bad):,} of {len(manifest):,} files have errors (strict), e.g. {bad[0].path}: {bad[0].problem}. "
+            "Run `imgclf audit` for the list, or train without --strict to leave them out."
+        )
+
+
+def audit(data, *, out=None, quarantine=None, val: float = 0.15, test: float = 0.15, seed: int = 0,
+          workers: int | None = None, progress: bool = True):
+    """Decodes every image and reports every bad file; see `imgclf.auditing.audit`.
+
+    Example:
+
+    >>> result = imgclf.audit("photos/", out="audit/")
+    >>> print(result.summary())
+    """
+    from .auditing import audit as audit_files
+
+    return audit_files(data, out=out, quarantine=quarantine, val=val, test=test, seed=seed, workers=workers,
+                       progress=progress)
+
+
+def evaluate(run, split: str = "test", *, progress: bool = True):
+    """Evaluates a run's model on a split and writes `eval/<split>/`; see `imgclf.evaluation.evaluate`."""
+    from .evaluation import evaluate as evaluate_run
+
+    return evaluate_run(run, split, progress=progress)
+
+
+def report(run, evaluation):
+    """Draws the confusion matrices and training curves of an evaluation; returns the files."""
+    from .reporting import save_figures
+
+    return save_figures(run, evaluation)
+
+
+def list_models():
+    """`(name, description)` of every model `train(model=...)` accepts."""
+    from .models import list_models as registered
+
+    return registered()

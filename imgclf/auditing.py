@@ -1,0 +1,198 @@
+"""The dataset doctor: decode every file fully, say which file is bad and why.
+
+`audit` decodes every image in worker processes (no pixels are kept after a
+file is checked, so memory stays flat in the number of files), writes
+`audit.csv`, reports class balance, split sizes and duplicates across splits,
+and can move the files with errors aside (never deleting them).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+
+from .images import FileCheck, ImageLimits, ImageProblem, Severity, inspect_file
+from .manifest import SPLITS, Manifest, flag_duplicates, scan
+from .parallel import parallel_map
+from .runs import write_csv
+
+AUDIT_COLUMNS = ("path", "label", "split", "status", "problem", "detail", "width", "height", "sha1", "quarantined")
+
+
+@dataclasses.dataclass
+class AuditResult:
+    """What the audit found.
+
+    Attributes:
+        manifest: the dataset, with every file's status after a full decode;
+            files with errors have no split.
+        csv_path: where `audit.csv` was written, or `None`.
+        quarantined: original path → new path of every file moved aside.
+    """
+
+    manifest: Manifest
+    csv_path: Path | None = None
+    quarantined: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def errors(self) -> list:
+        return [e for e in self.manifest.entries if e.status == Severity.ERROR.value]
+
+    @property
+    def warnings(self) -> list:
+        return [e for e in self.manifest.entries if e.status == Severity.WARNING.value]
+
+    def problem_counts(self) -> dict[str, int]:
+        """Files per problem slug (a file with two problems counts under both)."""
+        counts = collections.Counter(p for e in self.manifest.entries for p in e.problem.split(";") if p)
+        return dict(counts.most_common())
+
+    def class_counts(self) -> dict[str, int]:
+        """Usable images per class."""
+        return dict(sorted(collections.Counter(e.label for e in self.manifest.usable).items()))
+
+    @property
+    def imbalance_ratio(self) -> float:
+        """Images in the largest class divided by images in the smallest."""
+        counts = self.class_counts().values()
+        return max(counts) / min(counts) if counts else float("nan")
+
+    def cross_split_duplicates(self) -> list[tuple[str, list[str]]]:
+        """Content hashes found in more than one split, with their files."""
+        groups = collections.defaultdict(list)
+        for entry in self.manifest.usable:
+            groups[entry.sha1].append(entry)
+        return [(sha1, sorted(e.path for e in group)) for sha1, group in groups.items()
+                if len({e.split for e in group}) > 1]
+
+    def summary(self) -> str:
+        """A short text report: totals, problems, class balance, splits."""
+        entries = self.manifest.entries
+        ok = len(entries) - len(self.errors) - len(self.warnings)
+        lines = [f"{len(entries):,} files: {ok:,} ok, {len(self.warnings):,} with warnings (used), "
+                 f"{len(self.errors):,} with errors (left out)"]
+        if self.problem_counts():
+            lines.append("")
+            lines.append(f"{'problem':<22} {'status':<8} {'files':>6}  example")
+            examples = {}
+            for entry in entries:
+                for problem in filter(None, entry.problem.split(";")):
+                    examples.setdefault(problem, entry)
+            for problem, count in self.problem_counts().items():
+                severity = "error" if problem in _ERROR_SLUGS else "warning"
+                lines.append(f"{problem:<22} {severity:<8} {count:>6}  {examples[problem].path}")
+        counts = self.class_counts()
+        if counts:
+            lines.append("")
+            lines.append(f"{len(counts)} classes; imbalance ratio {self.imbalance_ratio:.1f} "
+                         f"(largest {max(counts, key=counts.get)!r} {max(counts.values()):,}, "
+                         f"smallest {min(counts, key=counts.get)!r} {min(counts.values()):,})")
+        sizes = {s: len(self.manifest.split(s)) for s in SPLITS}
+        lines.append("split sizes: " + ", ".join(f"{s} {n:,}" for s, n in sizes.items()))
+        leaks = self.cross_split_duplicates()
+        if leaks:
+            lines.append(f"{len(leaks)} image(s) appear in more than one split (leak between splits), e.g. {leaks[0][1]}")
+        lines.extend(f"note: {note}" for note in self.manifest.notes)
+        if self.csv_path:
+            lines.append(f"details: {self.csv_path}")
+        if self.quarantined:
+            lines.append(f"{len(self.quarantined)} file(s) with errors moved to quarantine")
+        return "\n".join(lines)
+
+
+_ERROR_SLUGS = {p.value for p in ImageProblem if p.severity == Severity.ERROR}
+
+
+def _inspect(job: tuple[str, ImageLimits]) -> FileCheck:
+    path, limits = job
+    return inspect_file(path, limits=limits)
+
+
+def audit(
+    data,
+    *,
+    out=None,
+    quarantine=None,
+    limits: ImageLimits = ImageLimits(),
+    val: float = 0.15,
+    test: float = 0.15,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> AuditResult:
+    """Decodes every image fully and reports every problem.
+
+    Args:
+        data: a folder or CSV (scanned first), or a `Manifest`.
+        out: folder to write `audit.csv` (and `manifest.csv`) into; `None`
+            writes nothing. Defaults to `None`.
+        quarantine: folder to move broken files into, keeping their path
+            relative to the dataset root; never deletes. Label conflicts stay
+            where they are: a person must decide which label is right.
+            Defaults to `None`.
+        limits: pixel limit, smallest side and largest aspect ratio.
+            Defaults to `ImageLimits()`.
+        val: validation fraction when scanning. Defaults to 0.15.
+        test: test fraction when scanning. Defaults to 0.15.
+        seed: split seed when scanning. Defaults to 0.
+        workers: decoding processes. Defaults to `None`: one per CPU.
+        progress: show progress bars. Defaults to `True`.
+
+    Returns:
+        An `AuditResult`.
+
+    Example:
+
+    >>> result = audit("photos/", out="audit/")
+    >>> print(result.summary())
+    """
+    manifest = data if isinstance(data, Manifest) else scan(
+        data, val=val, test=test, seed=seed, limits=limits, workers=workers, progress=progress)
+    jobs = [(e.path, limits) for e in manifest.entries]
+    checks = parallel_map(_inspect, jobs, workers=workers, desc="audit", progress=progress)
+    for entry, check in zip(manifest.entries, checks):
+        entry.sha1 = check.sha1 or entry.sha1
+        entry.width, entry.height, entry.channels = check.width or 0, check.height or 0, check.channels or 0
+        entry.status, entry.problem, entry.detail = check.status.value, check.problem, check.detail
+    flag_duplicates(manifest.entries)
+    for entry in manifest.entries:
+        if not entry.usable:
+            entry.split = ""
+
+    result = AuditResult(manifest)
+    if quarantine:
+        broken = [e for e in result.errors if ImageProblem.LABEL_CONFLICT.value not in e.problem]
+        result.quarantined = _quarantine(broken, Path(manifest.root), Path(quarantine))
+    if out:
+        out = Path(out)
+        rows = ([e.path, e.label, e.split, e.status, e.problem, e.detail, e.width, e.height, e.sha1,
+                 result.quarantined.get(e.path, "")] for e in manifest.entries)
+        result.csv_path = write_csv(out / "audit.csv", AUDIT_COLUMNS, rows)
+        manifest.to_csv(out / "manifest.csv")
+    return result
+
+
+def _quarantine(entries, root: Path, folder: Path) -> dict[str, str]:
+    """Moves each file under `folder`, keeping its path relative to `root`; returns old → new."""
+    base = root if root.is_dir() else root.parent
+    moved = {}
+    for entry in entries:
+        source = Path(entry.path)
+        if not os.path.lexists(source):
+            continue
+        try:
+            relative = source.relative_to(base.absolute())
+        except ValueError:
+            relative = Path(entry.label) / source.name
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        counter = 1
+        while target.exists():  # never overwrite an earlier quarantined file
+            target = target.with_name(f"{source.stem}.{counter}{source.suffix}")
+            counter += 1
+        shutil.move(str(source), target)
+        moved[entry.path] = str(target)
+    return moved

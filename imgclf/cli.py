@@ -1,0 +1,230 @@
+"""`imgclf <command>`: argparse only; each command calls the public API.
+
+Nothing heavy is imported at module level, so `imgclf --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+
+EPILOG = """\
+commands in order:
+  imgclf scan data/flowers                     class table and counts
+  imgclf audit data/flowers --out audit/       every bad file and why
+  imgclf train data/flowers --out runs/f1      train (scans the folder itself)
+  imgclf evaluate runs/f1 --split test         confusion matrix and error rates
+"""
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow prints C++ and Python log lines at import; the CLI keeps only errors.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        size = tuple(int(p) for p in parts if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH, e.g. 64 or 48x64. Received: {text!r}") from None
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH, e.g. 64 or 48x64. Received: {text!r}")
+    return size
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1). Received: {text}")
+    return value
+
+
+def _command(subparsers, name: str, summary: str, example: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(
+        name, help=summary, description=summary,
+        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_split_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """--val/--test/--seed; `defaults=False` leaves them None so a --config file can set them."""
+    parser.add_argument("--val", type=_fraction, default=0.15 if defaults else None,
+                        help="fraction of each class for validation (default 0.15)")
+    parser.add_argument("--test", type=_fraction, default=0.15 if defaults else None,
+                        help="fraction of each class for testing (default 0.15)")
+    parser.add_argument("--seed", type=int, default=0 if defaults else None,
+                        help="seed of the split and of training (default 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imgclf",
+        description="Turn a folder of your own images (one subfolder per class) into a trained, evaluated image classifier.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"imgclf {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="command")
+
+    scan = _command(subparsers, "scan", "List the classes and images of a folder and how they split.",
+                    "imgclf scan data/flowers --val 0.1 --test 0.1 --out flowers-manifest.csv")
+    scan.add_argument("data", help="folder with one subfolder per class, pre-split train/val/test folders, or a CSV with path,label")
+    _add_split_options(scan, defaults=True)
+    scan.add_argument("--out", help="also write the manifest (path, label, split, sha1, ...) to this CSV")
+    scan.set_defaults(handler=cmd_scan)
+
+    audit = _command(subparsers, "audit", "Decode every image and report each bad file and why (audit.csv).",
+                     "imgclf audit data/photos --out audit/ --quarantine data/quarantine --strict")
+    audit.add_argument("data", help="folder or CSV to check (see `imgclf scan`)")
+    audit.add_argument("--out", default=None, help="folder for audit.csv and manifest.csv (default: print only)")
+    audit.add_argument("--quarantine", metavar="DIR", help="move files with errors into DIR (never deletes)")
+    audit.add_argument("--strict", action="store_true", help="exit with status 1 if any file has an error")
+    audit.add_argument("--max-pixels", type=int, default=89_478_485, help="larger images are decompression bombs (default 89,478,485)")
+    audit.add_argument("--min-side", type=int, default=8, help="flag images with a shorter side (default 8)")
+    audit.add_argument("--max-aspect", type=float, default=10.0, help="flag images with a larger aspect ratio (default 10)")
+    audit.add_argument("--workers", type=int, help="decoding processes (default one per CPU)")
+    _add_split_options(audit, defaults=True)
+    audit.set_defaults(handler=cmd_audit)
+
+    train = _command(subparsers, "train", "Train a model on a folder and write a run directory.",
+                     "imgclf train data/digits --model cnn --epochs 10 --out runs/digits\n"
+                     "imgclf train data/digits --config exp.yaml --epochs 3 --out runs/quick")
+    train.add_argument("data", help="folder or CSV to train on (see `imgclf scan`)")
+    train.add_argument("--out", required=True, help="run directory to write, e.g. runs/flowers")
+    train.add_argument("--config", help="YAML config whose values are the defaults; flags override them")
+    train.add_argument("--manifest", help="reuse this manifest CSV (from `imgclf scan --out`) instead of scanning")
+    train.add_argument("--model", help="a model from `imgclf models` (default cnn)")
+    train.add_argument("--epochs", type=int, help="passes over the training images (default 10)")
+    train.add_argument("--batch-size", type=int, help="images per step (default 32)")
+    train.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, help="learning rate (default 0.001)")
+    train.add_argument("--optimizer", help="adam, adamw, sgd or rmsprop (default adam)")
+    train.add_argument("--image-size", type=_image_size, help="SIZE or HEIGHTxWIDTH (default: median of the images, at most 224)")
+    train.add_argument("--color-mode", choices=["auto", "rgb", "grayscale"], help="default auto: grayscale if every image is")
+    train.add_argument("--augment", help="augmentation preset: none, light, standard, heavy (default none)")
+    train.add_argument("--hidden", type=int, nargs="+", help="hidden Dense widths of mlp, e.g. --hidden 784 256 (default 784)")
+    train.add_argument("--dropout", type=float, help="dropout rate (default: the model's own)")
+    train.add_argument("--patience", type=int, help="stop after this many epochs without a better validation loss")
+    train.add_argument("--class-weight", action="store_const", const=True, help="weight the loss by inverse class frequency")
+    train.add_argument("--workers", type=int, help="processes that decode images (default one per CPU)")
+    _add_split_options(train, defaults=False)
+    train.add_argument("--strict", action="store_true", help="refuse to train if any file has an error")
+    train.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace a finished run at --out")
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = _command(subparsers, "evaluate", "Evaluate a run's model: confusion matrix, error rates, mistakes.",
+                        "imgclf evaluate runs/digits --split test")
+    evaluate.add_argument("run", help="run directory written by `imgclf train`")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate (default test)")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    models = _command(subparsers, "models", "List the models `imgclf train --model` accepts.", "imgclf models")
+    models.set_defaults(handler=cmd_models)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def cmd_scan(args) -> int:
+    import imgclf
+
+    manifest = imgclf.scan(args.data, val=args.val, test=args.test, seed=args.seed)
+    print(manifest.summary())
+    if args.out:
+        print(f"manifest written to {manifest.to_csv(args.out)}")
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from .auditing import audit
+    from .images import ImageLimits
+
+    limits = ImageLimits(max_pixels=args.max_pixels, min_side=args.min_side, max_aspect=args.max_aspect)
+    result = audit(args.data, out=args.out, quarantine=args.quarantine, limits=limits, val=args.val,
+                   test=args.test, seed=args.seed, workers=args.workers)
+    print(result.summary())
+    if args.strict and result.errors:
+        print(f"imgclf audit: {len(result.errors):,} file(s) have errors (--strict)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_train(args) -> int:
+    import imgclf
+    from .manifest import Manifest
+
+    options = {key: getattr(args, key) for key in (
+        "model", "epochs", "batch_size", "learning_rate", "optimizer", "image_size", "color_mode", "augment",
+        "hidden", "dropout", "patience", "class_weight", "workers", "val", "test", "seed")}
+    data = Manifest.read_csv(args.manifest) if args.manifest else args.data
+    run = imgclf.train(data, out=args.out, config=args.config, resume=args.resume, overwrite=args.overwrite,
+                       strict=args.strict, verbose=2, **options)
+    manifest = run.manifest()
+    print(manifest.summary())
+    print(f"\nmodel written to {run.model_path}")
+    print(f"next: imgclf evaluate {run.path} --split test")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import imgclf
+
+    evaluation = imgclf.evaluate(args.run, args.split)
+    figures = imgclf.report(args.run, evaluation)
+    metrics = evaluation.metrics()
+    print(f"{args.split}: {metrics['images']:,} images, accuracy {evaluation.accuracy:.2%}, "
+          f"error rate {evaluation.error_rate:.2%} ({metrics['errors']:,} wrong)")
+    worst = sorted(evaluation.per_class, key=lambda row: -row["error_rate"])[:5]
+    print("highest error rates: " + ", ".join(f"{row['class']} {row['error_rate']:.1%}" for row in worst))
+    pairs = evaluation.most_confused(5)
+    if pairs:
+        print("most confused (true → predicted): " + ", ".join(f"{t} → {p} ({n})" for t, p, n in pairs))
+    folder = os.path.join(str(args.run), "eval", args.split)
+    print(f"metrics:          {os.path.join(folder, 'metrics.json')}")
+    print(f"confusion matrix: {os.path.join(folder, 'confusion_matrix.csv')}, {figures[0]}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    import imgclf
+
+    for name, description in imgclf.list_models():
+        print(f"{name:<12} {description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the `imgclf` command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    _quiet_tensorflow()
+    from .config import ConfigError
+    from .manifest import DatasetError
+    from .runs import RunError
+
+    try:
+        return args.handler(args)
+    except (ConfigError, DatasetError, RunError, FileNotFoundError, ValueError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"imgclf {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"imgclf {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""Configuration: frozen dataclasses, YAML on disk, validation that names the key.
+
+A `Config` holds everything needed to rerun an experiment. It is written to
+`config.yaml` in every run directory and can be read back with `load_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+COLOR_MODES = ("auto", "rgb", "grayscale")
+RESIZE_MODES = ("stretch", "pad", "crop")
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names it and the fix."""
+
+
+def _check(condition: bool, key: str, value: Any, expected: str) -> None:
+    if not condition:
+        raise ConfigError(f"Invalid {key}: expected {expected}. Received: {key}={value!r}")
+
+
+def _check_fraction(key: str, value: float) -> None:
+    _check(0.0 <= value < 1.0, key, value, "a fraction in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """How images are read, split and cached.
+
+    Args:
+        image_size: `(height, width)` the model sees. Defaults to `None`: the
+            median size of the training images for models trained from
+            scratch, the backbone's own size for pretrained models.
+        color_mode: `"rgb"`, `"grayscale"` or `"auto"` (grayscale when every
+            image is). Defaults to `"auto"`.
+        resize: `"stretch"`, `"pad"` (keep aspect, letterbox) or `"crop"`
+            (keep aspect, centre crop). Defaults to `"stretch"`.
+        val: fraction of each class held out for validation. Defaults to 0.15.
+        test: fraction of each class held out for testing. Defaults to 0.15.
+        seed: seed of the split. Defaults to 0.
+        cache_dir: where decoded images are cached. Defaults to `None`:
+            `$XDG_CACHE_HOME/imgclf` (usually `~/.cache/imgclf`).
+        workers: processes that decode images. Defaults to `None`: one per CPU.
+        max_pixels: larger images are rejected as decompression bombs.
+            Defaults to 89,478,485 (Pillow's limit).
+        min_side: images with a shorter side are flagged as too small.
+            Defaults to 8.
+        max_aspect: images with a longer/shorter side ratio above this are
+            flagged. Defaults to 10.
+    """
+
+    image_size: Optional[tuple[int, int]] = None
+    color_mode: str = "auto"
+    resize: str = "stretch"
+    val: float = 0.15
+    test: float = 0.15
+    seed: int = 0
+    cache_dir: Optional[str] = None
+    workers: Optional[int] = None
+    max_pixels: int = 89_478_485
+    min_side: int = 8
+    max_aspect: float = 10.0
+
+    def __post_init__(self):
+        if self.image_size is not None:
+            size = tuple(self.image_size)
+            _check(
+                len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size),
+                "image_size", self.image_size, "two positive integers (height, width)",
+            )
+            object.__setattr__(self, "image_size", size)
+        _check(self.color_mode in COLOR_MODES, "color_mode", self.color_mode, f"one of {COLOR_MODES}")
+        _check(self.resize in RESIZE_MODES, "resize", self.resize, f"one of {RESIZE_MODES}")
+        _check_fraction("val", self.val)
+        _check_fraction("test", self.test)
+        _check(self.val + self.test < 1.0, "val+test", self.val + self.test, "less than 1 so that some images are left to train on")
+        _check(self.workers is None or self.workers >= 1, "workers", self.workers, "a positive integer or null")
+        _check(self.max_pixels > 0, "max_pixels", self.max_pixels, "a positive integer")
+        _check(self.min_side > 0, "min_side", self.min_side, "a positive integer")
+        _check(self.max_aspect >= 1, "max_aspect", self.max_aspect, "a ratio of at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation.
+
+    Args:
+        preset: name of an albumentations preset (`imgclf augment-preview`
+            shows them). Defaults to `"none"`.
+    """
+
+    preset: str = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which network to build.
+
+    Args:
+        name: a registered model (`imgclf models` lists them). Defaults to `"cnn"`.
+        hidden: widths of the hidden Dense layers of `mlp`. Defaults to `(784,)`.
+        dropout: dropout rate; `None` uses the model's own default.
+            Defaults to `None`.
+        weights: pretrained weights of a backbone (`"imagenet"`, a file path
+            or `None` for random). Defaults to `None`.
+    """
+
+    name: str = "cnn"
+    hidden: tuple[int, ...] = (784,)
+    dropout: Optional[float] = None
+    weights: Optional[str] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        _check(all(isinstance(h, int) and h > 0 for h in self.hidden), "hidden", self.hidden, "positive integers")
+        if self.dropout is not None:
+            _check_fraction("dropout", self.dropout)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How the model is fitted.
+
+    Args:
+        epochs: passes over the training split. Defaults to 10.
+        batch_size: images per step. Defaults to 32.
+        learning_rate: initial learning rate. Defaults to 1e-3.
+        optimizer: `"adam"`, `"adamw"`, `"sgd"` or `"rmsprop"`. Defaults to `"adam"`.
+        patience: stop after this many epochs without a better validation
+            loss; `None` never stops early. Defaults to `None`.
+        class_weight: weight the loss by inverse class frequency.
+            Defaults to `False`.
+        seed: seed of weight initialisation and shuffling. Defaults to 0.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    patience: Optional[int] = None
+    class_weight: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.epochs >= 1, "epochs", self.epochs, "a positive integer")
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "a positive integer")
+        _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "a positive number")
+        _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
+        _check(self.patience is None or self.patience >= 1, "patience", self.patience, "a positive integer or null")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """How a model is evaluated.
+
+    Args:
+        split: which split to evaluate. Defaults to `"test"`.
+        top_k: also report top-k accuracy for this k. Defaults to 5.
+    """
+
+    split: str = "test"
+    top_k: int = 5
+
+    def __post_init__(self):
+        _check(self.split in ("train", "val", "test"), "split", self.split, "one of ('train', 'val', 'test')")
+        _check(self.top_k >= 1, "top_k", self.top_k, "a positive integer")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines an experiment; written to `config.yaml`."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        """Returns plain Python types (tuples as lists), ready for YAML."""
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: dict, *, source: str = "config") -> "Config":
+        """Builds a `Config` from nested dicts; unknown keys are an error.
+
+        Args:
+            values: e.g. `{"train": {"epochs": 3}}`; missing keys keep defaults.
+            source: where the values came from, used in error messages.
+
+        Returns:
+            A validated `Config`.
+        """
+        return _build(cls, values or {}, prefix="", source=source)
+
+    def replace(self, **sections) -> "Config":
+        """Returns a copy with fields overridden, e.g. `replace(train={"epochs": 3})`."""
+        merged = self.to_dict()
+        for section, updates in sections.items():
+            if section not in merged:
+                raise ConfigError(f"Unknown config section {section!r}. Valid sections: {sorted(merged)}")
+            merged[section].update(_to_plain(updates))
+        return Config.from_dict(merged)
+
+
+def _to_plain(value):
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _build(cls, values: dict, *, prefix: str, source: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the file'} must be a mapping. Received: {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key {prefix}{unknown[0]!s}. Valid keys under "
+            f"{prefix.rstrip('.') or 'the top level'}: {sorted(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, value, prefix=f"{prefix}{name}.", source=source)
+        else:
+            kwargs[name] = _coerce(value, kind, f"{prefix}{name}", source)
+    try:
+        return cls(**kwargs)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def _coerce(value, kind, key: str, source: str):
+    """Checks `value` against a field's annotation; ints are accepted for floats."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [k for k in typing.get_args(kind) if k is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, options[0], key, source)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key} must be a list. Received: {key}={value!r}")
+        item = typing.get_args(kind)[0]
+        return tuple(_coerce(v, item, key, source) for v in value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{source}: {key} must be true or false. Received: {key}={value!r}")
+    if kind in (int, float, str) and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise ConfigError(f"{source}: {key} must be of type {kind.__name__}. Received: {key}={value!r}")
+    return value
+
+
+def load_config(path) -> Config:
+    """Reads a YAML file into a validated `Config`.
+
+    Args:
+        path: a YAML file with any of the sections `data`, `augment`,
+            `model`, `train`, `eval`.
+
+    Returns:
+        A `Config`; keys not in the file keep their defaults.
+
+    Example:
+
+    >>> cfg = load_config("runs/flowers/config.yaml")
+    >>> cfg.train.epochs
+    10
+    """
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"Config file not found: {path}. Check the path or omit --config.") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    return Config.from_dict(values or {}, source=str(path))
+
+
+def dump_config(cfg: Config) -> str:
+    """Returns `cfg` as YAML text."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+# Flat option names (CLI flags and keyword arguments of `imgclf.train`) → config keys.
+OPTION_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "model": (("model", "name"),),
+    "hidden": (("model", "hidden"),),
+    "dropout": (("model", "dropout"),),
+    "weights": (("model", "weights"),),
+    "augment": (("augment", "preset"),),
+    "epochs": (("train", "epochs"),),
+    "batch_size": (("train", "batch_size"),),
+    "learning_rate": (("train", "learning_rate"),),
+    "optimizer": (("train", "optimizer"),),
+    "patience": (("train", "patience"),),
+    "class_weight": (("train", "class_weight"),),
+    "seed": (("data", "seed"), ("train", "seed")),
+    "val": (("data", "val"),),
+    "test": (("data", "test"),),
+    "image_size": (("data", "image_size"),),
+    "color_mode": (("data", "color_mode"),),
+    "resize": (("data", "resize"),),
+    "cache_dir": (("data", "cache_dir"),),
+    "workers": (("data", "workers"),),
+    "split": (("eval", "split"),),
+    "top_k": (("eval", "top_k"),),
+}
+
+
+def with_options(cfg: Config, **options) -> Config:
+    """Returns `cfg` with flat options applied; options that are `None` are skipped.
+
+    Args:
+        cfg: the base config (defaults, or a YAML file's).
+        **options: names of `OPTION_KEYS`, e.g. `epochs=3, model="mlp"`.
+            `seed` sets both the split's and the training's seed.
+
+    Returns:
+        A validated `Config`.
+    """
+    unknown = sorted(set(options) - set(OPTION_KEYS))
+    if unknown:
+        raise ConfigError(f"Unknown option {unknown[0]!r}. Valid options: {', '.join(OPTION_KEYS)}")
+    sections: dict[str, dict] = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        for section, key in OPTION_KEYS[name]:
+            sections.setdefault(section, {})[key] = value
+    return cfg.replace(**sections)

@@ -1,0 +1,424 @@
+"""The only place that opens image files.
+
+Pillow decodes; this module decides what a file is (an image, a broken image,
+or no image at all), converts every mode to RGB or L, applies EXIF orientation,
+takes the first frame of animations, and rejects decompression bombs from the
+header before any pixel is allocated. Problems are named by `ImageProblem`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import io
+import os
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+RESIZE_MODES = ("stretch", "pad", "crop")
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
+_EXIF_ORIENTATION = 0x0112
+
+
+class Severity(str, enum.Enum):
+    """How bad a finding is: `ok`, `warning` (converted and used) or `error` (left out)."""
+
+    OK = "ok"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class ImageProblem(str, enum.Enum):
+    """What is wrong with a file; the value is the slug written to `audit.csv`."""
+
+    EMPTY_FILE = "empty_file"
+    NOT_AN_IMAGE = "not_an_image"
+    TRUNCATED = "truncated"
+    CORRUPT = "corrupt"
+    DECOMPRESSION_BOMB = "decompression_bomb"
+    UNREADABLE = "unreadable"
+    LABEL_CONFLICT = "label_conflict"
+    CMYK = "cmyk"
+    HIGH_BIT_DEPTH = "high_bit_depth"
+    PALETTE_TRANSPARENCY = "palette_transparency"
+    ALPHA = "alpha"
+    ANIMATED = "animated"
+    EXIF_ORIENTATION = "exif_orientation"
+    TOO_SMALL = "too_small"
+    EXTREME_ASPECT = "extreme_aspect"
+    DUPLICATE = "duplicate"
+
+    @property
+    def severity(self) -> Severity:
+        return Severity.ERROR if self in _ERRORS else Severity.WARNING
+
+
+_ERRORS = {
+    ImageProblem.EMPTY_FILE, ImageProblem.NOT_AN_IMAGE, ImageProblem.TRUNCATED, ImageProblem.CORRUPT,
+    ImageProblem.DECOMPRESSION_BOMB, ImageProblem.UNREADABLE, ImageProblem.LABEL_CONFLICT,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageLimits:
+    """Limits applied to every image.
+
+    Args:
+        max_pixels: width × height above which a file is a decompression bomb.
+            Defaults to 89,478,485 (Pillow's own limit).
+        min_side: images with a shorter side are flagged `too_small`.
+            Defaults to 8.
+        max_aspect: images whose longer side exceeds this many times the
+            shorter are flagged `extreme_aspect`. Defaults to 10.
+        background: RGB colour that transparent pixels are composited on.
+            Defaults to white.
+    """
+
+    max_pixels: int = 89_478_485
+    min_side: int = 8
+    max_aspect: float = 10.0
+    background: tuple[int, int, int] = (255, 255, 255)
+
+    def __post_init__(self):
+        for name in ("max_pixels", "min_side", "max_aspect"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ImageLimits.{name} must be positive. Received: {name}={getattr(self, name)!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One problem of one file, with a sentence that explains it."""
+
+    problem: ImageProblem
+    detail: str
+
+
+class ImageDecodeError(Exception):
+    """A file cannot be used as an image.
+
+    Attributes:
+        path: the file.
+        problem: an error-severity `ImageProblem`.
+        detail: what went wrong.
+    """
+
+    def __init__(self, path, problem: ImageProblem, detail: str):
+        self.path, self.problem, self.detail = str(path), problem, detail
+        super().__init__(
+            f"{self.path}: {problem.value} ({detail}). Remove or replace the file, "
+            "or run `imgclf audit` to list every bad file."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageHeader:
+    """What the header says: size, channels after conversion (1 or 3) and format."""
+
+    width: int
+    height: int
+    channels: int
+    format: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class FileCheck:
+    """The result of `inspect_file`: hash, size and every finding of one file."""
+
+    sha1: str | None
+    width: int | None
+    height: int | None
+    channels: int | None
+    findings: tuple[Finding, ...]
+
+    @property
+    def status(self) -> Severity:
+        severities = {f.problem.severity for f in self.findings}
+        for severity in (Severity.ERROR, Severity.WARNING):
+            if severity in severities:
+                return severity
+        return Severity.OK
+
+    @property
+    def problem(self) -> str:
+        return ";".join(f.problem.value for f in self.findings)
+
+    @property
+    def detail(self) -> str:
+        return "; ".join(f.detail for f in self.findings)
+
+
+# Opening -------------------------------------------------------------------
+
+def _describe_non_image(head: bytes) -> str:
+    text = head.lstrip().lower()
+    for prefix, name in ((b"%pdf", "a PDF document"), (b"<svg", "an SVG drawing"), (b"<?xml", "an XML/SVG file"),
+                         (b"<!doctype html", "an HTML page"), (b"<html", "an HTML page"), (b"pk\x03\x04", "a ZIP archive")):
+        if text.startswith(prefix):
+            return f"the file is {name}, not a raster image"
+    try:
+        head.decode("utf-8")
+        return "the file is text, not an image"
+    except UnicodeDecodeError:
+        return "Pillow cannot identify this file as an image"
+
+
+def _open(source, path, limits: ImageLimits) -> Image.Image:
+    """Opens an image lazily (header only) and applies the pixel limit."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(source)
+    except UnidentifiedImageError:
+        head = source.getvalue()[:256] if isinstance(source, io.BytesIO) else _head(path)
+        raise ImageDecodeError(path, ImageProblem.NOT_AN_IMAGE, _describe_non_image(head)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageDecodeError(path, ImageProblem.DECOMPRESSION_BOMB, str(error)) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageDecodeError(path, ImageProblem.CORRUPT, f"unreadable header: {error}") from None
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        image.close()
+        raise ImageDecodeError(
+            path, ImageProblem.DECOMPRESSION_BOMB,
+            f"{width}x{height} = {width * height:,} pixels exceeds max_pixels={limits.max_pixels:,}",
+        )
+    return image
+
+
+def _head(path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(256)
+
+
+def _check_file(path) -> None:
+    """Raises for files that are missing, unreadable or empty, before Pillow sees them."""
+    try:
+        size = os.stat(path).st_size
+    except OSError as error:
+        raise ImageDecodeError(path, ImageProblem.UNREADABLE, error.strerror or str(error)) from None
+    if os.path.isdir(path):
+        raise ImageDecodeError(path, ImageProblem.UNREADABLE, "is a directory")
+    if size == 0:
+        raise ImageDecodeError(path, ImageProblem.EMPTY_FILE, "the file is empty (0 bytes)")
+
+
+def _channels(mode: str) -> int:
+    return 1 if mode in _GRAY_MODES else 3
+
+
+def read_header(path, *, limits: ImageLimits = ImageLimits()) -> ImageHeader:
+    """Reads only the header of an image file.
+
+    Args:
+        path: the file.
+        limits: the pixel limit applies. Defaults to `ImageLimits()`.
+
+    Returns:
+        An `ImageHeader`. Width and height are as stored (before EXIF orientation).
+
+    Raises:
+        ImageDecodeError: for an empty, unreadable, non-image or too-large file.
+    """
+    _check_file(path)
+    try:
+        with _open(path, path, limits) as image:
+            return ImageHeader(image.width, image.height, _channels(image.mode), image.format)
+    except PermissionError as error:
+        raise ImageDecodeError(path, ImageProblem.UNREADABLE, error.strerror or str(error)) from None
+
+
+# Decoding ------------------------------------------------------------------
+
+def _load(image: Image.Image, path) -> None:
+    """Decodes all pixels, naming truncation and corruption."""
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:
+        message = str(error)
+        truncated = "truncated" in message.lower() or isinstance(error, EOFError)
+        problem = ImageProblem.TRUNCATED if truncated else ImageProblem.CORRUPT
+        raise ImageDecodeError(path, problem, message or type(error).__name__) from None
+
+
+def _to_array(image: Image.Image, channels: int, limits: ImageLimits) -> tuple[Image.Image, list[Finding]]:
+    """Converts a loaded image to mode `L` or `RGB`, collecting warnings."""
+    findings = []
+    mode = image.mode
+    if mode == "CMYK":
+        findings.append(Finding(ImageProblem.CMYK, "CMYK image converted to RGB"))
+    if mode in _HIGH_BIT_MODES:
+        findings.append(Finding(ImageProblem.HIGH_BIT_DEPTH, f"{mode} image scaled to 8 bits"))
+        image = _to_8bit(image)
+        mode = image.mode
+    if mode == "P" and "transparency" in image.info:
+        findings.append(Finding(ImageProblem.PALETTE_TRANSPARENCY, "palette image with transparency composited on the background"))
+        image = image.convert("RGBA")
+        mode = image.mode
+    if mode in _ALPHA_MODES:
+        if not findings:  # a palette with transparency was reported above
+            findings.append(Finding(ImageProblem.ALPHA, f"{mode} image: alpha composited on the background"))
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*limits.background, 255))
+        image = Image.alpha_composite(background, rgba).convert("RGB")
+    target = "L" if channels == 1 else "RGB"
+    if image.mode != target:
+        image = image.convert(target)
+    return image, findings
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit images scaled to 0..255 (65535 → 255), not clipped."""
+    array = np.asarray(image)
+    if image.mode == "F":
+        scaled = np.clip(array, 0.0, 1.0) * 255 if array.max(initial=0) <= 1.0 else np.clip(array, 0, 255)
+    elif image.mode.startswith("I;16"):
+        scaled = array.astype(np.uint32) >> 8
+    else:
+        high = int(array.max(initial=0))
+        scaled = array.astype(np.int64) >> 8 if high > 255 else np.clip(array, 0, 255)
+    return Image.fromarray(np.asarray(scaled, dtype=np.uint8), mode="L")
+
+
+def _orientation_and_frames(image: Image.Image) -> tuple[Image.Image, list[Finding]]:
+    findings = []
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        findings.append(Finding(ImageProblem.ANIMATED, f"{frames} frames; the first is used"))
+        image.seek(0)
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    if orientation not in (1, None):
+        findings.append(Finding(ImageProblem.EXIF_ORIENTATION, f"EXIF orientation {orientation} applied"))
+        image = ImageOps.exif_transpose(image)
+    return image, findings
+
+
+def _shape_findings(width: int, height: int, limits: ImageLimits) -> list[Finding]:
+    findings = []
+    if min(width, height) < limits.min_side:
+        findings.append(Finding(ImageProblem.TOO_SMALL, f"{width}x{height} is smaller than min_side={limits.min_side}"))
+    aspect = max(width, height) / max(1, min(width, height))
+    if aspect > limits.max_aspect:
+        findings.append(Finding(ImageProblem.EXTREME_ASPECT, f"{width}x{height} has aspect ratio {aspect:.1f} > max_aspect={limits.max_aspect:g}"))
+    return findings
+
+
+def _decode(source, path, channels: int, limits: ImageLimits, draft_size=None) -> tuple[Image.Image, list[Finding], str]:
+    """Opens, fully decodes and converts one image; returns it, its warnings and its stored mode."""
+    with _open(source, path, limits) as image:
+        stored_mode = image.mode
+        if draft_size is not None and image.format == "JPEG":
+            # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far faster for large photos.
+            image.draft("L" if channels == 1 else "RGB", (draft_size[1], draft_size[0]))
+        _load(image, path)
+        image, findings = _orientation_and_frames(image)
+        if findings and findings[0].problem == ImageProblem.ANIMATED:
+            _load(image, path)
+        image, conversion = _to_array(image, channels, limits)
+        return image, findings + conversion, stored_mode
+
+
+def decode_image(path, *, channels: int = 3, limits: ImageLimits = ImageLimits()) -> tuple[np.ndarray, tuple[Finding, ...]]:
+    """Decodes a whole image to a uint8 array.
+
+    Args:
+        path: the file; its content, not its extension, decides the decoder.
+        channels: 3 for RGB, 1 for grayscale. Defaults to 3.
+        limits: pixel limit and alpha background. Defaults to `ImageLimits()`.
+
+    Returns:
+        `(array, warnings)`: a uint8 array `(height, width, channels)` with EXIF
+        orientation applied, and the warning findings.
+
+    Raises:
+        ImageDecodeError: if the file is empty, unreadable, not an image,
+            truncated, corrupt or too large.
+    """
+    _check_file(path)
+    image, findings, _ = _decode(path, path, channels, limits)
+    return _as_array(image, channels), tuple(findings)
+
+
+def _as_array(image: Image.Image, channels: int) -> np.ndarray:
+    array = np.asarray(image, dtype=np.uint8)
+    return array[..., None] if channels == 1 else array
+
+
+def load_image(path, *, size: tuple[int, int], channels: int = 3, resize: str = "stretch",
+               limits: ImageLimits = ImageLimits()) -> np.ndarray:
+    """Decodes an image and resizes it for a model.
+
+    Args:
+        path: the file.
+        size: `(height, width)` of the result.
+        channels: 3 for RGB, 1 for grayscale. Defaults to 3.
+        resize: `"stretch"` to `size`; `"pad"` keeps the aspect ratio and fills
+            the rest with the background colour; `"crop"` keeps the aspect ratio
+            and cuts the centre. Defaults to `"stretch"`.
+        limits: pixel limit and background. Defaults to `ImageLimits()`.
+
+    Returns:
+        A uint8 array `(size[0], size[1], channels)`.
+
+    Raises:
+        ImageDecodeError: as `decode_image`.
+    """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"Unknown resize {resize!r}. Valid values: {', '.join(RESIZE_MODES)}")
+    _check_file(path)
+    image, _, _ = _decode(path, path, channels, limits, draft_size=size)
+    height, width = size
+    if resize == "stretch":
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    elif resize == "crop":
+        image = ImageOps.fit(image, (width, height), Image.Resampling.BILINEAR)
+    else:
+        fill = limits.background[0] if channels == 1 else limits.background
+        image = ImageOps.pad(image, (width, height), Image.Resampling.BILINEAR, color=fill)
+    return _as_array(image, channels)
+
+
+def inspect_file(path, *, limits: ImageLimits = ImageLimits()) -> FileCheck:
+    """Hashes and fully decodes one file, recording every finding; never raises.
+
+    The file is read once: its bytes are hashed, then decoded from memory, and
+    no pixels are kept afterwards.
+
+    Args:
+        path: the file.
+        limits: pixel limit, smallest side and largest aspect ratio.
+            Defaults to `ImageLimits()`.
+
+    Returns:
+        A `FileCheck`; width and height are after EXIF orientation.
+    """
+    try:
+        _check_file(path)
+        data = Path(path).read_bytes()
+    except ImageDecodeError as error:
+        sha1 = _sha1_or_none(path) if error.problem == ImageProblem.EMPTY_FILE else None
+        return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),))
+    except OSError as error:
+        return FileCheck(None, None, None, None, (Finding(ImageProblem.UNREADABLE, error.strerror or str(error)),))
+    sha1 = hashlib.sha1(data).hexdigest()
+    try:
+        image, findings, stored_mode = _decode(io.BytesIO(data), path, 3, limits)
+    except ImageDecodeError as error:
+        return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),))
+    width, height = image.size
+    findings += _shape_findings(width, height, limits)
+    return FileCheck(sha1, width, height, _channels(stored_mode), tuple(findings))
+
+
+def _sha1_or_none(path) -> str | None:
+    try:
+        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None

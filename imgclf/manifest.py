@@ -1,0 +1,426 @@
+"""The Manifest: the table of images that travels through every stage.
+
+`scan` builds one from a folder or a CSV, hashes every file, reads every header,
+flags duplicates and label conflicts, and assigns a stable stratified split.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .images import IMAGE_EXTENSIONS, ImageDecodeError, ImageLimits, ImageProblem, Severity, read_header
+from .parallel import parallel_map
+
+SPLITS = ("train", "val", "test")
+SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
+IGNORED_NAMES = {".ds_store", "thumbs.db", "desktop.ini", "__macosx"}
+COLUMNS = ("path", "label", "split", "sha1", "width", "height", "channels", "status", "problem", "detail")
+
+
+class DatasetError(ValueError):
+    """The folder or CSV cannot be used as a dataset; the message says why and how to fix it."""
+
+
+@dataclasses.dataclass
+class Entry:
+    """One image file of the dataset (a row of `manifest.csv`)."""
+
+    path: str
+    label: str
+    split: str = ""
+    sha1: str = ""
+    width: int = 0
+    height: int = 0
+    channels: int = 0
+    status: str = Severity.OK.value
+    problem: str = ""
+    detail: str = ""
+
+    @property
+    def usable(self) -> bool:
+        """Whether the image is used for training and evaluation."""
+        return self.status != Severity.ERROR.value
+
+    def flag(self, problem: ImageProblem, detail: str) -> None:
+        """Adds a finding, raising the status to the problem's severity if worse."""
+        self.problem = ";".join(p for p in (self.problem, problem.value) if p)
+        self.detail = "; ".join(d for d in (self.detail, detail) if d)
+        if problem.severity == Severity.ERROR or self.status == Severity.ERROR.value:
+            self.status = Severity.ERROR.value
+        else:
+            self.status = Severity.WARNING.value
+
+
+@dataclasses.dataclass
+class Manifest:
+    """A table of images with labels, splits, hashes and problems.
+
+    Args:
+        entries: one `Entry` per file.
+        root: the folder (or CSV) the entries were scanned from.
+        notes: dataset-level findings (empty class folders, tiny classes,
+            ignored files), one sentence each.
+    """
+
+    entries: list[Entry]
+    root: str = ""
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def usable(self) -> list[Entry]:
+        """Entries that are used for training and evaluation."""
+        return [e for e in self.entries if e.usable]
+
+    @property
+    def classes(self) -> list[str]:
+        """Sorted names of the classes that have at least one usable image."""
+        return sorted({e.label for e in self.usable})
+
+    def split(self, name: str) -> list[Entry]:
+        """Usable entries of split `name` (`"train"`, `"val"` or `"test"`)."""
+        if name not in SPLITS:
+            raise ValueError(f"Unknown split {name!r}. Valid splits: {SPLITS}")
+        return [e for e in self.usable if e.split == name]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Usable images per class and split: `{class: {split: n}}`."""
+        table = {label: dict.fromkeys(SPLITS, 0) for label in self.classes}
+        for entry in self.usable:
+            table[entry.label][entry.split] += 1
+        return table
+
+    @property
+    def data_hash(self) -> str:
+        """A hash of the content, labels and splits of the usable images.
+
+        It changes when any image, label or split changes, and not when the
+        folder is moved, so it identifies the data a run was trained on.
+        """
+        digest = hashlib.sha1()
+        for line in sorted(f"{e.label}\t{e.split}\t{e.sha1}" for e in self.usable):
+            digest.update(line.encode() + b"\n")
+        return digest.hexdigest()
+
+    # CSV round trip -------------------------------------------------------
+    def to_csv(self, path) -> Path:
+        """Writes `manifest.csv` atomically; paths are written as absolute paths."""
+        from .runs import write_csv
+
+        rows = ([getattr(e, c) for c in COLUMNS] for e in self.entries)
+        return write_csv(path, COLUMNS, rows)
+
+    @classmethod
+    def read_csv(cls, path) -> "Manifest":
+        """Reads a manifest written by `to_csv`.
+
+        Raises:
+            DatasetError: if the file lacks a column of `COLUMNS`.
+        """
+        path = Path(path)
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DatasetError(f"{path} is not an imgclf manifest: it lacks the columns {missing}.")
+            entries = [
+                Entry(**{**row, "width": int(row["width"] or 0), "height": int(row["height"] or 0),
+                         "channels": int(row["channels"] or 0)})
+                for row in ({c: r[c] for c in COLUMNS} for r in reader)
+            ]
+        return cls(entries, root=str(path))
+
+    def summary(self) -> str:
+        """A table of classes × splits with totals, and the problems found."""
+        counts = self.counts()
+        width = max([5] + [len(c) for c in counts])
+        lines = [f"{'class':<{width}}  {'train':>6}  {'val':>6}  {'test':>6}  {'total':>6}"]
+        for label, row in counts.items():
+            lines.append(f"{label:<{width}}  {row['train']:>6}  {row['val']:>6}  {row['test']:>6}  {sum(row.values()):>6}")
+        totals = {s: sum(row[s] for row in counts.values()) for s in SPLITS}
+        lines.append(f"{'total':<{width}}  {totals['train']:>6}  {totals['val']:>6}  {totals['test']:>6}  {sum(totals.values()):>6}")
+        errors = sum(1 for e in self.entries if not e.usable)
+        warnings = sum(1 for e in self.entries if e.status == Severity.WARNING.value)
+        lines.append(f"{len(counts)} classes, {len(self.usable):,} usable images; "
+                     f"{errors:,} left out with errors, {warnings:,} with warnings.")
+        lines.extend(f"note: {note}" for note in self.notes)
+        return "\n".join(lines)
+
+
+# Scanning -----------------------------------------------------------------
+
+def scan(
+    root,
+    *,
+    val: float = 0.15,
+    test: float = 0.15,
+    seed: int = 0,
+    limits: ImageLimits = ImageLimits(),
+    workers: int | None = None,
+    progress: bool = True,
+) -> Manifest:
+    """Builds a `Manifest` from a folder of images or a CSV.
+
+    Accepted layouts:
+
+    ```
+    root/<class>/<images>                 class per folder (nested folders belong to the class)
+    root/train|val|test/<class>/<images>  pre-split (val also as validation/ or valid/)
+    labels.csv                            columns path,label[,split]; paths relative to the CSV
+    ```
+
+    Hidden files and folders, `.DS_Store`, `Thumbs.db`, `desktop.ini` and
+    `._*` files are ignored; symlinks are followed once. Every file is hashed
+    and its header read; files that are no image are kept in the manifest with
+    status `error` and left out of the split.
+
+    Args:
+        root: the folder or CSV file.
+        val: fraction of each class for validation. Defaults to 0.15.
+        test: fraction of each class for testing. Defaults to 0.15.
+        seed: seed of the split. Defaults to 0.
+        limits: size limits applied to headers. Defaults to `ImageLimits()`.
+        workers: processes that read files. Defaults to `None`: one per CPU.
+        progress: show a progress bar. Defaults to `True`.
+
+    Returns:
+        A `Manifest` whose usable entries all have a split.
+
+    Example:
+
+    >>> m = scan("photos/", val=0.15, test=0.15, seed=0)
+    >>> print(m.summary())
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"Dataset not found: {root}. Pass a folder with one subfolder per class, or a CSV with path,label columns.")
+    if root.is_file():
+        entries, notes = _entries_from_csv(root)
+    else:
+        entries, notes = _entries_from_folder(root)
+    if not entries:
+        raise DatasetError(
+            f"No images found under {root}. Expected one subfolder per class (root/<class>/<image files>) "
+            f"with extensions {', '.join(sorted(IMAGE_EXTENSIONS))}."
+        )
+    _read_files(entries, limits=limits, workers=workers, progress=progress)
+    flag_duplicates(entries)
+    assign_splits(entries, val=val, test=test, seed=seed)
+    manifest = Manifest(entries, root=str(root), notes=notes)
+    manifest.notes.extend(_class_size_notes(manifest))
+    return manifest
+
+
+def _is_ignored(name: str) -> bool:
+    return name.startswith(".") or name.lower() in IGNORED_NAMES
+
+
+def _is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _walk_images(folder: Path) -> tuple[list[Path], int]:
+    """Image files under `folder`, following symlinks once; also counts other files.
+
+    `os.walk(followlinks=True)` alone loops forever on a symlink cycle, so
+    every real directory is visited at most once.
+    """
+    images, others, seen = [], 0, set()
+    for current, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not _is_ignored(d))
+        for name in sorted(files):
+            if _is_ignored(name):
+                continue
+            if _is_image_name(name):
+                images.append(Path(current) / name)
+            else:
+                others += 1
+    return images, others
+
+
+def _class_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not _is_ignored(p.name))
+
+
+def _entries_from_folder(root: Path) -> tuple[list[Entry], list[str]]:
+    folders = _class_folders(root)
+    split_folders = {p: SPLIT_FOLDER_NAMES[p.name.lower()] for p in folders if p.name.lower() in SPLIT_FOLDER_NAMES}
+    presplit = bool(split_folders) and len(split_folders) == len(folders)
+    parents = [(p, split_folders[p]) for p in folders] if presplit else [(root, "")]
+    if presplit and "train" not in split_folders.values():
+        raise DatasetError(f"{root} has split folders {sorted(p.name for p in folders)} but no train/ folder. Add train/<class>/ images.")
+
+    entries, notes, others = [], [], 0
+    for parent, split in parents:
+        for folder in _class_folders(parent):
+            images, skipped = _walk_images(folder)
+            others += skipped
+            if not images:
+                notes.append(f"empty class folder {folder} left out")
+            entries.extend(Entry(path=str(p.absolute()), label=folder.name, split=split) for p in images)
+        loose = [p for p in parent.iterdir() if p.is_file() and not _is_ignored(p.name) and _is_image_name(p.name)]
+        if loose:
+            notes.append(f"{len(loose)} image(s) directly in {parent} ignored: put them in a class folder")
+    if others:
+        notes.append(f"{others} file(s) without an image extension ignored")
+    return entries, notes
+
+
+def _entries_from_csv(path: Path) -> tuple[list[Entry], list[str]]:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        fields = [f.strip().lower() for f in reader.fieldnames or []]
+        if "path" not in fields or "label" not in fields:
+            raise DatasetError(f"{path} needs a header with columns path,label (optional split). Received columns: {reader.fieldnames}")
+        rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    entries = []
+    for number, row in enumerate(rows, start=2):
+        split = SPLIT_FOLDER_NAMES.get(row.get("split", "").lower(), None) if row.get("split") else ""
+        if split is None:
+            raise DatasetError(f"{path}, line {number}: unknown split {row['split']!r}. Use train, val or test (or leave it empty).")
+        if not row["label"]:
+            raise DatasetError(f"{path}, line {number}: empty label for {row['path']!r}.")
+        file = Path(row["path"])
+        file = file if file.is_absolute() else path.parent / file
+        entries.append(Entry(path=str(file.absolute()), label=row["label"], split=split))
+    return entries, []
+
+
+def _class_size_notes(manifest: Manifest) -> list[str]:
+    sizes = collections.Counter(e.label for e in manifest.usable)
+    return [f"class {label!r} has only {n} usable image(s); it needs at least 2 to be learned and evaluated"
+            for label, n in sorted(sizes.items()) if n < 2]
+
+
+# Reading files ------------------------------------------------------------
+
+def _read_one(args: tuple[str, ImageLimits]) -> tuple[str, int, int, int, str, str]:
+    """Hashes one file and reads its header: `(sha1, w, h, channels, problem, detail)`."""
+    path, limits = args
+    try:
+        with open(path, "rb") as handle:
+            sha1 = hashlib.file_digest(handle, "sha1").hexdigest()
+    except OSError as error:
+        return "", 0, 0, 0, ImageProblem.UNREADABLE.value, f"{error.strerror or error}"
+    try:
+        header = read_header(path, limits=limits)
+    except ImageDecodeError as error:
+        return sha1, 0, 0, 0, error.problem.value, error.detail
+    return sha1, header.width, header.height, header.channels, "", ""
+
+
+def _read_files(entries: list[Entry], *, limits: ImageLimits, workers: int | None, progress: bool) -> None:
+    jobs = [(e.path, limits) for e in entries]
+    results = parallel_map(_read_one, jobs, workers=workers, desc="scan", progress=progress)
+    for entry, (sha1, width, height, channels, problem, detail) in zip(entries, results):
+        entry.sha1, entry.width, entry.height, entry.channels = sha1, width, height, channels
+        if problem:
+            entry.flag(ImageProblem(problem), detail)
+
+
+def flag_duplicates(entries: Sequence[Entry]) -> None:
+    """Flags identical files: under two classes as errors, within a class as warnings.
+
+    Identical content with different labels cannot be learned, so every copy
+    is left out (`label_conflict`). Within one class, every copy after the
+    first (by path) is flagged `duplicate` and still used; the split keeps all
+    copies together.
+    """
+    groups: dict[str, list[Entry]] = collections.defaultdict(list)
+    for entry in entries:
+        if entry.sha1 and entry.usable:
+            groups[entry.sha1].append(entry)
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        labels = sorted({e.label for e in group})
+        if len(labels) > 1:
+            for entry in group:
+                others = [e.path for e in group if e is not entry]
+                entry.flag(ImageProblem.LABEL_CONFLICT, f"same content under classes {labels}: {', '.join(others)}")
+            continue
+        first, *copies = sorted(group, key=lambda e: e.path)
+        for entry in copies:
+            entry.flag(ImageProblem.DUPLICATE, f"identical to {first.path}")
+
+
+# Splitting ------------------------------------------------------------------
+
+def _unit_hash(seed: int, sha1: str) -> float:
+    """Maps (seed, content hash) to a number in [0, 1) that nothing else affects."""
+    digest = hashlib.sha1(f"{seed}:{sha1}".encode()).hexdigest()
+    return int(digest[:15], 16) / 16**15
+
+
+def assign_splits(entries: Sequence[Entry], *, val: float, test: float, seed: int) -> None:
+    """Assigns `train`/`val`/`test` to usable entries that have no split yet.
+
+    scikit-learn's splitters reshuffle everything when one file is added, so
+    the split is computed here from content hashes instead: each distinct
+    image gets a number u in [0, 1) from `sha1(seed, content hash)`, and goes
+    to test if u < test, to val if u < test + val, else to train. A file's
+    split therefore depends only on the seed and its content: adding images
+    never moves existing ones, and identical files always share a split.
+    Because u is uniform, every class is split in the asked proportions up to
+    sampling noise (stratified). A class with at least 3 distinct images gets
+    at least one in each split: if a split came out empty, the image whose u
+    is nearest to that split's interval is moved there.
+
+    Entries that already have a split (a pre-split folder or a CSV with a split
+    column) keep it; val and test are carved from train only when the dataset
+    has none of them.
+    """
+    given = {e.split for e in entries if e.usable and e.split}
+    carve_val = val if "val" not in given else 0.0
+    carve_test = test if "test" not in given else 0.0
+    intervals = {"test": (0.0, carve_test), "val": (carve_test, carve_test + carve_val)}
+
+    by_class: dict[str, dict[str, list[Entry]]] = collections.defaultdict(lambda: collections.defaultdict(list))
+    for entry in entries:
+        if entry.usable and entry.split in ("", "train"):
+            by_class[entry.label][entry.sha1].append(entry)
+
+    for groups in by_class.values():
+        units = {sha1: _unit_hash(seed, sha1) for sha1 in groups}
+        chosen = {sha1: _split_of(u, intervals) for sha1, u in units.items()}
+        if len(groups) >= 3:
+            _ensure_each_split(chosen, units, intervals)
+        for sha1, members in groups.items():
+            for entry in members:
+                entry.split = chosen[sha1]
+
+
+def _split_of(u: float, intervals: dict[str, tuple[float, float]]) -> str:
+    for name, (low, high) in intervals.items():
+        if low <= u < high:
+            return name
+    return "train"
+
+
+def _ensure_each_split(chosen: dict[str, str], units: dict[str, float], intervals: dict[str, tuple[float, float]]) -> None:
+    for name, (low, high) in intervals.items():
+        if high <= low or name in chosen.values():
+            continue
+        sizes = collections.Counter(chosen.values())
+        donors = [sha1 for sha1, split in chosen.items() if sizes[split] > 1]
+        nearest = min(donors, key=lambda sha1: (max(low - units[sha1], units[sha1] - high, 0.0), sha1))
+        chosen[nearest] = name
+
+
+def split_sizes(entries: Iterable[Entry]) -> dict[str, int]:
+    """Number of usable entries per split."""
+    sizes = collections.Counter(e.split for e in entries if e.usable)
+    return {name: sizes.get(name, 0) for name in SPLITS}

@@ -1,0 +1,66 @@
+"""Networks trained from scratch: the course's MLP and ConvNet, and a stronger small CNN."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from ..cache import ImageSpec
+from ..config import ModelConfig
+from . import MODELS
+
+
+def _inputs(spec: ImageSpec):
+    """uint8 pixels in, floats in [0, 1] out: scaling lives inside the model."""
+    inputs = keras.Input(shape=spec.shape, name="image")
+    return inputs, layers.Rescaling(1.0 / 255, name="scale")(inputs)
+
+
+def _dropout(cfg: ModelConfig, default: float) -> float:
+    return default if cfg.dropout is None else cfg.dropout
+
+
+@MODELS.register("mlp")
+def mlp(cfg: ModelConfig, spec: ImageSpec, num_classes: int) -> keras.Model:
+    """Fully connected network: Flatten → Dense(784, relu) per --hidden → softmax."""
+    inputs, x = _inputs(spec)
+    x = layers.Flatten()(x)
+    rate = _dropout(cfg, 0.0)
+    for width in cfg.hidden:
+        x = layers.Dense(width, activation="relu")(x)
+        if rate:
+            x = layers.Dropout(rate)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="mlp")
+
+
+@MODELS.register("cnn")
+def cnn(cfg: ModelConfig, spec: ImageSpec, num_classes: int) -> keras.Model:
+    """Small ConvNet: Conv2D(32, 5) → MaxPool → Dropout → Dense(128) → softmax."""
+    if min(spec.height, spec.width) < 5:
+        raise ValueError(f"cnn needs images of at least 5x5 pixels. Received: image_size=({spec.height}, {spec.width}); pass a larger --image-size.")
+    inputs, x = _inputs(spec)
+    x = layers.Conv2D(32, 5, activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Dropout(_dropout(cfg, 0.2))(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, activation="relu")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="cnn")
+
+
+@MODELS.register("small_cnn")
+def small_cnn(cfg: ModelConfig, spec: ImageSpec, num_classes: int) -> keras.Model:
+    """Three conv blocks with batch norm and global pooling; stronger on colour photos."""
+    inputs, x = _inputs(spec)
+    for filters in (32, 64, 128):
+        for _ in range(2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.Activation("relu")(x)
+        if min(x.shape[1], x.shape[2]) >= 2:
+            x = layers.MaxPooling2D(2)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(_dropout(cfg, 0.3))(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="small_cnn")

@@ -1,0 +1,162 @@
+"""Manifest rows → batches for Keras: decoded-image cache, per-epoch shuffling, augmentation.
+
+The model decides nothing here except, through `resolve_image_spec`, the default
+image size of a pretrained backbone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from .cache import ImageSpec, decode_to_cache
+from .config import DataConfig
+from .images import ImageLimits, ImageProblem
+from .manifest import Entry, Manifest
+
+# Images larger than this are scaled down by default for models trained from scratch.
+MAX_AUTO_SIDE = 224
+
+
+def limits_of(data: DataConfig) -> ImageLimits:
+    """The image limits a `DataConfig` asks for."""
+    return ImageLimits(max_pixels=data.max_pixels, min_side=data.min_side, max_aspect=data.max_aspect)
+
+
+def resolve_image_spec(data: DataConfig, manifest: Manifest, *, default_size: tuple[int, int] | None = None) -> ImageSpec:
+    """Decides the size and channels the model sees.
+
+    Args:
+        data: `image_size` and `color_mode` of the config win when set.
+        manifest: its training images give the defaults: grayscale if every
+            image is, and the median height and width (at most 224).
+        default_size: the size a pretrained backbone expects, used when
+            `data.image_size` is `None`. Defaults to `None`.
+
+    Returns:
+        An `ImageSpec`.
+    """
+    usable = manifest.split("train") or manifest.usable
+    if data.color_mode == "auto":
+        channels = 1 if all(e.channels == 1 for e in usable) else 3
+    else:
+        channels = 1 if data.color_mode == "grayscale" else 3
+    size = data.image_size or default_size
+    if size is None:
+        height = int(statistics.median(e.height for e in usable))
+        width = int(statistics.median(e.width for e in usable))
+        scale = min(1.0, MAX_AUTO_SIDE / max(height, width))
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return ImageSpec(int(size[0]), int(size[1]), channels, data.resize)
+
+
+@dataclasses.dataclass
+class SplitImages:
+    """The decoded images of one split and their class indices.
+
+    Attributes:
+        images: uint8 array `(N, height, width, channels)` (a memmap).
+        labels: int32 class indices, `(N,)`.
+        entries: the manifest entries, in the same order.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    entries: list[Entry]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def load_split(
+    manifest: Manifest,
+    split: str,
+    classes: Sequence[str],
+    spec: ImageSpec,
+    *,
+    data: DataConfig = DataConfig(),
+    progress: bool = True,
+) -> SplitImages:
+    """Decodes the usable images of `split` through the cache.
+
+    Files that fail to decode are flagged in `manifest` (status `error`) and
+    left out, so a file that broke after the scan never reaches an epoch.
+
+    Args:
+        manifest: the dataset; failed entries are flagged in place.
+        split: `"train"`, `"val"` or `"test"`.
+        classes: class names; a label's index in it is its class index.
+        spec: what to decode to.
+        data: cache folder, workers and limits. Defaults to `DataConfig()`.
+        progress: show a progress bar. Defaults to `True`.
+
+    Returns:
+        A `SplitImages`.
+    """
+    entries = manifest.split(split)
+    images, failures = decode_to_cache(
+        [e.path for e in entries], [e.sha1 for e in entries], spec,
+        cache_dir=data.cache_dir, limits=limits_of(data), workers=data.workers, progress=progress,
+    )
+    failed = {f.path: f for f in failures}
+    for entry in entries:
+        if entry.path in failed:
+            entry.flag(ImageProblem(failed[entry.path].problem), failed[entry.path].detail)
+    keep = np.array([i for i, e in enumerate(entries) if e.path not in failed], dtype=np.int64)
+    index = {name: i for i, name in enumerate(classes)}
+    kept = [entries[i] for i in keep]
+    if len(keep) != len(entries):
+        images = images[keep]
+    return SplitImages(images, np.array([index[e.label] for e in kept], dtype=np.int32), kept)
+
+
+class ImageBatches(keras.utils.PyDataset):
+    """Batches of `(uint8 images, int class indices)` for `model.fit`.
+
+    Args:
+        data: the decoded split.
+        batch_size: images per batch. Defaults to 32.
+        shuffle: reshuffle every epoch (seeded by `seed` and the epoch).
+            Defaults to `False`.
+        augment: an albumentations pipeline applied to each image, or `None`.
+            Defaults to `None`.
+        seed: seed of the shuffling. Defaults to 0.
+        workers: threads that prepare batches. Defaults to 1.
+        epoch: the epoch the first pass is, for resuming. Defaults to 0.
+    """
+
+    def __init__(self, data: SplitImages, *, batch_size: int = 32, shuffle: bool = False,
+                 augment=None, seed: int = 0, workers: int = 1, epoch: int = 0):
+        super().__init__(workers=workers, use_multiprocessing=False)
+        self.data = data
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment
+        self.seed = seed
+        self.epoch = epoch
+        self.order = self._order()
+
+    def _order(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.data))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.data))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.data) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        # Sorted indices read the memmap front to back; order within a batch does not matter.
+        rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
+        images = np.asarray(self.data.images[rows])
+        if self.augment is not None:
+            images = np.stack([self.augment(image=image)["image"].reshape(image.shape) for image in images])
+        return images, self.data.labels[rows]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = self._order()

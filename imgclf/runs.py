@@ -1,0 +1,242 @@
+"""The run directory: one folder holds everything a training run produced.
+
+```
+runs/<name>/
+  config.yaml  environment.json  manifest.csv  classes.json  augment.yaml
+  history.csv  model.keras  checkpoints/  eval/<split>/...  report.html
+```
+
+Every file is written atomically (to a temporary name in the same folder, then
+renamed), so a killed process never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from .config import Config, dump_config, load_config
+
+
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """Yields a temporary path beside `path`; renames it to `path` on success.
+
+    The temporary name keeps the suffix, so writers that check it (Keras
+    wants `.keras`) still work. On error the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path, text: str) -> Path:
+    """Writes `text` to `path` atomically and returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path, value) -> Path:
+    """Writes `value` as indented JSON, atomically."""
+    return write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
+    """Writes a CSV file with a header row, atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_text(path, buffer.getvalue())
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+class RunError(RuntimeError):
+    """A run directory is missing, incomplete or already in use."""
+
+
+class RunDir:
+    """A run directory on disk.
+
+    Args:
+        path: the folder, e.g. `"runs/flowers"`.
+
+    Example:
+
+    >>> run = RunDir("runs/digits")
+    >>> run.classes()
+    ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    # Layout ---------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.csv"
+
+    @property
+    def classes_path(self) -> Path:
+        return self.path / "classes.json"
+
+    @property
+    def environment_path(self) -> Path:
+        return self.path / "environment.json"
+
+    @property
+    def history_path(self) -> Path:
+        return self.path / "history.csv"
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / "model.keras"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def eval_dir(self, split: str) -> Path:
+        return self.path / "eval" / split
+
+    # Creation and locking -------------------------------------------------
+    @classmethod
+    def create(cls, path, *, overwrite: bool = False) -> "RunDir":
+        """Prepares `path` for a new run.
+
+        Args:
+            path: the run folder; created if missing.
+            overwrite: replace the files of a finished run there.
+                Defaults to `False`.
+
+        Raises:
+            RunError: if `path` already holds a trained model and
+                `overwrite` is false.
+        """
+        run = cls(path)
+        if run.model_path.exists() and not overwrite:
+            raise RunError(
+                f"{run.path} already holds a trained run (model.keras). "
+                "Pass --overwrite to replace it, or choose another --out."
+            )
+        run.path.mkdir(parents=True, exist_ok=True)
+        return run
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Holds an exclusive lock on the run so two processes never train into it."""
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunError(f"{self.path} is in use by another imgclf process; wait for it or choose another --out.") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # Reading --------------------------------------------------------------
+    def require(self, *names: str) -> None:
+        """Raises `RunError` naming the first of `names` missing from the run."""
+        if not self.path.is_dir():
+            raise RunError(f"Run directory not found: {self.path}. Train one with `imgclf train DIR --out {self.path}`.")
+        for name in names:
+            if not (self.path / name).exists():
+                raise RunError(f"{self.path} has no {name}; it is not a finished run. Train again with `imgclf train ... --out {self.path}`.")
+
+    def config(self) -> Config:
+        self.require("config.yaml")
+        return load_config(self.config_path)
+
+    def classes(self) -> list[str]:
+        self.require("classes.json")
+        return list(read_json(self.classes_path))
+
+    def manifest(self):
+        from .manifest import Manifest
+
+        self.require("manifest.csv")
+        return Manifest.read_csv(self.manifest_path)
+
+    def load_model(self):
+        """Loads `model.keras` (the best checkpoint of the run)."""
+        import keras
+
+        self.require("model.keras")
+        return keras.saving.load_model(self.model_path)
+
+    # Writing --------------------------------------------------------------
+    def write_config(self, cfg: Config) -> None:
+        write_text(self.config_path, dump_config(cfg))
+
+    def write_classes(self, classes: Sequence[str]) -> None:
+        write_json(self.classes_path, list(classes))
+
+    def write_environment(self, *, seeds: dict, data_hash: str, extra: dict | None = None) -> None:
+        write_json(self.environment_path, environment_record(seeds=seeds, data_hash=data_hash, extra=extra))
+
+    def save_model(self, model, path=None) -> Path:
+        """Saves a Keras model atomically, by default to `model.keras`."""
+        path = Path(path or self.model_path)
+        with atomic_path(path) as tmp:
+            model.save(tmp)
+        return path
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment_record(*, seeds: dict, data_hash: str, extra: dict | None = None) -> dict:
+    """What a run needs to be reproduced: versions, seeds, data hash, host."""
+    packages = ["imgclf", "tensorflow", "keras", "albumentations", "numpy", "pillow", "scikit-learn"]
+    record = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "versions": {name: _version(name) for name in packages},
+        "seeds": seeds,
+        "data_hash": data_hash,
+    }
+    record.update(extra or {})
+    return record

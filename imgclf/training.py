@@ -1,0 +1,170 @@
+"""Training: `fit(cfg, manifest, run)` writes a complete run directory.
+
+Every epoch saves `checkpoints/last.keras` (and `best.keras` when the monitored
+metric improves) plus `checkpoints/state.json`, so a killed run resumes from
+its last finished epoch with `resume=True`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+
+import keras
+import numpy as np
+from sklearn.utils.class_weight import compute_class_weight
+
+from .augment import augment_to_yaml, build_augment
+from .cache import ImageSpec
+from .config import Config, TrainConfig
+from .manifest import Manifest
+from .models import build_model
+from .parallel import default_workers
+from .pipeline import ImageBatches, SplitImages, load_split, resolve_image_spec
+from .runs import RunDir, RunError, atomic_path, read_json, write_json, write_text
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Saves last/best checkpoints and the resume state after every epoch.
+
+    Keras' `ModelCheckpoint` writes in place, so a process killed while saving
+    leaves a broken file; this callback writes each file atomically instead.
+
+    Args:
+        run: the run directory.
+        monitor: metric that decides the best epoch (lower is better for
+            names containing "loss", higher otherwise).
+        best: best value seen before this process started (when resuming).
+    """
+
+    def __init__(self, run: RunDir, monitor: str, best: float | None = None):
+        super().__init__()
+        self.run = run
+        self.monitor = monitor
+        self.lower_is_better = "loss" in monitor
+        self.best = best
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value < self.best if self.lower_is_better else value > self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = float((logs or {}).get(self.monitor, math.nan))
+        checkpoints = self.run.checkpoints
+        self.run.save_model(self.model, checkpoints / "last.keras")
+        if not math.isnan(value) and self._improved(value):
+            self.best = value
+            with atomic_path(checkpoints / "best.keras") as tmp:
+                shutil.copyfile(checkpoints / "last.keras", tmp)
+        write_json(checkpoints / "state.json", {"epoch": epoch, "monitor": self.monitor, "best": self.best})
+
+
+def _optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
+    optimizers = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    return optimizers[cfg.optimizer](learning_rate=cfg.learning_rate)
+
+
+def _class_weights(data: SplitImages, num_classes: int) -> dict[int, float]:
+    present = np.unique(data.labels)
+    weights = compute_class_weight("balanced", classes=present, y=data.labels)
+    table = dict.fromkeys(range(num_classes), 1.0)
+    table.update({int(c): float(w) for c, w in zip(present, weights)})
+    return table
+
+
+def _resolve_config(cfg: Config, spec: ImageSpec) -> Config:
+    """The config with automatic choices written out, so the run can be repeated exactly."""
+    color_mode = "grayscale" if spec.channels == 1 else "rgb"
+    return cfg.replace(data={"image_size": [spec.height, spec.width], "color_mode": color_mode})
+
+
+def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, verbose="auto", progress: bool = True) -> RunDir:
+    """Trains `cfg.model` on `manifest` and writes the run directory.
+
+    Args:
+        cfg: the experiment.
+        manifest: the dataset with its split.
+        run: where to write; see `RunDir`.
+        resume: continue from `checkpoints/last.keras` if it exists.
+            Defaults to `False`.
+        verbose: Keras' `fit` verbosity. Defaults to `"auto"`.
+        progress: show progress bars while decoding. Defaults to `True`.
+
+    Returns:
+        `run`, now holding `model.keras` and the files of `runs.RunDir`.
+    """
+    classes = manifest.classes
+    if len(classes) < 2:
+        raise ValueError(f"Training needs at least 2 classes with usable images; found {classes}. Check the folder with `imgclf scan`.")
+    state_path = run.checkpoints / "state.json"
+    resuming = resume and state_path.exists() and (run.checkpoints / "last.keras").exists()
+    if resuming and run.classes() != classes:
+        raise RunError(f"Cannot resume {run.path}: its classes {run.classes()} differ from the dataset's {classes}.")
+
+    keras.utils.set_random_seed(cfg.train.seed)
+    spec = resolve_image_spec(cfg.data, manifest)
+    cfg = _resolve_config(cfg, spec)
+    train_data = load_split(manifest, "train", classes, spec, data=cfg.data, progress=progress)
+    val_data = load_split(manifest, "val", classes, spec, data=cfg.data, progress=progress)
+    if len(train_data) == 0:
+        raise ValueError("The train split has no usable images. Lower --val/--test or add images.")
+
+    augment = build_augment(cfg.augment.preset, channels=spec.channels, seed=cfg.train.seed)
+    run.write_config(cfg)
+    run.write_classes(classes)
+    manifest.to_csv(run.manifest_path)
+    write_text(run.path / "augment.yaml", augment_to_yaml(augment))
+    run.write_environment(seeds={"split": cfg.data.seed, "train": cfg.train.seed}, data_hash=manifest.data_hash,
+                          extra={"image_spec": dataclasses.asdict(spec), "devices": _devices()})
+
+    initial_epoch, best = 0, None
+    if resuming:
+        state = read_json(state_path)
+        initial_epoch, best = state["epoch"] + 1, state["best"]
+        model = keras.saving.load_model(run.checkpoints / "last.keras")
+    else:
+        model = build_model(cfg.model, spec, len(classes))
+        model.compile(optimizer=_optimizer(cfg.train), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    workers = min(4, default_workers()) if cfg.augment.preset != "none" else 1
+    train_batches = ImageBatches(train_data, batch_size=cfg.train.batch_size, shuffle=True,
+                                 augment=augment if cfg.augment.preset != "none" else None,
+                                 seed=cfg.train.seed, workers=workers, epoch=initial_epoch)
+    val_batches = ImageBatches(val_data, batch_size=cfg.train.batch_size) if len(val_data) else None
+    monitor = "val_loss" if val_batches is not None else "loss"
+    callbacks = [
+        RunCheckpoint(run, monitor, best=best),
+        keras.callbacks.CSVLogger(str(run.history_path), append=resuming),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if cfg.train.patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.train.patience))
+
+    if initial_epoch < cfg.train.epochs:
+        model.fit(
+            train_batches,
+            validation_data=val_batches,
+            epochs=cfg.train.epochs,
+            initial_epoch=initial_epoch,
+            class_weight=_class_weights(train_data, len(classes)) if cfg.train.class_weight else None,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    best_path = run.checkpoints / "best.keras"
+    with atomic_path(run.model_path) as tmp:
+        shutil.copyfile(best_path if best_path.exists() else run.checkpoints / "last.keras", tmp)
+    manifest.to_csv(run.manifest_path)
+    return run
+
+
+def _devices() -> list[str]:
+    import tensorflow as tf
+
+    return [device.name for device in tf.config.list_logical_devices()]

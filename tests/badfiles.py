@@ -1,0 +1,186 @@
+"""Writers of every kind of bad or unusual image file the audit must recognise.
+
+Each writer takes a path, writes one small file there and returns the path.
+`BAD_FILES` maps a file name to `(writer, expected status, expected problem slug)`.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def _rgb(size=(16, 16), seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8))
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _jpeg_bytes(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90, **options)
+    return buffer.getvalue()
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def empty(path):
+    return write(path, b"")
+
+
+def text(path):
+    return write(path, b"Just some notes about my holiday photos.\n" * 3)
+
+
+def html(path):
+    return write(path, b"<!DOCTYPE html><html><body>404 Not Found</body></html>")
+
+
+def svg(path):
+    return write(path, b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>')
+
+
+def pdf(path):
+    return write(path, b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n")
+
+
+def truncated_jpeg(path):
+    data = _jpeg_bytes(_rgb((64, 64)))
+    return write(path, data[: len(data) // 2])
+
+
+def truncated_png(path):
+    data = _png_bytes(_rgb((64, 64)))
+    return write(path, data[: len(data) // 2])
+
+
+def bad_crc_png(path):
+    data = bytearray(_png_bytes(_rgb((32, 32))))
+    idat = data.index(b"IDAT")
+    data[idat + 10] ^= 0xFF  # one flipped byte inside the compressed pixels: the chunk CRC no longer matches
+    return write(path, bytes(data))
+
+
+def garbled_png(path):
+    data = bytearray(_png_bytes(_rgb((32, 32))))
+    idat = data.index(b"IDAT")
+    length = struct.unpack(">I", data[idat - 4:idat])[0]
+    garbage = np.random.default_rng(1).integers(0, 255, size=length, dtype=np.uint8).tobytes()
+    data[idat + 4:idat + 4 + length] = garbage
+    crc = zlib.crc32(b"IDAT" + garbage) & 0xFFFFFFFF  # a valid CRC over garbage: only decoding can tell
+    data[idat + 4 + length:idat + 8 + length] = struct.pack(">I", crc)
+    return write(path, bytes(data))
+
+
+def bomb_png(path, width=30_000, height=30_000):
+    """A valid tiny PNG whose header claims `width` x `height` pixels."""
+    data = bytearray(_png_bytes(Image.new("L", (1, 1))))
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr:ihdr + 17])) & 0xFFFFFFFF
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", crc)
+    return write(path, bytes(data))
+
+
+def cmyk_jpeg(path):
+    return write(path, _jpeg_bytes(_rgb().convert("CMYK")))
+
+
+def sixteen_bit_png(path):
+    array = np.full((16, 16), 65535, dtype=np.uint16)
+    array[:8] = 256
+    image = Image.fromarray(array)
+    return write(path, _png_bytes(image))
+
+
+def palette_transparency_png(path):
+    image = _rgb().convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", transparency=0)
+    return write(path, buffer.getvalue())
+
+
+def rgba_png(path):
+    image = _rgb().convert("RGBA")
+    image.putalpha(0)
+    return write(path, _png_bytes(image))
+
+
+def la_png(path):
+    return write(path, _png_bytes(_rgb().convert("LA")))
+
+
+def animated_gif(path):
+    frames = [_rgb(seed=1).convert("P"), _rgb(seed=2).convert("P")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    return write(path, buffer.getvalue())
+
+
+def animated_webp(path):
+    frames = [_rgb(seed=1), _rgb(seed=2)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="WEBP", save_all=True, append_images=frames[1:], duration=100)
+    return write(path, buffer.getvalue())
+
+
+def exif_rotated_jpeg(path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    return write(path, _jpeg_bytes(_rgb((16, 8)), exif=exif.tobytes()))
+
+
+def tiny_png(path):
+    return write(path, _png_bytes(_rgb((4, 4))))
+
+
+def extreme_aspect_png(path):
+    return write(path, _png_bytes(_rgb((200, 10))))
+
+
+def png_named_jpg(path):
+    return write(path, _png_bytes(_rgb()))
+
+
+def good_jpeg(path):
+    return write(path, _jpeg_bytes(_rgb()))
+
+
+BAD_FILES = {
+    "empty.jpg": (empty, "error", "empty_file"),
+    "notes.jpg": (text, "error", "not_an_image"),
+    "page.jpg": (html, "error", "not_an_image"),
+    "drawing.png": (svg, "error", "not_an_image"),
+    "document.jpg": (pdf, "error", "not_an_image"),
+    "truncated.jpg": (truncated_jpeg, "error", "truncated"),
+    "truncated.png": (truncated_png, "error", "truncated"),
+    "bad_crc.png": (bad_crc_png, "error", "corrupt"),
+    "garbled.png": (garbled_png, "error", "corrupt"),
+    "bomb.png": (bomb_png, "error", "decompression_bomb"),
+    "cmyk.jpg": (cmyk_jpeg, "warning", "cmyk"),
+    "deep.png": (sixteen_bit_png, "warning", "high_bit_depth"),
+    "palette.png": (palette_transparency_png, "warning", "palette_transparency"),
+    "rgba.png": (rgba_png, "warning", "alpha"),
+    "la.png": (la_png, "warning", "alpha"),
+    "animated.gif": (animated_gif, "warning", "animated"),
+    "animated.webp": (animated_webp, "warning", "animated"),
+    "rotated.jpg": (exif_rotated_jpeg, "warning", "exif_orientation"),
+    "tiny.png": (tiny_png, "warning", "too_small"),
+    "banner.png": (extreme_aspect_png, "warning", "extreme_aspect"),
+    "really_png.jpg": (png_named_jpg, "ok", ""),
+    "good.jpg": (good_jpeg, "ok", ""),
+}

@@ -1,0 +1,122 @@
+import csv
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import imgclf
+from badfiles import BAD_FILES, good_jpeg
+from conftest import make_class_folder
+
+
+@pytest.fixture
+def dirty_folder(tmp_path):
+    """Three learnable classes, plus every kind of bad file in class 'circle'."""
+    root = make_class_folder(tmp_path / "data", per_class=12)
+    for name, (writer, _, _) in BAD_FILES.items():
+        writer(root / "circle" / name)
+    os.symlink(tmp_path / "gone.jpg", root / "circle" / "dangling.jpg")
+    shutil.copy(root / "square" / "square_000.png", root / "triangle" / "mislabelled.png")
+    shutil.copy(root / "square" / "square_001.png", root / "square" / "copy_of_001.png")
+    return root
+
+
+def audit_rows(path):
+    with open(path, newline="") as handle:
+        return {os.path.basename(row["path"]): row for row in csv.DictReader(handle)}
+
+
+def test_audit_flags_every_bad_kind(dirty_folder, tmp_path):
+    result = imgclf.audit(dirty_folder, out=tmp_path / "audit", progress=False)
+    rows = audit_rows(result.csv_path)
+    for name, (_, status, problem) in BAD_FILES.items():
+        assert (rows[name]["status"], rows[name]["problem"]) == (status, problem), (name, rows[name])
+        if status != "ok":
+            assert rows[name]["detail"], name
+    assert (rows["dangling.jpg"]["status"], rows["dangling.jpg"]["problem"]) == ("error", "unreadable")
+    assert rows["mislabelled.png"]["problem"] == rows["square_000.png"]["problem"] == "label_conflict"
+    assert rows["copy_of_001.png"]["problem"] == "duplicate" and rows["copy_of_001.png"]["status"] == "warning"
+    assert all(row["split"] == "" for row in rows.values() if row["status"] == "error")
+    assert all(row["split"] in ("train", "val", "test") for row in rows.values() if row["status"] != "error")
+
+
+def test_audit_summary_names_problems_and_balance(dirty_folder):
+    result = imgclf.audit(dirty_folder, progress=False)
+    text = result.summary()
+    assert "truncated" in text and "decompression_bomb" in text
+    assert "imbalance ratio" in text
+    counts = result.class_counts()
+    assert counts["square"] == 12 and counts["triangle"] == 12  # the conflicting pair left out, the copy kept
+    assert result.imbalance_ratio == pytest.approx(max(counts.values()) / min(counts.values()))
+
+
+def test_bomb_is_rejected_with_a_configurable_limit(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=3)
+    from imgclf.auditing import audit
+    from imgclf.images import ImageLimits
+
+    result = audit(root, limits=ImageLimits(max_pixels=100), progress=False)
+    assert {e.problem for e in result.manifest.entries} == {"decompression_bomb"}
+
+
+def test_quarantine_moves_error_files_and_deletes_nothing(dirty_folder, tmp_path):
+    before = sorted(p.name for p in dirty_folder.rglob("*") if p.is_file() or p.is_symlink())
+    result = imgclf.audit(dirty_folder, quarantine=tmp_path / "quarantine", progress=False)
+    moved = sorted(p.name for p in (tmp_path / "quarantine").rglob("*") if p.is_file() or p.is_symlink())
+    kept = sorted(p.name for p in dirty_folder.rglob("*") if p.is_file() or p.is_symlink())
+    assert sorted(moved + kept) == before
+    assert "truncated.jpg" in moved and (tmp_path / "quarantine" / "circle" / "truncated.jpg").exists()
+    assert "cmyk.jpg" in kept and "mislabelled.png" in kept  # a label conflict needs a person, not quarantine
+    broken = {os.path.basename(e.path) for e in result.errors if e.problem != "label_conflict"}
+    assert set(moved) == broken and "dangling.jpg" in broken
+
+
+def test_cross_split_duplicates_are_reported(tmp_path):
+    root = tmp_path / "data"
+    make_class_folder(root / "train", per_class=6)
+    make_class_folder(root / "test", per_class=2, start=50)
+    shutil.copy(root / "train" / "circle" / "circle_000.png", root / "test" / "circle" / "leak.png")
+    result = imgclf.audit(root, progress=False)
+    leaks = result.cross_split_duplicates()
+    assert len(leaks) == 1 and any(path.endswith("leak.png") for path in leaks[0][1])
+    assert "more than one split" in result.summary()
+
+
+def test_cli_strict_exit_status(dirty_folder, tmp_path):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "imgclf", "audit", str(dirty_folder), "--out", str(tmp_path / "a")]
+    loose = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert loose.returncode == 0, loose.stderr
+    assert "with errors (left out)" in loose.stdout
+    strict = subprocess.run(command + ["--strict"], capture_output=True, text=True, env=env, timeout=300)
+    assert strict.returncode == 1
+    assert "--strict" in strict.stderr
+    clean = make_class_folder(tmp_path / "clean", per_class=3)
+    ok = subprocess.run(command[:3] + [str(clean), "--strict"], capture_output=True, text=True, env=env, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_training_on_a_dirty_folder_uses_every_good_image(dirty_folder, tmp_path):
+    expected = imgclf.audit(dirty_folder, progress=False).manifest
+    good = {e.path: e.split for e in expected.entries if e.usable}
+    run = imgclf.train(dirty_folder, model="mlp", hidden=(16,), epochs=1, out=tmp_path / "run", verbose=0,
+                       progress=False)
+    trained = {e.path: e.split for e in run.manifest().entries if e.usable}
+    assert trained == good
+    with pytest.raises(imgclf.manifest.DatasetError, match="strict"):
+        imgclf.train(dirty_folder, model="mlp", epochs=1, out=tmp_path / "run2", strict=True, verbose=0,
+                     progress=False)
+
+
+def test_file_broken_after_scan_is_skipped_not_fatal(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=10)
+    manifest = imgclf.scan(root, progress=False)
+    victim = next(e for e in manifest.entries if e.split == "train")
+    data = open(victim.path, "rb").read()
+    open(victim.path, "wb").write(data[: len(data) // 2])  # broken between scan and training
+    run = imgclf.train(manifest, model="mlp", hidden=(16,), epochs=1, out=tmp_path / "run", verbose=0,
+                       progress=False)
+    entry = next(e for e in run.manifest().entries if e.path == victim.path)
+    assert entry.status == "error" and entry.problem == "truncated"

@@ -1,0 +1,108 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import make_class_folder
+
+
+def run_cli(*args, env_extra=None, cwd=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "imgclf", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=600)
+
+
+def test_import_and_help_do_not_import_tensorflow():
+    code = (
+        "import sys, contextlib, io\n"
+        "import imgclf\n"
+        "from imgclf.cli import main\n"
+        "for argv in (['--help'], ['train', '--help'], ['scan', '--help'], ['evaluate', '--help'], ['models', '--help']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'albumentations', 'sklearn', 'matplotlib') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_command_help_shows_an_example():
+    for command in ("scan", "train", "evaluate", "models"):
+        result = run_cli(command, "--help")
+        assert result.returncode == 0
+        assert "example:" in result.stdout and f"imgclf {command}" in result.stdout
+
+
+def test_scan_prints_class_table(image_folder):
+    result = run_cli("scan", image_folder)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["class", "train", "val", "test", "total"]
+    assert any(line.split()[0] == "circle" and line.split()[-1] == "12" for line in lines)
+
+
+def test_scan_of_missing_folder_says_so(tmp_path):
+    result = run_cli("scan", tmp_path / "missing")
+    assert result.returncode == 1
+    assert "Dataset not found" in result.stderr and "missing" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_models_lists_registered_models():
+    result = run_cli("models")
+    assert result.returncode == 0
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert {"mlp", "cnn"} <= set(names)
+
+
+def test_train_then_evaluate_end_to_end(tmp_path):
+    data = make_class_folder(tmp_path / "data", per_class=14)
+    run = tmp_path / "runs" / "tiny"
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    result = run_cli("train", data, "--model", "cnn", "--epochs", "2", "--out", run, "--val", "0.2", "--test", "0.2",
+                     "--seed", "1", env_extra=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "model written to" in result.stdout
+    for name in ("config.yaml", "manifest.csv", "classes.json", "history.csv", "model.keras", "environment.json",
+                 "augment.yaml", "checkpoints/last.keras", "checkpoints/state.json"):
+        assert (run / name).exists(), name
+    assert json.loads((run / "classes.json").read_text()) == ["circle", "square", "triangle"]
+    with open(run / "history.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 2
+
+    result = run_cli("evaluate", run, "--split", "test", env_extra=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "error rate" in result.stdout
+    metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
+    assert metrics["error_rate"] == pytest.approx(1 - metrics["accuracy"])
+    assert metrics["images"] == sum(1 for row in csv.DictReader(open(run / "manifest.csv")) if row["split"] == "test")
+    matrix = list(csv.reader(open(run / "eval" / "test" / "confusion_matrix.csv")))
+    assert matrix[0][1:] == ["circle", "square", "triangle"]
+    assert [row[0] for row in matrix[1:]] == ["circle", "square", "triangle"]
+    assert sum(int(v) for row in matrix[1:] for v in row[1:]) == metrics["images"]
+    png = run / "eval" / "test" / "confusion_matrix.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_refuses_to_overwrite_a_finished_run(tmp_path, image_folder):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"x")
+    result = run_cli("train", image_folder, "--out", run, "--epochs", "1")
+    assert result.returncode == 1
+    assert "--overwrite" in result.stderr
+
+
+def test_train_reports_bad_config_key(tmp_path, image_folder):
+    (tmp_path / "exp.yaml").write_text("train:\n  epoch: 3\n")
+    result = run_cli("train", image_folder, "--out", tmp_path / "run", "--config", tmp_path / "exp.yaml")
+    assert result.returncode == 1
+    assert "unknown key train.epoch" in result.stderr

@@ -1,0 +1,51 @@
+import pytest
+
+from imgclf.config import Config, ConfigError, dump_config, load_config, with_options
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = with_options(Config(), model="mlp", hidden=(256, 128), epochs=3, image_size=(28, 28), seed=4)
+    path = tmp_path / "exp.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+    assert cfg.data.seed == cfg.train.seed == 4
+
+
+def test_missing_keys_keep_defaults(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  epochs: 3\n")
+    cfg = load_config(path)
+    assert cfg.train.epochs == 3
+    assert cfg.model.name == Config().model.name
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key train\.epoch.*epochs"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"image_size": (0, 64)}, r"image_size=\(0, 64\)"),
+        ({"val": 1.5}, r"val=1.5"),
+        ({"epochs": 0}, r"epochs=0"),
+        ({"color_mode": "cmyk"}, r"color_mode='cmyk'"),
+        ({"epochs": "ten"}, r"epochs='ten'"),
+    ],
+)
+def test_bad_values_name_the_received_value(options, message):
+    with pytest.raises(ConfigError, match=message):
+        with_options(Config(), **options)
+
+
+def test_unknown_option_lists_valid_ones():
+    with pytest.raises(ConfigError, match="epochs"):
+        with_options(Config(), epoch=3)
+
+
+def test_none_options_keep_the_base():
+    base = with_options(Config(), epochs=7)
+    assert with_options(base, epochs=None, model=None) == base

@@ -1,0 +1,149 @@
+import collections
+import os
+import shutil
+
+import pytest
+
+from conftest import CLASS_STYLES, draw_example, make_class_folder
+from imgclf.manifest import DatasetError, Manifest, scan
+
+
+def splits_by_path(manifest):
+    return {e.path: e.split for e in manifest.entries}
+
+
+def test_scan_finds_classes_and_counts(image_folder):
+    m = scan(image_folder, progress=False)
+    assert m.classes == sorted(CLASS_STYLES)
+    assert len(m) == 36
+    assert all(e.split in ("train", "val", "test") for e in m.entries)
+    assert all(len(e.sha1) == 40 and e.width == 16 and e.height == 16 for e in m.entries)
+    assert "36 usable images" in m.summary()
+
+
+def test_nested_folders_belong_to_their_class_and_junk_is_ignored(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=3)
+    nested = root / "circle" / "2024" / "holiday"
+    nested.mkdir(parents=True)
+    draw_example(CLASS_STYLES["circle"], 99).save(nested / "deep.PNG")
+    (root / "circle" / ".DS_Store").write_bytes(b"junk")
+    (root / "circle" / "._circle_000.png").write_bytes(b"junk")
+    (root / "square" / "Thumbs.db").write_bytes(b"junk")
+    (root / ".hidden").mkdir()
+    draw_example(CLASS_STYLES["circle"], 98).save(root / ".hidden" / "x.png")
+    (root / "empty_class").mkdir()
+    m = scan(root, progress=False)
+    assert m.classes == ["circle", "square", "triangle"]
+    labels = {os.path.basename(e.path): e.label for e in m.entries}
+    assert labels["deep.PNG"] == "circle"
+    assert len(m) == 10
+    assert any("empty class folder" in note and "empty_class" in note for note in m.notes)
+
+
+def test_symlink_loop_does_not_hang(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=3)
+    os.symlink(root / "circle", root / "circle" / "loop")
+    m = scan(root, progress=False)
+    assert sum(e.label == "circle" for e in m.entries) == 3
+
+
+def test_missing_folder_and_folder_without_images_are_clear_errors(tmp_path):
+    with pytest.raises(DatasetError, match="not found"):
+        scan(tmp_path / "nope", progress=False)
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="No images found"):
+        scan(tmp_path / "empty", progress=False)
+
+
+def test_split_is_stratified_with_every_split_in_every_class(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=40)
+    m = scan(root, val=0.2, test=0.2, progress=False)
+    for label, row in m.counts().items():
+        assert all(row[s] >= 1 for s in ("train", "val", "test")), (label, row)
+        assert 0.05 <= row["test"] / 40 <= 0.4, (label, row)
+    small = make_class_folder(tmp_path / "small", per_class=3)
+    for row in scan(small, progress=False).counts().values():
+        assert row == {"train": 1, "val": 1, "test": 1}
+
+
+def test_split_is_stable_when_images_are_added(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=30)
+    before = splits_by_path(scan(root, seed=3, progress=False))
+    make_class_folder(root, per_class=30, start=30)
+    after = splits_by_path(scan(root, seed=3, progress=False))
+    assert len(after) == 2 * len(before)
+    assert {path: after[path] for path in before} == before
+    assert splits_by_path(scan(root, seed=4, progress=False)) != after
+
+
+def test_identical_images_share_a_split_and_conflicts_are_errors(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=20)
+    for i in range(5):  # copies within the class
+        shutil.copy(root / "circle" / f"circle_{i:03d}.png", root / "circle" / f"copy_{i}.png")
+    shutil.copy(root / "square" / "square_000.png", root / "triangle" / "stolen.png")
+    m = scan(root, progress=False)
+    by_sha = collections.defaultdict(set)
+    for e in m.usable:
+        by_sha[e.sha1].add(e.split)
+    assert all(len(splits) == 1 for splits in by_sha.values())
+    copies = [e for e in m.entries if os.path.basename(e.path).startswith("copy_")]
+    assert all(e.status == "warning" and e.problem == "duplicate" and e.usable for e in copies)
+    conflict = [e for e in m.entries if e.problem == "label_conflict"]
+    assert {os.path.basename(e.path) for e in conflict} == {"square_000.png", "stolen.png"}
+    assert all(not e.usable for e in conflict)
+
+
+def test_presplit_layout_keeps_given_splits_and_carves_val(tmp_path):
+    root = tmp_path / "data"
+    make_class_folder(root / "train", per_class=20)
+    make_class_folder(root / "test", per_class=5, start=100)
+    m = scan(root, progress=False)
+    for e in m.entries:
+        if "/test/" in e.path:
+            assert e.split == "test"
+        else:
+            assert e.split in ("train", "val")
+    assert all(row["val"] >= 1 for row in m.counts().values())
+
+
+def test_validation_folder_name_is_accepted(tmp_path):
+    root = tmp_path / "data"
+    make_class_folder(root / "train", per_class=6)
+    make_class_folder(root / "validation", per_class=2, start=50)
+    m = scan(root, test=0.2, progress=False)
+    assert {e.split for e in m.entries if "/validation/" in e.path} == {"val"}
+
+
+def test_csv_layout_with_relative_paths(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=4)
+    rows = ["path,label,split"]
+    for i, e in enumerate(sorted(root.rglob("*.png"))):
+        rows.append(f"{e.relative_to(tmp_path)},{e.parent.name}_x,{'test' if i % 4 == 0 else ''}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    m = scan(tmp_path / "labels.csv", progress=False)
+    assert m.classes == ["circle_x", "square_x", "triangle_x"]
+    assert sum(e.split == "test" for e in m.entries) == 3
+    assert all(os.path.exists(e.path) for e in m.entries)
+
+
+def test_csv_without_label_column_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.csv").write_text("file,class\na.png,cat\n")
+    with pytest.raises(DatasetError, match="path,label"):
+        scan(tmp_path / "bad.csv", progress=False)
+
+
+def test_manifest_csv_round_trip(image_folder, tmp_path):
+    m = scan(image_folder, progress=False)
+    m.to_csv(tmp_path / "manifest.csv")
+    again = Manifest.read_csv(tmp_path / "manifest.csv")
+    assert again.entries == m.entries
+    assert again.data_hash == m.data_hash
+
+
+def test_data_hash_changes_with_content_not_location(tmp_path):
+    root = make_class_folder(tmp_path / "a", per_class=5)
+    first = scan(root, progress=False).data_hash
+    moved = shutil.copytree(root, tmp_path / "b")
+    assert scan(moved, progress=False).data_hash == first
+    draw_example(CLASS_STYLES["circle"], 77).save(moved / "circle" / "new.png")
+    assert scan(moved, progress=False).data_hash != first

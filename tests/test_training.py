@@ -1,0 +1,58 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import imgclf
+from conftest import make_class_folder
+
+
+def read_history(run):
+    with open(run.history_path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_killed_run_resumes_at_the_next_epoch(tmp_path):
+    data = make_class_folder(tmp_path / "data", per_class=10)
+    manifest = imgclf.scan(data, progress=False)
+    run = imgclf.train(manifest, model="mlp", hidden=(32,), epochs=2, out=tmp_path / "run", verbose=0, progress=False)
+    state = json.loads((run.checkpoints / "state.json").read_text())
+    assert state["epoch"] == 1
+    # A run killed after its second epoch has exactly these files; resuming asks for 4 epochs in all.
+    (run.model_path).unlink()
+    run = imgclf.train(manifest, model="mlp", hidden=(32,), epochs=4, out=run.path, resume=True, verbose=0, progress=False)
+    history = read_history(run)
+    assert [int(row["epoch"]) for row in history] == [0, 1, 2, 3]
+    assert json.loads((run.checkpoints / "state.json").read_text())["epoch"] == 3
+    assert run.model_path.exists()
+
+
+def test_models_take_raw_uint8_images(tmp_path, image_folder):
+    run = imgclf.train(image_folder, model="small_cnn", epochs=1, batch_size=8, out=tmp_path / "run",
+                       augment="standard", verbose=0, progress=False)
+    model = run.load_model()
+    assert model.input_shape == (None, 16, 16, 3)
+    images = np.zeros((2, 16, 16, 3), dtype=np.uint8)
+    probabilities = model.predict(images, verbose=0)
+    assert probabilities.shape == (2, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    assert "Rescaling" in [layer.__class__.__name__ for layer in model.layers]
+
+
+def test_config_records_automatic_choices(tmp_path, image_folder):
+    run = imgclf.train(image_folder, model="mlp", epochs=1, out=tmp_path / "run", verbose=0, progress=False)
+    cfg = run.config()
+    assert cfg.data.image_size == (16, 16)
+    assert cfg.data.color_mode == "rgb"
+    env = json.loads(run.environment_path.read_text())
+    assert env["data_hash"] == imgclf.scan(image_folder, progress=False).data_hash
+    assert env["versions"]["tensorflow"]
+
+
+@pytest.mark.slow
+def test_cnn_learns_the_tiny_classes(tmp_path):
+    data = make_class_folder(tmp_path / "data", per_class=40)
+    run = imgclf.train(data, model="cnn", epochs=12, out=tmp_path / "run", verbose=0, progress=False)
+    evaluation = imgclf.evaluate(run, "test", progress=False)
+    assert evaluation.error_rate < 0.15
