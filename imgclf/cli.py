@@ -20,8 +20,9 @@ commands in order:
 
 
 def _quiet_tensorflow() -> None:
-    # TensorFlow prints C++ and Python log lines at import; the CLI keeps only errors.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ log lines at import (including "failed call to cuInit" on
+    # machines without a GPU) drown the CLI's output; Python errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 

@@ -113,6 +113,9 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     cfg = _resolve_config(cfg, spec)
     train_data = load_split(manifest, "train", classes, spec, data=cfg.data, progress=progress)
     val_data = load_split(manifest, "val", classes, spec, data=cfg.data, progress=progress)
+    # The test images are decoded now too, so manifest.csv marks every file that cannot be
+    # decoded, and evaluation later finds them in the cache.
+    load_split(manifest, "test", classes, spec, data=cfg.data, progress=progress)
     if len(train_data) == 0:
         raise ValueError("The train split has no usable images. Lower --val/--test or add images.")
 

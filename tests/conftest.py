@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # Each class is a colour and a bar orientation, so a tiny CNN learns it in a few epochs.
 CLASS_STYLES = {
