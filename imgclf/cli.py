@@ -20,10 +20,26 @@ commands in order:
 
 
 def _quiet_tensorflow() -> None:
-    # TensorFlow's C++ log lines at import (including "failed call to cuInit" on
-    # machines without a GPU) drown the CLI's output; Python errors still show.
+    """Imports TensorFlow with its start-up log lines hidden.
+
+    TensorFlow's C++ code logs at import (oneDNN, CUDA drivers, cuInit) before
+    it reads TF_CPP_MIN_LOG_LEVEL, so the CLI also points file descriptor 2 at
+    /dev/null for the import and the device probe. An import error still
+    raises, and is printed once stderr is back.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -204,6 +220,9 @@ def cmd_models(args) -> int:
     return 0
 
 
+_TENSORFLOW_COMMANDS = {"train", "evaluate", "models"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the `imgclf` command line; returns the exit status."""
     parser = build_parser()
@@ -211,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    _quiet_tensorflow()
+    if args.command in _TENSORFLOW_COMMANDS:
+        _quiet_tensorflow()
     from .config import ConfigError
     from .manifest import DatasetError
     from .runs import RunError
