@@ -13,6 +13,7 @@ import enum
 import hashlib
 import io
 import os
+import re
 import struct
 import warnings
 from pathlib import Path
@@ -180,7 +181,10 @@ def _open(source, path, limits: ImageLimits) -> Image.Image:
         head = source.getvalue()[:256] if isinstance(source, io.BytesIO) else _head(path)
         raise ImageDecodeError(path, ImageProblem.NOT_AN_IMAGE, _describe_non_image(head)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageDecodeError(path, ImageProblem.DECOMPRESSION_BOMB, str(error)) from None
+        # Pillow refuses some bombs itself before the size is known here; its message holds the count.
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        detail = f"{int(found[1]):,} pixels exceeds max_pixels={limits.max_pixels:,}" if found else str(error)
+        raise ImageDecodeError(path, ImageProblem.DECOMPRESSION_BOMB, detail) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(path, ImageProblem.CORRUPT, f"unreadable header: {error}") from None
     width, height = image.size

@@ -67,10 +67,14 @@ def test_train_then_evaluate_end_to_end(tmp_path):
     data = make_class_folder(tmp_path / "data", per_class=14)
     run = tmp_path / "runs" / "tiny"
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
-    result = run_cli("train", data, "--model", "cnn", "--epochs", "2", "--out", run, "--val", "0.2", "--test", "0.2",
-                     "--seed", "1", env_extra=env)
+    result = run_cli("scan", data, "--val", "0.2", "--test", "0.2", "--seed", "1", "--out", tmp_path / "m.csv")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("train", data, "--manifest", tmp_path / "m.csv", "--model", "cnn", "--epochs", "2", "--out", run,
+                     env_extra=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "model written to" in result.stdout
+    assert "Traceback" not in result.stderr and "oneDNN" not in result.stderr
+    assert (run / "manifest.csv").read_text() == (tmp_path / "m.csv").read_text()
     for name in ("config.yaml", "manifest.csv", "classes.json", "history.csv", "model.keras", "environment.json",
                  "augment.yaml", "checkpoints/last.keras", "checkpoints/state.json"):
         assert (run / name).exists(), name

@@ -1,0 +1,101 @@
+import resource
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import badfiles
+from imgclf.images import (IMAGE_EXTENSIONS, ImageDecodeError, ImageLimits, ImageProblem, decode_image, inspect_file,
+                           load_image, read_header)
+
+
+@pytest.mark.parametrize("name", sorted(badfiles.BAD_FILES))
+def test_inspect_file_status_and_problem(tmp_path, name):
+    writer, status, problem = badfiles.BAD_FILES[name]
+    check = inspect_file(writer(tmp_path / name))
+    assert (check.status.value, check.problem) == (status, problem)
+    assert bool(check.detail) == (status != "ok")
+
+
+@pytest.mark.parametrize("name", [n for n, (_, status, _) in badfiles.BAD_FILES.items() if status == "error"])
+def test_decode_errors_name_the_file_and_the_fix(tmp_path, name):
+    writer, _, problem = badfiles.BAD_FILES[name]
+    path = writer(tmp_path / name)
+    with pytest.raises(ImageDecodeError) as raised:
+        decode_image(path)
+    assert raised.value.problem == ImageProblem(problem)
+    assert str(path) in str(raised.value) and "imgclf audit" in str(raised.value)
+
+
+def test_unreadable_paths(tmp_path):
+    for path in (tmp_path / "missing.jpg", tmp_path):
+        assert inspect_file(path).problem == "unreadable"
+        with pytest.raises(ImageDecodeError, match="unreadable"):
+            read_header(path)
+
+
+def test_bomb_is_rejected_from_the_header_without_allocating(tmp_path):
+    path = badfiles.bomb_png(tmp_path / "bomb.png", width=40_000, height=40_000)  # 1.6 GB as 8-bit gray
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert inspect_file(path).problem == "decompression_bomb"
+    with pytest.raises(ImageDecodeError, match="1,600,000,000 pixels exceeds max_pixels=89,478,485"):
+        load_image(path, size=(8, 8))
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 100
+
+
+def test_limits_are_configurable_and_validated(tmp_path):
+    path = badfiles.good_jpeg(tmp_path / "a.jpg")
+    assert inspect_file(path, limits=ImageLimits(max_pixels=100)).problem == "decompression_bomb"
+    assert inspect_file(path, limits=ImageLimits(min_side=32)).problem == "too_small"
+    with pytest.raises(ValueError, match="max_pixels=0"):
+        ImageLimits(max_pixels=0)
+
+
+def test_conversions_give_expected_pixels(tmp_path):
+    deep, _ = decode_image(badfiles.sixteen_bit_png(tmp_path / "deep.png"), channels=1)
+    assert deep.dtype == np.uint8 and deep.shape == (16, 16, 1)
+    assert deep[0, 0, 0] == 1 and deep[-1, -1, 0] == 255  # 256 >> 8 and 65535 >> 8, not clipped to 255 everywhere
+    clear, findings = decode_image(badfiles.rgba_png(tmp_path / "clear.png"))
+    assert (clear == 255).all() and findings[0].problem == ImageProblem.ALPHA  # fully transparent → white background
+    cmyk, _ = decode_image(badfiles.cmyk_jpeg(tmp_path / "cmyk.jpg"))
+    assert cmyk.shape == (16, 16, 3)
+    rotated, _ = decode_image(badfiles.exif_rotated_jpeg(tmp_path / "rot.jpg"))
+    assert rotated.shape == (16, 8, 3)  # stored 16 wide x 8 high, displayed rotated
+    assert inspect_file(tmp_path / "rot.jpg").width == 8
+
+
+def test_header_reports_channels(tmp_path):
+    Image.new("L", (10, 12)).save(tmp_path / "gray.png")
+    header = read_header(tmp_path / "gray.png")
+    assert (header.width, header.height, header.channels, header.format) == (10, 12, 1, "PNG")
+    assert read_header(badfiles.cmyk_jpeg(tmp_path / "c.jpg")).channels == 3
+
+
+@pytest.mark.parametrize("resize", ["stretch", "pad", "crop"])
+def test_load_image_sizes(tmp_path, resize):
+    path = badfiles.extreme_aspect_png(tmp_path / "wide.png")
+    assert load_image(path, size=(12, 20), resize=resize).shape == (12, 20, 3)
+    assert load_image(path, size=(12, 20), channels=1, resize=resize).shape == (12, 20, 1)
+
+
+def test_pad_keeps_aspect_with_background(tmp_path):
+    Image.new("RGB", (40, 10), (0, 0, 0)).save(tmp_path / "black.png")
+    padded = load_image(tmp_path / "black.png", size=(40, 40), resize="pad")
+    assert (padded[0] == 255).all() and (padded[20] == 0).all()
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale(tmp_path):
+    Image.new("RGB", (2000, 1600), (10, 200, 30)).save(tmp_path / "big.jpg", quality=90)
+    small = load_image(tmp_path / "big.jpg", size=(32, 40))
+    assert small.shape == (32, 40, 3)
+    assert abs(int(small[16, 20, 1]) - 200) < 6
+
+
+def test_unknown_resize_lists_valid_values(tmp_path):
+    with pytest.raises(ValueError, match="stretch, pad, crop"):
+        load_image(badfiles.good_jpeg(tmp_path / "a.jpg"), size=(8, 8), resize="zoom")
+
+
+def test_extensions():
+    assert IMAGE_EXTENSIONS == {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
