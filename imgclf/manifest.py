@@ -258,7 +258,13 @@ def _class_folders(root: Path) -> list[Path]:
 def _entries_from_folder(root: Path) -> tuple[list[Entry], list[str]]:
     folders = _class_folders(root)
     split_folders = {p: SPLIT_FOLDER_NAMES[p.name.lower()] for p in folders if p.name.lower() in SPLIT_FOLDER_NAMES}
-    presplit = bool(split_folders) and len(split_folders) == len(folders)
+    presplit = bool(split_folders)
+    if presplit and len(split_folders) != len(folders):
+        others = sorted(p.name for p in folders if p not in split_folders)
+        raise DatasetError(
+            f"{root} mixes split folders {sorted(p.name for p in split_folders)} with other folders {others}. "
+            "Use either root/<class>/ or root/train|val|test/<class>/, not both."
+        )
     parents = [(p, split_folders[p]) for p in folders] if presplit else [(root, "")]
     if presplit and "train" not in split_folders.values():
         raise DatasetError(f"{root} has split folders {sorted(p.name for p in folders)} but no train/ folder. Add train/<class>/ images.")

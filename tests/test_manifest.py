@@ -147,3 +147,11 @@ def test_data_hash_changes_with_content_not_location(tmp_path):
     assert scan(moved, progress=False).data_hash == first
     draw_example(CLASS_STYLES["circle"], 77).save(moved / "circle" / "new.png")
     assert scan(moved, progress=False).data_hash != first
+
+
+def test_mixing_split_folders_and_class_folders_is_a_clear_error(tmp_path):
+    root = tmp_path / "data"
+    make_class_folder(root / "train", per_class=3)
+    make_class_folder(root, per_class=2, classes=["circle"])
+    with pytest.raises(DatasetError, match=r"mixes split folders \['train'\] with other folders \['circle'\]"):
+        scan(root, progress=False)
