@@ -14,9 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .images import FileCheck, ImageLimits, ImageProblem, Severity, inspect_file
-from .manifest import SPLITS, Manifest, flag_duplicates, scan
-from .parallel import parallel_map
+from .images import ImageLimits, ImageProblem, Severity
+from .manifest import SPLITS, Manifest, flag_duplicates, read_files, scan
 from .runs import write_csv
 
 AUDIT_COLUMNS = ("path", "label", "split", "status", "problem", "detail", "width", "height", "sha1", "quarantined")
@@ -106,11 +105,6 @@ class AuditResult:
 _ERROR_SLUGS = {p.value for p in ImageProblem if p.severity == Severity.ERROR}
 
 
-def _inspect(job: tuple[str, ImageLimits]) -> FileCheck:
-    path, limits = job
-    return inspect_file(path, limits=limits)
-
-
 def audit(
     data,
     *,
@@ -149,15 +143,13 @@ def audit(
     >>> result = audit("photos/", out="audit/")
     >>> print(result.summary())
     """
-    manifest = data if isinstance(data, Manifest) else scan(
-        data, val=val, test=test, seed=seed, limits=limits, workers=workers, progress=progress)
-    jobs = [(e.path, limits) for e in manifest.entries]
-    checks = parallel_map(_inspect, jobs, workers=workers, desc="audit", progress=progress)
-    for entry, check in zip(manifest.entries, checks):
-        entry.sha1 = check.sha1 or entry.sha1
-        entry.width, entry.height, entry.channels = check.width or 0, check.height or 0, check.channels or 0
-        entry.status, entry.problem, entry.detail = check.status.value, check.problem, check.detail
-    flag_duplicates(manifest.entries)
+    if isinstance(data, Manifest):
+        manifest = data
+        read_files(manifest.entries, limits=limits, decode=True, workers=workers, progress=progress)
+        flag_duplicates(manifest.entries)
+    else:
+        manifest = scan(data, val=val, test=test, seed=seed, limits=limits, decode=True, workers=workers,
+                        progress=progress)
     for entry in manifest.entries:
         if not entry.usable:
             entry.split = ""

@@ -252,30 +252,30 @@ def _load(image: Image.Image, path) -> None:
         raise ImageDecodeError(path, problem, message or type(error).__name__) from None
 
 
-def _to_array(image: Image.Image, channels: int, limits: ImageLimits) -> tuple[Image.Image, list[Finding]]:
-    """Converts a loaded image to mode `L` or `RGB`, collecting warnings."""
-    findings = []
+def _mode_findings(image: Image.Image) -> list[Finding]:
+    """Warnings about the stored pixel format, which `_convert` deals with."""
     mode = image.mode
     if mode == "CMYK":
-        findings.append(Finding(ImageProblem.CMYK, "CMYK image converted to RGB"))
+        return [Finding(ImageProblem.CMYK, "CMYK image converted to RGB")]
     if mode in _HIGH_BIT_MODES:
-        findings.append(Finding(ImageProblem.HIGH_BIT_DEPTH, f"{mode} image scaled to 8 bits"))
-        image = _to_8bit(image)
-        mode = image.mode
+        return [Finding(ImageProblem.HIGH_BIT_DEPTH, f"{mode} image scaled to 8 bits")]
     if mode == "P" and "transparency" in image.info:
-        findings.append(Finding(ImageProblem.PALETTE_TRANSPARENCY, "palette image with transparency composited on the background"))
-        image = image.convert("RGBA")
-        mode = image.mode
+        return [Finding(ImageProblem.PALETTE_TRANSPARENCY, "palette image with transparency composited on the background")]
     if mode in _ALPHA_MODES:
-        if not findings:  # a palette with transparency was reported above
-            findings.append(Finding(ImageProblem.ALPHA, f"{mode} image: alpha composited on the background"))
+        return [Finding(ImageProblem.ALPHA, f"{mode} image: alpha composited on the background")]
+    return []
+
+
+def _convert(image: Image.Image, channels: int, limits: ImageLimits) -> Image.Image:
+    """Converts a loaded image to mode `L` (channels=1) or `RGB`."""
+    if image.mode in _HIGH_BIT_MODES:
+        image = _to_8bit(image)
+    if image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*limits.background, 255))
         image = Image.alpha_composite(background, rgba).convert("RGB")
     target = "L" if channels == 1 else "RGB"
-    if image.mode != target:
-        image = image.convert(target)
-    return image, findings
+    return image if image.mode == target else image.convert(target)
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
@@ -314,8 +314,12 @@ def _shape_findings(width: int, height: int, limits: ImageLimits) -> list[Findin
     return findings
 
 
-def _decode(source, path, channels: int, limits: ImageLimits, draft_size=None) -> tuple[Image.Image, list[Finding], str]:
-    """Opens, fully decodes and converts one image; returns it, its warnings and its stored mode."""
+def _decode(source, path, channels: int | None, limits: ImageLimits, draft_size=None) -> tuple[Image.Image, list[Finding], str]:
+    """Opens and fully decodes one image.
+
+    Returns the image (converted to `channels`, or as stored when `channels`
+    is `None`), its warnings and its stored mode.
+    """
     with _open(source, path, limits) as image:
         stored_mode = image.mode
         if draft_size is not None and image.format == "JPEG":
@@ -325,8 +329,10 @@ def _decode(source, path, channels: int, limits: ImageLimits, draft_size=None) -
         image, findings = _orientation_and_frames(image)
         if findings and findings[0].problem == ImageProblem.ANIMATED:
             _load(image, path)
-        image, conversion = _to_array(image, channels, limits)
-        return image, findings + conversion, stored_mode
+        findings += _mode_findings(image)
+        if channels is not None:
+            image = _convert(image, channels, limits)
+        return image, findings, stored_mode
 
 
 def decode_image(path, *, channels: int = 3, limits: ImageLimits = ImageLimits()) -> tuple[np.ndarray, tuple[Finding, ...]]:
@@ -405,7 +411,8 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits()) -> FileCheck:
     """
     try:
         _check_file(path)
-        data = Path(path).read_bytes()
+        with open(path, "rb") as handle:
+            data = handle.read()
     except ImageDecodeError as error:
         sha1 = _sha1_or_none(path) if error.problem == ImageProblem.EMPTY_FILE else None
         return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),))
@@ -413,7 +420,7 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits()) -> FileCheck:
         return FileCheck(None, None, None, None, (Finding(ImageProblem.UNREADABLE, error.strerror or str(error)),))
     sha1 = hashlib.sha1(data).hexdigest()
     try:
-        image, findings, stored_mode = _decode(io.BytesIO(data), path, 3, limits)
+        image, findings, stored_mode = _decode(io.BytesIO(data), path, None, limits)
     except ImageDecodeError as error:
         return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),))
     width, height = image.size

@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .images import IMAGE_EXTENSIONS, ImageDecodeError, ImageLimits, ImageProblem, Severity, read_header
+from .images import (IMAGE_EXTENSIONS, FileCheck, Finding, ImageDecodeError, ImageLimits, ImageProblem, Severity,
+                     inspect_file, read_header)
 from .parallel import parallel_map
 
 SPLITS = ("train", "val", "test")
@@ -164,6 +165,7 @@ def scan(
     test: float = 0.15,
     seed: int = 0,
     limits: ImageLimits = ImageLimits(),
+    decode: bool = False,
     workers: int | None = None,
     progress: bool = True,
 ) -> Manifest:
@@ -187,7 +189,9 @@ def scan(
         val: fraction of each class for validation. Defaults to 0.15.
         test: fraction of each class for testing. Defaults to 0.15.
         seed: seed of the split. Defaults to 0.
-        limits: size limits applied to headers. Defaults to `ImageLimits()`.
+        limits: image limits. Defaults to `ImageLimits()`.
+        decode: decode every image fully, as `imgclf audit` does, instead of
+            reading only headers. Defaults to `False`.
         workers: processes that read files. Defaults to `None`: one per CPU.
         progress: show a progress bar. Defaults to `True`.
 
@@ -211,7 +215,7 @@ def scan(
             f"No images found under {root}. Expected one subfolder per class (root/<class>/<image files>) "
             f"with extensions {', '.join(sorted(IMAGE_EXTENSIONS))}."
         )
-    _read_files(entries, limits=limits, workers=workers, progress=progress)
+    read_files(entries, limits=limits, decode=decode, workers=workers, progress=progress)
     flag_duplicates(entries)
     assign_splits(entries, val=val, test=test, seed=seed)
     manifest = Manifest(entries, root=str(root), notes=notes)
@@ -313,28 +317,46 @@ def _class_size_notes(manifest: Manifest) -> list[str]:
 
 # Reading files ------------------------------------------------------------
 
-def _read_one(args: tuple[str, ImageLimits]) -> tuple[str, int, int, int, str, str]:
-    """Hashes one file and reads its header: `(sha1, w, h, channels, problem, detail)`."""
-    path, limits = args
+def _header_check(path: str, limits: ImageLimits) -> FileCheck:
+    """Hashes one file and reads only its header (the fast check of `scan`)."""
     try:
         with open(path, "rb") as handle:
             sha1 = hashlib.file_digest(handle, "sha1").hexdigest()
     except OSError as error:
-        return "", 0, 0, 0, ImageProblem.UNREADABLE.value, f"{error.strerror or error}"
+        return FileCheck(None, None, None, None, (Finding(ImageProblem.UNREADABLE, error.strerror or str(error)),))
     try:
         header = read_header(path, limits=limits)
     except ImageDecodeError as error:
-        return sha1, 0, 0, 0, error.problem.value, error.detail
-    return sha1, header.width, header.height, header.channels, "", ""
+        return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),))
+    return FileCheck(sha1, header.width, header.height, header.channels, ())
 
 
-def _read_files(entries: list[Entry], *, limits: ImageLimits, workers: int | None, progress: bool) -> None:
-    jobs = [(e.path, limits) for e in entries]
-    results = parallel_map(_read_one, jobs, workers=workers, desc="scan", progress=progress)
-    for entry, (sha1, width, height, channels, problem, detail) in zip(entries, results):
-        entry.sha1, entry.width, entry.height, entry.channels = sha1, width, height, channels
-        if problem:
-            entry.flag(ImageProblem(problem), detail)
+def _check(job: tuple[str, ImageLimits, bool]) -> FileCheck:
+    path, limits, decode = job
+    return inspect_file(path, limits=limits) if decode else _header_check(path, limits)
+
+
+def read_files(entries: Sequence[Entry], *, limits: ImageLimits = ImageLimits(), decode: bool = False,
+               workers: int | None = None, progress: bool = True) -> None:
+    """Hashes and checks every file in worker processes, setting each entry's fields.
+
+    Args:
+        entries: the entries to check; their hash, size, status and problems
+            are replaced.
+        limits: image limits. Defaults to `ImageLimits()`.
+        decode: decode every image fully (`images.inspect_file`) instead of
+            reading only headers. Defaults to `False`.
+        workers: processes. Defaults to `None`: one per CPU.
+        progress: show a progress bar. Defaults to `True`.
+    """
+    jobs = [(e.path, limits, decode) for e in entries]
+    checks = parallel_map(_check, jobs, workers=workers, desc="audit" if decode else "scan", progress=progress)
+    for entry, check in zip(entries, checks):
+        entry.sha1 = check.sha1 or ""
+        entry.width, entry.height, entry.channels = check.width or 0, check.height or 0, check.channels or 0
+        entry.status, entry.problem, entry.detail = Severity.OK.value, "", ""
+        for finding in check.findings:
+            entry.flag(finding.problem, finding.detail)
 
 
 def flag_duplicates(entries: Sequence[Entry]) -> None:
