@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+# The dataset recipes live in the repository's datasets/ folder, not in an installed package.
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -13,12 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-# The recipes live in the repository's datasets/ folder, not in an installed package.
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from datasets import digits, fashion_mnist, synthetic  # noqa: E402
+from conftest import REPO
+from datasets import digits, fashion_mnist, synthetic
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -56,3 +56,14 @@ def test_cnn_learns_the_tiny_classes(tmp_path):
     run = imgclf.train(data, model="cnn", epochs=12, out=tmp_path / "run", verbose=0, progress=False)
     evaluation = imgclf.evaluate(run, "test", progress=False)
     assert evaluation.error_rate < 0.15
+
+
+@pytest.mark.slow
+def test_digits_demo_error_rate_is_well_under_ten_percent(tmp_path):
+    from datasets import digits
+
+    digits.build(tmp_path / "digits")
+    run = imgclf.train(tmp_path / "digits", model="cnn", epochs=20, out=tmp_path / "run", verbose=0, progress=False)
+    evaluation = imgclf.evaluate(run, "test", progress=False)
+    assert len(evaluation.y_true) > 200
+    assert evaluation.error_rate < 0.10
