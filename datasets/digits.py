@@ -26,20 +26,18 @@ python datasets/digits.py data/digits32 --size 32
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
-import re
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+try:
+    from ._common import existing_files, finish_build, prepare_out, run_build, save_atomic
+except ImportError:  # run as a script: python datasets/NAME.py
+    from _common import existing_files, finish_build, prepare_out, run_build, save_atomic
+
 CLASSES = tuple(str(d) for d in range(10))
-STAMP = ".imgclf-dataset.json"
 RECIPE = "digits"
 
 __all__ = ["CLASSES", "build", "main", "scale_to_uint8"]
@@ -98,14 +96,14 @@ def build(out, *, size: int = 8, overwrite: bool = False) -> dict:
 
     out = Path(out)
     params = {"recipe": RECIPE, "size": size}
-    _prepare_out(out, params, overwrite=overwrite)
+    prepare_out(out, params, overwrite=overwrite)
 
     width = max(4, len(str(len(images) - 1)))
     written = skipped = 0
     for digit, name in enumerate(CLASSES):
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
-        existing = _existing_files(folder)
+        existing = existing_files(folder)
         for index in np.flatnonzero(labels == digit):
             filename = f"{index:0{width}d}.png"
             if filename in existing:
@@ -114,94 +112,12 @@ def build(out, *, size: int = 8, overwrite: bool = False) -> dict:
             image = Image.fromarray(images[index])
             if size != 8:
                 image = image.resize((size, size), Image.Resampling.BILINEAR)
-            _save_atomic(image, folder / filename, "PNG")
+            save_atomic(image, folder / filename, "PNG")
             written += 1
 
     counts = {name: int(np.sum(labels == digit)) for digit, name in enumerate(CLASSES)}
-    summary = {
-        "root": str(out),
-        "classes": list(CLASSES),
-        "counts": counts,
-        "images": int(len(images)),
-        "written": written,
-        "skipped": skipped,
-    }
-    _write_stamp(out, params, complete=True, summary=summary)
-    return summary
-
-
-# Output folder helpers -------------------------------------------------------
-
-_TEMP = re.compile(r"^\..+\.\d+\.tmp$")
-
-
-def _save_atomic(image: Image.Image, path: Path, fmt: str, **options) -> None:
-    """Saves `image` to a hidden temporary file beside `path`, then renames it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        image.save(tmp, format=fmt, **options)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def _existing_files(folder: Path) -> set[str]:
-    """Names of the files in `folder`; removes temporary files left by a killed run."""
-    names = set()
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if _TEMP.match(entry.name):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-            elif entry.is_file():
-                names.add(entry.name)
-    return names
-
-
-def _write_stamp(out: Path, params: dict, *, complete: bool, summary: dict | None = None) -> None:
-    data = {"params": params, "complete": complete}
-    if summary is not None:
-        data["summary"] = {k: v for k, v in summary.items() if k not in ("written", "skipped")}
-    tmp = out / f".{STAMP}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, out / STAMP)
-
-
-def _prepare_out(out: Path, params: dict, *, overwrite: bool) -> None:
-    """Checks that `out` is new, empty or an earlier build with the same settings."""
-    params = json.loads(json.dumps(params))
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} is a file. Pass the path of a folder (new or empty) for the dataset.")
-    if out.is_dir():
-        stamp = out / STAMP
-        if stamp.is_file():
-            try:
-                previous = json.loads(stamp.read_text(encoding="utf-8")).get("params")
-            except (OSError, ValueError, AttributeError):
-                previous = None
-            if previous != params and not overwrite:
-                raise FileExistsError(
-                    f"{out} holds a dataset built with other settings ({_differences(previous, params)}). "
-                    f"Pass --overwrite (overwrite=True) to delete it and build again, or choose another output folder."
-                )
-            if overwrite:
-                shutil.rmtree(out)
-        elif any(not name.startswith(".") for name in os.listdir(out)):
-            raise FileExistsError(
-                f"{out} is not empty and was not written by this recipe (it has no {STAMP}). "
-                f"Choose a new or empty output folder."
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    _write_stamp(out, params, complete=False)
-
-
-def _differences(previous, params: dict) -> str:
-    if not isinstance(previous, dict):
-        return f"unreadable {STAMP}"
-    keys = sorted(set(previous) | set(params))
-    return ", ".join(f"{k}: {previous.get(k)!r} before, {params.get(k)!r} now" for k in keys if previous.get(k) != params.get(k))
+    return finish_build(out, params, classes=CLASSES, counts=counts, images=len(images), written=written,
+                        skipped=skipped)
 
 
 # Command line ----------------------------------------------------------------
@@ -223,18 +139,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Runs the command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    start = time.perf_counter()
-    try:
-        summary = build(args.out, size=args.size, overwrite=args.overwrite)
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    seconds = time.perf_counter() - start
-    print(
-        f"{summary['images']} images in {len(summary['classes'])} classes under {summary['root']} "
-        f"({summary['written']} written, {summary['skipped']} already there) in {seconds:.1f} s"
-    )
-    return 0
+    return run_build(lambda: build(args.out, size=args.size, overwrite=args.overwrite))
 
 
 if __name__ == "__main__":

@@ -41,18 +41,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
-import json
 import math
 import os
 import re
 import shutil
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+try:
+    from ._common import existing_files, finish_build, prepare_out, run_build, save_atomic
+except ImportError:  # run as a script: python datasets/NAME.py
+    from _common import existing_files, finish_build, prepare_out, run_build, save_atomic
 
 CLASSES = ("t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot")
 SPLITS = {"train": "train", "test": "t10k"}
@@ -69,7 +72,6 @@ MIRRORS = (
     "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
 )
 DOWNLOAD_TIMEOUT = 15.0
-STAMP = ".imgclf-dataset.json"
 RECIPE = "fashion_mnist"
 
 # IDX type codes (third byte of the magic number) and their big-endian dtypes.
@@ -307,40 +309,12 @@ def _read_splits(files: dict[tuple[str, str], Path]) -> dict[str, tuple[np.ndarr
 
 # Writing PNGs -----------------------------------------------------------------
 
-_TEMP = re.compile(r"^\..+\.\d+\.tmp$")
-
-
-def _save_atomic(image: Image.Image, path: str, fmt: str, **options) -> None:
-    """Saves `image` to a hidden temporary file beside `path`, then renames it."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-    try:
-        image.save(tmp, format=fmt, **options)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
 
 def _write_chunk(task: tuple[list[str], np.ndarray]) -> int:
     paths, images = task
     for path, pixels in zip(paths, images):
-        _save_atomic(Image.fromarray(pixels), path, "PNG")
+        save_atomic(Image.fromarray(pixels), path, "PNG")
     return len(paths)
-
-
-def _existing_files(folder: Path) -> set[str]:
-    """Names of the files in `folder`; removes temporary files left by a killed run."""
-    names = set()
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if _TEMP.match(entry.name):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-            elif entry.is_file():
-                names.add(entry.name)
-    return names
 
 
 class _Progress:
@@ -429,7 +403,7 @@ def build(
 
     out = Path(out)
     params = {"recipe": RECIPE, "limit": None if limit is None else int(limit)}
-    _prepare_out(out, params, overwrite=overwrite)
+    prepare_out(out, params, overwrite=overwrite)
 
     counts, todo_paths, todo_images, total = {}, [], [], 0
     for split, (images, labels) in data.items():
@@ -442,7 +416,7 @@ def build(
         for name in CLASSES:
             folder = out / split / name
             folder.mkdir(parents=True, exist_ok=True)
-            existing[name] = _existing_files(folder)
+            existing[name] = existing_files(folder)
         for index in range(n):
             name = CLASSES[labels[index]]
             filename = f"{index:0{width}d}.png"
@@ -473,64 +447,8 @@ def build(
         finally:
             bar.close()
 
-    summary = {
-        "root": str(out),
-        "classes": list(CLASSES),
-        "counts": counts,
-        "images": total,
-        "written": len(todo_paths),
-        "skipped": total - len(todo_paths),
-        "source": str(files[("train", "images")].parent),
-    }
-    _write_stamp(out, params, complete=True, summary=summary)
-    return summary
-
-
-# Output folder helpers -------------------------------------------------------
-
-
-def _write_stamp(out: Path, params: dict, *, complete: bool, summary: dict | None = None) -> None:
-    data = {"params": params, "complete": complete}
-    if summary is not None:
-        data["summary"] = {k: v for k, v in summary.items() if k not in ("written", "skipped")}
-    tmp = out / f".{STAMP}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, out / STAMP)
-
-
-def _prepare_out(out: Path, params: dict, *, overwrite: bool) -> None:
-    """Checks that `out` is new, empty or an earlier build with the same settings."""
-    params = json.loads(json.dumps(params))
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} is a file. Pass the path of a folder (new or empty) for the dataset.")
-    if out.is_dir():
-        stamp = out / STAMP
-        if stamp.is_file():
-            try:
-                previous = json.loads(stamp.read_text(encoding="utf-8")).get("params")
-            except (OSError, ValueError, AttributeError):
-                previous = None
-            if previous != params and not overwrite:
-                raise FileExistsError(
-                    f"{out} holds a dataset built with other settings ({_differences(previous, params)}). "
-                    f"Pass --overwrite (overwrite=True) to delete it and build again, or choose another output folder."
-                )
-            if overwrite:
-                shutil.rmtree(out)
-        elif any(not name.startswith(".") for name in os.listdir(out)):
-            raise FileExistsError(
-                f"{out} is not empty and was not written by this recipe (it has no {STAMP}). "
-                f"Choose a new or empty output folder."
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    _write_stamp(out, params, complete=False)
-
-
-def _differences(previous, params: dict) -> str:
-    if not isinstance(previous, dict):
-        return f"unreadable {STAMP}"
-    keys = sorted(set(previous) | set(params))
-    return ", ".join(f"{k}: {previous.get(k)!r} before, {params.get(k)!r} now" for k in keys if previous.get(k) != params.get(k))
+    return finish_build(out, params, classes=CLASSES, counts=counts, images=total, written=len(todo_paths),
+                        skipped=total - len(todo_paths), source=str(files[("train", "images")].parent))
 
 
 # Command line ----------------------------------------------------------------
@@ -566,28 +484,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Runs the command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    start = time.perf_counter()
-    try:
-        summary = build(
-            args.out,
-            source=args.source,
-            cache=args.cache,
-            download=not args.no_download,
-            limit=args.limit,
-            workers=args.workers,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-        )
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    seconds = time.perf_counter() - start
-    sizes = ", ".join(f"{split} {sum(c.values())}" for split, c in summary["counts"].items())
-    print(
-        f"{summary['images']} images ({sizes}) in {len(summary['classes'])} classes under {summary['root']} "
-        f"from {summary['source']} ({summary['written']} written, {summary['skipped']} already there) in {seconds:.1f} s"
-    )
-    return 0
+
+    def describe(summary: dict) -> str:
+        sizes = ", ".join(f"{split} {sum(c.values())}" for split, c in summary["counts"].items())
+        return f"({sizes}) in {len(summary['classes'])} classes under {summary['root']} from {summary['source']}"
+
+    return run_build(lambda: build(
+        args.out, source=args.source, cache=args.cache, download=not args.no_download, limit=args.limit,
+        workers=args.workers, overwrite=args.overwrite, progress=not args.quiet,
+    ), describe)
 
 
 if __name__ == "__main__":

@@ -38,17 +38,17 @@ from __future__ import annotations
 
 import argparse
 import colorsys
-import contextlib
-import json
-import os
 import re
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+try:
+    from ._common import existing_files, finish_build, prepare_out, run_build, save_atomic
+except ImportError:  # run as a script: python datasets/NAME.py
+    from _common import existing_files, finish_build, prepare_out, run_build, save_atomic
 
 SHAPES = ("circle", "square", "triangle", "hstripes", "cross", "ring", "vstripes", "diamond", "checker", "dstripes")
 # File format: (Pillow format name, file extension, modes it stores faithfully).
@@ -64,7 +64,6 @@ SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 DEFAULT_SIZES = ((32, 32), (48, 36), (36, 48), (64, 64))
 DEFAULT_FORMATS = ("jpg", "png")
 DEFAULT_MODES = ("RGB",)
-STAMP = ".imgclf-dataset.json"
 RECIPE = "synthetic"
 
 __all__ = ["FORMATS", "MODES", "SHAPES", "build", "main", "render"]
@@ -353,7 +352,7 @@ def build(
         "modes": mode_list,
         "split": bool(split),
     }
-    _prepare_out(out, params, overwrite=overwrite)
+    prepare_out(out, params, overwrite=overwrite)
 
     if split:
         sizes_by_split = _split_sizes(per_class)
@@ -371,7 +370,7 @@ def build(
         for split_name, first, last in bounds:
             folder = out / split_name / class_name if split_name else out / class_name
             folder.mkdir(parents=True, exist_ok=True)
-            existing = _existing_files(folder)
+            existing = existing_files(folder)
             for index in range(first, last):
                 rng = np.random.default_rng([seed, class_index, index])
                 mode = mode_list[int(rng.integers(len(mode_list)))]
@@ -387,97 +386,15 @@ def build(
                 alpha = int(rng.integers(96, 256))
                 quality = int(rng.integers(75, 96))
                 options = {"quality": quality} if pil_format in ("JPEG", "WEBP") else {}
-                _save_atomic(_convert(image, mask, mode, alpha), folder / filename, pil_format, **options)
+                save_atomic(_convert(image, mask, mode, alpha), folder / filename, pil_format, **options)
                 written += 1
             if split_name:
                 counts.setdefault(split_name, {})[class_name] = last - first
             else:
                 counts[class_name] = last - first
 
-    summary = {
-        "root": str(out),
-        "classes": class_names,
-        "counts": counts,
-        "images": per_class * len(class_names),
-        "written": written,
-        "skipped": skipped,
-    }
-    _write_stamp(out, params, complete=True, summary=summary)
-    return summary
-
-
-# Output folder helpers -------------------------------------------------------
-
-_TEMP = re.compile(r"^\..+\.\d+\.tmp$")
-
-
-def _save_atomic(image: Image.Image, path: Path, fmt: str, **options) -> None:
-    """Saves `image` to a hidden temporary file beside `path`, then renames it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        image.save(tmp, format=fmt, **options)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def _existing_files(folder: Path) -> set[str]:
-    """Names of the files in `folder`; removes temporary files left by a killed run."""
-    names = set()
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if _TEMP.match(entry.name):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-            elif entry.is_file():
-                names.add(entry.name)
-    return names
-
-
-def _write_stamp(out: Path, params: dict, *, complete: bool, summary: dict | None = None) -> None:
-    data = {"params": params, "complete": complete}
-    if summary is not None:
-        data["summary"] = {k: v for k, v in summary.items() if k not in ("written", "skipped")}
-    tmp = out / f".{STAMP}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, out / STAMP)
-
-
-def _prepare_out(out: Path, params: dict, *, overwrite: bool) -> None:
-    """Checks that `out` is new, empty or an earlier build with the same settings."""
-    params = json.loads(json.dumps(params))
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} is a file. Pass the path of a folder (new or empty) for the dataset.")
-    if out.is_dir():
-        stamp = out / STAMP
-        if stamp.is_file():
-            try:
-                previous = json.loads(stamp.read_text(encoding="utf-8")).get("params")
-            except (OSError, ValueError, AttributeError):
-                previous = None
-            if previous != params and not overwrite:
-                raise FileExistsError(
-                    f"{out} holds a dataset built with other settings ({_differences(previous, params)}). "
-                    f"Pass --overwrite (overwrite=True) to delete it and build again, or choose another output folder."
-                )
-            if overwrite:
-                shutil.rmtree(out)
-        elif any(not name.startswith(".") for name in os.listdir(out)):
-            raise FileExistsError(
-                f"{out} is not empty and was not written by this recipe (it has no {STAMP}). "
-                f"Choose a new or empty output folder."
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    _write_stamp(out, params, complete=False)
-
-
-def _differences(previous, params: dict) -> str:
-    if not isinstance(previous, dict):
-        return f"unreadable {STAMP}"
-    keys = sorted(set(previous) | set(params))
-    return ", ".join(f"{k}: {previous.get(k)!r} before, {params.get(k)!r} now" for k in keys if previous.get(k) != params.get(k))
+    return finish_build(out, params, classes=class_names, counts=counts, images=per_class * len(class_names),
+                        written=written, skipped=skipped)
 
 
 # Command line ----------------------------------------------------------------
@@ -526,30 +443,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Runs the command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    start = time.perf_counter()
-    try:
-        summary = build(
-            args.out,
-            classes=args.classes,
-            per_class=args.per_class,
-            difficulty=args.difficulty,
-            seed=args.seed,
-            sizes=args.sizes,
-            formats=args.formats,
-            modes=args.modes,
-            split=args.split,
-            names=args.names,
-            overwrite=args.overwrite,
-        )
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    seconds = time.perf_counter() - start
-    print(
-        f"{summary['images']} images in {len(summary['classes'])} classes under {summary['root']} "
-        f"({summary['written']} written, {summary['skipped']} already there) in {seconds:.1f} s"
-    )
-    return 0
+    return run_build(lambda: build(
+        args.out, classes=args.classes, per_class=args.per_class, difficulty=args.difficulty, seed=args.seed,
+        sizes=args.sizes, formats=args.formats, modes=args.modes, split=args.split, names=args.names,
+        overwrite=args.overwrite,
+    ))
 
 
 if __name__ == "__main__":

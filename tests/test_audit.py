@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import imgclf
-from badfiles import BAD_FILES, good_jpeg
+from badfiles import BAD_FILES
 from conftest import make_class_folder
 
 

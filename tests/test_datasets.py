@@ -15,6 +15,7 @@ from PIL import Image
 
 from conftest import REPO
 from datasets import digits, fashion_mnist, synthetic
+from datasets._common import STAMP
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -27,7 +28,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def _hidden(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob(".*") if p.name != digits.STAMP)
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".*") if p.name != STAMP)
 
 
 # Recipes in general -----------------------------------------------------------

@@ -1,0 +1,120 @@
+"""What the dataset recipes share: the output folder, atomic PNG writes, the command line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image
+
+STAMP = ".imgclf-dataset.json"
+_TEMP = re.compile(r"^\..+\.\d+\.tmp$")
+
+
+def save_atomic(image: Image.Image, path, fmt: str, **options) -> None:
+    """Saves `image` to a hidden temporary file beside `path`, then renames it."""
+    folder, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    try:
+        image.save(tmp, format=fmt, **options)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def existing_files(folder: Path) -> set[str]:
+    """Names of the files in `folder`; removes temporary files left by a killed run."""
+    names = set()
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if _TEMP.match(entry.name):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+            elif entry.is_file():
+                names.add(entry.name)
+    return names
+
+
+def write_stamp(out: Path, params: dict, *, complete: bool, summary: dict | None = None) -> None:
+    """Records the recipe's settings in `out/.imgclf-dataset.json` (hidden: imgclf ignores it)."""
+    data = {"params": params, "complete": complete}
+    if summary is not None:
+        data["summary"] = {k: v for k, v in summary.items() if k not in ("written", "skipped")}
+    tmp = out / f".{STAMP}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, out / STAMP)
+
+
+def prepare_out(out: Path, params: dict, *, overwrite: bool) -> None:
+    """Checks that `out` is new, empty or an earlier build with the same settings.
+
+    A folder that holds other files is never deleted, even with `overwrite`.
+
+    Raises:
+        FileExistsError: `out` is a file, holds other files, or holds a build
+            with other settings and `overwrite` is false.
+    """
+    params = json.loads(json.dumps(params))
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file. Pass the path of a folder (new or empty) for the dataset.")
+    if out.is_dir():
+        stamp = out / STAMP
+        if stamp.is_file():
+            try:
+                previous = json.loads(stamp.read_text(encoding="utf-8")).get("params")
+            except (OSError, ValueError, AttributeError):
+                previous = None
+            if previous != params and not overwrite:
+                raise FileExistsError(
+                    f"{out} holds a dataset built with other settings ({_differences(previous, params)}). "
+                    f"Pass --overwrite (overwrite=True) to delete it and build again, or choose another output folder."
+                )
+            if overwrite:
+                shutil.rmtree(out)
+        elif any(not name.startswith(".") for name in os.listdir(out)):
+            raise FileExistsError(
+                f"{out} is not empty and was not written by this recipe (it has no {STAMP}). "
+                f"Choose a new or empty output folder."
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    write_stamp(out, params, complete=False)
+
+
+def _differences(previous, params: dict) -> str:
+    if not isinstance(previous, dict):
+        return f"unreadable {STAMP}"
+    keys = sorted(set(previous) | set(params))
+    return ", ".join(f"{k}: {previous.get(k)!r} before, {params.get(k)!r} now" for k in keys if previous.get(k) != params.get(k))
+
+
+def run_build(build: Callable[[], dict], describe: Callable[[dict], str] | None = None) -> int:
+    """Runs a recipe's `build` for its command line: prints the summary, or the error; returns the exit status."""
+    start = time.perf_counter()
+    try:
+        summary = build()
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - start
+    where = describe(summary) if describe else f"in {len(summary['classes'])} classes under {summary['root']}"
+    print(f"{summary['images']} images {where} ({summary['written']} written, {summary['skipped']} already there) "
+          f"in {seconds:.1f} s")
+    return 0
+
+
+def finish_build(out: Path, params: dict, *, classes, counts: dict, images: int, written: int, skipped: int,
+                 **extra) -> dict:
+    """Marks the build complete and returns the summary that `build` returns."""
+    summary = {"root": str(out), "classes": list(classes), "counts": counts, "images": int(images),
+               "written": written, "skipped": skipped, **extra}
+    write_stamp(out, params, complete=True, summary=summary)
+    return summary
