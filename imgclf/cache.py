@@ -122,8 +122,9 @@ def decode_to_cache(
             np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *spec.shape)).flush()
             jobs = [(str(tmp), start, list(chunk), spec, limits)
                     for start, chunk in zip(range(0, len(paths), _CHUNK), chunked(list(paths), _CHUNK))]
-            rows = [row for result in parallel_map(_decode_rows, jobs, workers=workers, desc="decode",
-                                                    unit="chunk", progress=progress) for row in result]
+            results = parallel_map(_decode_rows, jobs, workers=workers, desc="decode", unit="chunk",
+                                   files_per_item=_CHUNK, progress=progress)
+            rows = [row for chunk_failures in results for row in chunk_failures]
         write_json(failures_file, rows)
     rows = json.loads(failures_file.read_text())
     failures = [DecodeFailure(paths[i], problem, detail) for i, problem, detail in rows]

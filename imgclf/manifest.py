@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from .images import (IMAGE_EXTENSIONS, FileCheck, Finding, ImageDecodeError, ImageLimits, ImageProblem, Severity,
                      inspect_file, read_header)
@@ -447,8 +447,3 @@ def _ensure_each_split(chosen: dict[str, str], units: dict[str, float], interval
         nearest = min(donors, key=lambda sha1: (max(low - units[sha1], units[sha1] - high, 0.0), sha1))
         chosen[nearest] = name
 
-
-def split_sizes(entries: Iterable[Entry]) -> dict[str, int]:
-    """Number of usable entries per split."""
-    sizes = collections.Counter(e.split for e in entries if e.usable)
-    return {name: sizes.get(name, 0) for name in SPLITS}

@@ -11,8 +11,8 @@ from tqdm.auto import tqdm
 T = TypeVar("T")
 R = TypeVar("R")
 
-# Below this many items, starting worker processes costs more than it saves.
-_MIN_ITEMS_FOR_PROCESSES = 256
+# Below this many files, starting worker processes costs more than it saves.
+_MIN_FILES_FOR_PROCESSES = 256
 
 
 def default_workers() -> int:
@@ -30,6 +30,7 @@ def parallel_map(
     workers: int | None = None,
     desc: str | None = None,
     unit: str = "file",
+    files_per_item: int = 1,
     progress: bool = True,
 ) -> Iterator[R]:
     """Yields `fn(item)` for each item, in order.
@@ -41,6 +42,8 @@ def parallel_map(
             this process. Defaults to `None`.
         desc: label of the tqdm progress bar. Defaults to `None`.
         unit: what one item is, for the progress bar. Defaults to `"file"`.
+        files_per_item: files one item stands for (a chunk of files counts
+            as many); few files in all are done in this process. Defaults to 1.
         progress: show the progress bar. Defaults to `True`.
 
     Returns:
@@ -49,7 +52,7 @@ def parallel_map(
     workers = workers or default_workers()
     bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress, leave=False)
     with bar:
-        if workers == 1 or len(items) < _MIN_ITEMS_FOR_PROCESSES:
+        if workers == 1 or len(items) * files_per_item < _MIN_FILES_FOR_PROCESSES:
             for item in items:
                 yield fn(item)
                 bar.update()
