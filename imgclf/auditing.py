@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from .images import ImageLimits, ImageProblem, Severity
-from .manifest import SPLITS, Manifest, flag_duplicates, read_files, scan
+from .manifest import Manifest, flag_duplicates, read_files, scan
 from .runs import write_csv
 
 AUDIT_COLUMNS = ("path", "label", "split", "status", "problem", "detail", "width", "height", "sha1", "quarantined")
@@ -68,32 +68,32 @@ class AuditResult:
                 if len({e.split for e in group}) > 1]
 
     def summary(self) -> str:
-        """A short text report: totals, problems, class balance, splits."""
+        """A short text report: totals, problems (errors first), classes × splits, balance."""
         entries = self.manifest.entries
         ok = len(entries) - len(self.errors) - len(self.warnings)
         lines = [f"{len(entries):,} files: {ok:,} ok, {len(self.warnings):,} with warnings (used), "
                  f"{len(self.errors):,} with errors (left out)"]
-        if self.problem_counts():
-            lines.append("")
-            lines.append(f"{'problem':<22} {'status':<8} {'files':>6}  example")
+        counts = self.problem_counts()
+        if counts:
             examples = {}
             for entry in entries:
                 for problem in filter(None, entry.problem.split(";")):
-                    examples.setdefault(problem, entry)
-            for problem, count in self.problem_counts().items():
+                    examples.setdefault(problem, entry.path)
+            lines += ["", f"{'problem':<22} {'status':<8} {'files':>6}  example"]
+            for problem in sorted(counts, key=lambda p: (p not in _ERROR_SLUGS, -counts[p], p)):
                 severity = "error" if problem in _ERROR_SLUGS else "warning"
-                lines.append(f"{problem:<22} {severity:<8} {count:>6}  {examples[problem].path}")
-        counts = self.class_counts()
-        if counts:
-            lines.append("")
-            lines.append(f"{len(counts)} classes; imbalance ratio {self.imbalance_ratio:.1f} "
-                         f"(largest {max(counts, key=counts.get)!r} {max(counts.values()):,}, "
-                         f"smallest {min(counts, key=counts.get)!r} {min(counts.values()):,})")
-        sizes = {s: len(self.manifest.split(s)) for s in SPLITS}
-        lines.append("split sizes: " + ", ".join(f"{s} {n:,}" for s, n in sizes.items()))
+                lines.append(f"{problem:<22} {severity:<8} {counts[problem]:>6}  "
+                             f"{self.manifest.display_path(examples[problem])}")
+        classes = self.class_counts()
+        if classes:
+            largest, smallest = max(classes, key=classes.get), min(classes, key=classes.get)
+            lines += ["", *self.manifest.class_table(),
+                      f"{len(classes)} classes; imbalance ratio {self.imbalance_ratio:.1f} "
+                      f"(largest {largest!r} {classes[largest]:,}, smallest {smallest!r} {classes[smallest]:,})"]
         leaks = self.cross_split_duplicates()
         if leaks:
-            lines.append(f"{len(leaks)} image(s) appear in more than one split (leak between splits), e.g. {leaks[0][1]}")
+            example = " and ".join(self.manifest.display_path(path) for path in leaks[0][1][:2])
+            lines.append(f"{len(leaks)} image(s) appear in more than one split (leak between splits), e.g. {example}")
         lines.extend(f"note: {note}" for note in self.manifest.notes)
         if self.csv_path:
             lines.append(f"details: {self.csv_path}")
@@ -176,7 +176,7 @@ def _quarantine(entries, root: Path, folder: Path) -> dict[str, str]:
         if not os.path.lexists(source):
             continue
         try:
-            relative = source.relative_to(base.absolute())
+            relative = source.relative_to(os.path.abspath(base))
         except ValueError:
             relative = Path(entry.label) / source.name
         target = folder / relative

@@ -8,6 +8,7 @@ header before any pixel is allocated. Problems are named by `ImageProblem`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -17,6 +18,7 @@ import re
 import struct
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -171,30 +173,50 @@ def _describe_non_image(head: bytes) -> str:
         return "Pillow cannot identify this file as an image"
 
 
-def _open(source, path, limits: ImageLimits) -> Image.Image:
-    """Opens an image lazily (header only) and applies the pixel limit."""
+@contextlib.contextmanager
+def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
+    """Opens an image lazily (header only), applies the pixel limit, closes it on exit.
+
+    Pillow checks every size it meets (the header, each GIF frame) against its
+    module-wide `Image.MAX_IMAGE_PIXELS`, so that limit is set to
+    `limits.max_pixels` while the file is open; otherwise a limit above
+    Pillow's default could never be used. Decoding runs in one thread per
+    process, so the temporary change is seen by this file alone.
+    """
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(source)
-    except UnidentifiedImageError:
-        head = source.getvalue()[:256] if isinstance(source, io.BytesIO) else _head(path)
-        raise ImageDecodeError(path, ImageProblem.NOT_AN_IMAGE, _describe_non_image(head)) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        # Pillow refuses some bombs itself before the size is known here; its message holds the count.
-        found = re.search(r"\((\d+) pixels\)", str(error))
-        detail = f"{int(found[1]):,} pixels exceeds max_pixels={limits.max_pixels:,}" if found else str(error)
-        raise ImageDecodeError(path, ImageProblem.DECOMPRESSION_BOMB, detail) from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageDecodeError(path, ImageProblem.CORRUPT, f"unreadable header: {error}") from None
-    width, height = image.size
-    if width * height > limits.max_pixels:
-        image.close()
-        raise ImageDecodeError(
-            path, ImageProblem.DECOMPRESSION_BOMB,
-            f"{width}x{height} = {width * height:,} pixels exceeds max_pixels={limits.max_pixels:,}",
-        )
-    return image
+            try:
+                image = Image.open(source)
+            except UnidentifiedImageError:
+                head = source.getvalue()[:256] if isinstance(source, io.BytesIO) else _head(path)
+                raise ImageDecodeError(path, ImageProblem.NOT_AN_IMAGE, _describe_non_image(head)) from None
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+                raise ImageDecodeError(path, ImageProblem.DECOMPRESSION_BOMB, _bomb_detail(error, limits)) from None
+            except (OSError, SyntaxError, ValueError) as error:
+                raise ImageDecodeError(path, ImageProblem.CORRUPT, f"unreadable header: {error}") from None
+            with image:
+                width, height = image.size
+                if width * height > limits.max_pixels:
+                    raise ImageDecodeError(
+                        path, ImageProblem.DECOMPRESSION_BOMB,
+                        f"{width}x{height} = {width * height:,} pixels exceeds max_pixels={limits.max_pixels:,}",
+                    )
+                try:
+                    yield image
+                except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+                    # A frame of an animation can be larger than the header says.
+                    raise ImageDecodeError(path, ImageProblem.DECOMPRESSION_BOMB, _bomb_detail(error, limits)) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _bomb_detail(error: Exception, limits: ImageLimits) -> str:
+    # Pillow refuses some bombs itself before the size is known here; its message holds the count.
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    return f"{int(found[1]):,} pixels exceeds max_pixels={limits.max_pixels:,}" if found else str(error)
 
 
 def _head(path) -> bytes:

@@ -44,11 +44,19 @@ def test_audit_flags_every_bad_kind(dirty_folder, tmp_path):
     assert all(row["split"] in ("train", "val", "test") for row in rows.values() if row["status"] != "error")
 
 
-def test_audit_summary_names_problems_and_balance(dirty_folder):
-    result = imgclf.audit(dirty_folder, progress=False)
-    text = result.summary()
-    assert "truncated" in text and "decompression_bomb" in text
-    assert "imbalance ratio" in text
+def test_audit_summary_names_problems_and_balance(dirty_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = imgclf.audit("data", progress=False)
+    lines = result.summary().splitlines()
+    problems = {line.split()[0]: line.split() for line in lines if line.split()[1:2] in (["error"], ["warning"])}
+    assert problems["truncated"] == ["truncated", "error", "2", "data/circle/truncated.jpg"]
+    assert problems["decompression_bomb"][1:3] == ["error", "1"]
+    statuses = [row[1] for row in problems.values()]
+    assert statuses == sorted(statuses)  # every error before the first warning
+    table = lines.index(next(line for line in lines if line.split()[:2] == ["class", "train"]))
+    assert [line.split()[0] for line in lines[table + 1:table + 5]] == ["circle", "square", "triangle", "total"]
+    assert lines[table + 4].split()[-1] == str(len(result.manifest.usable))
+    assert "imbalance ratio" in lines[table + 5]
     counts = result.class_counts()
     assert counts["square"] == 12 and counts["triangle"] == 12  # the conflicting pair left out, the copy kept
     assert result.imbalance_ratio == pytest.approx(max(counts.values()) / min(counts.values()))

@@ -99,3 +99,13 @@ def test_unknown_resize_lists_valid_values(tmp_path):
 
 def test_extensions():
     assert IMAGE_EXTENSIONS == {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def test_max_pixels_above_pillows_own_limit_is_honoured(tmp_path):
+    # 100 and 200 megapixels: above Pillow's default warning (89M) and error (179M) limits.
+    for width, height in ((10_000, 10_000), (20_000, 10_000)):
+        path = badfiles.bomb_png(tmp_path / f"big_{width}.png", width=width, height=height)
+        header = read_header(path, limits=ImageLimits(max_pixels=300_000_000))
+        assert (header.width, header.height) == (width, height)
+        with pytest.raises(ImageDecodeError, match=f"{width * height:,} pixels exceeds max_pixels=50,000,000"):
+            read_header(path, limits=ImageLimits(max_pixels=50_000_000))
