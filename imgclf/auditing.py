@@ -45,9 +45,8 @@ class AuditResult:
         return [e for e in self.manifest.entries if e.status == Severity.WARNING.value]
 
     def problem_counts(self) -> dict[str, int]:
-        """Files per problem slug (a file with two problems counts under both)."""
-        counts = collections.Counter(p for e in self.manifest.entries for p in e.problem.split(";") if p)
-        return dict(counts.most_common())
+        """Files per problem slug, most frequent first (a file with two problems counts under both)."""
+        return self.manifest.problem_counts()
 
     def class_counts(self) -> dict[str, int]:
         """Usable images per class."""

@@ -188,6 +188,8 @@ def cmd_train(args) -> int:
                        strict=args.strict, verbose=2, **options)
     manifest = run.manifest()
     print(manifest.summary())
+    if any(not entry.usable for entry in manifest.entries):
+        print(f"files left out have status 'error' in {run.manifest_path}; `imgclf audit` explains each one")
     print(f"\nmodel written to {run.model_path}")
     print(f"next: imgclf evaluate {run.path} --split test")
     return 0

@@ -29,6 +29,7 @@ _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"
 _HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
 _EXIF_ORIENTATION = 0x0112
+_SIDEWAYS_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
 class Severity(str, enum.Enum):
@@ -123,12 +124,22 @@ class ImageDecodeError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class ImageHeader:
-    """What the header says: size, channels after conversion (1 or 3) and format."""
+    """What the header says without decoding pixels.
+
+    Attributes:
+        width: width as displayed (after EXIF orientation).
+        height: height as displayed.
+        channels: 1 or 3, after conversion.
+        format: Pillow's format name, e.g. `"JPEG"`.
+        findings: the warnings the header already shows (mode, animation,
+            orientation, size); a full decode (`inspect_file`) may add errors.
+    """
 
     width: int
     height: int
     channels: int
     format: str | None
+    findings: tuple[Finding, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +199,7 @@ def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's notes on corrupt EXIF; the image is still usable
             try:
                 image = Image.open(source)
             except UnidentifiedImageError:
@@ -248,7 +260,9 @@ def read_header(path, *, limits: ImageLimits = ImageLimits()) -> ImageHeader:
         limits: the pixel limit applies. Defaults to `ImageLimits()`.
 
     Returns:
-        An `ImageHeader`. Width and height are as stored (before EXIF orientation).
+        An `ImageHeader` with the warnings the header shows. A PNG's EXIF
+        orientation is left to the full decode: Pillow finds it only by
+        decoding the whole file.
 
     Raises:
         ImageDecodeError: for an empty, unreadable, non-image or too-large file.
@@ -256,7 +270,17 @@ def read_header(path, *, limits: ImageLimits = ImageLimits()) -> ImageHeader:
     _check_file(path)
     try:
         with _open(path, path, limits) as image:
-            return ImageHeader(image.width, image.height, _channels(image.mode), image.format)
+            findings = []
+            if getattr(image, "is_animated", False):
+                findings.append(Finding(ImageProblem.ANIMATED, "animated; the first frame is used"))
+            width, height = image.size
+            orientation = 1 if image.format == "PNG" and "exif" not in image.info else _exif_orientation(image)
+            if orientation != 1:
+                findings.append(Finding(ImageProblem.EXIF_ORIENTATION, f"EXIF orientation {orientation} applied"))
+                if orientation in _SIDEWAYS_ORIENTATIONS:
+                    width, height = height, width
+            findings += _mode_findings(image) + _shape_findings(width, height, limits)
+            return ImageHeader(width, height, _channels(image.mode), image.format, tuple(findings))
     except PermissionError as error:
         raise ImageDecodeError(path, ImageProblem.UNREADABLE, error.strerror or str(error)) from None
 
@@ -319,11 +343,17 @@ def _orientation_and_frames(image: Image.Image) -> tuple[Image.Image, list[Findi
     if frames > 1:
         findings.append(Finding(ImageProblem.ANIMATED, f"{frames} frames; the first is used"))
         image.seek(0)
-    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-    if orientation not in (1, None):
+    orientation = _exif_orientation(image)
+    if orientation != 1:
         findings.append(Finding(ImageProblem.EXIF_ORIENTATION, f"EXIF orientation {orientation} applied"))
         image = ImageOps.exif_transpose(image)
     return image, findings
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation 2..8 that changes how the image is shown, else 1 (also for invalid values)."""
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    return orientation if orientation in range(2, 9) else 1
 
 
 def _shape_findings(width: int, height: int, limits: ImageLimits) -> list[Finding]:

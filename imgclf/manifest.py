@@ -156,6 +156,11 @@ class Manifest:
         relative = os.path.relpath(path, os.path.abspath(base)) if base else path
         return path if relative.startswith("..") else os.path.join(base, relative)
 
+    def problem_counts(self) -> dict[str, int]:
+        """Files per problem slug, most frequent first (a file with two problems counts under both)."""
+        counts = collections.Counter(p for e in self.entries for p in e.problem.split(";") if p)
+        return dict(counts.most_common())
+
     def summary(self) -> str:
         """A table of classes × splits with totals, and the problems found."""
         errors = sum(1 for e in self.entries if not e.usable)
@@ -163,6 +168,11 @@ class Manifest:
         lines = self.class_table()
         lines.append(f"{len(self.classes)} classes, {len(self.usable):,} usable images; "
                      f"{errors:,} left out with errors, {warnings:,} with warnings.")
+        counts = self.problem_counts()
+        for severity in (Severity.ERROR, Severity.WARNING):
+            found = [f"{slug} {n:,}" for slug, n in counts.items() if ImageProblem(slug).severity == severity]
+            if found:
+                lines.append(f"{severity.value}s: {', '.join(found)}")
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
@@ -340,7 +350,7 @@ def _header_check(path: str, limits: ImageLimits) -> FileCheck:
         header = read_header(path, limits=limits)
     except ImageDecodeError as error:
         return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),))
-    return FileCheck(sha1, header.width, header.height, header.channels, ())
+    return FileCheck(sha1, header.width, header.height, header.channels, header.findings)
 
 
 def _check(job: tuple[str, ImageLimits, bool]) -> FileCheck:

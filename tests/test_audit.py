@@ -130,3 +130,14 @@ def test_file_broken_after_scan_is_skipped_not_fatal(tmp_path):
                        progress=False)
     entry = next(e for e in run.manifest().entries if e.path == victim.path)
     assert entry.status == "error" and entry.problem == "truncated"
+
+
+def test_scan_reports_the_warnings_the_audit_finds(dirty_folder):
+    scanned = {e.path: (e.status, e.problem) for e in imgclf.scan(dirty_folder, progress=False).entries}
+    audited = {e.path: (e.status, e.problem) for e in imgclf.audit(dirty_folder, progress=False).manifest.entries}
+    assert {p: v for p, v in scanned.items() if v[0] == "warning"} == {p: v for p, v in audited.items() if v[0] == "warning"}
+    text = imgclf.scan(dirty_folder, progress=False).summary()
+    warnings_line = next(line for line in text.splitlines() if line.startswith("warnings: "))
+    assert "cmyk 1" in warnings_line and "animated 2" in warnings_line
+    errors_line = next(line for line in text.splitlines() if line.startswith("errors: "))
+    assert "not_an_image 4" in errors_line and "truncated" not in errors_line  # found only by decoding

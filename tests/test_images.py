@@ -109,3 +109,19 @@ def test_max_pixels_above_pillows_own_limit_is_honoured(tmp_path):
         assert (header.width, header.height) == (width, height)
         with pytest.raises(ImageDecodeError, match=f"{width * height:,} pixels exceeds max_pixels=50,000,000"):
             read_header(path, limits=ImageLimits(max_pixels=50_000_000))
+
+
+@pytest.mark.parametrize("name", sorted(badfiles.BAD_FILES))
+def test_header_shows_every_warning_a_full_decode_finds(tmp_path, name):
+    writer, status, problem = badfiles.BAD_FILES[name]
+    path = writer(tmp_path / name)
+    full = inspect_file(path)
+    if status == "error" and problem in ("truncated", "corrupt"):
+        assert read_header(path).findings == ()  # only decoding the pixels finds these
+    elif status == "error":
+        with pytest.raises(ImageDecodeError, match=problem):
+            read_header(path)
+    else:
+        header = read_header(path)
+        assert ";".join(f.problem.value for f in header.findings) == full.problem
+        assert (header.width, header.height) == (full.width, full.height)  # rotated.jpg: displayed size
