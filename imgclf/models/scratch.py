@@ -56,7 +56,7 @@ def small_cnn(cfg: ModelConfig, spec: ImageSpec, num_classes: int) -> keras.Mode
     for filters in (32, 64, 128):
         for _ in range(2):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-            x = layers.BatchNormalization()(x)
+            x = layers.BatchNormalization(momentum=0.9)(x)
             x = layers.Activation("relu")(x)
         if min(x.shape[1], x.shape[2]) >= 2:
             x = layers.MaxPooling2D(2)(x)
