@@ -155,3 +155,27 @@ def test_mixing_split_folders_and_class_folders_is_a_clear_error(tmp_path):
     make_class_folder(root, per_class=2, classes=["circle"])
     with pytest.raises(DatasetError, match=r"mixes split folders \['train'\] with other folders \['circle'\]"):
         scan(root, progress=False)
+
+
+def test_every_extension_in_any_case_is_an_image_and_other_files_are_noted(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=3, classes=["circle", "square"])
+    formats = {"a.JPG": "JPEG", "b.jpeg": "JPEG", "c.Png": "PNG", "d.bmp": "BMP", "e.GIF": "GIF",
+               "f.webp": "WEBP", "g.tif": "TIFF", "h.TIFF": "TIFF"}
+    for name, fmt in formats.items():
+        draw_example(CLASS_STYLES["circle"], 50).save(root / "circle" / name, format=fmt)
+    (root / "circle" / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    (root / "circle" / "notes.txt").write_text("not an image\n")
+    m = scan(root, progress=False)
+    names = {os.path.basename(e.path): e for e in m.entries}
+    assert set(formats) <= set(names) and "desktop.ini" not in names and "notes.txt" not in names
+    assert all(names[name].usable and names[name].width == 16 for name in formats)
+    assert any("1 file(s) without an image extension ignored" in note for note in m.notes)
+
+
+def test_class_with_a_single_image_is_reported(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=4, classes=["circle", "square"])
+    make_class_folder(root, per_class=1, classes=["triangle"])
+    m = scan(root, progress=False)
+    assert "triangle" in m.classes
+    assert any("'triangle' has only 1 usable image" in note for note in m.notes)
+    assert "note: class 'triangle' has only 1" in m.summary()
