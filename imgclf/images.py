@@ -15,7 +15,6 @@ import hashlib
 import io
 import os
 import re
-import struct
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -207,8 +206,10 @@ def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
                 raise ImageDecodeError(path, ImageProblem.NOT_AN_IMAGE, _describe_non_image(head)) from None
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
                 raise ImageDecodeError(path, ImageProblem.DECOMPRESSION_BOMB, _bomb_detail(error, limits)) from None
-            except (OSError, SyntaxError, ValueError) as error:
-                raise ImageDecodeError(path, ImageProblem.CORRUPT, f"unreadable header: {error}") from None
+            except (PermissionError, FileNotFoundError, IsADirectoryError) as error:
+                raise ImageDecodeError(path, ImageProblem.UNREADABLE, error.strerror or str(error)) from None
+            except Exception as error:  # noqa: BLE001 - see _corrupt
+                raise _corrupt(path, error, "unreadable header: ") from None
             with image:
                 width, height = image.size
                 if width * height > limits.max_pixels:
@@ -218,11 +219,28 @@ def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
                     )
                 try:
                     yield image
+                except ImageDecodeError:
+                    raise
                 except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
                     # A frame of an animation can be larger than the header says.
                     raise ImageDecodeError(path, ImageProblem.DECOMPRESSION_BOMB, _bomb_detail(error, limits)) from None
+                except Exception as error:  # noqa: BLE001 - see _corrupt
+                    raise _corrupt(path, error) from None
     finally:
         Image.MAX_IMAGE_PIXELS = saved
+
+
+def _corrupt(path, error: Exception, prefix: str = "") -> ImageDecodeError:
+    """Any exception Pillow raises while reading a file means the file is unusable.
+
+    Its decoders raise many types on malformed data (`TypeError` from bad TIFF
+    tags, `IndexError` from damaged GIF frames, `struct.error`, ...), so the
+    type is kept in the detail rather than trusted to mean anything.
+    """
+    message = str(error) or type(error).__name__
+    truncated = "truncated" in message.lower() or isinstance(error, EOFError)
+    problem = ImageProblem.TRUNCATED if truncated else ImageProblem.CORRUPT
+    return ImageDecodeError(path, problem, f"{prefix}{type(error).__name__}: {message}")
 
 
 def _bomb_detail(error: Exception, limits: ImageLimits) -> str:
@@ -268,35 +286,21 @@ def read_header(path, *, limits: ImageLimits = ImageLimits()) -> ImageHeader:
         ImageDecodeError: for an empty, unreadable, non-image or too-large file.
     """
     _check_file(path)
-    try:
-        with _open(path, path, limits) as image:
-            findings = []
-            if getattr(image, "is_animated", False):
-                findings.append(Finding(ImageProblem.ANIMATED, "animated; the first frame is used"))
-            width, height = image.size
-            orientation = 1 if image.format == "PNG" and "exif" not in image.info else _exif_orientation(image)
-            if orientation != 1:
-                findings.append(Finding(ImageProblem.EXIF_ORIENTATION, f"EXIF orientation {orientation} applied"))
-                if orientation in _SIDEWAYS_ORIENTATIONS:
-                    width, height = height, width
-            findings += _mode_findings(image) + _shape_findings(width, height, limits)
-            return ImageHeader(width, height, _channels(image.mode), image.format, tuple(findings))
-    except PermissionError as error:
-        raise ImageDecodeError(path, ImageProblem.UNREADABLE, error.strerror or str(error)) from None
+    with _open(path, path, limits) as image:
+        findings = []
+        if getattr(image, "is_animated", False):
+            findings.append(Finding(ImageProblem.ANIMATED, "animated; the first frame is used"))
+        width, height = image.size
+        orientation = 1 if image.format == "PNG" and "exif" not in image.info else _exif_orientation(image)
+        if orientation != 1:
+            findings.append(Finding(ImageProblem.EXIF_ORIENTATION, f"EXIF orientation {orientation} applied"))
+            if orientation in _SIDEWAYS_ORIENTATIONS:
+                width, height = height, width
+        findings += _mode_findings(image) + _shape_findings(width, height, limits)
+        return ImageHeader(width, height, _channels(image.mode), image.format, tuple(findings))
 
 
 # Decoding ------------------------------------------------------------------
-
-def _load(image: Image.Image, path) -> None:
-    """Decodes all pixels, naming truncation and corruption."""
-    try:
-        image.load()
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:
-        message = str(error)
-        truncated = "truncated" in message.lower() or isinstance(error, EOFError)
-        problem = ImageProblem.TRUNCATED if truncated else ImageProblem.CORRUPT
-        raise ImageDecodeError(path, problem, message or type(error).__name__) from None
-
 
 def _mode_findings(image: Image.Image) -> list[Finding]:
     """Warnings about the stored pixel format, which `_convert` deals with."""
@@ -377,10 +381,10 @@ def _decode(source, path, channels: int | None, limits: ImageLimits, draft_size=
         if draft_size is not None and image.format == "JPEG":
             # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far faster for large photos.
             image.draft("L" if channels == 1 else "RGB", (draft_size[1], draft_size[0]))
-        _load(image, path)
+        image.load()
         image, findings = _orientation_and_frames(image)
         if findings and findings[0].problem == ImageProblem.ANIMATED:
-            _load(image, path)
+            image.load()
         findings += _mode_findings(image)
         if channels is not None:
             image = _convert(image, channels, limits)

@@ -86,6 +86,18 @@ def garbled_png(path):
     return write(path, bytes(data))
 
 
+def dangling_ifd_tiff(path):
+    """A TIFF whose pointer to a second page leads past the end of the file (Pillow raises TypeError)."""
+    buffer = io.BytesIO()
+    _rgb().save(buffer, format="TIFF")
+    data = bytearray(buffer.getvalue())
+    first_ifd = struct.unpack("<I", data[4:8])[0]
+    entries = struct.unpack("<H", data[first_ifd:first_ifd + 2])[0]
+    next_ifd = first_ifd + 2 + 12 * entries
+    data[next_ifd:next_ifd + 4] = struct.pack("<I", len(data) * 30)
+    return write(path, bytes(data))
+
+
 def bomb_png(path, width=30_000, height=30_000):
     """A valid tiny PNG whose header claims `width` x `height` pixels."""
     data = bytearray(_png_bytes(Image.new("L", (1, 1))))
@@ -170,6 +182,7 @@ BAD_FILES = {
     "truncated.png": (truncated_png, "error", "truncated"),
     "bad_crc.png": (bad_crc_png, "error", "corrupt"),
     "garbled.png": (garbled_png, "error", "corrupt"),
+    "bad_page.tif": (dangling_ifd_tiff, "error", "corrupt"),
     "bomb.png": (bomb_png, "error", "decompression_bomb"),
     "cmyk.jpg": (cmyk_jpeg, "warning", "cmyk"),
     "deep.png": (sixteen_bit_png, "warning", "high_bit_depth"),

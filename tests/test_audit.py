@@ -134,10 +134,10 @@ def test_file_broken_after_scan_is_skipped_not_fatal(tmp_path):
 
 def test_scan_reports_the_warnings_the_audit_finds(dirty_folder):
     scanned = {e.path: (e.status, e.problem) for e in imgclf.scan(dirty_folder, progress=False).entries}
-    audited = {e.path: (e.status, e.problem) for e in imgclf.audit(dirty_folder, progress=False).manifest.entries}
-    assert {p: v for p, v in scanned.items() if v[0] == "warning"} == {p: v for p, v in audited.items() if v[0] == "warning"}
+    audited = {e.path: (e.status, e.problem) for e in imgclf.audit(dirty_folder, progress=False).manifest.usable}
+    assert {p: scanned[p] for p in audited} == audited
     text = imgclf.scan(dirty_folder, progress=False).summary()
     warnings_line = next(line for line in text.splitlines() if line.startswith("warnings: "))
-    assert "cmyk 1" in warnings_line and "animated 2" in warnings_line
+    assert "cmyk 1" in warnings_line and "alpha 2" in warnings_line
     errors_line = next(line for line in text.splitlines() if line.startswith("errors: "))
     assert "not_an_image 4" in errors_line and "truncated" not in errors_line  # found only by decoding

@@ -1,3 +1,4 @@
+import io
 import resource
 
 import numpy as np
@@ -117,7 +118,8 @@ def test_header_shows_every_warning_a_full_decode_finds(tmp_path, name):
     path = writer(tmp_path / name)
     full = inspect_file(path)
     if status == "error" and problem in ("truncated", "corrupt"):
-        assert read_header(path).findings == ()  # only decoding the pixels finds these
+        header = read_header(path)  # only decoding the pixels finds these
+        assert all(f.problem.severity.value == "warning" for f in header.findings)
     elif status == "error":
         with pytest.raises(ImageDecodeError, match=problem):
             read_header(path)
@@ -125,3 +127,40 @@ def test_header_shows_every_warning_a_full_decode_finds(tmp_path, name):
         header = read_header(path)
         assert ";".join(f.problem.value for f in header.findings) == full.problem
         assert (header.width, header.height) == (full.width, full.height)  # rotated.jpg: displayed size
+
+
+def _damaged_copies(data: bytes, count: int, seed: int):
+    """Copies of `data` with a few random bytes changed or the end cut off."""
+    rng = np.random.default_rng(seed)
+    for trial in range(count):
+        damaged = bytearray(data)
+        if trial % 2:
+            damaged = damaged[: rng.integers(1, len(damaged))]
+        else:
+            for _ in range(rng.integers(1, 6)):
+                damaged[rng.integers(0, len(damaged))] = rng.integers(0, 256)
+        yield bytes(damaged)
+
+
+def test_damaged_files_of_every_format_are_reported_never_raised(tmp_path):
+    # Pillow raises TypeError, IndexError, struct.error, ... on some damaged files; each must become a finding.
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 255, (24, 20, 3), dtype=np.uint8)) for _ in range(2)]
+    originals = {}
+    for fmt in ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF"):
+        buffer = io.BytesIO()
+        frames[0].save(buffer, fmt, **({"save_all": True, "append_images": frames[1:]} if fmt == "GIF" else {}))
+        originals[fmt] = buffer.getvalue()
+    details = []
+    for fmt, data in originals.items():
+        for i, damaged in enumerate(_damaged_copies(data, 120, seed=len(fmt))):
+            path = tmp_path / f"{fmt}_{i}.img"
+            path.write_bytes(damaged)
+            check = inspect_file(path)
+            assert check.status.value in ("ok", "warning", "error")
+            details.append(check.detail)
+            try:
+                assert load_image(path, size=(8, 8)).shape == (8, 8, 3)
+            except ImageDecodeError as error:
+                assert error.problem.severity.value == "error"
+    assert any("IndexError" in d for d in details)  # damaged GIF frames
