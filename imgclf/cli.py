@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("data", help="folder with one subfolder per class, pre-split train/val/test folders, or a CSV with path,label")
     _add_split_options(scan, defaults=True)
     scan.add_argument("--out", help="also write the manifest (path, label, split, sha1, ...) to this CSV")
+    scan.add_argument("--workers", type=int, help="processes that read files (default one per CPU)")
     scan.set_defaults(handler=cmd_scan)
 
     audit = _command(subparsers, "audit", "Decode every image and report each bad file and why (audit.csv).",
@@ -155,7 +156,7 @@ def _version() -> str:
 def cmd_scan(args) -> int:
     import imgclf
 
-    manifest = imgclf.scan(args.data, val=args.val, test=args.test, seed=args.seed)
+    manifest = imgclf.scan(args.data, val=args.val, test=args.test, seed=args.seed, workers=args.workers)
     print(manifest.summary())
     if args.out:
         print(f"manifest written to {manifest.to_csv(args.out)}")
@@ -236,11 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_tensorflow()
     from .config import ConfigError
     from .manifest import DatasetError
+    from .parallel import WorkerDiedError
     from .runs import RunError
 
     try:
         return args.handler(args)
-    except (ConfigError, DatasetError, RunError, FileNotFoundError, ValueError, KeyError) as error:
+    except (ConfigError, DatasetError, RunError, WorkerDiedError, FileNotFoundError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"imgclf {args.command}: error: {message}", file=sys.stderr)
         return 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from tqdm.auto import tqdm
@@ -13,6 +15,10 @@ R = TypeVar("R")
 
 # Below this many files, starting worker processes costs more than it saves.
 _MIN_FILES_FOR_PROCESSES = 256
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process ended without finishing its files."""
 
 
 def default_workers() -> int:
@@ -58,13 +64,22 @@ def parallel_map(
                 bar.update()
             return
         # "spawn", not "fork": the parent may already run TensorFlow threads,
-        # which a forked child would inherit in a broken state.
+        # which a forked child would inherit in a broken state. An executor,
+        # not multiprocessing.Pool: a Pool waits forever for a worker that was
+        # killed, an executor says so.
         context = multiprocessing.get_context("spawn")
         chunksize = max(1, min(256, len(items) // (workers * 8)))
-        with context.Pool(workers) as pool:
-            for result in pool.imap(fn, items, chunksize=chunksize):
-                yield result
-                bar.update()
+        with ProcessPoolExecutor(workers, mp_context=context) as executor:
+            try:
+                for result in executor.map(fn, items, chunksize=chunksize):
+                    yield result
+                    bar.update()
+            except BrokenProcessPool:
+                raise WorkerDiedError(
+                    f"A worker process died after {bar.n:,} of {len(items):,} {unit}s ({desc or 'parallel work'}), "
+                    "most often killed by the system for lack of memory. Run again with fewer workers, "
+                    "e.g. --workers 1."
+                ) from None
 
 
 def chunked(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
