@@ -87,13 +87,14 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     from .config import Config, load_config, with_options
     from .manifest import Manifest
     from .runs import RunDir
-    from .training import fit
+    from .training import check_choices, fit
 
     if config is None:
         config = Config()
     elif not isinstance(config, Config):
         config = load_config(config)
     cfg = with_options(config, **options)
+    check_choices(cfg)
     if not isinstance(data, Manifest):
         data = scan(data, val=cfg.data.val, test=cfg.data.test, seed=cfg.data.seed, workers=cfg.data.workers,
                     progress=progress)

@@ -19,7 +19,7 @@ from .augment import augment_to_yaml, build_augment
 from .cache import ImageSpec
 from .config import Config, TrainConfig
 from .manifest import Manifest
-from .models import build_model
+from .models import build_model, model_factory
 from .parallel import default_workers
 from .pipeline import ImageBatches, SplitImages, load_split, resolve_image_spec
 from .runs import RunDir, RunError, atomic_path, read_json, write_json, write_text
@@ -83,6 +83,12 @@ def _resolve_config(cfg: Config, spec: ImageSpec) -> Config:
     """The config with automatic choices written out, so the run can be repeated exactly."""
     color_mode = "grayscale" if spec.channels == 1 else "rgb"
     return cfg.replace(data={"image_size": [spec.height, spec.width], "color_mode": color_mode})
+
+
+def check_choices(cfg: Config) -> None:
+    """Raises for a model or augmentation preset that does not exist, before any image is read."""
+    model_factory(cfg.model.name)
+    build_augment(cfg.augment.preset)
 
 
 def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, verbose="auto", progress: bool = True) -> RunDir:

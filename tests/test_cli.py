@@ -110,3 +110,14 @@ def test_train_reports_bad_config_key(tmp_path, image_folder):
     result = run_cli("train", image_folder, "--out", tmp_path / "run", "--config", tmp_path / "exp.yaml")
     assert result.returncode == 1
     assert "unknown key train.epoch" in result.stderr
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--model", "resnet", "Unknown model 'resnet'. Valid models: mlp, cnn, small_cnn"),
+    ("--augment", "strong", "Unknown augmentation preset 'strong'. Valid presets: none, light, standard, heavy"),
+])
+def test_train_rejects_unknown_names_before_reading_images(tmp_path, flag, value, message):
+    result = run_cli("train", tmp_path / "not-read-yet", flag, value, "--out", tmp_path / "run")
+    assert result.returncode == 1
+    assert message in result.stderr and "not found" not in result.stderr
+    assert not (tmp_path / "run").exists()

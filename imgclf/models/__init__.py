@@ -34,13 +34,22 @@ def build_model(cfg: ModelConfig, spec: ImageSpec, num_classes: int):
 
     >>> model = build_model(ModelConfig(name="cnn"), ImageSpec(28, 28, 1), 10)
     """
-    _load_definitions()
     if num_classes < 2:
         raise ValueError(f"A classifier needs at least 2 classes. Received: num_classes={num_classes}")
-    return MODELS.get(cfg.name)(cfg, spec, num_classes)
+    return model_factory(cfg.name)(cfg, spec, num_classes)
+
+
+def model_factory(name: str):
+    """Returns the function that builds model `name`.
+
+    Raises:
+        KeyError: for an unknown name; the message lists the valid ones.
+    """
+    _load_definitions()
+    return MODELS.get(name)
 
 
 def list_models() -> list[tuple[str, str]]:
     """Returns `(name, one-line description)` for every registered model."""
     _load_definitions()
-    return [(name, (MODELS.get(name).__doc__ or "").strip().splitlines()[0]) for name in MODELS.names()]
+    return [(name, (model_factory(name).__doc__ or "").strip().splitlines()[0]) for name in MODELS.names()]
