@@ -50,13 +50,15 @@ def parallel_map(
         unit: what one item is, for the progress bar. Defaults to `"file"`.
         files_per_item: files one item stands for (a chunk of files counts
             as many); few files in all are done in this process. Defaults to 1.
-        progress: show the progress bar. Defaults to `True`.
+        progress: show the progress bar when stderr is a terminal.
+            Defaults to `True`.
 
     Returns:
         An iterator over the results; nothing is held beyond a few chunks.
     """
     workers = workers or default_workers()
-    bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress, leave=False)
+    # disable=None hides the bar when stderr is not a terminal (a log file, CI), where it is only noise.
+    bar = tqdm(total=len(items), desc=desc, unit=unit, disable=None if progress else True, leave=False)
     with bar:
         if workers == 1 or len(items) * files_per_item < _MIN_FILES_FOR_PROCESSES:
             for item in items:
@@ -69,14 +71,16 @@ def parallel_map(
         # killed, an executor says so.
         context = multiprocessing.get_context("spawn")
         chunksize = max(1, min(256, len(items) // (workers * 8)))
+        done = 0
         with ProcessPoolExecutor(workers, mp_context=context) as executor:
             try:
                 for result in executor.map(fn, items, chunksize=chunksize):
                     yield result
+                    done += 1
                     bar.update()
             except BrokenProcessPool:
                 raise WorkerDiedError(
-                    f"A worker process died after {bar.n:,} of {len(items):,} {unit}s ({desc or 'parallel work'}), "
+                    f"A worker process died after {done:,} of {len(items):,} {unit}s ({desc or 'parallel work'}), "
                     "most often killed by the system for lack of memory. Run again with fewer workers, "
                     "e.g. --workers 1."
                 ) from None
