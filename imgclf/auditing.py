@@ -30,11 +30,13 @@ class AuditResult:
             files with errors have no split.
         csv_path: where `audit.csv` was written, or `None`.
         quarantined: original path → new path of every file moved aside.
+        quarantine_dir: the folder they were moved into, or `None`.
     """
 
     manifest: Manifest
     csv_path: Path | None = None
     quarantined: dict[str, str] = dataclasses.field(default_factory=dict)
+    quarantine_dir: Path | None = None
 
     @property
     def errors(self) -> list:
@@ -97,7 +99,7 @@ class AuditResult:
         if self.csv_path:
             lines.append(f"details: {self.csv_path}")
         if self.quarantined:
-            lines.append(f"{len(self.quarantined)} file(s) with errors moved to quarantine")
+            lines.append(f"{len(self.quarantined)} file(s) with errors moved to {self.quarantine_dir}")
         return "\n".join(lines)
 
 
@@ -156,7 +158,8 @@ def audit(
     result = AuditResult(manifest)
     if quarantine:
         broken = [e for e in result.errors if ImageProblem.LABEL_CONFLICT.value not in e.problem]
-        result.quarantined = _quarantine(broken, Path(manifest.root), Path(quarantine))
+        result.quarantine_dir = Path(quarantine)
+        result.quarantined = _quarantine(broken, Path(manifest.root), result.quarantine_dir)
     if out:
         out = Path(out)
         rows = ([e.path, e.label, e.split, e.status, e.problem, e.detail, e.width, e.height, e.sha1,

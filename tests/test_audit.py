@@ -81,6 +81,7 @@ def test_quarantine_moves_error_files_and_deletes_nothing(dirty_folder, tmp_path
     assert "cmyk.jpg" in kept and "mislabelled.png" in kept  # a label conflict needs a person, not quarantine
     broken = {os.path.basename(e.path) for e in result.errors if e.problem != "label_conflict"}
     assert set(moved) == broken and "dangling.jpg" in broken
+    assert f"{len(moved)} file(s) with errors moved to {tmp_path / 'quarantine'}" in result.summary()
 
 
 def test_cross_split_duplicates_are_reported(tmp_path):
