@@ -64,7 +64,9 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
         out: the run directory to write, e.g. `"runs/flowers"`.
         config: a `Config`, a YAML file, or `None` for the defaults.
             Defaults to `None`.
-        resume: continue a killed run from its last checkpoint.
+        resume: continue a killed run from its last checkpoint, with the
+            settings saved in its `config.yaml` (options may change the
+            number of epochs, not the data, model or augmentation).
             Defaults to `False`.
         overwrite: replace a finished run at `out`. Defaults to `False`.
         strict: decode every file first (`imgclf.audit`) and refuse to train
@@ -90,7 +92,8 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     from .training import check_choices, fit
 
     if config is None:
-        config = Config()
+        resumable = RunDir(out).config_path.exists()
+        config = RunDir(out).config() if resume and resumable else Config()
     elif not isinstance(config, Config):
         config = load_config(config)
     cfg = with_options(config, **options)

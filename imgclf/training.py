@@ -117,11 +117,15 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     keras.utils.set_random_seed(cfg.train.seed)
     spec = resolve_image_spec(cfg.data, manifest)
     cfg = _resolve_config(cfg, spec)
+    if resuming:
+        _refuse_changed_settings(run, cfg)
     train_data = load_split(manifest, "train", classes, spec, data=cfg.data, progress=progress)
     val_data = load_split(manifest, "val", classes, spec, data=cfg.data, progress=progress)
     # The test images are decoded now too, so manifest.csv marks every file that cannot be
     # decoded, and evaluation later finds them in the cache.
     load_split(manifest, "test", classes, spec, data=cfg.data, progress=progress)
+    if resuming:
+        _refuse_changed_data(run, manifest)
     if len(train_data) == 0:
         raise ValueError("The train split has no usable images. Lower --val/--test or add images.")
 
@@ -171,6 +175,32 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         shutil.copyfile(best_path if best_path.exists() else run.checkpoints / "last.keras", tmp)
     manifest.to_csv(run.manifest_path)
     return run
+
+
+# Settings that do not change what a run learns, so a resumed run may use others.
+_FREE_ON_RESUME = {("data", "workers"), ("data", "cache_dir")}
+
+
+def _refuse_changed_settings(run: RunDir, cfg: Config) -> None:
+    """Raises `RunError` if the data, model or augmentation settings differ from the run's own."""
+    saved, new = run.config().to_dict(), cfg.to_dict()
+    for section in ("data", "model", "augment"):
+        for key, value in saved[section].items():
+            if (section, key) not in _FREE_ON_RESUME and new[section][key] != value:
+                raise RunError(
+                    f"Cannot resume {run.path} with {section}.{key}={new[section][key]!r}: the run was started with "
+                    f"{section}.{key}={value!r}. Resume without changing it, or start a new run (--overwrite or another --out)."
+                )
+
+
+def _refuse_changed_data(run: RunDir, manifest: Manifest) -> None:
+    """Raises `RunError` if the images, labels or splits differ from those the run started on."""
+    started_on = read_json(run.environment_path).get("data_hash") if run.environment_path.exists() else None
+    if started_on and started_on != manifest.data_hash:
+        raise RunError(
+            f"Cannot resume {run.path}: its images, labels or splits changed since it started (data hash "
+            f"{started_on[:12]}, now {manifest.data_hash[:12]}). Start a new run (--overwrite or another --out)."
+        )
 
 
 def _devices() -> list[str]:

@@ -81,3 +81,19 @@ def test_small_cnn_generalises_after_a_few_epochs(tmp_path):
     history = read_history(run)
     assert float(history[-1]["val_accuracy"]) > 0.85
     assert imgclf.evaluate(run, "test", progress=False).error_rate < 0.15
+
+
+def test_resume_keeps_the_runs_own_settings_and_refuses_changes(tmp_path):
+    data = make_class_folder(tmp_path / "data", per_class=10)
+    run = imgclf.train(data, model="mlp", hidden=(24,), epochs=1, out=tmp_path / "run", verbose=0, progress=False)
+    run.model_path.unlink()  # as if killed after the first epoch
+    run = imgclf.train(data, epochs=2, out=run.path, resume=True, verbose=0, progress=False)
+    cfg = run.config()
+    assert (cfg.model.name, cfg.model.hidden, cfg.train.epochs) == ("mlp", (24,), 2)
+    assert [int(row["epoch"]) for row in read_history(run)] == [0, 1]
+
+    with pytest.raises(imgclf.runs.RunError, match=r"model\.name='cnn': the run was started with model\.name='mlp'"):
+        imgclf.train(data, model="cnn", epochs=3, out=run.path, resume=True, verbose=0, progress=False)
+    make_class_folder(data, per_class=2, start=50)  # new images change the data
+    with pytest.raises(imgclf.runs.RunError, match="images, labels or splits changed"):
+        imgclf.train(data, epochs=3, out=run.path, resume=True, verbose=0, progress=False)
