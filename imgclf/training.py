@@ -1,12 +1,13 @@
 """Training: `fit(cfg, manifest, run)` writes a complete run directory.
 
 Every epoch saves `checkpoints/last.keras` (and `best.keras` when the monitored
-metric improves) plus `checkpoints/state.json`, so a killed run resumes from
-its last finished epoch with `resume=True`.
+metric improves), `history.csv` and `checkpoints/state.json`, each atomically,
+so a killed run resumes from its last finished epoch with `resume=True`.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
 import shutil
@@ -22,28 +23,33 @@ from .manifest import Manifest
 from .models import build_model, model_factory
 from .parallel import default_workers
 from .pipeline import ImageBatches, SplitImages, load_split, resolve_image_spec
-from .runs import RunDir, RunError, atomic_path, read_json, write_json, write_text
+from .runs import RunDir, RunError, atomic_path, read_json, write_csv, write_json, write_text
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """Saves last/best checkpoints and the resume state after every epoch.
+    """Saves last/best checkpoints, `history.csv` and the resume state after every epoch.
 
-    Keras' `ModelCheckpoint` writes in place, so a process killed while saving
-    leaves a broken file; this callback writes each file atomically instead.
+    Keras' `ModelCheckpoint` and `CSVLogger` write in place, so a process
+    killed while saving leaves a broken or half-written file; this callback
+    writes each file atomically instead. `state.json` is written last: it
+    marks an epoch as finished only once its checkpoint and history row exist.
 
     Args:
         run: the run directory.
         monitor: metric that decides the best epoch (lower is better for
             names containing "loss", higher otherwise).
         best: best value seen before this process started (when resuming).
+        history: rows of `history.csv` from before this process started
+            (when resuming).
     """
 
-    def __init__(self, run: RunDir, monitor: str, best: float | None = None):
+    def __init__(self, run: RunDir, monitor: str, best: float | None = None, history: list[dict] | None = None):
         super().__init__()
         self.run = run
         self.monitor = monitor
         self.lower_is_better = "loss" in monitor
         self.best = best
+        self.history = list(history or [])
 
     def _improved(self, value: float) -> bool:
         if self.best is None:
@@ -51,14 +57,26 @@ class RunCheckpoint(keras.callbacks.Callback):
         return value < self.best if self.lower_is_better else value > self.best
 
     def on_epoch_end(self, epoch, logs=None):
-        value = float((logs or {}).get(self.monitor, math.nan))
+        logs = logs or {}
+        value = float(logs.get(self.monitor, math.nan))
         checkpoints = self.run.checkpoints
         self.run.save_model(self.model, checkpoints / "last.keras")
         if not math.isnan(value) and self._improved(value):
             self.best = value
             with atomic_path(checkpoints / "best.keras") as tmp:
                 shutil.copyfile(checkpoints / "last.keras", tmp)
+        self.history.append({"epoch": epoch, **{key: float(logs[key]) for key in sorted(logs)}})
+        columns = ["epoch", *sorted({key for row in self.history for key in row} - {"epoch"})]
+        write_csv(self.run.history_path, columns, ([row.get(c, "") for c in columns] for row in self.history))
         write_json(checkpoints / "state.json", {"epoch": epoch, "monitor": self.monitor, "best": self.best})
+
+
+def _finished_history(run: RunDir, last_epoch: int) -> list[dict]:
+    """Rows of `history.csv` up to `last_epoch`; a row written just before a kill, past it, is dropped."""
+    if not run.history_path.exists():
+        return []
+    with open(run.history_path, newline="", encoding="utf-8") as handle:
+        return [row for row in csv.DictReader(handle) if int(row["epoch"]) <= last_epoch]
 
 
 def _optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
@@ -137,10 +155,11 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     run.write_environment(seeds={"split": cfg.data.seed, "train": cfg.train.seed}, data_hash=manifest.data_hash,
                           extra={"image_spec": dataclasses.asdict(spec), "devices": _devices()})
 
-    initial_epoch, best = 0, None
+    initial_epoch, best, history = 0, None, []
     if resuming:
         state = read_json(state_path)
         initial_epoch, best = state["epoch"] + 1, state["best"]
+        history = _finished_history(run, state["epoch"])
         model = keras.saving.load_model(run.checkpoints / "last.keras")
     else:
         model = build_model(cfg.model, spec, len(classes))
@@ -153,8 +172,7 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     val_batches = ImageBatches(val_data, batch_size=cfg.train.batch_size) if len(val_data) else None
     monitor = "val_loss" if val_batches is not None else "loss"
     callbacks = [
-        RunCheckpoint(run, monitor, best=best),
-        keras.callbacks.CSVLogger(str(run.history_path), append=resuming),
+        RunCheckpoint(run, monitor, best=best, history=history),
         keras.callbacks.TerminateOnNaN(),
     ]
     if cfg.train.patience:

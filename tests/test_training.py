@@ -97,3 +97,17 @@ def test_resume_keeps_the_runs_own_settings_and_refuses_changes(tmp_path):
     make_class_folder(data, per_class=2, start=50)  # new images change the data
     with pytest.raises(imgclf.runs.RunError, match="images, labels or splits changed"):
         imgclf.train(data, epochs=3, out=run.path, resume=True, verbose=0, progress=False)
+
+
+def test_history_row_of_an_unfinished_epoch_is_replaced_on_resume(tmp_path):
+    data = make_class_folder(tmp_path / "data", per_class=10)
+    run = imgclf.train(data, model="mlp", hidden=(16,), epochs=2, out=tmp_path / "run", verbose=0, progress=False)
+    # Killed after history.csv got the row of epoch 1 but before state.json recorded that epoch as finished.
+    state = json.loads((run.checkpoints / "state.json").read_text())
+    (run.checkpoints / "state.json").write_text(json.dumps({**state, "epoch": 0}))
+    run.model_path.unlink()
+    run = imgclf.train(data, epochs=3, out=run.path, resume=True, verbose=0, progress=False)
+    history = read_history(run)
+    assert [int(row["epoch"]) for row in history] == [0, 1, 2]
+    assert list(history[0]) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    assert all(float(row["loss"]) > 0 for row in history)
