@@ -68,7 +68,9 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
             settings saved in its `config.yaml` (options may change the
             number of epochs, not the data, model or augmentation).
             Defaults to `False`.
-        overwrite: replace a finished run at `out`. Defaults to `False`.
+        overwrite: replace an earlier run at `out`, finished or stopped
+            (only the files a run writes are removed). Without it, such a
+            folder is refused. Defaults to `False`.
         strict: decode every file first (`imgclf.audit`) and refuse to train
             if any has an error. Without it, bad files are reported and
             left out. Defaults to `False`.
@@ -103,8 +105,10 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
                     progress=progress)
     if strict:
         _refuse_errors(audit(data, workers=cfg.data.workers, progress=progress).manifest)
-    run = RunDir(out) if resume else RunDir.create(out, overwrite=overwrite)
+    run = RunDir(out)
     with run.lock():
+        if not resume:
+            run.start(overwrite=overwrite)
         return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress)
 
 

@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_options(train, defaults=False)
     train.add_argument("--strict", action="store_true", help="refuse to train if any file has an error")
     train.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
-    train.add_argument("--overwrite", action="store_true", help="replace a finished run at --out")
+    train.add_argument("--overwrite", action="store_true", help="replace an earlier run at --out, finished or stopped")
     train.set_defaults(handler=cmd_train)
 
     evaluate = _command(subparsers, "evaluate", "Evaluate a run's model: confusion matrix, error rates, mistakes.",

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import socket
 import sys
 import tempfile
@@ -72,6 +73,11 @@ def write_csv(path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
 def read_json(path):
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+# What a run writes into its folder; `RunDir.start(overwrite=True)` removes these and nothing else.
+RUN_CONTENTS = ("config.yaml", "environment.json", "manifest.csv", "classes.json", "augment.yaml", "history.csv",
+                "training_curves.png", "model.keras", "report.html", "checkpoints", "eval", "tensorboard")
 
 
 class RunError(RuntimeError):
@@ -132,28 +138,39 @@ class RunDir:
     def eval_dir(self, split: str) -> Path:
         return self.path / "eval" / split
 
-    # Creation and locking -------------------------------------------------
-    @classmethod
-    def create(cls, path, *, overwrite: bool = False) -> "RunDir":
-        """Prepares `path` for a new run.
+    # Starting and locking -------------------------------------------------
+    def start(self, *, overwrite: bool = False) -> None:
+        """Prepares the folder for a new run; call it while holding `lock()`.
 
         Args:
-            path: the run folder; created if missing.
-            overwrite: replace the files of a finished run there.
+            overwrite: replace an earlier run there, finished or not: the
+                files a run writes are removed, and nothing else.
                 Defaults to `False`.
 
         Raises:
-            RunError: if `path` already holds a trained model and
-                `overwrite` is false.
+            RunError: if the folder holds a trained model or a run that was
+                stopped before it finished, and `overwrite` is false.
         """
-        run = cls(path)
-        if run.model_path.exists() and not overwrite:
+        state = self.checkpoints / "state.json"
+        if overwrite:
+            for name in RUN_CONTENTS:
+                target = self.path / name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                elif os.path.lexists(target):
+                    target.unlink()
+        elif self.model_path.exists():
             raise RunError(
-                f"{run.path} already holds a trained run (model.keras). "
+                f"{self.path} already holds a trained run (model.keras). "
                 "Pass --overwrite to replace it, or choose another --out."
             )
-        run.path.mkdir(parents=True, exist_ok=True)
-        return run
+        elif state.exists():
+            finished = read_json(state).get("epoch", -1) + 1
+            raise RunError(
+                f"{self.path} holds a run that stopped after {finished} epoch(s). Pass --resume to continue it, "
+                "--overwrite to start again, or choose another --out."
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
