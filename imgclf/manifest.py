@@ -427,7 +427,9 @@ def assign_splits(entries: Sequence[Entry], *, val: float, test: float, seed: in
     Because u is uniform, every class is split in the asked proportions up to
     sampling noise (stratified). A class with at least 3 distinct images gets
     at least one in each split: if a split came out empty, the image whose u
-    is nearest to that split's interval is moved there.
+    is nearest to that split's interval is moved there. That image alone may
+    move back when the class grows; no per-file rule can both keep every
+    split of a 3-image class filled and never move an image.
 
     Entries that already have a split (a pre-split folder or a CSV with a split
     column) keep it; val and test are carved from train only when the dataset

@@ -179,3 +179,20 @@ def test_class_with_a_single_image_is_reported(tmp_path):
     assert "triangle" in m.classes
     assert any("'triangle' has only 1 usable image" in note for note in m.notes)
     assert "note: class 'triangle' has only 1" in m.summary()
+
+
+def test_only_images_moved_to_fill_an_empty_split_may_move_when_a_tiny_class_grows(tmp_path):
+    from imgclf.manifest import _split_of, _unit_hash
+
+    def natural(entry, val=0.15, test=0.15, seed=0):
+        return _split_of(_unit_hash(seed, entry.sha1), {"test": (0.0, test), "val": (test, test + val)})
+
+    root = make_class_folder(tmp_path / "data", per_class=3, classes=["circle"])
+    make_class_folder(root, per_class=30, classes=["square"])
+    before = scan(root, progress=False)
+    assert any(e.split != natural(e) for e in before.entries)  # the 3-image class needed a move
+    make_class_folder(root, per_class=3, classes=["circle"], start=3)
+    after = splits_by_path(scan(root, progress=False))
+    for entry in before.entries:
+        if after[entry.path] != entry.split:
+            assert entry.split != natural(entry) and entry.label == "circle"
