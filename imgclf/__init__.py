@@ -38,11 +38,12 @@ def __getattr__(name):
     raise AttributeError(f"module 'imgclf' has no attribute {name!r}")
 
 
-def scan(root, *, val: float = 0.15, test: float = 0.15, seed: int = 0, workers: int | None = None,
+def scan(root, *, val: float = 0.15, test: float = 0.15, seed: int = 0, limits=None, workers: int | None = None,
          progress: bool = True):
     """Scans a folder (or a `path,label` CSV) into a `Manifest` with a stable stratified split.
 
-    See `imgclf.manifest.scan` for the layouts accepted.
+    See `imgclf.manifest.scan` for the layouts accepted and the arguments;
+    `limits` is an `imgclf.images.ImageLimits`, `None` for the defaults.
 
     Example:
 
@@ -50,9 +51,11 @@ def scan(root, *, val: float = 0.15, test: float = 0.15, seed: int = 0, workers:
     >>> m.classes
     ['cat', 'dog']
     """
+    from .images import ImageLimits
     from .manifest import scan as scan_folder
 
-    return scan_folder(root, val=val, test=test, seed=seed, workers=workers, progress=progress)
+    return scan_folder(root, val=val, test=test, seed=seed, limits=limits or ImageLimits(), workers=workers,
+                       progress=progress)
 
 
 def train(data, *, out, config=None, resume: bool = False, overwrite: bool = False, strict: bool = False,
@@ -91,6 +94,7 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     from .config import Config, load_config, with_options
     from .manifest import Manifest
     from .runs import RunDir
+    from .pipeline import limits_of
     from .training import check_choices, fit
 
     if config is None:
@@ -100,11 +104,12 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
         config = load_config(config)
     cfg = with_options(config, **options)
     check_choices(cfg)
+    limits = limits_of(cfg.data)
     if not isinstance(data, Manifest):
-        data = scan(data, val=cfg.data.val, test=cfg.data.test, seed=cfg.data.seed, workers=cfg.data.workers,
-                    progress=progress)
+        data = scan(data, val=cfg.data.val, test=cfg.data.test, seed=cfg.data.seed, limits=limits,
+                    workers=cfg.data.workers, progress=progress)
     if strict:
-        _refuse_errors(audit(data, workers=cfg.data.workers, progress=progress).manifest)
+        _refuse_errors(audit(data, limits=limits, workers=cfg.data.workers, progress=progress).manifest)
     run = RunDir(out)
     with run.lock():
         if not resume:
@@ -123,7 +128,7 @@ def _refuse_errors(manifest) -> None:
         )
 
 
-def audit(data, *, out=None, quarantine=None, val: float = 0.15, test: float = 0.15, seed: int = 0,
+def audit(data, *, out=None, quarantine=None, limits=None, val: float = 0.15, test: float = 0.15, seed: int = 0,
           workers: int | None = None, progress: bool = True):
     """Decodes every image and reports every bad file; see `imgclf.auditing.audit`.
 
@@ -133,9 +138,10 @@ def audit(data, *, out=None, quarantine=None, val: float = 0.15, test: float = 0
     >>> print(result.summary())
     """
     from .auditing import audit as audit_files
+    from .images import ImageLimits
 
-    return audit_files(data, out=out, quarantine=quarantine, val=val, test=test, seed=seed, workers=workers,
-                       progress=progress)
+    return audit_files(data, out=out, quarantine=quarantine, limits=limits or ImageLimits(), val=val, test=test,
+                       seed=seed, workers=workers, progress=progress)
 
 
 def evaluate(run, split: str = "test", *, progress: bool = True):

@@ -80,6 +80,22 @@ def _add_split_options(parser: argparse.ArgumentParser, *, defaults: bool) -> No
                         help="seed of the split and of training (default 0)")
 
 
+def _add_limit_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """--max-pixels/--min-side/--max-aspect; `defaults=False` leaves them None so a --config file can set them."""
+    parser.add_argument("--max-pixels", type=int, default=89_478_485 if defaults else None,
+                        help="larger images are decompression bombs (default 89,478,485)")
+    parser.add_argument("--min-side", type=int, default=8 if defaults else None,
+                        help="flag images with a shorter side (default 8)")
+    parser.add_argument("--max-aspect", type=float, default=10.0 if defaults else None,
+                        help="flag images with a larger aspect ratio (default 10)")
+
+
+def _limits(args):
+    from .images import ImageLimits
+
+    return ImageLimits(max_pixels=args.max_pixels, min_side=args.min_side, max_aspect=args.max_aspect)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imgclf",
@@ -95,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_options(scan, defaults=True)
     scan.add_argument("--out", help="also write the manifest (path, label, split, sha1, ...) to this CSV")
     scan.add_argument("--workers", type=int, help="processes that read files (default one per CPU)")
+    _add_limit_options(scan, defaults=True)
     scan.set_defaults(handler=cmd_scan)
 
     audit = _command(subparsers, "audit", "Decode every image and report each bad file and why (audit.csv).",
@@ -103,9 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--out", default=None, help="folder for audit.csv and manifest.csv (default: print only)")
     audit.add_argument("--quarantine", metavar="DIR", help="move files with errors into DIR (never deletes)")
     audit.add_argument("--strict", action="store_true", help="exit with status 1 if any file has an error")
-    audit.add_argument("--max-pixels", type=int, default=89_478_485, help="larger images are decompression bombs (default 89,478,485)")
-    audit.add_argument("--min-side", type=int, default=8, help="flag images with a shorter side (default 8)")
-    audit.add_argument("--max-aspect", type=float, default=10.0, help="flag images with a larger aspect ratio (default 10)")
+    _add_limit_options(audit, defaults=True)
     audit.add_argument("--workers", type=int, help="decoding processes (default one per CPU)")
     _add_split_options(audit, defaults=True)
     audit.set_defaults(handler=cmd_audit)
@@ -130,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--patience", type=int, help="stop after this many epochs without a better validation loss")
     train.add_argument("--class-weight", action="store_const", const=True, help="weight the loss by inverse class frequency")
     train.add_argument("--workers", type=int, help="processes that decode images (default one per CPU)")
+    _add_limit_options(train, defaults=False)
     _add_split_options(train, defaults=False)
     train.add_argument("--strict", action="store_true", help="refuse to train if any file has an error")
     train.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
@@ -156,7 +172,8 @@ def _version() -> str:
 def cmd_scan(args) -> int:
     import imgclf
 
-    manifest = imgclf.scan(args.data, val=args.val, test=args.test, seed=args.seed, workers=args.workers)
+    manifest = imgclf.scan(args.data, val=args.val, test=args.test, seed=args.seed, limits=_limits(args),
+                           workers=args.workers)
     print(manifest.summary())
     if args.out:
         print(f"manifest written to {manifest.to_csv(args.out)}")
@@ -164,12 +181,10 @@ def cmd_scan(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from .auditing import audit
-    from .images import ImageLimits
+    import imgclf
 
-    limits = ImageLimits(max_pixels=args.max_pixels, min_side=args.min_side, max_aspect=args.max_aspect)
-    result = audit(args.data, out=args.out, quarantine=args.quarantine, limits=limits, val=args.val,
-                   test=args.test, seed=args.seed, workers=args.workers)
+    result = imgclf.audit(args.data, out=args.out, quarantine=args.quarantine, limits=_limits(args), val=args.val,
+                          test=args.test, seed=args.seed, workers=args.workers)
     print(result.summary())
     if args.strict and result.errors:
         print(f"imgclf audit: {len(result.errors):,} file(s) have errors (--strict)", file=sys.stderr)
@@ -183,7 +198,8 @@ def cmd_train(args) -> int:
 
     options = {key: getattr(args, key) for key in (
         "model", "epochs", "batch_size", "learning_rate", "optimizer", "image_size", "color_mode", "augment",
-        "hidden", "dropout", "patience", "class_weight", "workers", "val", "test", "seed")}
+        "hidden", "dropout", "patience", "class_weight", "workers", "val", "test", "seed", "max_pixels", "min_side",
+        "max_aspect")}
     data = Manifest.read_csv(args.manifest) if args.manifest else args.data
     run = imgclf.train(data, out=args.out, config=args.config, resume=args.resume, overwrite=args.overwrite,
                        strict=args.strict, verbose=2, **options)

@@ -318,6 +318,9 @@ OPTION_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "resize": (("data", "resize"),),
     "cache_dir": (("data", "cache_dir"),),
     "workers": (("data", "workers"),),
+    "max_pixels": (("data", "max_pixels"),),
+    "min_side": (("data", "min_side"),),
+    "max_aspect": (("data", "max_aspect"),),
     "split": (("eval", "split"),),
     "top_k": (("eval", "top_k"),),
 }

@@ -142,3 +142,16 @@ def test_scan_reports_the_warnings_the_audit_finds(dirty_folder):
     assert "cmyk 1" in warnings_line and "alpha 2" in warnings_line
     errors_line = next(line for line in text.splitlines() if line.startswith("errors: "))
     assert "not_an_image 4" in errors_line and "truncated" not in errors_line  # found only by decoding
+
+
+def test_train_scans_with_the_configured_limits(tmp_path):
+    import badfiles
+
+    root = make_class_folder(tmp_path / "data", per_class=6)
+    badfiles.bomb_png(root / "circle" / "huge.png", width=10_000, height=10_000)  # 100 megapixels claimed, 1 stored
+    run = imgclf.train(root, model="mlp", hidden=(8,), epochs=1, out=tmp_path / "run", max_pixels=200_000_000,
+                       min_side=20, verbose=0, progress=False)
+    entries = {os.path.basename(e.path): e for e in run.manifest().entries}
+    assert entries["huge.png"].problem == "truncated"  # under the raised limit, so decoded, and its data is missing
+    assert all(e.problem == "too_small" for name, e in entries.items() if name != "huge.png")
+    assert run.config().data.max_pixels == 200_000_000
