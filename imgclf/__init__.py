@@ -98,8 +98,8 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     from .training import check_choices, fit
 
     if config is None:
-        resumable = RunDir(out).config_path.exists()
-        config = RunDir(out).config() if resume and resumable else Config()
+        saved = RunDir(out).config_path  # a resumed run keeps its own settings
+        config = load_config(saved) if resume and saved.exists() else Config()
     elif not isinstance(config, Config):
         config = load_config(config)
     cfg = with_options(config, **options)
