@@ -70,24 +70,23 @@ def _command(subparsers, name: str, summary: str, example: str) -> argparse.Argu
     )
 
 
-def _add_split_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
-    """--val/--test/--seed; `defaults=False` leaves them None so a --config file can set them."""
-    parser.add_argument("--val", type=_fraction, default=0.15 if defaults else None,
-                        help="fraction of each class for validation (default 0.15)")
-    parser.add_argument("--test", type=_fraction, default=0.15 if defaults else None,
-                        help="fraction of each class for testing (default 0.15)")
-    parser.add_argument("--seed", type=int, default=0 if defaults else None,
-                        help="seed of the split and of training (default 0)")
+# Options shared by several commands: (flag, type, default, help). The help states the default.
+SPLIT_OPTIONS = (
+    ("--val", _fraction, 0.15, "fraction of each class for validation (default 0.15)"),
+    ("--test", _fraction, 0.15, "fraction of each class for testing (default 0.15)"),
+    ("--seed", int, 0, "seed of the split and of training (default 0)"),
+)
+LIMIT_OPTIONS = (
+    ("--max-pixels", int, 89_478_485, "larger images are decompression bombs (default 89,478,485)"),
+    ("--min-side", int, 8, "flag images with a shorter side (default 8)"),
+    ("--max-aspect", float, 10.0, "flag images with a larger aspect ratio (default 10)"),
+)
 
 
-def _add_limit_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
-    """--max-pixels/--min-side/--max-aspect; `defaults=False` leaves them None so a --config file can set them."""
-    parser.add_argument("--max-pixels", type=int, default=89_478_485 if defaults else None,
-                        help="larger images are decompression bombs (default 89,478,485)")
-    parser.add_argument("--min-side", type=int, default=8 if defaults else None,
-                        help="flag images with a shorter side (default 8)")
-    parser.add_argument("--max-aspect", type=float, default=10.0 if defaults else None,
-                        help="flag images with a larger aspect ratio (default 10)")
+def _add_options(parser: argparse.ArgumentParser, options, *, defaults: bool) -> None:
+    """Adds shared options; `defaults=False` leaves them None so a --config file can set them."""
+    for flag, kind, default, text in options:
+        parser.add_argument(flag, type=kind, default=default if defaults else None, help=text)
 
 
 def _limits(args):
@@ -108,10 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan = _command(subparsers, "scan", "List the classes and images of a folder and how they split.",
                     "imgclf scan data/flowers --val 0.1 --test 0.1 --out flowers-manifest.csv")
     scan.add_argument("data", help="folder with one subfolder per class, pre-split train/val/test folders, or a CSV with path,label")
-    _add_split_options(scan, defaults=True)
+    _add_options(scan, SPLIT_OPTIONS, defaults=True)
     scan.add_argument("--out", help="also write the manifest (path, label, split, sha1, ...) to this CSV")
     scan.add_argument("--workers", type=int, help="processes that read files (default one per CPU)")
-    _add_limit_options(scan, defaults=True)
+    _add_options(scan, LIMIT_OPTIONS, defaults=True)
     scan.set_defaults(handler=cmd_scan)
 
     audit = _command(subparsers, "audit", "Decode every image and report each bad file and why (audit.csv).",
@@ -120,9 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--out", default=None, help="folder for audit.csv and manifest.csv (default: print only)")
     audit.add_argument("--quarantine", metavar="DIR", help="move files with errors into DIR (never deletes)")
     audit.add_argument("--strict", action="store_true", help="exit with status 1 if any file has an error")
-    _add_limit_options(audit, defaults=True)
+    _add_options(audit, LIMIT_OPTIONS, defaults=True)
     audit.add_argument("--workers", type=int, help="decoding processes (default one per CPU)")
-    _add_split_options(audit, defaults=True)
+    _add_options(audit, SPLIT_OPTIONS, defaults=True)
     audit.set_defaults(handler=cmd_audit)
 
     train = _command(subparsers, "train", "Train a model on a folder and write a run directory.",
@@ -145,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--patience", type=int, help="stop after this many epochs without a better validation loss")
     train.add_argument("--class-weight", action="store_const", const=True, help="weight the loss by inverse class frequency")
     train.add_argument("--workers", type=int, help="processes that decode images (default one per CPU)")
-    _add_limit_options(train, defaults=False)
-    _add_split_options(train, defaults=False)
+    _add_options(train, LIMIT_OPTIONS, defaults=False)
+    _add_options(train, SPLIT_OPTIONS, defaults=False)
     train.add_argument("--strict", action="store_true", help="refuse to train if any file has an error")
     train.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace an earlier run at --out, finished or stopped")
