@@ -81,9 +81,9 @@ class AuditResult:
                 for problem in filter(None, entry.problem.split(";")):
                     examples.setdefault(problem, entry.path)
             lines += ["", f"{'problem':<22} {'status':<8} {'files':>6}  example"]
-            for problem in sorted(counts, key=lambda p: (p not in _ERROR_SLUGS, -counts[p], p)):
-                severity = "error" if problem in _ERROR_SLUGS else "warning"
-                lines.append(f"{problem:<22} {severity:<8} {counts[problem]:>6}  "
+            severity = {problem: ImageProblem(problem).severity for problem in counts}
+            for problem in sorted(counts, key=lambda p: (severity[p] != Severity.ERROR, -counts[p], p)):
+                lines.append(f"{problem:<22} {severity[problem].value:<8} {counts[problem]:>6}  "
                              f"{self.manifest.display_path(examples[problem])}")
         classes = self.class_counts()
         if classes:
@@ -101,9 +101,6 @@ class AuditResult:
         if self.quarantined:
             lines.append(f"{len(self.quarantined)} file(s) with errors moved to {self.quarantine_dir}")
         return "\n".join(lines)
-
-
-_ERROR_SLUGS = {p.value for p in ImageProblem if p.severity == Severity.ERROR}
 
 
 def audit(
