@@ -24,25 +24,12 @@ from typing import Sequence
 
 import numpy as np
 
+from .config import ImageSpec
 from .images import ImageDecodeError, ImageLimits, load_image
 from .parallel import chunked, parallel_map
 from .runs import atomic_path, write_json
 
 _CHUNK = 64
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageSpec:
-    """What the model sees: `height` × `width` × `channels`, made by `resize`."""
-
-    height: int
-    width: int
-    channels: int
-    resize: str = "stretch"
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.height, self.width, self.channels)
 
 
 @dataclasses.dataclass(frozen=True)

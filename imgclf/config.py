@@ -33,6 +33,24 @@ def _check_fraction(key: str, value: float) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
+class ImageSpec:
+    """What the model sees: `height` × `width` × `channels`, made by `resize`.
+
+    Resolved from a `DataConfig` and the data; the decode cache and the
+    models both take it from here.
+    """
+
+    height: int
+    width: int
+    channels: int
+    resize: str = "stretch"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+
+@dataclasses.dataclass(frozen=True)
 class DataConfig:
     """How images are read, split and cached.
 

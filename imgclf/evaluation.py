@@ -173,7 +173,7 @@ def evaluate(run, split: str = "test", *, batch_size: int = 64, progress: bool =
     >>> round(ev.error_rate, 3)
     0.025
     """
-    from .cache import ImageSpec
+    from .config import ImageSpec
     from .pipeline import ImageBatches, load_split
 
     run = run if isinstance(run, RunDir) else RunDir(run)

@@ -14,8 +14,8 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from .cache import ImageSpec, decode_to_cache
-from .config import DataConfig
+from .cache import decode_to_cache
+from .config import DataConfig, ImageSpec
 from .images import ImageLimits, ImageProblem
 from .manifest import Entry, Manifest
 

@@ -17,8 +17,7 @@ import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
 from .augment import augment_to_yaml, build_augment
-from .cache import ImageSpec
-from .config import Config, TrainConfig
+from .config import Config, ImageSpec, TrainConfig
 from .manifest import Manifest
 from .models import build_model, model_factory
 from .parallel import default_workers

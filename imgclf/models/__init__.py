@@ -6,8 +6,7 @@ model needs no preprocessing outside it.
 
 from __future__ import annotations
 
-from ..cache import ImageSpec
-from ..config import ModelConfig
+from ..config import ImageSpec, ModelConfig
 from ..registry import Registry
 
 MODELS = Registry("model")

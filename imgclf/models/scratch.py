@@ -5,8 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ..cache import ImageSpec
-from ..config import ModelConfig
+from ..config import ImageSpec, ModelConfig
 from . import MODELS
 
 
