@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .images import ImageLimits, ImageProblem, Severity
 from .manifest import Manifest, flag_duplicates, read_files, scan
-from .runs import write_csv
+from .files import write_csv
 
 AUDIT_COLUMNS = ("path", "label", "split", "status", "problem", "detail", "width", "height", "sha1", "quarantined")
 

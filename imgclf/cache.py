@@ -27,7 +27,7 @@ import numpy as np
 from .config import ImageSpec
 from .images import ImageDecodeError, ImageLimits, load_image
 from .parallel import chunked, parallel_map
-from .runs import atomic_path, write_json
+from .files import atomic_path, write_json
 
 _CHUNK = 64
 

@@ -12,7 +12,8 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
-from .runs import RunDir, write_csv, write_json
+from .files import write_csv, write_json
+from .runs import RunDir
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from .files import write_csv
 from .images import (IMAGE_EXTENSIONS, FileCheck, Finding, ImageDecodeError, ImageLimits, ImageProblem, Severity,
                      inspect_file, read_header)
 from .parallel import parallel_map
@@ -114,8 +115,6 @@ class Manifest:
     # CSV round trip -------------------------------------------------------
     def to_csv(self, path) -> Path:
         """Writes `manifest.csv` atomically; paths are written as absolute paths."""
-        from .runs import write_csv
-
         rows = ([getattr(e, c) for c in COLUMNS] for e in self.entries)
         return write_csv(path, COLUMNS, rows)
 

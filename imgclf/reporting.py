@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from .evaluation import Evaluation
-from .runs import RunDir, atomic_path
+from .files import atomic_path
+from .runs import RunDir
 
 # Above this many classes the numbers no longer fit in the cells.
 _MAX_ANNOTATED_CLASSES = 30

@@ -6,74 +6,25 @@ runs/<name>/
   history.csv  model.keras  checkpoints/  eval/<split>/...  report.html
 ```
 
-Every file is written atomically (to a temporary name in the same folder, then
-renamed), so a killed process never leaves a half-written file behind.
+Every file is written atomically (`imgclf.files`), so a killed process never
+leaves a half-written file behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 import os
 import platform
 import shutil
 import socket
 import sys
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from .config import Config, dump_config, load_config
-
-
-@contextlib.contextmanager
-def atomic_path(path) -> Iterator[Path]:
-    """Yields a temporary path beside `path`; renames it to `path` on success.
-
-    The temporary name keeps the suffix, so writers that check it (Keras
-    wants `.keras`) still work. On error the temporary file is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text(path, text: str) -> Path:
-    """Writes `text` to `path` atomically and returns the path."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
-
-
-def write_json(path, value) -> Path:
-    """Writes `value` as indented JSON, atomically."""
-    return write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
-
-
-def write_csv(path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
-    """Writes a CSV file with a header row, atomically."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return write_text(path, buffer.getvalue())
-
-
-def read_json(path):
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
+from .files import atomic_path, read_json, write_json, write_text
 
 # What a run writes into its folder; `RunDir.start(overwrite=True)` removes these and nothing else.
 RUN_CONTENTS = ("config.yaml", "environment.json", "manifest.csv", "classes.json", "augment.yaml", "history.csv",

@@ -22,7 +22,8 @@ from .manifest import Manifest
 from .models import build_model, model_factory
 from .parallel import default_workers
 from .pipeline import ImageBatches, SplitImages, load_split, resolve_image_spec
-from .runs import RunDir, RunError, atomic_path, read_json, write_csv, write_json, write_text
+from .files import atomic_path, read_json, write_csv, write_json, write_text
+from .runs import RunDir, RunError
 
 
 class RunCheckpoint(keras.callbacks.Callback):

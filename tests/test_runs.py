@@ -1,17 +1,7 @@
 import pytest
 
-from imgclf.runs import RunDir, RunError, atomic_path, write_json
-
-
-def test_atomic_write_leaves_nothing_on_failure(tmp_path):
-    target = tmp_path / "out.json"
-    write_json(target, {"a": 1})
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
-    assert target.read_text().strip().startswith("{")
-    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+from imgclf.files import write_json
+from imgclf.runs import RunDir, RunError
 
 
 def test_start_refuses_a_finished_run(tmp_path):

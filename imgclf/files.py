@@ -1,0 +1,95 @@
+"""Atomic file writes: a killed process never leaves a half-written file behind.
+
+Every file imgclf writes goes through `atomic_path`: it is written under a
+temporary name in the same folder, then renamed over the target. The stages
+that write files (`manifest`, `auditing`, `runs`, `evaluation`, ...) import
+these helpers from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+
+def _create_temporary(path: Path) -> Path:
+    """Creates an empty, new file beside `path` and returns its name.
+
+    `tempfile.mkstemp` creates files readable by their owner only (0600),
+    which the rename would carry over to the target. The file is created here
+    with mode 0666 instead, so the umask applies as it does for a plain
+    `open(path, "w")` (usually giving 0644); a target that already exists
+    keeps its own mode.
+    """
+    while True:
+        tmp = path.parent / f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))
+        finally:
+            os.close(fd)
+        return tmp
+
+
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """Yields a temporary path beside `path`; renames it to `path` on success.
+
+    The temporary name keeps the suffix, so writers that check it (Keras
+    wants `.keras`) still work. The written file gets the permissions a plain
+    `open(path, "w")` would give it. On error the temporary file is removed.
+
+    Args:
+        path: the file to write.
+
+    Example:
+
+    >>> with atomic_path("runs/digits/model.keras") as tmp:
+    ...     model.save(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _create_temporary(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path, text: str) -> Path:
+    """Writes `text` to `path` as UTF-8, atomically, and returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path, value) -> Path:
+    """Writes `value` as indented JSON, atomically, and returns the path."""
+    return write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
+    """Writes a CSV file with a header row, atomically, and returns the path."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_text(path, buffer.getvalue())
+
+
+def read_json(path):
+    """Reads a JSON file written by `write_json`."""
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

@@ -1,0 +1,48 @@
+import os
+import stat
+
+import pytest
+
+from imgclf.files import atomic_path, write_csv, write_json, write_text
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text().strip().startswith("{")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_written_files_honour_the_umask_like_open(tmp_path, umask_022):
+    with open(tmp_path / "plain.txt", "w") as handle:
+        handle.write("x")
+    write_text(tmp_path / "a.txt", "x")
+    write_json(tmp_path / "sub" / "b.json", {})
+    write_csv(tmp_path / "c.csv", ["a"], [[1]])
+    with atomic_path(tmp_path / "d.keras") as tmp:
+        tmp.write_bytes(b"model")
+    assert mode(tmp_path / "plain.txt") == 0o644
+    assert {name: mode(tmp_path / name) for name in ("a.txt", "sub/b.json", "c.csv", "d.keras")} == dict.fromkeys(
+        ("a.txt", "sub/b.json", "c.csv", "d.keras"), 0o644)
+
+
+def test_rewriting_a_file_keeps_its_mode(tmp_path, umask_022):
+    target = write_text(tmp_path / "shared.txt", "one")
+    os.chmod(target, 0o664)
+    write_text(target, "two")
+    assert target.read_text() == "two" and mode(target) == 0o664
