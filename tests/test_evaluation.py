@@ -77,3 +77,25 @@ def test_save_writes_named_confusion_matrix(tmp_path, predictions):
 def test_empty_split_is_a_clear_error():
     with pytest.raises(ValueError, match="no usable images"):
         evaluate_predictions([], np.zeros((0, 2)), ["a", "b"])
+
+
+def test_run_files_are_readable_by_others_under_umask_022(tmp_path):
+    import os
+    import stat
+
+    import imgclf
+    from conftest import make_class_folder
+
+    old = os.umask(0o022)
+    try:
+        run = imgclf.train(make_class_folder(tmp_path / "data", per_class=6), model="mlp", hidden=(16,), epochs=1,
+                           out=tmp_path / "run", verbose=0, progress=False)
+        ev = imgclf.evaluate(run, progress=False)
+        imgclf.report(run, ev)
+    finally:
+        os.umask(old)
+    written = [p for p in run.path.rglob("*") if p.is_file() and p.name != ".lock"]
+    assert {"model.keras", "manifest.csv", "metrics.json", "misclassified.csv", "confusion_matrix.png"} <= {
+        p.name for p in written}
+    assert {str(p.relative_to(run.path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {
+        str(p.relative_to(run.path)): oct(0o644) for p in written}
