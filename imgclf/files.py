@@ -1,9 +1,16 @@
-"""Atomic file writes: a killed process never leaves a half-written file behind.
+"""Writing files: atomic writes, and file names as text.
 
 Every file imgclf writes goes through `atomic_path`: it is written under a
-temporary name in the same folder, then renamed over the target. The stages
-that write files (`manifest`, `auditing`, `runs`, `evaluation`, ...) import
-these helpers from here.
+temporary name in the same folder, then renamed over the target, so a killed
+process never leaves a half-written file behind. The stages that write files
+(`manifest`, `auditing`, `runs`, `evaluation`, ...) import these helpers from
+here.
+
+File names on Linux are bytes, and not every name is valid UTF-8 (a name
+copied from an old archive may hold Latin-1 `caf\\xe9.png`). Python holds such
+a name as a string with surrogate characters (`os.fsdecode`), which opens the
+file but cannot be written as UTF-8 text. `escape_name` turns it into text
+that names the file unambiguously, and `unescape_name` turns that text back.
 """
 
 from __future__ import annotations
@@ -13,10 +20,55 @@ import csv
 import io
 import json
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
+
+_ESCAPED = re.compile(r"\\(\\|x[89a-fA-F][0-9a-fA-F])")
+
+
+def escape_name(name: str) -> str:
+    r"""A file name or path as text that names the file unambiguously.
+
+    Every byte that is not valid UTF-8 is written as `\x` and two hex
+    digits, and a backslash as two backslashes, so a name that holds a real
+    backslash is never read as an escaped byte. Names that are valid UTF-8
+    and hold no backslash are returned unchanged.
+
+    Args:
+        name: a name as the `os` functions return it (undecodable bytes as
+            surrogate characters).
+
+    Returns:
+        Text that can be written as UTF-8 and printed.
+
+    Example:
+
+    >>> print(escape_name(os.fsdecode(b"photos/caf\xe9.png")))
+    photos/caf\xe9.png
+    """
+    return os.fsencode(name.replace("\\", "\\\\")).decode("utf-8", "backslashreplace")
+
+
+def unescape_name(text: str) -> str:
+    r"""The file name or path that `escape_name` wrote as `text`.
+
+    `\\` becomes one backslash and `\x80` to `\xff` the byte of that value;
+    any other backslash is kept as it is.
+
+    Args:
+        text: an escaped name, e.g. a path from a CSV file imgclf wrote.
+
+    Returns:
+        The name as the `os` functions take it.
+    """
+    def byte(match: re.Match) -> str:
+        escape = match.group(1)
+        return "\\" if escape == "\\" else chr(0xDC00 + int(escape[1:], 16))
+
+    return os.fsdecode(os.fsencode(_ESCAPED.sub(byte, text)))
 
 
 def _create_temporary(path: Path) -> Path:

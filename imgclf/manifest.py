@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .files import write_csv
+from .files import escape_name, write_csv
 from .images import (IMAGE_EXTENSIONS, FileCheck, Finding, ImageDecodeError, ImageLimits, ImageProblem, Severity,
                      inspect_file, read_header)
 from .parallel import parallel_map
@@ -200,9 +200,11 @@ def scan(
     ```
 
     Hidden files and folders, `.DS_Store`, `Thumbs.db`, `desktop.ini` and
-    `._*` files are ignored; symlinks are followed once. Every file is hashed
-    and its header read; files that are no image are kept in the manifest with
-    status `error` and left out of the split.
+    `._*` files are ignored. Symlinks are followed, every real folder is
+    scanned once (for the first class that reaches it), and a symlink to a
+    folder that contains it is a loop, named in the notes and not followed.
+    Every file is hashed and its header read; files that are no image are
+    kept in the manifest with status `error` and left out of the split.
 
     Args:
         root: the folder or CSV file.
@@ -251,29 +253,96 @@ def _is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _walk_images(folder: Path) -> tuple[list[str], int]:
-    """Absolute paths of the image files under `folder`, following symlinks once; also counts other files.
+def _contains_link(link: str, target: str) -> bool:
+    """Whether `target`, the real path of the directory symlink `link`, is a folder that holds the link.
 
-    `os.walk(followlinks=True)` alone loops forever on a symlink cycle, so
-    every real directory is visited at most once. Paths are joined as strings:
-    for large folders pathlib objects cost more than the rest of the walk.
+    Following such a link walks the same folders again forever (what `find -L`
+    reports as a file system loop). Real paths are compared for every folder
+    on the way to the link, as it was reached, up to the file system root.
     """
-    images, others, seen = [], 0, set()
-    for current, dirs, files in os.walk(os.path.abspath(folder), followlinks=True):
-        real = os.path.realpath(current)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not _is_ignored(d))
-        for name in sorted(files):
-            if _is_ignored(name):
+    folder = os.path.dirname(os.path.abspath(link))
+    while True:
+        if os.path.realpath(folder) == target:
+            return True
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return False
+        folder = parent
+
+
+def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[str]], int, list[str], set[int]]:
+    """Image files under each class folder, following symlinks to directories once.
+
+    Every real directory is walked at most once, and its images belong to the
+    class folder that reached it first. The class folders are walked first,
+    without following links, so what a class folder holds is never claimed by
+    another class through a link; symlinks to directories are followed after
+    that, in the order they were found. A symlink to a folder that holds it
+    (its own folder, the dataset root, or any folder above) is a loop and is
+    not followed. Each link not followed is described in a note.
+
+    Paths are joined as strings: for large folders pathlib objects cost more
+    than the rest of the walk.
+
+    Args:
+        folders: `(folder, label)` of every class folder.
+
+    Returns:
+        `(images, others, notes, skipped)`: absolute image paths per class
+        folder, the number of other files, notes on the links not followed,
+        and the indices of class folders that are such links.
+    """
+    images: list[list[str]] = [[] for _ in folders]
+    owners: dict[str, tuple[int, str]] = {}  # real directory -> (class folder index, the path that reached it)
+    links: list[tuple[int, str]] = []  # symlinks to directories, followed once the class folders are walked
+    notes, skipped, others = [], set(), 0
+
+    def walk(index: int, top: str) -> bool:
+        nonlocal others
+        stack = [top]
+        while stack:
+            current = stack.pop()
+            real = os.path.realpath(current)
+            if real in owners:
+                first, via = owners[real]
+                notes.append(f"{escape_name(current)} leads to {escape_name(real)}, which was already scanned as "
+                             f"{escape_name(via)}: its images count once, in class {folders[first][1]!r}")
+                if current == top:
+                    return False
                 continue
-            if _is_image_name(name):
-                images.append(os.path.join(current, name))
-            else:
-                others += 1
-    return images, others
+            owners[real] = (index, current)
+            try:
+                with os.scandir(current) as scanned:
+                    children = sorted(scanned, key=lambda child: child.name)
+            except OSError:
+                continue
+            subfolders = []
+            for child in children:
+                if _is_ignored(child.name):
+                    continue
+                if child.is_dir():
+                    (links if child.is_symlink() else subfolders).append((index, child.path))
+                elif _is_image_name(child.name):
+                    images[index].append(os.path.abspath(child.path))
+                else:
+                    others += 1
+            stack.extend(path for _, path in reversed(subfolders))
+        return True
+
+    def follow(index: int, link: str) -> bool:
+        target = os.path.realpath(link)
+        if _contains_link(link, target):
+            notes.append(f"symlink loop {escape_name(link)} → {escape_name(target)} not followed: "
+                         "it points to a folder that contains it")
+            return False
+        return walk(index, link)
+
+    for index, (folder, _) in enumerate(folders):
+        if not (follow if os.path.islink(folder) else walk)(index, folder):
+            skipped.add(index)
+    for index, link in links:  # the list grows while linked folders are walked
+        follow(index, link)
+    return images, others, notes, skipped
 
 
 def _class_folders(root: Path) -> list[Path]:
@@ -294,17 +363,17 @@ def _entries_from_folder(root: Path) -> tuple[list[Entry], list[str]]:
     if presplit and "train" not in split_folders.values():
         raise DatasetError(f"{root} has split folders {sorted(p.name for p in folders)} but no train/ folder. Add train/<class>/ images.")
 
-    entries, notes, others = [], [], 0
-    for parent, split in parents:
-        for folder in _class_folders(parent):
-            images, skipped = _walk_images(folder)
-            others += skipped
-            if not images:
-                notes.append(f"empty class folder {folder} left out")
-            entries.extend(Entry(path=path, label=folder.name, split=split) for path in images)
+    folders = [(str(folder), folder.name, split) for parent, split in parents for folder in _class_folders(parent)]
+    images, others, notes, skipped = _walk_class_folders([(folder, label) for folder, label, _ in folders])
+    entries = []
+    for index, (folder, label, split) in enumerate(folders):
+        if not images[index] and index not in skipped:
+            notes.append(f"empty class folder {escape_name(folder)} left out")
+        entries.extend(Entry(path=path, label=label, split=split) for path in images[index])
+    for parent, _ in parents:
         loose = [p for p in parent.iterdir() if p.is_file() and not _is_ignored(p.name) and _is_image_name(p.name)]
         if loose:
-            notes.append(f"{len(loose)} image(s) directly in {parent} ignored: put them in a class folder")
+            notes.append(f"{len(loose)} image(s) directly in {escape_name(str(parent))} ignored: put them in a class folder")
     if others:
         notes.append(f"{others} file(s) without an image extension ignored")
     return entries, notes

@@ -155,3 +155,16 @@ def test_train_scans_with_the_configured_limits(tmp_path):
     assert entries["huge.png"].problem == "truncated"  # under the raised limit, so decoded, and its data is missing
     assert all(e.problem == "too_small" for name, e in entries.items() if name != "huge.png")
     assert run.config().data.max_pixels == 200_000_000
+
+
+def test_symlink_loop_to_the_dataset_root_keeps_three_classes(tmp_path):
+    root = make_class_folder(tmp_path / "photos", per_class=12, classes=["circle", "square", "triangle"])
+    os.symlink("..", root / "circle" / "loop")
+    result = imgclf.audit(root, out=tmp_path / "audit", progress=False)
+    summary = result.summary()
+    assert "36 files: 36 ok" in summary and "label_conflict" not in summary
+    assert "3 classes; imbalance ratio 1.0" in summary
+    assert f"note: symlink loop {root / 'circle' / 'loop'} → {root} not followed" in summary
+    assert len(audit_rows(result.csv_path)) == 36
+    with open(tmp_path / "audit" / "manifest.csv", newline="") as handle:
+        assert not any("/circle/loop/" in row["path"] for row in csv.DictReader(handle))

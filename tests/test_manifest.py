@@ -47,6 +47,35 @@ def test_symlink_loop_does_not_hang(tmp_path):
     assert sum(e.label == "circle" for e in m.entries) == 3
 
 
+def test_symlink_to_the_dataset_root_is_a_loop_named_once_not_a_second_copy(tmp_path):
+    root = make_class_folder(tmp_path / "photos", per_class=8)
+    os.symlink("..", root / "circle" / "loop")
+    m = scan(root, progress=False)
+    assert m.classes == ["circle", "square", "triangle"]
+    assert len(m) == 24 and m.problem_counts() == {}
+    assert {e.label: os.path.basename(os.path.dirname(e.path)) for e in m.entries} == {
+        label: label for label in m.classes}
+    loops = [line for line in m.summary().splitlines() if "loop" in line]
+    assert loops == [f"note: symlink loop {root / 'circle' / 'loop'} → {root} not followed: "
+                     "it points to a folder that contains it"]
+
+
+def test_symlinked_folder_outside_the_dataset_is_followed_once_for_the_first_class(tmp_path):
+    root = make_class_folder(tmp_path / "photos", per_class=4, classes=["circle", "square"])
+    shared = make_class_folder(tmp_path / "shared", per_class=5, classes=["triangle"], start=50) / "triangle"
+    os.symlink(shared, root / "circle" / "more")
+    os.symlink(shared, root / "square" / "more")
+    os.symlink(root / "square", root / "circle" / "squares")  # a class folder belongs to its own class
+    m = scan(root, progress=False)
+    labels = collections.Counter(e.label for e in m.entries)
+    assert labels == {"circle": 9, "square": 4}
+    assert all(e.path.startswith(str(root / "circle" / "more")) for e in m.entries if "triangle" in e.path)
+    notes = "\n".join(m.notes)
+    assert f"{root / 'square' / 'more'} leads to {shared}, which was already scanned as {root / 'circle' / 'more'}: " \
+           "its images count once, in class 'circle'" in notes
+    assert f"{root / 'circle' / 'squares'} leads to {root / 'square'}" in notes
+
+
 def test_missing_folder_and_folder_without_images_are_clear_errors(tmp_path):
     with pytest.raises(DatasetError, match="not found"):
         scan(tmp_path / "nope", progress=False)
