@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .images import ImageLimits, ImageProblem, Severity
 from .manifest import Manifest, flag_duplicates, read_files, scan
-from .files import write_csv
+from .files import escape_name, write_csv
 
 AUDIT_COLUMNS = ("path", "label", "split", "status", "problem", "detail", "width", "height", "sha1", "quarantined")
 
@@ -159,8 +159,8 @@ def audit(
         result.quarantined = _quarantine(broken, Path(manifest.root), result.quarantine_dir)
     if out:
         out = Path(out)
-        rows = ([e.path, e.label, e.split, e.status, e.problem, e.detail, e.width, e.height, e.sha1,
-                 result.quarantined.get(e.path, "")] for e in manifest.entries)
+        rows = ([escape_name(e.path), e.label, e.split, e.status, e.problem, e.detail, e.width, e.height, e.sha1,
+                 escape_name(result.quarantined.get(e.path, ""))] for e in manifest.entries)
         result.csv_path = write_csv(out / "audit.csv", AUDIT_COLUMNS, rows)
         manifest.to_csv(out / "manifest.csv")
     return result

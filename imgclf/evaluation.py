@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
-from .files import write_csv, write_json
+from .files import escape_name, write_csv, write_json
 from .runs import RunDir
 
 
@@ -92,7 +92,10 @@ class Evaluation:
         }
 
     def save(self, folder) -> Path:
-        """Writes `metrics.json`, `confusion_matrix.csv`, `per_class.csv` and `misclassified.csv`."""
+        """Writes `metrics.json`, `confusion_matrix.csv`, `per_class.csv` and `misclassified.csv`.
+
+        Paths in `misclassified.csv` are escaped with `files.escape_name`.
+        """
         folder = Path(folder)
         write_json(folder / "metrics.json", self.metrics())
         write_csv(folder / "confusion_matrix.csv", ["true \\ predicted", *self.classes],
@@ -100,7 +103,8 @@ class Evaluation:
         columns = ["class", "precision", "recall", "f1", "support", "error_rate"]
         write_csv(folder / "per_class.csv", columns, ([row[c] for c in columns] for row in self.per_class))
         columns = ["path", "true", "predicted", "confidence", "true_probability"]
-        write_csv(folder / "misclassified.csv", columns, ([row[c] for c in columns] for row in self.misclassified()))
+        rows = ([escape_name(row["path"]), *(row[c] for c in columns[1:])] for row in self.misclassified())
+        write_csv(folder / "misclassified.csv", columns, rows)
         return folder
 
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .files import escape_name, write_csv
+from .files import escape_name, unescape_name, write_csv
 from .images import (IMAGE_EXTENSIONS, FileCheck, Finding, ImageDecodeError, ImageLimits, ImageProblem, Severity,
                      inspect_file, read_header)
 from .parallel import parallel_map
@@ -31,7 +31,13 @@ class DatasetError(ValueError):
 
 @dataclasses.dataclass
 class Entry:
-    """One image file of the dataset (a row of `manifest.csv`)."""
+    """One image file of the dataset (a row of `manifest.csv`).
+
+    `path` is the file's absolute path as the `os` functions take it; a file
+    name that is not valid UTF-8 holds surrogate characters there and is
+    written to CSV files and summaries with `files.escape_name`. `label` and
+    `detail` are always plain text.
+    """
 
     path: str
     label: str
@@ -51,6 +57,7 @@ class Entry:
 
     def flag(self, problem: ImageProblem, detail: str) -> None:
         """Adds a finding, raising the status to the problem's severity if worse."""
+        detail = detail.encode("utf-8", "backslashreplace").decode("utf-8")  # text, even if it quotes a raw file name
         self.problem = ";".join(p for p in (self.problem, problem.value) if p)
         self.detail = "; ".join(d for d in (self.detail, detail) if d)
         if problem.severity == Severity.ERROR or self.status == Severity.ERROR.value:
@@ -114,8 +121,13 @@ class Manifest:
 
     # CSV round trip -------------------------------------------------------
     def to_csv(self, path) -> Path:
-        """Writes `manifest.csv` atomically; paths are written as absolute paths."""
-        rows = ([getattr(e, c) for c in COLUMNS] for e in self.entries)
+        """Writes `manifest.csv` atomically.
+
+        Paths are written as absolute paths, escaped with `files.escape_name`
+        (a byte that is not UTF-8 as `\\xe9`, a backslash as `\\\\`);
+        `read_csv` turns them back into the same files.
+        """
+        rows = ([escape_name(e.path), *(getattr(e, c) for c in COLUMNS[1:])] for e in self.entries)
         return write_csv(path, COLUMNS, rows)
 
     @classmethod
@@ -132,8 +144,8 @@ class Manifest:
             if missing:
                 raise DatasetError(f"{path} is not an imgclf manifest: it lacks the columns {missing}.")
             entries = [
-                Entry(**{**row, "width": int(row["width"] or 0), "height": int(row["height"] or 0),
-                         "channels": int(row["channels"] or 0)})
+                Entry(**{**row, "path": unescape_name(row["path"]), "width": int(row["width"] or 0),
+                         "height": int(row["height"] or 0), "channels": int(row["channels"] or 0)})
                 for row in ({c: r[c] for c in COLUMNS} for r in reader)
             ]
         return cls(entries, root=str(path))
@@ -150,10 +162,13 @@ class Manifest:
         return lines
 
     def display_path(self, path: str) -> str:
-        """`path` as it reads from the folder the dataset was scanned from, e.g. `photos/cat/1.jpg`."""
+        """`path` as it reads from the folder the dataset was scanned from, e.g. `photos/cat/1.jpg`.
+
+        A file name that is not valid UTF-8 is escaped (`files.escape_name`).
+        """
         base = self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
         relative = os.path.relpath(path, os.path.abspath(base)) if base else path
-        return path if relative.startswith("..") else os.path.join(base, relative)
+        return escape_name(path if relative.startswith("..") else os.path.join(base, relative))
 
     def problem_counts(self) -> dict[str, int]:
         """Files per problem slug, most frequent first (a file with two problems counts under both)."""
@@ -227,14 +242,14 @@ def scan(
     """
     root = Path(root)
     if not root.exists():
-        raise DatasetError(f"Dataset not found: {root}. Pass a folder with one subfolder per class, or a CSV with path,label columns.")
+        raise DatasetError(f"Dataset not found: {escape_name(str(root))}. Pass a folder with one subfolder per class, or a CSV with path,label columns.")
     if root.is_file():
         entries, notes = _entries_from_csv(root)
     else:
         entries, notes = _entries_from_folder(root)
     if not entries:
         raise DatasetError(
-            f"No images found under {root}. Expected one subfolder per class (root/<class>/<image files>) "
+            f"No images found under {escape_name(str(root))}. Expected one subfolder per class (root/<class>/<image files>) "
             f"with extensions {', '.join(sorted(IMAGE_EXTENSIONS))}."
         )
     read_files(entries, limits=limits, decode=decode, workers=workers, progress=progress)
@@ -354,16 +369,17 @@ def _entries_from_folder(root: Path) -> tuple[list[Entry], list[str]]:
     split_folders = {p: SPLIT_FOLDER_NAMES[p.name.lower()] for p in folders if p.name.lower() in SPLIT_FOLDER_NAMES}
     presplit = bool(split_folders)
     if presplit and len(split_folders) != len(folders):
-        others = sorted(p.name for p in folders if p not in split_folders)
+        others = sorted(escape_name(p.name) for p in folders if p not in split_folders)
         raise DatasetError(
-            f"{root} mixes split folders {sorted(p.name for p in split_folders)} with other folders {others}. "
+            f"{escape_name(str(root))} mixes split folders {sorted(p.name for p in split_folders)} with other folders {others}. "
             "Use either root/<class>/ or root/train|val|test/<class>/, not both."
         )
     parents = [(p, split_folders[p]) for p in folders] if presplit else [(root, "")]
     if presplit and "train" not in split_folders.values():
-        raise DatasetError(f"{root} has split folders {sorted(p.name for p in folders)} but no train/ folder. Add train/<class>/ images.")
+        raise DatasetError(f"{escape_name(str(root))} has split folders {sorted(p.name for p in folders)} but no train/ folder. Add train/<class>/ images.")
 
-    folders = [(str(folder), folder.name, split) for parent, split in parents for folder in _class_folders(parent)]
+    # A class is named after its folder; a folder name that is not valid UTF-8 becomes a label with the bytes escaped.
+    folders = [(str(folder), escape_name(folder.name), split) for parent, split in parents for folder in _class_folders(parent)]
     images, others, notes, skipped = _walk_class_folders([(folder, label) for folder, label, _ in folders])
     entries = []
     for index, (folder, label, split) in enumerate(folders):
@@ -393,7 +409,7 @@ def _entries_from_csv(path: Path) -> tuple[list[Entry], list[str]]:
             raise DatasetError(f"{path}, line {number}: unknown split {row['split']!r}. Use train, val or test (or leave it empty).")
         if not row["label"]:
             raise DatasetError(f"{path}, line {number}: empty label for {row['path']!r}.")
-        file = Path(row["path"])
+        file = Path(unescape_name(row["path"]))
         file = file if file.is_absolute() else path.parent / file
         entries.append(Entry(path=os.path.abspath(file), label=row["label"], split=split))
     return entries, []
@@ -467,12 +483,12 @@ def flag_duplicates(entries: Sequence[Entry]) -> None:
         labels = sorted({e.label for e in group})
         if len(labels) > 1:
             for entry in group:
-                others = [e.path for e in group if e is not entry]
+                others = [escape_name(e.path) for e in group if e is not entry]
                 entry.flag(ImageProblem.LABEL_CONFLICT, f"same content under classes {labels}: {', '.join(others)}")
             continue
         first, *copies = sorted(group, key=lambda e: e.path)
         for entry in copies:
-            entry.flag(ImageProblem.DUPLICATE, f"identical to {first.path}")
+            entry.flag(ImageProblem.DUPLICATE, f"identical to {escape_name(first.path)}")
 
 
 # Splitting ------------------------------------------------------------------

@@ -1,0 +1,95 @@
+"""File and class names that are not valid UTF-8 (Linux names are bytes) are used like any other."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import imgclf
+from conftest import CLASS_STYLES, draw_example, make_class_folder
+from imgclf.files import escape_name, unescape_name
+from imgclf.manifest import Manifest
+
+LATIN1_CLASS = b"V\xf6gel"  # "Vögel" in Latin-1
+LATIN1_FILE = b"caf\xe9.png"  # "café.png" in Latin-1
+BACKSLASH_FILE = b"caf\\xe9.png"  # a real backslash: a different file that must not be confused with it
+
+
+@pytest.fixture
+def latin1_folder(tmp_path):
+    """Classes circle and square, one Latin-1 file in circle, and a class folder with a Latin-1 name."""
+    root = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
+    circle = os.fsencode(root / "circle")
+    draw_example(CLASS_STYLES["circle"], 40).save(os.fsdecode(os.path.join(circle, LATIN1_FILE)))
+    draw_example(CLASS_STYLES["circle"], 41).save(os.fsdecode(os.path.join(circle, BACKSLASH_FILE)))
+    birds = os.path.join(os.fsencode(root), LATIN1_CLASS)
+    os.mkdir(birds)
+    for i in range(6):
+        draw_example(CLASS_STYLES["triangle"], i).save(os.fsdecode(os.path.join(birds, b"%d.png" % i)))
+    return root
+
+
+def read_rows(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("name", [LATIN1_FILE, BACKSLASH_FILE, b"a\\b\\\\c\xff\xfe.png", "café €.png".encode(), b"plain.png"])
+def test_escaped_names_read_back_as_the_same_bytes(name):
+    text = escape_name(os.fsdecode(name))
+    text.encode("utf-8")  # plain text: no surrogates
+    assert os.fsencode(unescape_name(text)) == name
+
+
+def test_escaping_is_readable():
+    assert escape_name(os.fsdecode(b"photos/caf\xe9.png")) == "photos/caf\\xe9.png"
+    assert escape_name(os.fsdecode(b"photos/caf\\xe9.png")) == "photos/caf\\\\xe9.png"
+    assert escape_name("photos/café.png") == "photos/café.png"
+
+
+def test_latin1_file_and_class_names_audit_train_and_evaluate(latin1_folder, tmp_path):
+    result = imgclf.audit(latin1_folder, out=tmp_path / "audit", progress=False)
+    assert not result.errors
+    assert result.manifest.classes == ["V\\xf6gel", "circle", "square"]
+    summary = result.summary()
+    assert "20 files: 20 ok" in summary and "V\\xf6gel" in summary
+
+    rows = {row["path"]: row for row in read_rows(tmp_path / "audit" / "audit.csv")}
+    latin1, backslash = str(latin1_folder / "circle" / "caf\\xe9.png"), str(latin1_folder / "circle" / "caf\\\\xe9.png")
+    assert rows[latin1]["status"] == rows[backslash]["status"] == "ok"
+    assert os.fsencode(unescape_name(latin1)) == os.path.join(os.fsencode(latin1_folder / "circle"), LATIN1_FILE)
+    assert os.fsencode(unescape_name(backslash)) == os.path.join(os.fsencode(latin1_folder / "circle"), BACKSLASH_FILE)
+    assert sum(row["label"] == "V\\xf6gel" for row in rows.values()) == 6
+
+    again = Manifest.read_csv(tmp_path / "audit" / "manifest.csv")
+    assert again.entries == result.manifest.entries and all(os.path.isfile(e.path) for e in again.entries)
+
+    run = imgclf.train(latin1_folder, model="mlp", hidden=(16,), epochs=1, out=tmp_path / "run", verbose=0,
+                       progress=False)
+    assert json.loads((run.path / "classes.json").read_text(encoding="utf-8")) == ["V\\xf6gel", "circle", "square"]
+    trained = {e.path for e in run.manifest().usable}
+    assert os.fsdecode(os.path.join(os.fsencode(latin1_folder / "circle"), LATIN1_FILE)) in trained
+    ev = imgclf.evaluate(run, split="train", progress=False)
+    assert len(ev.y_true) == len(run.manifest().split("train"))
+    for row in read_rows(run.eval_dir("train") / "misclassified.csv"):
+        assert os.path.isfile(unescape_name(row["path"]))
+    imgclf.report(run, ev)
+    assert "V\\xf6gel" in (run.eval_dir("train") / "confusion_matrix.csv").read_text(encoding="utf-8")
+
+
+def test_cli_audit_prints_latin1_names_readably(latin1_folder, tmp_path):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONIOENCODING": "utf-8"}
+    command = [sys.executable, "-m", "imgclf", "audit", str(latin1_folder), "--out", str(tmp_path / "audit")]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "20 files: 20 ok" in done.stdout and "V\\xf6gel" in done.stdout
+
+
+def test_csv_paths_are_unescaped(latin1_folder, tmp_path):
+    lines = ["path,label"] + [f"{escape_name(e.path)},{e.label}" for e in imgclf.scan(latin1_folder, progress=False).entries]
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    m = imgclf.scan(tmp_path / "labels.csv", progress=False)
+    assert len(m.usable) == 20 and all(os.path.isfile(e.path) for e in m.entries)
