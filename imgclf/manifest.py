@@ -502,27 +502,32 @@ def _unit_hash(seed: int, sha1: str) -> float:
 def assign_splits(entries: Sequence[Entry], *, val: float, test: float, seed: int) -> None:
     """Assigns `train`/`val`/`test` to usable entries that have no split yet.
 
-    scikit-learn's splitters reshuffle everything when one file is added, so
-    the split is computed here from content hashes instead: each distinct
-    image gets a number u in [0, 1) from `sha1(seed, content hash)`, and goes
-    to test if u < test, to val if u < test + val, else to train. A file's
-    split therefore depends only on the seed and its content: adding images
-    never moves existing ones, and identical files always share a split.
-    Because u is uniform, every class is split in the asked proportions up to
-    sampling noise (stratified). A class with at least 3 distinct images gets
-    at least one in each split: if a split came out empty, the image whose u
-    is nearest to that split's interval is moved there. That image alone may
-    move back when the class grows; no per-file rule can both keep every
-    split of a 3-image class filled and never move an image.
+    Each class is split on its distinct images (identical files count once
+    and always share a split), in exact sizes: `round(n * test)` test and
+    `round(n * val)` val images of the n distinct images of the class, halves
+    rounded up, the rest train, as scikit-learn's stratified splitters do.
+    A class with at least 3 distinct images gets at least one in each split
+    (taken from the largest).
 
-    Entries that already have a split (a pre-split folder or a CSV with a split
-    column) keep it; val and test are carved from train only when the dataset
-    has none of them.
+    Which images go where is decided by their content, not their order or
+    path: each distinct image gets a number in [0, 1) from
+    `sha1(seed, content hash)`, the images of a class are ordered by it, and
+    the order is cut into test, val and train. Adding images to a class moves
+    only the few existing images near the two cut points (about 2 of 100 when
+    10 are added), never reshuffles the class.
+
+    Entries that already have a split (a pre-split folder or a CSV with a
+    split column) keep it; val and test are carved from train, in the same
+    way, only when the dataset has none of them.
+
+    Args:
+        entries: the entries to split; usable ones without a split are set.
+        val: fraction of each class for validation.
+        test: fraction of each class for testing.
+        seed: seed of the split.
     """
     given = {e.split for e in entries if e.usable and e.split}
-    carve_val = val if "val" not in given else 0.0
-    carve_test = test if "test" not in given else 0.0
-    intervals = {"test": (0.0, carve_test), "val": (carve_test, carve_test + carve_val)}
+    fractions = {"test": test if "test" not in given else 0.0, "val": val if "val" not in given else 0.0}
 
     by_class: dict[str, dict[str, list[Entry]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     for entry in entries:
@@ -530,28 +535,33 @@ def assign_splits(entries: Sequence[Entry], *, val: float, test: float, seed: in
             by_class[entry.label][entry.sha1].append(entry)
 
     for groups in by_class.values():
-        units = {sha1: _unit_hash(seed, sha1) for sha1 in groups}
-        chosen = {sha1: _split_of(u, intervals) for sha1, u in units.items()}
-        if len(groups) >= 3:
-            _ensure_each_split(chosen, units, intervals)
-        for sha1, members in groups.items():
-            for entry in members:
-                entry.split = chosen[sha1]
+        order = sorted(groups, key=lambda sha1: (_unit_hash(seed, sha1), sha1))
+        sizes = split_sizes(len(order), **fractions)
+        names = [name for name in ("test", "val", "train") for _ in range(sizes[name])]
+        for sha1, name in zip(order, names):
+            for entry in groups[sha1]:
+                entry.split = name
 
 
-def _split_of(u: float, intervals: dict[str, tuple[float, float]]) -> str:
-    for name, (low, high) in intervals.items():
-        if low <= u < high:
-            return name
-    return "train"
+def split_sizes(n: int, *, val: float, test: float) -> dict[str, int]:
+    """How many of `n` distinct images go to each split: `{"test": ..., "val": ..., "train": ...}`.
 
+    `round(n * test)` and `round(n * val)` with halves rounded up, the rest
+    train. From 3 images up, every split asked for (a fraction above 0, and
+    train) gets at least one, taken from the largest split.
 
-def _ensure_each_split(chosen: dict[str, str], units: dict[str, float], intervals: dict[str, tuple[float, float]]) -> None:
-    for name, (low, high) in intervals.items():
-        if high <= low or name in chosen.values():
-            continue
-        sizes = collections.Counter(chosen.values())
-        donors = [sha1 for sha1, split in chosen.items() if sizes[split] > 1]
-        nearest = min(donors, key=lambda sha1: (max(low - units[sha1], units[sha1] - high, 0.0), sha1))
-        chosen[nearest] = name
+    Example:
 
+    >>> split_sizes(12, val=0.15, test=0.15)
+    {'test': 2, 'val': 2, 'train': 8}
+    """
+    n_test = min(int(n * test + 0.5), n)
+    n_val = min(int(n * val + 0.5), n - n_test)
+    sizes = {"test": n_test, "val": n_val, "train": n - n_test - n_val}
+    if n >= 3:
+        for name in [name for name, fraction in (("test", test), ("val", val), ("train", 1.0)) if fraction > 0]:
+            if sizes[name] == 0:
+                largest = max(sizes, key=sizes.get)
+                sizes[largest] -= 1
+                sizes[name] += 1
+    return sizes

@@ -1,11 +1,12 @@
 import collections
+import hashlib
 import os
 import shutil
 
 import pytest
 
 from conftest import CLASS_STYLES, draw_example, make_class_folder
-from imgclf.manifest import DatasetError, Manifest, scan
+from imgclf.manifest import DatasetError, Entry, Manifest, assign_splits, scan, split_sizes
 
 
 def splits_by_path(manifest):
@@ -87,22 +88,58 @@ def test_missing_folder_and_folder_without_images_are_clear_errors(tmp_path):
 def test_split_is_stratified_with_every_split_in_every_class(tmp_path):
     root = make_class_folder(tmp_path / "data", per_class=40)
     m = scan(root, val=0.2, test=0.2, progress=False)
-    for label, row in m.counts().items():
-        assert all(row[s] >= 1 for s in ("train", "val", "test")), (label, row)
-        assert 0.05 <= row["test"] / 40 <= 0.4, (label, row)
+    assert m.counts() == {label: {"train": 24, "val": 8, "test": 8} for label in CLASS_STYLES}
     small = make_class_folder(tmp_path / "small", per_class=3)
     for row in scan(small, progress=False).counts().values():
         assert row == {"train": 1, "val": 1, "test": 1}
 
 
+def test_split_sizes_are_exact_for_small_classes(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=12)
+    for seed in range(5):
+        counts = scan(root, seed=seed, progress=False).counts()
+        assert counts == {label: {"train": 8, "val": 2, "test": 2} for label in CLASS_STYLES}, seed
+    assert split_sizes(10, val=0.15, test=0.15) == {"test": 2, "val": 2, "train": 6}
+    assert split_sizes(4, val=0.15, test=0.15) == {"test": 1, "val": 1, "train": 2}
+    assert split_sizes(2, val=0.15, test=0.15) == {"test": 0, "val": 0, "train": 2}
+    assert split_sizes(5, val=0.4, test=0.5) == {"test": 2, "val": 2, "train": 1}  # train keeps one
+
+
+def test_split_is_decided_by_content_hashes_not_paths(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=12)
+    before = {e.sha1: e.split for e in scan(root, seed=3, progress=False).entries}
+    for path in sorted(root.rglob("*.png")):
+        path.rename(path.with_name(f"renamed_{path.stem[::-1]}.png"))
+    after = {e.sha1: e.split for e in scan(root, seed=3, progress=False).entries}
+    assert after == before
+    assert {e.sha1: e.split for e in scan(root, seed=4, progress=False).entries} != after
+
+
 def test_split_is_stable_when_images_are_added(tmp_path):
     root = make_class_folder(tmp_path / "data", per_class=30)
     before = splits_by_path(scan(root, seed=3, progress=False))
-    make_class_folder(root, per_class=30, start=30)
+    make_class_folder(root, per_class=3, start=30)
     after = splits_by_path(scan(root, seed=3, progress=False))
-    assert len(after) == 2 * len(before)
-    assert {path: after[path] for path in before} == before
-    assert splits_by_path(scan(root, seed=4, progress=False)) != after
+    assert len(after) == len(before) + 9
+    moved = sum(after[path] != split for path, split in before.items())
+    assert moved <= 6, moved
+
+
+def test_adding_10_images_to_a_class_of_100_moves_few_existing_ones():
+    def entries(seed, tag, n):
+        return [Entry(path=f"{tag}{i}.png", label="a", sha1=hashlib.sha1(f"{seed}/{tag}/{i}".encode()).hexdigest())
+                for i in range(n)]
+
+    moved = []
+    for seed in range(50):
+        old = entries(seed, "old", 100)
+        assign_splits(old, val=0.15, test=0.15, seed=seed)
+        grown = entries(seed, "old", 100) + entries(seed, "new", 10)
+        assign_splits(grown, val=0.15, test=0.15, seed=seed)
+        assert collections.Counter(e.split for e in grown) == {"train": 76, "val": 17, "test": 17}
+        moved.append(sum(a.split != b.split for a, b in zip(old, grown)))
+    # A reshuffle would move about 46 of the 100; the README states 2.4 on average, at most 7.
+    assert sum(moved) / len(moved) <= 3 and max(moved) <= 7, moved
 
 
 def test_identical_images_share_a_split_and_conflicts_are_errors(tmp_path):
@@ -132,7 +169,7 @@ def test_presplit_layout_keeps_given_splits_and_carves_val(tmp_path):
             assert e.split == "test"
         else:
             assert e.split in ("train", "val")
-    assert all(row["val"] >= 1 for row in m.counts().values())
+    assert m.counts() == {label: {"train": 17, "val": 3, "test": 5} for label in CLASS_STYLES}
 
 
 def test_validation_folder_name_is_accepted(tmp_path):
@@ -208,20 +245,3 @@ def test_class_with_a_single_image_is_reported(tmp_path):
     assert "triangle" in m.classes
     assert any("'triangle' has only 1 usable image" in note for note in m.notes)
     assert "note: class 'triangle' has only 1" in m.summary()
-
-
-def test_only_images_moved_to_fill_an_empty_split_may_move_when_a_tiny_class_grows(tmp_path):
-    from imgclf.manifest import _split_of, _unit_hash
-
-    def natural(entry, val=0.15, test=0.15, seed=0):
-        return _split_of(_unit_hash(seed, entry.sha1), {"test": (0.0, test), "val": (test, test + val)})
-
-    root = make_class_folder(tmp_path / "data", per_class=3, classes=["circle"])
-    make_class_folder(root, per_class=30, classes=["square"])
-    before = scan(root, progress=False)
-    assert any(e.split != natural(e) for e in before.entries)  # the 3-image class needed a move
-    make_class_folder(root, per_class=3, classes=["circle"], start=3)
-    after = splits_by_path(scan(root, progress=False))
-    for entry in before.entries:
-        if after[entry.path] != entry.split:
-            assert entry.split != natural(entry) and entry.label == "circle"
