@@ -502,12 +502,17 @@ def _unit_hash(seed: int, sha1: str) -> float:
 def assign_splits(entries: Sequence[Entry], *, val: float, test: float, seed: int) -> None:
     """Assigns `train`/`val`/`test` to usable entries that have no split yet.
 
-    Each class is split on its distinct images (identical files count once
+    Each class is split on its distinct files (identical files count once
     and always share a split), in exact sizes: `round(n * test)` test and
-    `round(n * val)` val images of the n distinct images of the class, halves
-    rounded up, the rest train, as scikit-learn's stratified splitters do.
-    A class with at least 3 distinct images gets at least one in each split
-    (taken from the largest).
+    `round(n * val)` val of the n distinct files of the class, halves rounded
+    up, the rest train, as scikit-learn's stratified splitters do. A class
+    with at least 3 distinct files gets at least one in each split (taken
+    from the largest).
+
+    n counts every file whose content could be read, usable or not: a file
+    that only a full decode finds broken then moves no other file, so
+    `imgclf audit` and `imgclf train` (which reads headers) give the same
+    split. Files with errors take their place in the order and get no split.
 
     Which images go where is decided by their content, not their order or
     path: each distinct image gets a number in [0, 1) from
@@ -526,12 +531,12 @@ def assign_splits(entries: Sequence[Entry], *, val: float, test: float, seed: in
         test: fraction of each class for testing.
         seed: seed of the split.
     """
-    given = {e.split for e in entries if e.usable and e.split}
+    given = {e.split for e in entries if e.sha1 and e.split}
     fractions = {"test": test if "test" not in given else 0.0, "val": val if "val" not in given else 0.0}
 
     by_class: dict[str, dict[str, list[Entry]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     for entry in entries:
-        if entry.usable and entry.split in ("", "train"):
+        if entry.sha1 and entry.split in ("", "train"):
             by_class[entry.label][entry.sha1].append(entry)
 
     for groups in by_class.values():
@@ -540,7 +545,7 @@ def assign_splits(entries: Sequence[Entry], *, val: float, test: float, seed: in
         names = [name for name in ("test", "val", "train") for _ in range(sizes[name])]
         for sha1, name in zip(order, names):
             for entry in groups[sha1]:
-                entry.split = name
+                entry.split = name if entry.usable else ""
 
 
 def split_sizes(n: int, *, val: float, test: float) -> dict[str, int]:
