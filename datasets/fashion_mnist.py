@@ -318,10 +318,15 @@ def _write_chunk(task: tuple[list[str], np.ndarray]) -> int:
 
 
 class _Progress:
-    """tqdm when it is installed, else a line every 10 %; silent when disabled."""
+    """tqdm when it is installed, else a line every 10 %; only on a terminal, silent when disabled.
+
+    A bar redrawn in a pipe or a log file is only noise, so nothing is shown
+    when stderr is not a terminal (as tqdm's `disable=None` does).
+    """
 
     def __init__(self, total: int, enabled: bool):
-        self.total, self.done, self.enabled, self.bar, self.next_report = total, 0, enabled and total > 0, None, 0.1
+        enabled = enabled and total > 0 and sys.stderr.isatty()
+        self.total, self.done, self.enabled, self.bar, self.next_report = total, 0, enabled, None, 0.1
         if self.enabled:
             try:
                 from tqdm import tqdm
@@ -378,8 +383,8 @@ def build(
         overwrite: delete a previous build in `out` and write everything
             again. Also needed to rebuild a folder written with another
             `limit`. Defaults to `False`.
-        progress: show a progress bar (tqdm if installed) and messages.
-            Defaults to `False`.
+        progress: show messages, and a progress bar (tqdm if installed)
+            when stderr is a terminal. Defaults to `False`.
 
     Returns:
         A dict with `root` (the folder, as a string), `classes` (folder

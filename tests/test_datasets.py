@@ -440,3 +440,13 @@ def test_fashion_mnist_downloads_into_the_cache(tiny_source, tmp_path):
         assert hashlib.sha1((cache / name).read_bytes()).digest() == hashlib.sha1((mirror / name).read_bytes()).digest()
     # Found in the cache next time, without downloading.
     assert fashion_mnist.locate(tmp_path / "absent", cache=cache, download=False) == found
+
+
+def test_fashion_mnist_progress_bar_only_on_a_terminal(tiny_source, tmp_path, capsys, monkeypatch):
+    source, _ = tiny_source
+    assert fashion_mnist.main([str(tmp_path / "piped"), "--source", str(source), "--no-download", "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "writing PNGs" not in err and "it/s" not in err and "img/s" not in err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert fashion_mnist.main([str(tmp_path / "terminal"), "--source", str(source), "--no-download", "--workers", "1"]) == 0
+    assert "writing PNGs" in capsys.readouterr().err
