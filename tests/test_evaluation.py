@@ -99,3 +99,19 @@ def test_run_files_are_readable_by_others_under_umask_022(tmp_path):
         p.name for p in written}
     assert {str(p.relative_to(run.path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {
         str(p.relative_to(run.path)): oct(0o644) for p in written}
+
+
+def test_written_numbers_are_rounded_to_6_significant_digits(tmp_path):
+    y_true = np.zeros(1000, dtype=int)
+    probabilities = np.tile([0.9, 0.1], (1000, 1))
+    probabilities[:43] = [0.2, 0.8]  # 43 mistakes: error rate 1 - 0.957 = 0.04300000000000004 in floats
+    ev = evaluate_predictions(y_true, probabilities, ["a", "b"], split="test")
+    assert ev.error_rate != 0.043
+    ev.save(tmp_path)
+    text = (tmp_path / "metrics.json").read_text()
+    assert '"error_rate": 0.043,' in text and '"accuracy": 0.957,' in text
+    assert "00000" not in text and "99999" not in text
+    metrics = json.loads(text)
+    assert metrics["per_class_error_rate"] == {"a": 0.043, "b": 0.0}
+    assert metrics["macro_precision"] == pytest.approx(np.mean([1.0, 0.0]))
+    assert (tmp_path / "per_class.csv").read_text().splitlines()[1] == "a,1.0,0.957,0.978028,1000,0.043"
