@@ -90,7 +90,7 @@ class AuditResult:
             largest, smallest = max(classes, key=classes.get), min(classes, key=classes.get)
             lines += ["", *self.manifest.class_table(),
                       f"{len(classes)} classes; imbalance ratio {self.imbalance_ratio:.1f} "
-                      f"(largest {largest!r} {classes[largest]:,}, smallest {smallest!r} {classes[smallest]:,})"]
+                      f"(largest '{largest}' {classes[largest]:,}, smallest '{smallest}' {classes[smallest]:,})"]
         leaks = self.cross_split_duplicates()
         if leaks:
             example = " and ".join(self.manifest.display_path(path) for path in leaks[0][1][:2])

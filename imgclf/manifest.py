@@ -304,8 +304,9 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
 
     Returns:
         `(images, others, notes, skipped)`: absolute image paths per class
-        folder, the number of other files, notes on the links not followed,
-        and the indices of class folders that are such links.
+        folder, the number of other files, notes on the folders not walked
+        (loops, and folders reached a second time), and the indices of the
+        class folders that were not walked for that reason.
     """
     images: list[list[str]] = [[] for _ in folders]
     owners: dict[str, tuple[int, str]] = {}  # real directory -> (class folder index, the path that reached it)
@@ -321,7 +322,7 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
             if real in owners:
                 first, via = owners[real]
                 notes.append(f"{escape_name(current)} leads to {escape_name(real)}, which was already scanned as "
-                             f"{escape_name(via)}: its images count once, in class {folders[first][1]!r}")
+                             f"{escape_name(via)}: its images count once, in class '{folders[first][1]}'")
                 if current == top:
                     return False
                 continue
@@ -335,13 +336,15 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
             for child in children:
                 if _is_ignored(child.name):
                     continue
-                if child.is_dir():
-                    (links if child.is_symlink() else subfolders).append((index, child.path))
+                if child.is_dir() and child.is_symlink():
+                    links.append((index, child.path))
+                elif child.is_dir():
+                    subfolders.append(child.path)
                 elif _is_image_name(child.name):
                     images[index].append(os.path.abspath(child.path))
                 else:
                     others += 1
-            stack.extend(path for _, path in reversed(subfolders))
+            stack.extend(reversed(subfolders))  # walked next, in name order
         return True
 
     def follow(index: int, link: str) -> bool:
@@ -417,7 +420,7 @@ def _entries_from_csv(path: Path) -> tuple[list[Entry], list[str]]:
 
 def _class_size_notes(manifest: Manifest) -> list[str]:
     sizes = collections.Counter(e.label for e in manifest.usable)
-    return [f"class {label!r} has only {n} usable image(s); it needs at least 2 to be learned and evaluated"
+    return [f"class '{label}' has only {n} usable image(s); it needs at least 2 to be learned and evaluated"
             for label, n in sorted(sizes.items()) if n < 2]
 
 
@@ -484,7 +487,7 @@ def flag_duplicates(entries: Sequence[Entry]) -> None:
         if len(labels) > 1:
             for entry in group:
                 others = [escape_name(e.path) for e in group if e is not entry]
-                entry.flag(ImageProblem.LABEL_CONFLICT, f"same content under classes {labels}: {', '.join(others)}")
+                entry.flag(ImageProblem.LABEL_CONFLICT, f"same content under classes {', '.join(labels)}: {', '.join(others)}")
             continue
         first, *copies = sorted(group, key=lambda e: e.path)
         for entry in copies:

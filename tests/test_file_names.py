@@ -55,7 +55,7 @@ def test_latin1_file_and_class_names_audit_train_and_evaluate(latin1_folder, tmp
     assert not result.errors
     assert result.manifest.classes == ["V\\xf6gel", "circle", "square"]
     summary = result.summary()
-    assert "20 files: 20 ok" in summary and "V\\xf6gel" in summary
+    assert "20 files: 20 ok" in summary and "largest 'circle' 8, smallest 'V\\xf6gel' 6" in summary
 
     rows = {row["path"]: row for row in read_rows(tmp_path / "audit" / "audit.csv")}
     latin1, backslash = str(latin1_folder / "circle" / "caf\\xe9.png"), str(latin1_folder / "circle" / "caf\\\\xe9.png")
