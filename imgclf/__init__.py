@@ -77,11 +77,13 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
         strict: decode every file first (`imgclf.audit`) and refuse to train
             if any has an error. Without it, bad files are reported and
             left out. Defaults to `False`.
-        verbose: Keras' fit verbosity. Defaults to `"auto"`.
+        verbose: Keras' fit verbosity; unless 0, the class table and the
+            model chosen are printed before training. Defaults to `"auto"`.
         progress: show progress bars while scanning and decoding.
             Defaults to `True`.
         **options: flat overrides of the config, e.g. `model="mlp"`,
-            `epochs=3`, `augment="light"`, `seed=1` (see
+            `epochs=3`, `augment="light"`, `seed=1`, `weights="imagenet"`,
+            `freeze_epochs=2`, `unfreeze=3`, `fine_tune_lr=1e-4` (see
             `imgclf.config.OPTION_KEYS`).
 
     Returns:
@@ -90,6 +92,7 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     Example:
 
     >>> run = imgclf.train("data/digits", model="cnn", epochs=10, out="runs/digits")
+    >>> run = imgclf.train("photos/", model="efficientnet_b0", weights="imagenet", out="runs/photos")
     """
     from .config import Config, load_config, with_options
     from .manifest import Manifest
@@ -110,6 +113,8 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
                     workers=cfg.data.workers, progress=progress)
     if strict:
         _refuse_errors(audit(data, limits=limits, workers=cfg.data.workers, progress=progress).manifest)
+    if verbose:
+        print(data.summary(), flush=True)  # flushed: Keras' epoch lines follow on the same stream
     run = RunDir(out)
     with run.lock():
         if not resume:
@@ -159,7 +164,7 @@ def report(run, evaluation):
 
 
 def list_models():
-    """`(name, description)` of every model `train(model=...)` accepts."""
+    """One dict per model `train(model=...)` accepts: name, kind, input, parameters, weights, description."""
     from .models import list_models as registered
 
     return registered()

@@ -126,12 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = _command(subparsers, "train", "Train a model on a folder and write a run directory.",
                      "imgclf train data/digits --model cnn --epochs 10 --out runs/digits\n"
+                     "imgclf train data/photos --model efficientnet_b0 --weights imagenet --out runs/photos\n"
                      "imgclf train data/digits --config exp.yaml --epochs 3 --out runs/quick")
     train.add_argument("data", help="folder or CSV to train on (see `imgclf scan`)")
     train.add_argument("--out", required=True, help="run directory to write, e.g. runs/flowers")
     train.add_argument("--config", help="YAML config whose values are the defaults; flags override them")
     train.add_argument("--manifest", help="reuse this manifest CSV (from `imgclf scan --out`) instead of scanning")
-    train.add_argument("--model", help="a model from `imgclf models` (default cnn)")
+    train.add_argument("--model", help="a model from `imgclf models`, or auto (default): a backbone whose ImageNet "
+                       "weights are cached, else small_cnn")
+    train.add_argument("--weights", help="backbone weights: imagenet (default for backbones), none, a .weights.h5 "
+                       "file, or run:DIR (the backbone of an earlier run)")
+    train.add_argument("--freeze-epochs", type=int, help="epochs that train only the new head of a pretrained "
+                       "backbone, counted in --epochs (default max(1, epochs // 5))")
+    train.add_argument("--unfreeze", help="what fine-tuning trains after those: all (default), none, or K (the top "
+                       "K blocks); batch norm stays frozen")
+    train.add_argument("--fine-tune-lr", type=float, help="learning rate of fine-tuning (default --lr / 10)")
     train.add_argument("--epochs", type=int, help="passes over the training images (default 10)")
     train.add_argument("--batch-size", type=int, help="images per step (default 32)")
     train.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, help="learning rate (default 0.001)")
@@ -196,14 +205,13 @@ def cmd_train(args) -> int:
     from .manifest import Manifest
 
     options = {key: getattr(args, key) for key in (
-        "model", "epochs", "batch_size", "learning_rate", "optimizer", "image_size", "color_mode", "augment",
-        "hidden", "dropout", "patience", "class_weight", "workers", "val", "test", "seed", "max_pixels", "min_side",
-        "max_aspect")}
+        "model", "weights", "freeze_epochs", "unfreeze", "fine_tune_lr", "epochs", "batch_size", "learning_rate",
+        "optimizer", "image_size", "color_mode", "augment", "hidden", "dropout", "patience", "class_weight", "workers",
+        "val", "test", "seed", "max_pixels", "min_side", "max_aspect")}
     data = Manifest.read_csv(args.manifest) if args.manifest else args.data
     run = imgclf.train(data, out=args.out, config=args.config, resume=args.resume, overwrite=args.overwrite,
                        strict=args.strict, verbose=2, **options)
     manifest = run.manifest()
-    print(manifest.summary())
     if any(not entry.usable for entry in manifest.entries):
         print(f"files left out have status 'error' in {run.manifest_path}; `imgclf audit` explains each one")
     print(f"\nmodel written to {run.model_path}")
@@ -233,8 +241,12 @@ def cmd_evaluate(args) -> int:
 def cmd_models(args) -> int:
     import imgclf
 
-    for name, description in imgclf.list_models():
-        print(f"{name:<12} {description}")
+    rows = imgclf.list_models()
+    print(f"{'name':<20} {'kind':<9} {'input':<17} {'parameters':>11}  weights")
+    for row in rows:
+        print(f"{row['name']:<20} {row['kind']:<9} {row['input']:<17} {row['parameters']:>11,}  {row['weights']}")
+    print("\nbackbone parameters exclude the head; scratch models are counted at 28x28x1 with 10 classes.")
+    print("--model auto (the default) picks the first backbone whose ImageNet weights are cached, else small_cnn.")
     return 0
 
 

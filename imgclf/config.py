@@ -10,7 +10,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import yaml
 
@@ -124,15 +124,21 @@ class ModelConfig:
     """Which network to build.
 
     Args:
-        name: a registered model (`imgclf models` lists them). Defaults to `"cnn"`.
+        name: a registered model (`imgclf models` lists them), or `"auto"`:
+            a pretrained backbone whose ImageNet weights are in the Keras
+            cache, else the strongest network trained from scratch.
+            Defaults to `"auto"`.
         hidden: widths of the hidden Dense layers of `mlp`. Defaults to `(784,)`.
         dropout: dropout rate; `None` uses the model's own default.
             Defaults to `None`.
-        weights: pretrained weights of a backbone (`"imagenet"`, a file path
-            or `None` for random). Defaults to `None`.
+        weights: initial weights of a backbone: `"imagenet"`, `"none"`
+            (random), the path of a `.weights.h5` file of the backbone, or
+            `"run:DIR"` (the backbone of an earlier imgclf run). `None` means
+            `"imagenet"` for backbones and `"none"` for networks trained from
+            scratch. Defaults to `None`.
     """
 
-    name: str = "cnn"
+    name: str = "auto"
     hidden: tuple[int, ...] = (784,)
     dropout: Optional[float] = None
     weights: Optional[str] = None
@@ -142,6 +148,13 @@ class ModelConfig:
         _check(all(isinstance(h, int) and h > 0 for h in self.hidden), "hidden", self.hidden, "positive integers")
         if self.dropout is not None:
             _check_fraction("dropout", self.dropout)
+        _check(self.weights is None or (isinstance(self.weights, str) and self.weights.strip() not in ("", "run:")),
+               "weights", self.weights, "imagenet, none, a .weights.h5 path or run:DIR")
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the weights come from somewhere (ImageNet, a file or a run), not random initialisation."""
+        return self.weights not in (None, "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +171,17 @@ class TrainConfig:
         class_weight: weight the loss by inverse class frequency.
             Defaults to `False`.
         seed: seed of weight initialisation and shuffling. Defaults to 0.
+        freeze_epochs: epochs of the first phase of fine-tuning a pretrained
+            backbone, which trains the new head on the frozen backbone; they
+            count towards `epochs`. `None` chooses `max(1, epochs // 5)`.
+            Defaults to `None`.
+        unfreeze: what the second phase trains besides the head: `"all"`
+            layers of the backbone, `"none"` (feature extraction: the head
+            alone for every epoch) or an integer K, the backbone's top K
+            blocks. Batch normalisation layers stay frozen and in inference
+            mode. Defaults to `"all"`.
+        fine_tune_lr: learning rate of the second phase. `None` means
+            `learning_rate / 10`. Defaults to `None`.
     """
 
     epochs: int = 10
@@ -167,6 +191,9 @@ class TrainConfig:
     patience: Optional[int] = None
     class_weight: bool = False
     seed: int = 0
+    freeze_epochs: Optional[int] = None
+    unfreeze: Union[str, int] = "all"
+    fine_tune_lr: Optional[float] = None
 
     def __post_init__(self):
         _check(self.epochs >= 1, "epochs", self.epochs, "a positive integer")
@@ -174,6 +201,16 @@ class TrainConfig:
         _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "a positive number")
         _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
         _check(self.patience is None or self.patience >= 1, "patience", self.patience, "a positive integer or null")
+        _check(self.freeze_epochs is None or self.freeze_epochs >= 0, "freeze_epochs", self.freeze_epochs,
+               "a non-negative integer or null")
+        _check(self.fine_tune_lr is None or self.fine_tune_lr > 0, "fine_tune_lr", self.fine_tune_lr,
+               "a positive number or null")
+        unfreeze = self.unfreeze
+        if isinstance(unfreeze, str) and unfreeze.strip().isdigit():
+            unfreeze = int(unfreeze)
+        _check(unfreeze in ("all", "none") or (isinstance(unfreeze, int) and not isinstance(unfreeze, bool) and unfreeze >= 1),
+               "unfreeze", self.unfreeze, "all, none or a number of blocks K >= 1")
+        object.__setattr__(self, "unfreeze", unfreeze)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,7 +306,12 @@ def _coerce(value, kind, key: str, source: str):
         options = [k for k in typing.get_args(kind) if k is not type(None)]
         if value is None:
             return None
-        return _coerce(value, options[0], key, source)
+        for option in options[:-1]:
+            try:
+                return _coerce(value, option, key, source)
+            except ConfigError:
+                continue
+        return _coerce(value, options[-1], key, source)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{source}: {key} must be a list. Received: {key}={value!r}")
@@ -328,6 +370,9 @@ OPTION_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "optimizer": (("train", "optimizer"),),
     "patience": (("train", "patience"),),
     "class_weight": (("train", "class_weight"),),
+    "freeze_epochs": (("train", "freeze_epochs"),),
+    "unfreeze": (("train", "unfreeze"),),
+    "fine_tune_lr": (("train", "fine_tune_lr"),),
     "seed": (("data", "seed"), ("train", "seed")),
     "val": (("data", "val"),),
     "test": (("data", "test"),),

@@ -19,7 +19,9 @@ from sklearn.utils.class_weight import compute_class_weight
 from .augment import augment_to_yaml, build_augment
 from .config import Config, ImageSpec, TrainConfig
 from .manifest import Manifest
-from .models import build_model, model_factory
+from .models import ModelChoice, build_model, choose_model, default_image_size
+from .models.backbones import check_weights, describe_weights, get_backbone, set_trainable
+from .phases import TRAIN, Phase, plan_phases, resolve_phases
 from .parallel import default_workers
 from .pipeline import ImageBatches, SplitImages, load_split, resolve_image_spec
 from .files import atomic_path, read_json, write_csv, write_json, write_text
@@ -41,6 +43,10 @@ class RunCheckpoint(keras.callbacks.Callback):
         best: best value seen before this process started (when resuming).
         history: rows of `history.csv` from before this process started
             (when resuming).
+
+    Attributes:
+        phase: the phase now training (see `imgclf.phases`), written to
+            `history.csv` and `state.json`.
     """
 
     def __init__(self, run: RunDir, monitor: str, best: float | None = None, history: list[dict] | None = None):
@@ -50,6 +56,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.lower_is_better = "loss" in monitor
         self.best = best
         self.history = list(history or [])
+        self.phase = TRAIN
 
     def _improved(self, value: float) -> bool:
         if self.best is None:
@@ -65,10 +72,14 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.best = value
             with atomic_path(checkpoints / "best.keras") as tmp:
                 shutil.copyfile(checkpoints / "last.keras", tmp)
-        self.history.append({"epoch": epoch, **{key: float(logs[key]) for key in sorted(logs)}})
-        columns = ["epoch", *sorted({key for row in self.history for key in row} - {"epoch"})]
+        # Read back from the optimizer (a float32), written with the digits it was set with.
+        learning_rate = float(f"{float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)):.6g}")
+        self.history.append({"epoch": epoch, "phase": self.phase, "learning_rate": learning_rate,
+                             **{key: float(logs[key]) for key in sorted(logs)}})
+        columns = ["epoch", "phase", *sorted({key for row in self.history for key in row} - {"epoch", "phase"})]
         write_csv(self.run.history_path, columns, ([row.get(c, "") for c in columns] for row in self.history))
-        write_json(checkpoints / "state.json", {"epoch": epoch, "monitor": self.monitor, "best": self.best})
+        write_json(checkpoints / "state.json",
+                   {"epoch": epoch, "phase": self.phase, "monitor": self.monitor, "best": self.best})
 
 
 def _finished_history(run: RunDir, last_epoch: int) -> list[dict]:
@@ -79,14 +90,14 @@ def _finished_history(run: RunDir, last_epoch: int) -> list[dict]:
         return [row for row in csv.DictReader(handle) if int(row["epoch"]) <= last_epoch]
 
 
-def _optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
+def _optimizer(cfg: TrainConfig, learning_rate: float) -> keras.optimizers.Optimizer:
     optimizers = {
         "adam": keras.optimizers.Adam,
         "adamw": keras.optimizers.AdamW,
         "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
         "rmsprop": keras.optimizers.RMSprop,
     }
-    return optimizers[cfg.optimizer](learning_rate=cfg.learning_rate)
+    return optimizers[cfg.optimizer](learning_rate=learning_rate)
 
 
 def _class_weights(data: SplitImages, num_classes: int) -> dict[int, float]:
@@ -97,16 +108,31 @@ def _class_weights(data: SplitImages, num_classes: int) -> dict[int, float]:
     return table
 
 
-def _resolve_config(cfg: Config, spec: ImageSpec) -> Config:
+def _resolve_config(cfg: Config, choice: ModelChoice, spec: ImageSpec) -> Config:
     """The config with automatic choices written out, so the run can be repeated exactly."""
     color_mode = "grayscale" if spec.channels == 1 else "rgb"
-    return cfg.replace(data={"image_size": [spec.height, spec.width], "color_mode": color_mode})
+    cfg = cfg.replace(data={"image_size": [spec.height, spec.width], "color_mode": color_mode},
+                      model=dataclasses.asdict(choice.config))
+    return resolve_phases(cfg, pretrained_backbone=_fine_tuned(cfg))
+
+
+def _fine_tuned(cfg: Config) -> bool:
+    """Whether the model is a pretrained backbone, trained in phases."""
+    return get_backbone(cfg.model.name) is not None and cfg.model.pretrained
 
 
 def check_choices(cfg: Config) -> None:
-    """Raises for a model or augmentation preset that does not exist, before any image is read."""
-    model_factory(cfg.model.name)
+    """Raises for a model, weights or augmentation preset that cannot be used, before any image is read.
+
+    ImageNet weights missing from the Keras cache are downloaded here; without
+    network the error names the file and the folder to put it in.
+    """
     build_augment(cfg.augment.preset)
+    choice = choose_model(cfg.model)
+    size = cfg.data.image_size or default_image_size(choice.config)
+    backbone = get_backbone(choice.config.name)
+    if backbone and size:
+        check_weights(backbone, choice.config.weights, ImageSpec(size[0], size[1], 3))
 
 
 def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, verbose="auto", progress: bool = True) -> RunDir:
@@ -116,9 +142,10 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         cfg: the experiment.
         manifest: the dataset with its split.
         run: where to write; see `RunDir`.
-        resume: continue from `checkpoints/last.keras` if it exists.
-            Defaults to `False`.
-        verbose: Keras' `fit` verbosity. Defaults to `"auto"`.
+        resume: continue from `checkpoints/last.keras` if it exists, in the
+            phase it was in. Defaults to `False`.
+        verbose: Keras' `fit` verbosity; also whether the model choice is
+            printed. Defaults to `"auto"`.
         progress: show progress bars while decoding. Defaults to `True`.
 
     Returns:
@@ -133,10 +160,17 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         raise RunError(f"Cannot resume {run.path}: its classes {run.classes()} differ from the dataset's {classes}.")
 
     keras.utils.set_random_seed(cfg.train.seed)
-    spec = resolve_image_spec(cfg.data, manifest)
-    cfg = _resolve_config(cfg, spec)
+    choice = choose_model(cfg.model)
+    spec = resolve_image_spec(cfg.data, manifest, default_size=default_image_size(choice.config))
+    cfg = _resolve_config(cfg, choice, spec)
     if resuming:
         _refuse_changed_settings(run, cfg)
+    if verbose:
+        print(f"model: {cfg.model.name}" + (f" (auto: {choice.reason})" if choice.reason else "")
+              + f", weights {cfg.model.weights}, input {spec.height}x{spec.width}x{spec.channels}", flush=True)
+    # The model comes before the images: weights that cannot be found fail before anything is decoded.
+    model = keras.saving.load_model(run.checkpoints / "last.keras") if resuming else build_model(cfg.model, spec, len(classes))
+
     train_data = load_split(manifest, "train", classes, spec, data=cfg.data, progress=progress)
     val_data = load_split(manifest, "val", classes, spec, data=cfg.data, progress=progress)
     # The test images are decoded now too, so manifest.csv marks every file that cannot be
@@ -148,51 +182,85 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         raise ValueError("The train split has no usable images. Lower --val/--test or add images.")
 
     augment = build_augment(cfg.augment.preset, channels=spec.channels, seed=cfg.train.seed)
-    run.write_config(cfg)
-    run.write_classes(classes)
-    manifest.to_csv(run.manifest_path)
-    write_text(run.path / "augment.yaml", augment_to_yaml(augment))
-    run.write_environment(seeds={"split": cfg.data.seed, "train": cfg.train.seed}, data_hash=manifest.data_hash,
-                          extra={"image_spec": dataclasses.asdict(spec), "devices": _devices()})
+    _write_run_files(run, cfg, classes, manifest, augment, spec, choice)
 
-    initial_epoch, best, history = 0, None, []
-    if resuming:
-        state = read_json(state_path)
-        initial_epoch, best = state["epoch"] + 1, state["best"]
-        history = _finished_history(run, state["epoch"])
-        model = keras.saving.load_model(run.checkpoints / "last.keras")
-    else:
-        model = build_model(cfg.model, spec, len(classes))
-        model.compile(optimizer=_optimizer(cfg.train), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    state = read_json(state_path) if resuming else {}
+    history = _finished_history(run, state["epoch"]) if resuming else []
+    checkpoint = RunCheckpoint(run, "val_loss" if len(val_data) else "loss", best=state.get("best"), history=history)
+    batches = _Batches(cfg, train_data, val_data, augment)
+    _train_in_phases(model, cfg, batches, checkpoint, first_epoch=state.get("epoch", -1) + 1,
+                     loaded_phase=state.get("phase", TRAIN) if resuming else None, verbose=verbose)
 
-    workers = min(4, default_workers()) if cfg.augment.preset != "none" else 1
-    train_batches = ImageBatches(train_data, batch_size=cfg.train.batch_size, shuffle=True,
-                                 augment=augment if cfg.augment.preset != "none" else None,
-                                 seed=cfg.train.seed, workers=workers, epoch=initial_epoch)
-    val_batches = ImageBatches(val_data, batch_size=cfg.train.batch_size) if len(val_data) else None
-    monitor = "val_loss" if val_batches is not None else "loss"
-    callbacks = [
-        RunCheckpoint(run, monitor, best=best, history=history),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    if cfg.train.patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.train.patience))
-
-    if initial_epoch < cfg.train.epochs:
-        model.fit(
-            train_batches,
-            validation_data=val_batches,
-            epochs=cfg.train.epochs,
-            initial_epoch=initial_epoch,
-            class_weight=_class_weights(train_data, len(classes)) if cfg.train.class_weight else None,
-            callbacks=callbacks,
-            verbose=verbose,
-        )
     best_path = run.checkpoints / "best.keras"
     with atomic_path(run.model_path) as tmp:
         shutil.copyfile(best_path if best_path.exists() else run.checkpoints / "last.keras", tmp)
     manifest.to_csv(run.manifest_path)
     return run
+
+
+def _write_run_files(run: RunDir, cfg: Config, classes, manifest: Manifest, augment, spec: ImageSpec,
+                     choice: ModelChoice) -> None:
+    backbone = get_backbone(cfg.model.name)
+    model_record = {"name": cfg.model.name, "requested": "auto" if choice.reason else cfg.model.name, "reason": choice.reason,
+                    "weights": describe_weights(backbone, cfg.model.weights, spec) if backbone else {"source": "none"}}
+    run.write_config(cfg)
+    run.write_classes(classes)
+    manifest.to_csv(run.manifest_path)
+    write_text(run.path / "augment.yaml", augment_to_yaml(augment))
+    run.write_environment(seeds={"split": cfg.data.seed, "train": cfg.train.seed}, data_hash=manifest.data_hash,
+                          extra={"image_spec": dataclasses.asdict(spec), "model": model_record, "devices": _devices()})
+
+
+@dataclasses.dataclass
+class _Batches:
+    """What every phase fits on: the decoded splits and how to batch them."""
+
+    cfg: Config
+    train: SplitImages
+    val: SplitImages
+    augment: object
+
+    def training(self, epoch: int) -> ImageBatches:
+        augmenting = self.cfg.augment.preset != "none"
+        return ImageBatches(self.train, batch_size=self.cfg.train.batch_size, shuffle=True,
+                            augment=self.augment if augmenting else None, seed=self.cfg.train.seed,
+                            workers=min(4, default_workers()) if augmenting else 1, epoch=epoch)
+
+    def validation(self) -> ImageBatches | None:
+        return ImageBatches(self.val, batch_size=self.cfg.train.batch_size) if len(self.val) else None
+
+
+def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheckpoint, *, first_epoch: int,
+                     loaded_phase: str | None, verbose) -> None:
+    """Runs `model.fit` once per phase of `plan_phases`, from `first_epoch` on.
+
+    A phase starts by choosing the trainable layers and compiling with its
+    learning rate, unless the model was loaded in that phase (a resumed
+    run), whose compiled optimizer state is kept.
+    """
+    class_weight = _class_weights(batches.train, model.output_shape[-1]) if cfg.train.class_weight else None
+    for phase in plan_phases(cfg, pretrained_backbone=_fine_tuned(cfg)):
+        start = max(first_epoch, phase.start)
+        if start >= phase.end:
+            continue
+        if phase.name != loaded_phase:
+            _enter_phase(model, phase, cfg)
+        checkpoint.phase = phase.name
+        callbacks = [checkpoint, keras.callbacks.TerminateOnNaN()]
+        if cfg.train.patience:
+            callbacks.append(keras.callbacks.EarlyStopping(monitor=checkpoint.monitor, patience=cfg.train.patience))
+        model.fit(batches.training(start), validation_data=batches.validation(), epochs=phase.end, initial_epoch=start,
+                  class_weight=class_weight, callbacks=callbacks, verbose=verbose)
+        if checkpoint.history and math.isnan(float(checkpoint.history[-1].get("loss", 0))):
+            break  # TerminateOnNaN stopped the run; a later phase would start from the same broken weights
+
+
+def _enter_phase(model, phase: Phase, cfg: Config) -> None:
+    """Sets the phase's trainable layers and compiles with its learning rate (a fresh optimizer)."""
+    if phase.unfreeze is not None:
+        set_trainable(model, get_backbone(cfg.model.name), phase.unfreeze)
+    model.compile(optimizer=_optimizer(cfg.train, phase.learning_rate), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
 
 
 # Settings that do not change what a run learns, so a resumed run may use others.

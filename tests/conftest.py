@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ if str(REPO) not in sys.path:
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Keras reads KERAS_HOME once, at import: every test sees an empty weights cache of its own session,
+# never the user's ~/.keras/models, so `--model auto` and ImageNet weights behave the same everywhere.
+os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="imgclf-test-keras-home-")
 
 # Each class is a colour and a bar orientation, so a tiny CNN learns it in a few epochs.
 CLASS_STYLES = {

@@ -59,8 +59,10 @@ def test_scan_of_missing_folder_says_so(tmp_path):
 def test_models_lists_registered_models():
     result = run_cli("models")
     assert result.returncode == 0
-    names = [line.split()[0] for line in result.stdout.splitlines()]
-    assert {"mlp", "cnn"} <= set(names)
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
+    assert {"mlp", "cnn", "small_cnn"} <= set(rows)
+    assert rows["mobilenet_v2"][1:4] == ["backbone", "224x224", "2,257,984"]
+    assert rows["efficientnet_b0"][4:] == ["imagenet", "(download)"]
 
 
 def test_train_then_evaluate_end_to_end(tmp_path):
@@ -113,7 +115,7 @@ def test_train_reports_bad_config_key(tmp_path, image_folder):
 
 
 @pytest.mark.parametrize("flag, value, message", [
-    ("--model", "resnet", "Unknown model 'resnet'. Valid models: mlp, cnn, small_cnn"),
+    ("--model", "resnet", "Unknown model 'resnet'. Valid models: mobilenet_v2, mobilenet_v3_small"),
     ("--augment", "strong", "Unknown augmentation preset 'strong'. Valid presets: none, light, standard, heavy"),
 ])
 def test_train_rejects_unknown_names_before_reading_images(tmp_path, flag, value, message):

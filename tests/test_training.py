@@ -109,5 +109,6 @@ def test_history_row_of_an_unfinished_epoch_is_replaced_on_resume(tmp_path):
     run = imgclf.train(data, epochs=3, out=run.path, resume=True, verbose=0, progress=False)
     history = read_history(run)
     assert [int(row["epoch"]) for row in history] == [0, 1, 2]
-    assert list(history[0]) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    assert list(history[0]) == ["epoch", "phase", "accuracy", "learning_rate", "loss", "val_accuracy", "val_loss"]
+    assert {row["phase"] for row in history} == {"train"}
     assert all(float(row["loss"]) > 0 for row in history)

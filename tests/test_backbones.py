@@ -1,0 +1,238 @@
+"""Pretrained backbones: building, preprocessing, weights (ImageNet cache, files, runs) and unfreezing."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import imgclf
+from conftest import make_class_folder
+from imgclf.config import ImageSpec, ModelConfig
+from imgclf.models import build_model, choose_model, default_image_size
+from imgclf.models.backbones import (BACKBONES, WeightsError, find_backbone_layer, get_backbone, set_trainable,
+                                     weights_cache_dir)
+
+# The `preprocess_input` each backbone's model must reproduce inside itself.
+PREPROCESS_INPUT = {
+    "mobilenet_v2": keras.applications.mobilenet_v2.preprocess_input,
+    "mobilenet_v3_small": keras.applications.mobilenet_v3.preprocess_input,
+    "mobilenet_v3_large": keras.applications.mobilenet_v3.preprocess_input,
+    "efficientnet_b0": keras.applications.efficientnet.preprocess_input,
+    "efficientnet_v2_b0": keras.applications.efficientnet_v2.preprocess_input,
+    "resnet50_v2": keras.applications.resnet_v2.preprocess_input,
+    "densenet121": keras.applications.densenet.preprocess_input,
+    "convnext_tiny": keras.applications.convnext.preprocess_input,
+}
+
+
+def calibrated_weights(backbone, spec: ImageSpec, path, seed: int = 0):
+    """Saves random weights whose batch-norm statistics fit random images, so inference-mode features are not zero.
+
+    Random weights with batch-norm statistics left at their initial values
+    (mean 0, variance 1) shrink every feature to about 1e-11, and no head can
+    learn from them. One training-mode pass with momentum 0 sets each
+    statistic to the batch's, as a pretrained network's would be.
+    """
+    model = backbone.constructor(input_shape=(spec.height, spec.width, 3), include_top=False, weights=None)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    images = np.random.default_rng(seed).integers(0, 256, size=(16, spec.height, spec.width, 3)).astype("float32")
+    model(images / 127.5 - 1.0, training=True)
+    model.save_weights(path)
+    return path
+
+
+@pytest.fixture
+def keras_cache():
+    """The session's empty Keras weights cache (conftest points KERAS_HOME at a temporary folder)."""
+    folder = weights_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    before = set(folder.iterdir())
+    yield folder
+    for path in set(folder.iterdir()) - before:
+        path.unlink()
+
+
+def test_every_spec_lists_the_registered_backbones():
+    names = [row["name"] for row in imgclf.list_models()]
+    assert names[:3] == ["mlp", "cnn", "small_cnn"]
+    for expected in ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
+                     "efficientnet_v2_b0", "resnet50_v2", "densenet121", "convnext_tiny"):
+        assert expected in names
+
+
+@pytest.mark.parametrize("backbone", BACKBONES, ids=lambda b: b.name)
+def test_backbone_builds_takes_uint8_and_loads_in_safe_mode(backbone, tmp_path):
+    spec = ImageSpec(32, 32, 3)
+    model = build_model(ModelConfig(name=backbone.name, weights="none"), spec, 3)
+    assert model.input_shape == (None, 32, 32, 3)
+    assert find_backbone_layer(model).count_params() == backbone.parameters
+    assert "Lambda" not in {layer.__class__.__name__ for layer in model.layers}
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3)).astype(np.uint8)
+    probabilities = model.predict(images, verbose=0)
+    assert probabilities.shape == (2, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), probabilities, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES, ids=lambda b: b.name)
+def test_scaling_inside_the_model_matches_keras_preprocess_input(backbone):
+    model = build_model(ModelConfig(name=backbone.name, weights="none"), ImageSpec(32, 32, 3), 2)
+    features = find_backbone_layer(model)
+    before_backbone = keras.Model(model.inputs, model.layers[model.layers.index(features) - 1].output)
+    images = np.random.default_rng(1).integers(0, 256, size=(3, 32, 32, 3)).astype(np.uint8)
+    expected = PREPROCESS_INPUT[backbone.name](images.astype("float32").copy())
+    np.testing.assert_allclose(before_backbone.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_grey_images_are_repeated_to_rgb_inside_the_model():
+    model = build_model(ModelConfig(name="mobilenet_v2", weights="none"), ImageSpec(32, 32, 1), 4)
+    assert model.input_shape == (None, 32, 32, 1)
+    grey = np.full((1, 32, 32, 1), 200, dtype=np.uint8)
+    rgb = keras.Model(model.inputs, model.get_layer("grey_to_rgb").output).predict(grey, verbose=0)
+    assert rgb.shape == (1, 32, 32, 3) and np.all(rgb == 200)
+    assert model.predict(grey, verbose=0).shape == (1, 4)
+
+
+def test_too_small_images_are_refused_with_the_minimum():
+    with pytest.raises(ValueError, match=r"at least 32x32.*image_size=\(28, 28\).*--image-size 32"):
+        build_model(ModelConfig(name="efficientnet_b0", weights="none"), ImageSpec(28, 28, 1), 10)
+
+
+def test_scratch_models_refuse_pretrained_weights():
+    with pytest.raises(ValueError, match="cnn is trained from scratch.*weights='imagenet'"):
+        choose_model(ModelConfig(name="cnn", weights="imagenet"))
+
+
+def test_imagenet_weights_come_from_the_keras_cache(keras_cache, tmp_path):
+    # MobileNetV2 passes no file hash to keras.utils.get_file, so any file of the expected name is used as is.
+    backbone = get_backbone("mobilenet_v2")
+    spec = ImageSpec(96, 96, 3)
+    cached = keras.applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=None)
+    cached.save(keras_cache / "saved.h5")  # Keras' own legacy HDF5 file, the format of the downloads
+    os.replace(keras_cache / "saved.h5", keras_cache / backbone.weights_filename(spec))
+    assert backbone.weights_filename(spec) == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5"
+
+    choice = choose_model(ModelConfig())  # auto
+    assert (choice.config.name, choice.config.weights) == ("mobilenet_v2", "imagenet")
+    assert str(keras_cache) in choice.reason
+    assert default_image_size(choice.config) == (96, 96)
+    model = build_model(choice.config, spec, 3)
+    for loaded, saved in zip(find_backbone_layer(model).get_weights(), cached.get_weights()):
+        np.testing.assert_array_equal(loaded, saved)
+
+
+def test_missing_imagenet_weights_fail_before_any_image_is_decoded(keras_cache, tmp_path, monkeypatch):
+    # A proxy on a closed port makes the download fail at once, whatever network the machine has.
+    for variable in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    data = make_class_folder(tmp_path / "data", per_class=4)
+    with pytest.raises(WeightsError) as error:
+        imgclf.train(data, model="mobilenet_v2", weights="imagenet", image_size=(96, 96), epochs=1,
+                     out=tmp_path / "run", verbose=0, progress=False)
+    message = str(error.value)
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5" in message
+    assert f"{keras_cache}{os.sep}" in message and "--weights none" in message
+    cache = tmp_path / "xdg-cache" / "imgclf"
+    assert not cache.exists() or not list(cache.glob("*.npy"))  # nothing was decoded
+    assert not (tmp_path / "run").exists()
+
+
+def test_auto_without_cached_weights_trains_small_cnn_and_records_why(tmp_path):
+    data = make_class_folder(tmp_path / "data", per_class=6)
+    run = imgclf.train(data, epochs=1, out=tmp_path / "run", verbose=0, progress=False)
+    assert run.config().model.name == "small_cnn"
+    assert run.config().model.weights == "none"
+    record = json.loads(run.environment_path.read_text())["model"]
+    assert record["requested"] == "auto" and "no ImageNet weights" in record["reason"]
+
+
+@pytest.mark.slow
+def test_run_weights_reuse_the_backbone_of_an_earlier_run(tmp_path):
+    pretrain = make_class_folder(tmp_path / "pretrain", per_class=6, size=32, classes=["circle", "square", "triangle"])
+    first = imgclf.train(pretrain, model="mobilenet_v3_small", weights="none", image_size=(32, 32), epochs=1,
+                         out=tmp_path / "first", verbose=0, progress=False)
+    small = make_class_folder(tmp_path / "small", per_class=6, size=32, classes=["circle", "square"])
+    manifest = imgclf.scan(small, progress=False)
+    weights = f"run:{first.path}"
+    choice = choose_model(ModelConfig(weights=weights))
+    assert choice.config.name == "mobilenet_v3_small"
+    assert default_image_size(choice.config) == (32, 32)
+    model = build_model(choice.config, ImageSpec(32, 32, 3), len(manifest.classes))
+    assert model.output_shape == (None, 2)
+    trained = find_backbone_layer(first.load_model())
+    for copied, original in zip(find_backbone_layer(model).get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(copied, original)
+    with pytest.raises(WeightsError, match="holds a mobilenet_v3_small model, not mobilenet_v2"):
+        build_model(ModelConfig(name="mobilenet_v2", weights=weights), ImageSpec(32, 32, 3), 2)
+    with pytest.raises(WeightsError, match=r"trained at image size \(32, 32\)"):
+        build_model(choice.config, ImageSpec(64, 64, 3), 2)
+
+
+def test_fine_tuning_changes_only_unfrozen_layers_and_keeps_batch_norm_statistics(tmp_path):
+    backbone = get_backbone("mobilenet_v2")
+    spec = ImageSpec(32, 32, 3)
+    weights = calibrated_weights(backbone, spec, tmp_path / "backbone.weights.h5")
+    model = build_model(ModelConfig(name="mobilenet_v2", weights=str(weights)), spec, 3)
+    features = find_backbone_layer(model)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(32, 32, 32, 3)).astype(np.uint8)
+    labels = rng.integers(0, 3, size=32)
+
+    def snapshot():
+        return {layer.name: [w.copy() for w in layer.get_weights()] for layer in features.layers}
+
+    def changed(before, after):
+        return {name for name in before if any(not np.array_equal(a, b) for a, b in zip(before[name], after[name]))}
+
+    set_trainable(model, backbone, "none")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    head = model.get_layer("probabilities").get_weights()[0].copy()
+    start = snapshot()
+    model.fit(images, labels, epochs=1, batch_size=8, verbose=0)
+    assert changed(start, snapshot()) == set()
+    assert not np.array_equal(head, model.get_layer("probabilities").get_weights()[0])
+
+    blocks = backbone.blocks(features)
+    top_two = {layer.name for block in blocks[-2:] for layer in block}
+    set_trainable(model, backbone, 2)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    start = snapshot()
+    model.fit(images, labels, epochs=1, batch_size=8, verbose=0)
+    moved = changed(start, snapshot())
+    assert moved and moved <= top_two
+    batch_norm = {layer.name for layer in features.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    assert not moved & batch_norm  # neither the statistics nor scale and offset
+    assert {"Conv_1", "block_16_project"} <= moved  # the last block and the layers after it
+
+
+@pytest.mark.slow
+def test_fine_tuning_runs_two_phases_in_one_history_and_resumes_in_phase_two(tmp_path):
+    data = make_class_folder(tmp_path / "data", per_class=8, size=32)
+    weights = calibrated_weights(get_backbone("mobilenet_v3_small"), ImageSpec(32, 32, 3), tmp_path / "b.weights.h5")
+    options = dict(model="mobilenet_v3_small", weights=str(weights), freeze_epochs=1, batch_size=8, verbose=0,
+                   progress=False)
+    run = imgclf.train(data, epochs=2, out=tmp_path / "run", **options)
+    cfg = run.config()
+    assert (cfg.train.freeze_epochs, cfg.train.unfreeze, cfg.train.fine_tune_lr) == (1, "all", 1e-4)
+    state = json.loads((run.checkpoints / "state.json").read_text())
+    assert (state["epoch"], state["phase"]) == (1, "fine_tune")
+
+    run.model_path.unlink()  # as a run killed after its second epoch leaves it
+    run = imgclf.train(data, epochs=3, out=run.path, resume=True, **options)
+    with open(run.history_path) as handle:
+        rows = list(__import__("csv").DictReader(handle))
+    assert [(row["epoch"], row["phase"], float(row["learning_rate"])) for row in rows] == [
+        ("0", "head", 1e-3), ("1", "fine_tune", 1e-4), ("2", "fine_tune", 1e-4)]
+    last = keras.saving.load_model(run.checkpoints / "last.keras")
+    assert find_backbone_layer(last).trainable
+    steps = int(np.ceil(len(run.manifest().split("train")) / 8))
+    # The optimizer of phase two was restored, not rebuilt: it counts the steps of both its epochs.
+    assert int(last.optimizer.iterations) == 2 * steps
