@@ -123,12 +123,13 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
 
 
 def _refuse_errors(manifest) -> None:
+    from .files import escape_name
     from .manifest import DatasetError
 
     bad = [e for e in manifest.entries if not e.usable]
     if bad:
         raise DatasetError(
-            f"{len(bad):,} of {len(manifest):,} files have errors (strict), e.g. {bad[0].path}: {bad[0].problem}. "
+            f"{len(bad):,} of {len(manifest):,} files have errors (strict), e.g. {escape_name(bad[0].path)}: {bad[0].problem}. "
             "Run `imgclf audit` for the list, or train without --strict to leave them out."
         )
 

@@ -276,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"imgclf {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `imgclf models | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .files import escape_name
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 RESIZE_MODES = ("stretch", "pad", "crop")
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -116,7 +118,7 @@ class ImageDecodeError(Exception):
     def __init__(self, path, problem: ImageProblem, detail: str):
         self.path, self.problem, self.detail = str(path), problem, detail
         super().__init__(
-            f"{self.path}: {problem.value} ({detail}). Remove or replace the file, "
+            f"{escape_name(self.path)}: {problem.value} ({detail}). Remove or replace the file, "
             "or run `imgclf audit` to list every bad file."
         )
 

@@ -161,7 +161,8 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
 
     keras.utils.set_random_seed(cfg.train.seed)
     choice = choose_model(cfg.model)
-    spec = resolve_image_spec(cfg.data, manifest, default_size=default_image_size(choice.config))
+    default_size = None if cfg.data.image_size else default_image_size(choice.config)
+    spec = resolve_image_spec(cfg.data, manifest, default_size=default_size)
     cfg = _resolve_config(cfg, choice, spec)
     if resuming:
         _refuse_changed_settings(run, cfg)
@@ -245,6 +246,9 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
             continue
         if phase.name != loaded_phase:
             _enter_phase(model, phase, cfg)
+        if verbose:
+            print(f"phase {phase.name}: epochs {start + 1}-{phase.end} of {cfg.train.epochs}, {_trains(phase)}, "
+                  f"learning rate {phase.learning_rate:g}", flush=True)
         checkpoint.phase = phase.name
         callbacks = [checkpoint, keras.callbacks.TerminateOnNaN()]
         if cfg.train.patience:
@@ -253,6 +257,15 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
                   class_weight=class_weight, callbacks=callbacks, verbose=verbose)
         if checkpoint.history and math.isnan(float(checkpoint.history[-1].get("loss", 0))):
             break  # TerminateOnNaN stopped the run; a later phase would start from the same broken weights
+
+
+def _trains(phase: Phase) -> str:
+    if phase.unfreeze is None:
+        return "every layer trains"
+    if phase.unfreeze == "none":
+        return "backbone frozen, the head trains"
+    blocks = "every block" if phase.unfreeze == "all" else f"the top {phase.unfreeze} block(s)"
+    return f"the head and {blocks} of the backbone train (batch norm frozen)"
 
 
 def _enter_phase(model, phase: Phase, cfg: Config) -> None:

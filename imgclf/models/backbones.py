@@ -275,9 +275,10 @@ def _imagenet_backbone(backbone: Backbone, spec: ImageSpec) -> keras.Model:
         if (folder / filename).is_file():
             raise WeightsError(f"ImageNet weights of {backbone.name} in {folder / filename} could not be loaded: {error}. "
                                "Delete the file to download it again.") from None
+        reason = re.sub(r" on \S+?: ", ": ", (str(error).splitlines() or [type(error).__name__])[0])  # the URL is long
         raise WeightsError(
             f"ImageNet weights of {backbone.name} are not in the Keras cache and could not be downloaded "
-            f"({str(error).splitlines()[0][:200]}). Put the file {filename} into {folder}{os.sep} (copy it from a "
+            f"({reason}). Put the file {filename} into {folder}{os.sep} (copy it from a "
             f"machine with internet, where `keras.applications.{backbone.constructor.__name__}(include_top=False, "
             f"input_shape=({spec.height}, {spec.width}, 3))` downloads it), or pass --weights none."
         ) from None
