@@ -104,9 +104,13 @@ def test_too_small_images_are_refused_with_the_minimum():
         build_model(ModelConfig(name="efficientnet_b0", weights="none"), ImageSpec(28, 28, 1), 10)
 
 
-def test_scratch_models_refuse_pretrained_weights():
+def test_scratch_models_refuse_pretrained_weights(tmp_path):
     with pytest.raises(ValueError, match="cnn is trained from scratch.*weights='imagenet'"):
         choose_model(ModelConfig(name="cnn", weights="imagenet"))
+    # The run of a network trained from scratch has no backbone to reuse, whatever --model says.
+    (tmp_path / "config.yaml").write_text("model:\n  name: small_cnn\n")
+    with pytest.raises(ValueError, match="small_cnn is trained from scratch"):
+        choose_model(ModelConfig(weights=f"run:{tmp_path}"))
 
 
 def test_imagenet_weights_come_from_the_keras_cache(keras_cache, tmp_path):

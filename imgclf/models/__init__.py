@@ -102,7 +102,8 @@ def choose_model(cfg: ModelConfig) -> ModelChoice:
             from ..runs import RunDir
 
             name = RunDir(weights[len("run:"):]).config().model.name
-            return ModelChoice(dataclasses.replace(cfg, name=name), f"the model of the run in {weights[4:]}")
+            chosen = choose_model(dataclasses.replace(cfg, name=name)).config
+            return ModelChoice(chosen, f"the model of the run in {weights[len('run:'):]}")
         if weights in (None, "imagenet"):
             cached = next((b for b in BACKBONES if b.cached_sizes()), None)
             if cached:
@@ -121,7 +122,8 @@ def choose_model(cfg: ModelConfig) -> ModelChoice:
         return ModelChoice(dataclasses.replace(cfg, weights=weights or "imagenet"))
     if weights not in (None, "none"):
         raise ValueError(f"{cfg.name} is trained from scratch and takes no pretrained weights. Received: "
-                         f"weights={weights!r}. Use a backbone (`imgclf models`) or leave --weights out.")
+                         f"weights={weights!r}. --weights works with the backbones of `imgclf models`; "
+                         f"leave it out to train {cfg.name}.")
     return ModelChoice(dataclasses.replace(cfg, weights="none"))
 
 
