@@ -18,7 +18,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["scan", "audit", "train", "evaluate", "report", "list_models", "Config", "load_config", "Manifest", "RunDir"]
+__all__ = ["scan", "audit", "train", "evaluate", "report", "compare", "predict", "load", "list_models", "Config", "load_config", "Manifest", "RunDir"]
 
 
 def __getattr__(name):
@@ -150,18 +150,36 @@ def audit(data, *, out=None, quarantine=None, limits=None, val: float = 0.15, te
                        seed=seed, workers=workers, progress=progress)
 
 
-def evaluate(run, split: str = "test", *, progress: bool = True):
-    """Evaluates a run's model on a split and writes `eval/<split>/`; see `imgclf.evaluation.evaluate`."""
+def evaluate(run, split: str = "test", *, data=None, progress: bool = True):
+    """Evaluates a run's model on a split, or on another folder of the same classes.
+
+    Writes the numbers to `eval/<split>/` (`eval/<folder name>/` with `data`);
+    see `imgclf.evaluation.evaluate`. `imgclf.report` draws them.
+
+    Example:
+
+    >>> ev = imgclf.evaluate("runs/photos", split="test")
+    >>> ev.error_rate, ev.error_rate_interval
+    >>> ev = imgclf.evaluate("runs/photos", data="photos-2025/")
+    """
     from .evaluation import evaluate as evaluate_run
 
-    return evaluate_run(run, split, progress=progress)
+    return evaluate_run(run, split, data=data, progress=progress)
 
 
-def report(run, evaluation):
-    """Draws the confusion matrices and training curves of an evaluation; returns the files."""
-    from .reporting import save_figures
+def report(run, evaluation=None, *, html: bool = True):
+    """Draws an evaluation's pictures and writes the run's self-contained `report.html`.
 
-    return save_figures(run, evaluation)
+    With `evaluation=None` only the page is (re)written, from the files the
+    run already holds; see `imgclf.reporting.report`. Returns the files written.
+
+    Example:
+
+    >>> imgclf.report(run, imgclf.evaluate(run))   # figures in eval/test/, then RUN/report.html
+    """
+    from .reporting import report as write
+
+    return write(run, evaluation, html=html)
 
 
 def list_models():
@@ -169,3 +187,78 @@ def list_models():
     from .models import list_models as registered
 
     return registered()
+
+
+def load(run, *, workers: int | None = None):
+    """Loads a run's model, with its class names and the way it reads images, for predicting.
+
+    The model file is loaded in Keras' safe mode: a `.keras` file with a
+    `Lambda` layer (Python code) is refused. Images are decoded to the run's
+    own input size, channels and resize policy.
+
+    Args:
+        run: a run directory (or `RunDir`) written by `imgclf.train`.
+        workers: processes that decode many files. Defaults to `None`: one
+            per CPU.
+
+    Returns:
+        A `Predictor`: `predict(images)` takes file paths, PIL images or
+        uint8 arrays and returns probabilities `(N, len(classes))`;
+        `classes` are the class names.
+
+    Example:
+
+    >>> clf = imgclf.load("runs/flowers")
+    >>> probabilities = clf.predict(["a.jpg", PIL.Image.open("b.png")])
+    >>> clf.classes[probabilities[0].argmax()]
+    'tulip'
+    """
+    from .prediction import load as load_run
+
+    return load_run(run, workers=workers)
+
+
+def predict(run, inputs, *, out=None, top_k: int = 3, batch_size: int = 64, format: str | None = None,
+            workers: int | None = None, progress: bool = True):
+    """Predicts the class of every image in files, folders or CSV lists of paths.
+
+    Folders are searched recursively with the rules of `imgclf.scan` (image
+    extensions only; hidden and junk files skipped). A file that cannot be
+    decoded gets a row with its problem and does not stop the others.
+    Nothing is hashed or audited; decoding runs in worker processes while
+    the model predicts, and memory stays flat however many files there are.
+
+    Args:
+        run: a run directory, or a `Predictor` from `imgclf.load`.
+        inputs: a path or a list of paths: image files, folders, or `.csv`
+            files with a `path` column (else the first column is the path).
+        out: a `.csv` or `.json` file to write rows to as they are
+            predicted (`"-"` for standard output). Defaults to `None`: the
+            rows are returned.
+        top_k: classes listed per image, most probable first.
+            Defaults to 3.
+        batch_size: images per model call. Defaults to 64.
+        format: `"csv"` or `"json"`. Defaults to `None`: json for a `.json`
+            `out`, else csv.
+        workers: decoding processes. Defaults to `None`: one per CPU.
+        progress: show a progress bar with images/s on a terminal.
+            Defaults to `True`.
+
+    Returns:
+        Without `out`, a list of rows, one dict per file: `path`,
+        `predicted`, `confidence`, `top_k` (`[(class, probability), ...]`),
+        `status` (`"ok"` or the problem, e.g. `"truncated"`) and `detail`.
+        With `out`, a `PredictionCounts` (images, failed, problems, path).
+
+    Example:
+
+    >>> rows = imgclf.predict("runs/flowers", "new_photos/")
+    >>> rows[0]["predicted"], rows[0]["confidence"]
+    ('tulip', 0.912)
+    >>> imgclf.predict("runs/flowers", "new_photos/", out="predictions.csv").failed
+    0
+    """
+    from .prediction import predict as predict_files
+
+    return predict_files(run, inputs, out=out, top_k=top_k, batch_size=batch_size, format=format, workers=workers,
+                         progress=progress)

@@ -160,11 +160,37 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an earlier run at --out, finished or stopped")
     train.set_defaults(handler=cmd_train)
 
-    evaluate = _command(subparsers, "evaluate", "Evaluate a run's model: confusion matrix, error rates, mistakes.",
-                        "imgclf evaluate runs/digits --split test")
+    evaluate = _command(subparsers, "evaluate", "Evaluate a run's model: confusion matrix, error rates, mistakes, "
+                        "report.html.",
+                        "imgclf evaluate runs/digits --split test\n"
+                        "imgclf evaluate runs/digits --data data/digits-new      # writes runs/digits/eval/digits-new/")
     evaluate.add_argument("run", help="run directory written by `imgclf train`")
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate (default test)")
+    evaluate.add_argument("--data", metavar="DIR", help="evaluate on this folder of the same classes instead of a split "
+                          "(written to eval/<folder name>/)")
+    evaluate.add_argument("--no-report", action="store_true", help="do not write RUN/report.html")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    report = _command(subparsers, "report", "Write RUN/report.html: one self-contained page with the data, training "
+                      "curves, metrics, confusion matrices, mistakes and calibration.",
+                      "imgclf report runs/digits        # then open runs/digits/report.html")
+    report.add_argument("run", help="run directory written by `imgclf train` (and `imgclf evaluate`)")
+    report.add_argument("--out", help="write the page here instead of RUN/report.html")
+    report.set_defaults(handler=cmd_report)
+
+    predict = _command(subparsers, "predict", "Predict the class of new images: files, folders or CSV lists of paths.",
+                       "imgclf predict runs/flowers new_photos/ --out predictions.csv\n"
+                       "imgclf predict runs/flowers a.jpg b.png --top-k 1 --format json\n"
+                       "exit status 1 if any input could not be predicted (its row says why)")
+    predict.add_argument("run", help="run directory written by `imgclf train`")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched like `imgclf scan` "
+                         "does) or CSV files with a path column")
+    predict.add_argument("--out", help="CSV or JSON file to write rows to as they are predicted (default: standard output)")
+    predict.add_argument("--top-k", type=int, default=3, help="classes listed per image, with probabilities (default 3)")
+    predict.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
+    predict.add_argument("--format", choices=["csv", "json"], help="default: json for a .json --out, else csv")
+    predict.add_argument("--workers", type=int, help="processes that decode images (default one per CPU)")
+    predict.set_defaults(handler=cmd_predict)
 
     models = _command(subparsers, "models", "List the models `imgclf train --model` accepts.", "imgclf models")
     models.set_defaults(handler=cmd_models)
@@ -221,20 +247,40 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     import imgclf
+    from .files import escape_name
 
-    evaluation = imgclf.evaluate(args.run, args.split)
-    figures = imgclf.report(args.run, evaluation)
+    evaluation = imgclf.evaluate(args.run, args.split, data=args.data)
+    written = imgclf.report(args.run, evaluation, html=not args.no_report)
     metrics = evaluation.metrics()
-    print(f"{args.split}: {metrics['images']:,} images, accuracy {evaluation.accuracy:.2%}, "
-          f"error rate {evaluation.error_rate:.2%} ({metrics['errors']:,} wrong)")
+    interval = metrics["error_rate_interval"]
+    print(f"{evaluation.split}: {metrics['images']:,} images, accuracy {evaluation.accuracy:.2%}, "
+          f"error rate {evaluation.error_rate:.2%} (95% interval {interval['low']:.2%}-{interval['high']:.2%}, "
+          f"{metrics['errors']:,} wrong)")
+    print(f"balanced accuracy {metrics['balanced_accuracy']:.2%}, macro F1 {metrics['macro_f1']:.3f}, "
+          f"log loss {metrics['log_loss']:.3f}, calibration error (ECE) {metrics['expected_calibration_error']:.3f}")
     worst = sorted(evaluation.per_class, key=lambda row: -row["error_rate"])[:5]
     print("highest error rates: " + ", ".join(f"{row['class']} {row['error_rate']:.1%}" for row in worst))
     pairs = evaluation.most_confused(5)
     if pairs:
         print("most confused (true → predicted): " + ", ".join(f"{t} → {p} ({n})" for t, p, n in pairs))
-    folder = os.path.join(str(args.run), "eval", args.split)
-    print(f"metrics:          {os.path.join(folder, 'metrics.json')}")
-    print(f"confusion matrix: {os.path.join(folder, 'confusion_matrix.csv')}, {figures[0]}")
+    for row in evaluation.skipped[:10]:
+        print(f"skipped {escape_name(row['path'])}: {row['problem']}")
+    if len(evaluation.skipped) > 10:
+        print(f"... {len(evaluation.skipped) - 10:,} more skipped files in skipped.csv")
+    folder = os.path.join(str(args.run), "eval", evaluation.split)
+    print(f"files:  {folder}{os.sep} (metrics.json, confusion_matrix.csv/.png, per_class.csv, most_confused.csv, "
+          "misclassified.csv, gallery.png, calibration.png)")
+    if not args.no_report:
+        print(f"report: {written[-1]}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    import imgclf
+    from .reporting import write_report
+
+    path = write_report(args.run, args.out) if args.out else imgclf.report(args.run)[-1]
+    print(f"report written to {path}")
     return 0
 
 
@@ -250,7 +296,28 @@ def cmd_models(args) -> int:
     return 0
 
 
-_TENSORFLOW_COMMANDS = {"train", "evaluate", "models"}
+def cmd_predict(args) -> int:
+    import imgclf
+
+    to_file = bool(args.out) and args.out != "-"
+    counts = imgclf.predict(args.run, args.inputs, out=args.out or "-", top_k=args.top_k, batch_size=args.batch_size,
+                            format=args.format, workers=args.workers)
+    say = sys.stdout if to_file else sys.stderr  # standard output may hold the rows
+    if counts.images == 0:
+        print(f"imgclf predict: no image files found in {' '.join(args.inputs)} (extensions: jpg, jpeg, png, bmp, "
+              "gif, webp, tif, tiff)", file=sys.stderr)
+        return 1
+    print(f"{counts.images:,} images predicted, {counts.failed:,} could not be read"
+          + (f"; rows written to {counts.path}" if to_file else ""), file=say)
+    if counts.failed:
+        problems = ", ".join(f"{slug} {n:,}" for slug, n in sorted(counts.problems.items(), key=lambda item: -item[1]))
+        print(f"imgclf predict: {counts.failed:,} of {counts.images:,} inputs failed ({problems}); "
+              "their rows say why in the status and detail columns", file=sys.stderr)
+        return 1
+    return 0
+
+
+_TENSORFLOW_COMMANDS = {"predict", "train", "evaluate", "models"}
 
 
 def main(argv: list[str] | None = None) -> int:

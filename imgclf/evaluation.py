@@ -1,27 +1,122 @@
-"""Predictions → `Evaluation`: confusion matrix, error rates, per-class scores, mistakes.
+"""Predictions → `Evaluation`: confusion matrix, error rates, per-class scores, calibration, mistakes.
 
-Every number comes from scikit-learn on the model's predictions; nothing is drawn here.
+Every number scikit-learn has comes from scikit-learn; the few it lacks (the
+Wilson interval and the top-label calibration error) are written out here and
+say so. Nothing is drawn here: `imgclf.reporting` draws and writes pages.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
 
 from .files import escape_name, write_csv, write_json
 from .runs import RunDir
 
+# Reliability diagram and expected calibration error: equal-width bins of the top probability.
+CALIBRATION_BINS = 10
+# The highest-loss mistakes kept with their pixels (and Grad-CAM heat maps) for the gallery.
+GALLERY_SIZE = 16
+# z of a two-sided 95% normal interval.
+_Z95 = 1.959963984540054
+
+
+def wilson_interval(errors: int, total: int, z: float = _Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion, 95% by default.
+
+    Written out because it is three lines and statsmodels is no dependency:
+    `center = (p + z²/2n) / (1 + z²/n)` and
+    `half = z·sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n)`. Unlike the normal
+    interval `p ± z·sqrt(p(1-p)/n)`, it stays inside [0, 1] and is not empty
+    at 0 errors.
+
+    Args:
+        errors: wrong predictions.
+        total: predictions.
+        z: the normal quantile. Defaults to 1.96 (95%).
+
+    Returns:
+        `(low, high)`.
+
+    Example:
+
+    >>> wilson_interval(0, 100)
+    (0.0, 0.036994...)
+    """
+    if total <= 0:
+        raise ValueError(f"wilson_interval needs at least one prediction. Received: total={total}")
+    p = errors / total
+    denominator = 1 + z * z / total
+    center = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def calibration_bins(y_true: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict]:
+    """Top-label reliability: how often the model is right at each level of its confidence.
+
+    Written by hand: scikit-learn's `calibration_curve` is for binary
+    problems only. Bin b holds the predictions whose top probability lies in
+    `(b/bins, (b+1)/bins]` (the first bin also holds 0).
+
+    Args:
+        y_true: true class indices `(N,)`.
+        probabilities: `(N, num_classes)`; the prediction is the argmax.
+        bins: equal-width bins over [0, 1]. Defaults to 10.
+
+    Returns:
+        One dict per bin: `low`, `high`, `count`, `confidence` (mean top
+        probability) and `accuracy` (fraction right); the last two are
+        `None` in an empty bin.
+    """
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == y_true
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        members = index == b
+        count = int(members.sum())
+        rows.append({"low": b / bins, "high": (b + 1) / bins, "count": count,
+                     "confidence": float(confidence[members].mean()) if count else None,
+                     "accuracy": float(correct[members].mean()) if count else None})
+    return rows
+
+
+def expected_calibration_error(y_true, probabilities, bins: int = CALIBRATION_BINS) -> float:
+    """ECE: the gap between confidence and accuracy, averaged over bins weighted by their size.
+
+    `ECE = Σ_b (n_b / N) · |accuracy_b − confidence_b|` over the bins of
+    `calibration_bins` (Guo et al., 2017, on the top label).
+
+    Example:
+
+    >>> expected_calibration_error([0, 1], np.array([[0.9, 0.1], [0.8, 0.2]]))
+    0.45
+    """
+    y_true = np.asarray(y_true)
+    rows = calibration_bins(y_true, np.asarray(probabilities, dtype=np.float64), bins)
+    return float(sum(r["count"] * abs(r["accuracy"] - r["confidence"]) for r in rows if r["count"]) / len(y_true))
+
 
 @dataclasses.dataclass
 class Evaluation:
-    """What a model got right and wrong on one split.
+    """What a model got right and wrong on one split or folder.
 
     Attributes:
-        split: the split evaluated.
+        split: the split evaluated, or the name of the folder (`--data`).
         classes: class names; index i is class i.
         y_true: true class indices `(N,)`.
         y_pred: predicted class indices `(N,)`.
@@ -35,6 +130,14 @@ class Evaluation:
         per_class: one dict per class with `class`, `precision`, `recall`,
             `f1`, `support` and `error_rate` (`1 - recall`).
         top_k: `(k, accuracy)` when there are more than k classes, else `None`.
+        source: the folder evaluated with `data=`; empty for a split.
+        skipped: files that could not be used, one dict each with `path`
+            and `problem`.
+        gallery: the highest-loss mistakes with their pixels, one dict each
+            with `index` (into `paths`), `image` (uint8 `(H, W, C)`) and
+            `heatmap` (Grad-CAM, floats in [0, 1], or `None` for a model
+            without convolutions). Not written to disk; `imgclf.report`
+            draws it.
     """
 
     split: str
@@ -49,62 +152,133 @@ class Evaluation:
     error_rate: float
     per_class: list[dict]
     top_k: tuple[int, float] | None
+    source: str = ""
+    skipped: list[dict] = dataclasses.field(default_factory=list)
+    gallery: list[dict] = dataclasses.field(default_factory=list)
 
-    def most_confused(self, n: int = 10) -> list[tuple[str, str, int]]:
-        """The `n` largest off-diagonal cells: `(true class, predicted class, count)`."""
+    @property
+    def losses(self) -> np.ndarray:
+        """Cross-entropy of each image, `-log p(true class)`, clipped as scikit-learn's `log_loss` clips."""
+        eps = np.finfo(self.probabilities.dtype).eps
+        p_true = self.probabilities[np.arange(len(self.y_true)), self.y_true]
+        return -np.log(np.clip(p_true, eps, 1 - eps))
+
+    @property
+    def errors(self) -> int:
+        """Wrong predictions."""
+        return int(np.sum(self.y_true != self.y_pred))
+
+    @property
+    def error_rate_interval(self) -> tuple[float, float]:
+        """95% Wilson interval of the error rate."""
+        return wilson_interval(self.errors, len(self.y_true))
+
+    def calibration(self, bins: int = CALIBRATION_BINS) -> list[dict]:
+        """The reliability diagram's bins; see `calibration_bins`."""
+        return calibration_bins(self.y_true, self.probabilities, bins)
+
+    @property
+    def expected_calibration_error(self) -> float:
+        """ECE over `CALIBRATION_BINS` bins; see `expected_calibration_error`."""
+        return expected_calibration_error(self.y_true, self.probabilities)
+
+    def most_confused(self, n: int | None = 10) -> list[tuple[str, str, int]]:
+        """The `n` largest off-diagonal cells (all with `None`): `(true class, predicted class, count)`."""
         counts = self.confusion_matrix.copy()
         np.fill_diagonal(counts, 0)
-        order = np.argsort(counts, axis=None, kind="stable")[::-1][:n]
-        pairs = [np.unravel_index(i, counts.shape) for i in order]
-        return [(self.classes[t], self.classes[p], int(counts[t, p])) for t, p in pairs if counts[t, p] > 0]
+        order = np.argsort(counts, axis=None, kind="stable")[::-1]
+        pairs = [np.unravel_index(i, counts.shape) for i in order[:int(np.count_nonzero(counts))]]
+        return [(self.classes[t], self.classes[p], int(counts[t, p])) for t, p in pairs][:n]
+
+    def most_confused_table(self) -> list[dict]:
+        """Every confused pair, largest first: `true`, `predicted`, `count` and `share` of the true class."""
+        support = dict(zip(self.classes, self.confusion_matrix.sum(axis=1).tolist()))
+        return [{"true": t, "predicted": p, "count": n, "share": n / support[t]}
+                for t, p, n in self.most_confused(None)]
 
     def misclassified(self) -> list[dict]:
-        """Every wrong prediction, most confident first."""
+        """Every wrong prediction, highest loss first, with the three most probable classes."""
         wrong = np.flatnonzero(self.y_true != self.y_pred)
-        confidence = self.probabilities[wrong, self.y_pred[wrong]]
-        return [
-            {
+        losses = self.losses
+        rows = []
+        for i in sorted(wrong, key=lambda i: (-losses[i], i)):
+            top = np.argsort(-self.probabilities[i], kind="stable")[:3]
+            row = {
                 "path": self.paths[i],
                 "true": self.classes[self.y_true[i]],
                 "predicted": self.classes[self.y_pred[i]],
-                "confidence": round(float(c), 4),
+                "confidence": round(float(self.probabilities[i, self.y_pred[i]]), 4),
                 "true_probability": round(float(self.probabilities[i, self.y_true[i]]), 4),
+                "loss": round(float(losses[i]), 4),
             }
-            for i, c in sorted(zip(wrong, confidence), key=lambda pair: -pair[1])
-        ]
+            for rank, k in enumerate(top, start=1):
+                row[f"top_{rank}_class"] = self.classes[k]
+                row[f"top_{rank}_probability"] = round(float(self.probabilities[i, k]), 4)
+            rows.append(row)
+        return rows
 
     def metrics(self) -> dict:
         """The summary written to `metrics.json`, numbers rounded to 6 significant digits."""
-        macro = {key: float(np.mean([row[key] for row in self.per_class])) for key in ("precision", "recall", "f1")}
+        labels = np.arange(len(self.classes))
+        averaged = {}
+        for average in ("macro", "weighted"):
+            precision, recall, f1, _ = precision_recall_fscore_support(
+                self.y_true, self.y_pred, labels=labels, average=average, zero_division=0)
+            averaged.update({f"{average}_precision": float(precision), f"{average}_recall": float(recall),
+                             f"{average}_f1": float(f1)})
+        with warnings.catch_warnings():  # a class predicted but absent from y_true: its recall is left out, as it should
+            warnings.simplefilter("ignore", UserWarning)
+            balanced = float(balanced_accuracy_score(self.y_true, self.y_pred))
+        low, high = self.error_rate_interval
+        # Softmax outputs in float32 sum to 1 only within ~1e-7; scikit-learn wants them to sum to 1.
+        probabilities = self.probabilities / self.probabilities.sum(axis=1, keepdims=True)
         return _rounded({
             "split": self.split,
+            **({"source": escape_name(self.source)} if self.source else {}),
             "images": int(len(self.y_true)),
             "classes": len(self.classes),
             "accuracy": self.accuracy,
             "error_rate": self.error_rate,
-            "errors": int(np.sum(self.y_true != self.y_pred)),
+            "error_rate_interval": {"low": low, "high": high, "confidence": 0.95, "method": "wilson"},
+            "errors": self.errors,
+            "balanced_accuracy": balanced,
             **({f"top_{self.top_k[0]}_accuracy": self.top_k[1]} if self.top_k else {}),
-            "macro_precision": macro["precision"],
-            "macro_recall": macro["recall"],
-            "macro_f1": macro["f1"],
+            "log_loss": float(log_loss(self.y_true, probabilities, labels=labels)),
+            "expected_calibration_error": self.expected_calibration_error,
+            "calibration_bins": CALIBRATION_BINS,
+            **averaged,
+            "skipped_files": len(self.skipped),
             "per_class_error_rate": {row["class"]: row["error_rate"] for row in self.per_class},
             "most_confused": [{"true": t, "predicted": p, "count": n} for t, p, n in self.most_confused()],
         })
 
     def save(self, folder) -> Path:
-        """Writes `metrics.json`, `confusion_matrix.csv`, `per_class.csv` and `misclassified.csv`.
+        """Writes the numbers: `metrics.json`, `confusion_matrix.csv`, `confusion_matrix_normalized.csv`,
+        `per_class.csv`, `most_confused.csv`, `misclassified.csv` and (if any) `skipped.csv`.
 
-        Paths in `misclassified.csv` are escaped with `files.escape_name`.
+        Paths are escaped with `files.escape_name`.
         """
         folder = Path(folder)
         write_json(folder / "metrics.json", self.metrics())
-        write_csv(folder / "confusion_matrix.csv", ["true \\ predicted", *self.classes],
+        corner = "true \\ predicted"
+        write_csv(folder / "confusion_matrix.csv", [corner, *self.classes],
                   ([name, *row] for name, row in zip(self.classes, self.confusion_matrix.tolist())))
+        write_csv(folder / "confusion_matrix_normalized.csv", [corner, *self.classes],
+                  ([name, *_rounded(row)] for name, row in zip(self.classes, self.confusion_matrix_normalized.tolist())))
         columns = ["class", "precision", "recall", "f1", "support", "error_rate"]
         write_csv(folder / "per_class.csv", columns, ([_rounded(row[c]) for c in columns] for row in self.per_class))
-        columns = ["path", "true", "predicted", "confidence", "true_probability"]
-        rows = ([escape_name(row["path"]), *(row[c] for c in columns[1:])] for row in self.misclassified())
+        columns = ["true", "predicted", "count", "share"]
+        write_csv(folder / "most_confused.csv", columns,
+                  ([_rounded(row[c]) for c in columns] for row in self.most_confused_table()))
+        columns = ["path", "true", "predicted", "confidence", "true_probability", "loss",
+                   *(f"top_{k}_{what}" for k in (1, 2, 3) for what in ("class", "probability"))]
+        rows = ([escape_name(row["path"]), *(row.get(c, "") for c in columns[1:])] for row in self.misclassified())
         write_csv(folder / "misclassified.csv", columns, rows)
+        skipped = folder / "skipped.csv"
+        if self.skipped:
+            write_csv(skipped, ["path", "problem"], ([escape_name(r["path"]), r["problem"]] for r in self.skipped))
+        elif skipped.exists():
+            skipped.unlink()
         return folder
 
 
@@ -145,11 +319,20 @@ def evaluate_predictions(
 
     Returns:
         An `Evaluation`.
+
+    Example:
+
+    >>> ev = evaluate_predictions([0, 1, 1], np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]]), ["cat", "dog"])
+    >>> ev.error_rate, ev.most_confused()
+    (0.333..., [('dog', 'cat', 1)])
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if len(y_true) == 0:
         raise ValueError(f"The {split} split has no usable images to evaluate. Choose another split or add images.")
+    if probabilities.shape != (len(y_true), len(classes)):
+        raise ValueError(f"Expected probabilities of shape ({len(y_true)}, {len(classes)}) for {len(y_true)} images "
+                         f"and {len(classes)} classes. Received: shape {probabilities.shape}")
     labels = np.arange(len(classes))
     y_pred = probabilities.argmax(axis=1)
     counts = confusion_matrix(y_true, y_pred, labels=labels)
@@ -172,16 +355,26 @@ def evaluate_predictions(
     )
 
 
-def evaluate(run, split: str = "test", *, batch_size: int = 64, progress: bool = True) -> Evaluation:
-    """Evaluates a run's `model.keras` on one split of its manifest.
+def evaluate(run, split: str = "test", *, data=None, batch_size: int = 64, gallery: int = GALLERY_SIZE,
+             progress: bool = True) -> Evaluation:
+    """Evaluates a run's `model.keras` on one split of its manifest, or on another folder.
 
-    Writes `eval/<split>/metrics.json`, `confusion_matrix.csv`,
-    `per_class.csv` and `misclassified.csv` in the run directory.
+    Writes `eval/<split>/` (or `eval/<folder name>/` with `data`) in the run
+    directory: `metrics.json`, `confusion_matrix.csv`,
+    `confusion_matrix_normalized.csv`, `per_class.csv`, `most_confused.csv`,
+    `misclassified.csv` and, when files could not be used, `skipped.csv`.
+    `imgclf.report` draws the pictures and the page.
 
     Args:
         run: a `RunDir` or the path of one.
         split: `"train"`, `"val"` or `"test"`. Defaults to `"test"`.
+        data: a folder with one subfolder per class (or a `path,label` CSV)
+            to evaluate instead of a split; every class in it must be one the
+            model knows. Files that cannot be read are reported in
+            `skipped` and left out. Defaults to `None`.
         batch_size: images per prediction step. Defaults to 64.
+        gallery: how many of the highest-loss mistakes keep their pixels and
+            a Grad-CAM heat map for the gallery. Defaults to 16.
         progress: show progress bars. Defaults to `True`.
 
     Returns:
@@ -192,6 +385,7 @@ def evaluate(run, split: str = "test", *, batch_size: int = 64, progress: bool =
     >>> ev = evaluate("runs/digits", split="test")
     >>> round(ev.error_rate, 3)
     0.025
+    >>> ev = evaluate("runs/digits", data="data/digits-scanned")   # eval/digits-scanned/
     """
     from .config import ImageSpec
     from .pipeline import ImageBatches, load_split
@@ -200,16 +394,62 @@ def evaluate(run, split: str = "test", *, batch_size: int = 64, progress: bool =
     run.require("model.keras", "manifest.csv", "classes.json", "config.yaml")
     cfg = run.config()
     classes = run.classes()
-    manifest = run.manifest()
-    unknown = sorted({e.label for e in manifest.split(split)} - set(classes))
-    if unknown:
-        raise ValueError(f"The {split} split has classes the model was not trained on: {unknown}.")
+    if data is not None:
+        manifest, name = _folder_manifest(data, classes, cfg, progress=progress)
+        split_name, source = "test", os.fspath(data)
+    else:
+        manifest, name, split_name, source = run.manifest(), split, split, ""
+        unknown = sorted({e.label for e in manifest.split(split)} - set(classes))
+        if unknown:
+            raise ValueError(f"The {split} split has classes the model was not trained on: {unknown}.")
+    candidates = [e for e in manifest.entries if e.split == split_name or (data is not None and not e.usable)]
     model = run.load_model()
     height, width, channels = model.input_shape[1:]
     spec = ImageSpec(height, width, channels, cfg.data.resize)
-    data = load_split(manifest, split, classes, spec, data=cfg.data, progress=progress)
-    probabilities = model.predict(ImageBatches(data, batch_size=batch_size), verbose=0)
-    evaluation = evaluate_predictions(data.labels, probabilities, classes, paths=[e.path for e in data.entries],
-                                      split=split, top_k=cfg.eval.top_k)
-    evaluation.save(run.eval_dir(split))
+    images = load_split(manifest, split_name, classes, spec, data=cfg.data, progress=progress)
+    probabilities = model.predict(ImageBatches(images, batch_size=batch_size), verbose=0)
+    evaluation = evaluate_predictions(images.labels, probabilities, classes, paths=[e.path for e in images.entries],
+                                      split=name, top_k=cfg.eval.top_k)
+    evaluation.source = source
+    evaluation.skipped = [{"path": e.path, "problem": e.problem or e.status} for e in candidates if not e.usable]
+    evaluation.gallery = _gallery(evaluation, images.images, model, gallery)
+    evaluation.save(run.eval_dir(name))
     return evaluation
+
+
+def _folder_manifest(data, classes: Sequence[str], cfg, *, progress: bool):
+    """Scans `data` and puts every usable image into the test split; returns it and the eval folder name."""
+    from .manifest import DatasetError, scan
+    from .pipeline import limits_of
+
+    manifest = scan(data, val=0.0, test=0.0, seed=cfg.data.seed, limits=limits_of(cfg.data),
+                    workers=cfg.data.workers, progress=progress)
+    unknown = sorted(set(manifest.classes) - set(classes))
+    if unknown:
+        raise DatasetError(
+            f"{escape_name(os.fspath(data))} has classes the model was not trained on: {unknown}. "
+            f"The model knows {list(classes)}; evaluate on a folder whose subfolders are among them."
+        )
+    for entry in manifest.entries:
+        entry.split = "test" if entry.usable else ""
+    name = escape_name(Path(os.path.abspath(data)).name)
+    if not manifest.usable:
+        raise DatasetError(f"{escape_name(os.fspath(data))} has no usable images to evaluate.")
+    return manifest, name
+
+
+def _gallery(evaluation: Evaluation, images: np.ndarray, model, size: int) -> list[dict]:
+    """The `size` highest-loss mistakes with their pixels and Grad-CAM heat maps."""
+    if size <= 0:
+        return []
+    from .gradcam import grad_cam
+
+    losses = evaluation.losses
+    wrong = sorted(np.flatnonzero(evaluation.y_true != evaluation.y_pred), key=lambda i: (-losses[i], i))[:size]
+    if not wrong:
+        return []
+    pixels = np.asarray(images[np.sort(wrong)])
+    pixels = pixels[np.argsort(np.argsort(wrong))]  # back to loss order after reading the memmap front to back
+    heatmaps = grad_cam(model, pixels, evaluation.y_pred[wrong])
+    return [{"index": int(i), "image": image, "heatmap": None if heatmaps is None else heatmaps[k]}
+            for k, (i, image) in enumerate(zip(wrong, pixels))]

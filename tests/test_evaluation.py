@@ -1,4 +1,6 @@
+import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +117,171 @@ def test_written_numbers_are_rounded_to_6_significant_digits(tmp_path):
     assert metrics["per_class_error_rate"] == {"a": 0.043, "b": 0.0}
     assert metrics["macro_precision"] == pytest.approx(np.mean([1.0, 0.0]))
     assert (tmp_path / "per_class.csv").read_text().splitlines()[1] == "a,1.0,0.957,0.978028,1000,0.043"
+
+
+# What `imgclf evaluate` adds: the numbers behind the report ------------------------------------------------------
+
+from sklearn.metrics import balanced_accuracy_score, classification_report, log_loss  # noqa: E402
+
+from imgclf.evaluation import calibration_bins, expected_calibration_error, wilson_interval  # noqa: E402
+
+
+def test_wilson_interval_matches_published_values():
+    # Newcombe (1998), table I: 0/10 → 0–0.2775, 1/10 → 0.0179–0.4042; and 10/100 → 0.0552–0.1744.
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(1, 10) == pytest.approx((0.0179, 0.4042), abs=1e-4)
+    assert wilson_interval(10, 100) == pytest.approx((0.0552, 0.1744), abs=1e-4)
+    assert wilson_interval(100, 100)[1] == 1.0
+
+
+def test_expected_calibration_error_matches_a_hand_computed_case():
+    y_true = np.array([0, 1, 0, 0])
+    probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.55, 0.45]])
+    # Bins of width 0.1: (0.8, 0.9] holds 0.9 (right), (0.7, 0.8] holds 0.8 (wrong), (0.5, 0.6] holds 0.6 and 0.55
+    # (both right, mean confidence 0.575). ECE = (1·|1 − 0.9| + 1·|0 − 0.8| + 2·|1 − 0.575|) / 4 = 0.4375.
+    assert expected_calibration_error(y_true, probabilities) == pytest.approx(0.4375)
+    bins = calibration_bins(y_true, probabilities)
+    assert [b["count"] for b in bins] == [0, 0, 0, 0, 0, 2, 0, 1, 1, 0]
+    assert bins[5]["confidence"] == pytest.approx(0.575) and bins[5]["accuracy"] == 1.0
+    assert bins[7]["accuracy"] == 0.0 and bins[0]["accuracy"] is None
+    perfect = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert expected_calibration_error([0, 1], perfect) == 0.0
+
+
+def test_metrics_json_adds_scores_from_scikit_learn(tmp_path, predictions):
+    y_true, probabilities = predictions
+    ev = evaluate_predictions(y_true, probabilities, CLASSES)
+    ev.save(tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    y_pred = probabilities.argmax(axis=1)
+    assert metrics["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y_true, y_pred), rel=1e-5)
+    assert metrics["log_loss"] == pytest.approx(log_loss(y_true, probabilities), rel=1e-5)
+    assert metrics["log_loss"] == pytest.approx(float(np.mean(ev.losses)), rel=1e-5)
+    assert metrics["expected_calibration_error"] == pytest.approx(expected_calibration_error(y_true, probabilities), rel=1e-5)
+    report = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
+    for average in ("macro", "weighted"):
+        expected = report[f"{average} avg"]
+        assert metrics[f"{average}_precision"] == pytest.approx(expected["precision"], rel=1e-5)
+        assert metrics[f"{average}_recall"] == pytest.approx(expected["recall"], rel=1e-5)
+        assert metrics[f"{average}_f1"] == pytest.approx(expected["f1-score"], rel=1e-5)
+    interval = metrics["error_rate_interval"]
+    assert interval["low"] < metrics["error_rate"] < interval["high"]
+    assert (interval["low"], interval["high"]) == pytest.approx(wilson_interval(metrics["errors"], 200), rel=1e-5)
+
+
+def test_normalized_matrix_and_most_confused_files(tmp_path, predictions):
+    y_true, probabilities = predictions
+    ev = evaluate_predictions(y_true, probabilities, CLASSES)
+    ev.save(tmp_path)
+    rows = list(csv.reader(open(tmp_path / "confusion_matrix_normalized.csv")))
+    assert rows[0][1:] == CLASSES
+    np.testing.assert_allclose([sum(float(v) for v in row[1:]) for row in rows[1:]], 1.0, atol=1e-5)
+    pairs = list(csv.DictReader(open(tmp_path / "most_confused.csv")))
+    counts = [int(row["count"]) for row in pairs]
+    assert counts == sorted(counts, reverse=True) and sum(counts) == ev.errors
+    support = dict(zip(CLASSES, ev.confusion_matrix.sum(axis=1)))
+    for row in pairs:
+        t, p = CLASSES.index(row["true"]), CLASSES.index(row["predicted"])
+        assert int(row["count"]) == ev.confusion_matrix[t, p]
+        assert float(row["share"]) == pytest.approx(int(row["count"]) / support[row["true"]], rel=1e-5)
+
+
+def test_misclassified_csv_holds_loss_and_top_3_sorted_by_loss(tmp_path, predictions):
+    y_true, probabilities = predictions
+    ev = evaluate_predictions(y_true, probabilities, CLASSES, paths=[f"img/{i}.png" for i in range(200)])
+    ev.save(tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "misclassified.csv")))
+    assert len(rows) == ev.errors
+    losses = [float(row["loss"]) for row in rows]
+    assert losses == sorted(losses, reverse=True)
+    for row in rows:
+        i = int(row["path"][4:-4])
+        assert float(row["loss"]) == pytest.approx(-np.log(probabilities[i, y_true[i]]), abs=1e-4)
+        order = np.argsort(-probabilities[i])[:3]
+        assert [row[f"top_{k}_class"] for k in (1, 2, 3)] == [CLASSES[j] for j in order]
+        assert row["top_1_class"] == row["predicted"] != row["true"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A one-epoch MLP on three tiny classes, evaluated on its train split (enough images to hold mistakes)."""
+    import imgclf
+    from conftest import make_class_folder
+
+    root = tmp_path_factory.mktemp("evaluated")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
+        data = make_class_folder(root / "data", per_class=14)
+        run = imgclf.train(data, model="mlp", hidden=(16,), epochs=1, batch_size=8, out=root / "run", verbose=0,
+                           progress=False)
+        evaluation = imgclf.evaluate(run, "train", progress=False)
+    return root, run, evaluation
+
+
+def test_confusion_matrix_rebuilds_from_misclassified_csv_and_the_correct_predictions(tiny_run):
+    _, run, ev = tiny_run
+    folder = run.path / "eval" / "train"
+    classes = json.loads((run.path / "classes.json").read_text())
+    truth = {row["path"]: row["label"] for row in csv.DictReader(open(run.path / "manifest.csv"))
+             if row["split"] == "train" and row["status"] != "error"}
+    predicted = dict(truth)  # every image not listed as a mistake was predicted right
+    mistakes = list(csv.DictReader(open(folder / "misclassified.csv")))
+    assert mistakes, "a one-epoch MLP on 16x16 noise makes mistakes"
+    for row in mistakes:
+        assert truth[row["path"]] == row["true"]
+        predicted[row["path"]] = row["predicted"]
+    paths = sorted(truth)
+    expected = confusion_matrix([truth[p] for p in paths], [predicted[p] for p in paths], labels=classes)
+    written = np.array([[int(v) for v in row[1:]] for row in list(csv.reader(open(folder / "confusion_matrix.csv")))[1:]])
+    np.testing.assert_array_equal(written, expected)
+
+    metrics = json.loads((folder / "metrics.json").read_text())
+    off_diagonal = written.sum() - np.trace(written)
+    assert metrics["errors"] == off_diagonal == len(mistakes)
+    assert metrics["error_rate"] == pytest.approx(1 - metrics["accuracy"])
+    assert metrics["error_rate"] == pytest.approx(off_diagonal / written.sum(), rel=1e-5)
+
+    report = classification_report([truth[p] for p in paths], [predicted[p] for p in paths], labels=classes,
+                                    output_dict=True, zero_division=0)
+    for row in csv.DictReader(open(folder / "per_class.csv")):
+        expected_row = report[row["class"]]
+        assert float(row["precision"]) == pytest.approx(expected_row["precision"], rel=1e-5)
+        assert float(row["recall"]) == pytest.approx(expected_row["recall"], rel=1e-5)
+        assert float(row["f1"]) == pytest.approx(expected_row["f1-score"], rel=1e-5)
+        assert int(row["support"]) == expected_row["support"]
+    assert metrics["macro_f1"] == pytest.approx(report["macro avg"]["f1-score"], rel=1e-5)
+    assert metrics["weighted_f1"] == pytest.approx(report["weighted avg"]["f1-score"], rel=1e-5)
+
+
+def test_evaluate_on_another_folder_skips_bad_files(tiny_run, tmp_path):
+    import imgclf
+    from conftest import make_class_folder
+
+    _, run, _ = tiny_run
+    other = make_class_folder(tmp_path / "field photos", per_class=4, classes=["circle", "square"], start=100)
+    (other / "circle" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really")
+    ev = imgclf.evaluate(run, data=other, progress=False)
+    assert ev.split == "field photos" and len(ev.y_true) == 8
+    assert [Path(row["path"]).name for row in ev.skipped] == ["broken.png"]
+    folder = run.path / "eval" / "field photos"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["images"] == 8 and metrics["skipped_files"] == 1 and metrics["source"] == str(other)
+    assert list(csv.reader(open(folder / "skipped.csv")))[1][0].endswith("broken.png")
+    # the classes the folder lacks are still rows of the matrix
+    assert ev.confusion_matrix.shape == (3, 3) and ev.confusion_matrix[2].sum() == 0
+
+
+def test_evaluate_on_a_folder_with_an_unknown_class_names_it(tiny_run, tmp_path):
+    import imgclf
+    from conftest import make_class_folder
+    from imgclf.manifest import DatasetError
+
+    _, run, _ = tiny_run
+    other = make_class_folder(tmp_path / "other", per_class=3, classes=["circle"])
+    make_class_folder(tmp_path / "other", per_class=3, classes=["square"])
+    (tmp_path / "other" / "hexagon").mkdir()
+    for i in range(3):
+        (tmp_path / "other" / "circle" / f"circle_{i:03d}.png").rename(tmp_path / "other" / "hexagon" / f"h{i}.png")
+    make_class_folder(tmp_path / "other", per_class=3, classes=["circle"], start=50)
+    with pytest.raises(DatasetError, match=r"not trained on: \['hexagon'\].*circle"):
+        imgclf.evaluate(run, data=other, progress=False)
