@@ -1,0 +1,651 @@
+"""Predicting with a trained run: files, folders or CSV lists of paths in, one row per image out.
+
+```
+imgclf predict runs/flowers new_photos/ --out predictions.csv
+path,predicted,confidence,class_1,probability_1,class_2,probability_2,class_3,probability_3,status,detail
+new_photos/IMG_1.jpg,tulip,0.912,tulip,0.912,rose,0.051,daisy,0.020,ok,
+new_photos/notes.jpg,,,,,,,,,not_an_image,"the file is text, not an image"
+```
+
+Images are decoded exactly as the run's training images were: the size,
+channels and resize policy come from the run directory (`config.yaml`, checked
+against the model's input), never from the new files. Nothing is hashed or
+audited: each file is decoded once, and a file that cannot be decoded gets a
+row with its problem instead of stopping the run.
+
+Memory stays flat however many files there are: folders are walked lazily,
+worker processes decode a few batches ahead of the model (so decoding
+overlaps inference), and each batch's rows are written as soon as it is
+predicted.
+
+This module does not import TensorFlow at import time: its worker processes
+import it too.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import json
+import multiprocessing
+import os
+import sys
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .config import ImageSpec
+from .files import escape_name, unescape_name
+from .images import RESIZE_MODES, ImageDecodeError, ImageLimits, ImageProblem, load_image
+from .manifest import _is_ignored, _is_image_name
+from .parallel import BACKEND_VARIABLE, WorkerDiedError, default_workers
+
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_TOP_K = 3
+FORMATS = ("csv", "json")
+OK = "ok"
+# Below this many files, starting worker processes costs more than decoding in this process.
+_MIN_FILES_FOR_WORKERS = 256
+
+
+class UnsafeModelError(ValueError):
+    """A model file holds Python code (a `Lambda` layer) and is refused."""
+
+
+def load_keras_model(path):
+    """Loads a `.keras` file in Keras' safe mode.
+
+    A `Lambda` layer holds Python code that would run on loading; such a file
+    is refused with a message that says so, never loaded with
+    `safe_mode=False`.
+
+    Args:
+        path: the `.keras` file.
+
+    Returns:
+        The `keras.Model`.
+
+    Raises:
+        UnsafeModelError: if the file holds a `Lambda` layer.
+        FileNotFoundError: if there is no such file.
+    """
+    import keras
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No model file at {escape_name(str(path))}.")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except ValueError as error:
+        if "safe_mode" not in str(error) and "Lambda" not in str(error):
+            raise
+        raise UnsafeModelError(
+            f"{escape_name(str(path))} holds a Lambda layer, i.e. Python code that would run when the model is "
+            "loaded, and imgclf loads models only in Keras' safe mode. Models trained by imgclf have no Lambda "
+            "layer: use a model.keras written by `imgclf train`, or rebuild the model from layers without Lambda."
+        ) from None
+
+
+def run_image_spec(cfg, model) -> ImageSpec:
+    """The size, channels and resize policy a run's model was trained on.
+
+    `config.yaml` holds the resolved size and colour mode of every run; they
+    must agree with the model's input, which wins only where the config
+    leaves the size open.
+
+    Args:
+        cfg: the run's `Config`.
+        model: its `keras.Model`.
+
+    Returns:
+        An `ImageSpec`.
+
+    Raises:
+        ValueError: if the config and the model disagree.
+    """
+    height, width, channels = (int(d) for d in model.input_shape[1:])
+    size = tuple(cfg.data.image_size) if cfg.data.image_size else (height, width)
+    expected = {"grayscale": 1, "rgb": 3}.get(cfg.data.color_mode, channels)
+    if size != (height, width) or expected != channels:
+        raise ValueError(
+            f"The run's config.yaml says image_size={list(size)}, color_mode={cfg.data.color_mode!r}, but its "
+            f"model takes {height}x{width}x{channels} images. The run directory is inconsistent; train it again."
+        )
+    return ImageSpec(height, width, channels, cfg.data.resize)
+
+
+class Predictor:
+    """A trained model with what it needs to read images: classes, input size, resize policy.
+
+    Returned by `imgclf.load(run)`.
+
+    Attributes:
+        model: the `keras.Model` (takes uint8 images of `spec.shape`).
+        classes: class names; probability column i is class i.
+        spec: the `ImageSpec` images are decoded to.
+        limits: the `ImageLimits` of the run.
+        workers: decoding processes for many files.
+
+    Example:
+
+    >>> clf = imgclf.load("runs/flowers")
+    >>> clf.classes
+    ['daisy', 'rose', 'tulip']
+    >>> probabilities = clf.predict(["a.jpg", PIL.Image.open("b.png"), array])
+    >>> [clf.classes[i] for i in probabilities.argmax(axis=1)]
+    ['tulip', 'rose', 'daisy']
+    """
+
+    def __init__(self, model, classes: Sequence[str], spec: ImageSpec, *, limits: ImageLimits = ImageLimits(),
+                 workers: int | None = None):
+        self.model = model
+        self.classes = list(classes)
+        self.spec = spec
+        self.limits = limits
+        self.workers = workers or default_workers()
+        self._function = None
+        self._pool: Executor | None = None
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return f"Predictor({len(self.classes)} classes, input {s.height}x{s.width}x{s.channels}, resize={s.resize!r})"
+
+    # Images in memory ---------------------------------------------------------
+    def predict(self, images, *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """Class probabilities of images given as files, PIL images or uint8 arrays.
+
+        Every image is decoded, converted and resized as the run's training
+        images were (files with EXIF orientation applied; any size, any mode).
+
+        Args:
+            images: one image or a list of them: a file path, a
+                `PIL.Image.Image`, a uint8 array `(height, width)` or
+                `(height, width, channels)` of any size, or a uint8 batch
+                `(N, height, width, channels)` of the model's input size.
+            batch_size: images per model call. Defaults to 64.
+
+        Returns:
+            float32 array `(N, len(classes))`; rows sum to 1.
+
+        Raises:
+            ImageDecodeError: if a file cannot be decoded (use
+                `imgclf.predict` to get a row per bad file instead).
+            ValueError: for an array that is not uint8 or has the wrong shape.
+        """
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            if images.dtype != np.uint8 or images.shape[1:] != self.spec.shape:
+                raise ValueError(f"A batch of images must be uint8 of shape (N, {', '.join(map(str, self.spec.shape))}). "
+                                 f"Received: dtype={images.dtype}, shape={images.shape}")
+            batch = images
+        else:
+            if isinstance(images, (str, os.PathLike, np.ndarray)) or _is_pil(images):
+                images = [images]
+            batch = np.stack([self._prepare(image) for image in images]) if len(images) else np.zeros((0, *self.spec.shape), np.uint8)
+        return np.concatenate([self._infer(batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)]
+                              or [np.zeros((0, len(self.classes)), np.float32)])
+
+    def _prepare(self, image) -> np.ndarray:
+        spec = self.spec
+        if isinstance(image, (str, os.PathLike)):
+            return load_image(image, size=(spec.height, spec.width), channels=spec.channels, resize=spec.resize,
+                              limits=self.limits)
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+                raise ValueError("An image array must be uint8 of shape (height, width) or (height, width, 1|3|4). "
+                                 f"Received: dtype={image.dtype}, shape={image.shape}")
+            if image.shape == spec.shape:
+                return image
+            from PIL import Image
+
+            image = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+        elif not _is_pil(image):
+            raise ValueError("Each image must be a file path, a PIL image or a uint8 array. "
+                             f"Received: {type(image).__name__}")
+        return resize_image(image, spec, self.limits)
+
+    # The model ----------------------------------------------------------------
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities of one batch; a short batch is padded so the model is traced once per batch size."""
+        if self._function is None:
+            import tensorflow as tf
+
+            model = self.model
+            self._function = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        n = len(batch)
+        if n == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return np.asarray(self._function(batch))[:n]
+
+    # Many files -----------------------------------------------------------------
+    def predict_files(self, paths: Iterable[str], *, batch_size: int = DEFAULT_BATCH_SIZE,
+                      top_k: int = DEFAULT_TOP_K) -> Iterator[dict]:
+        """One row per file, in order, while the next batches are decoded in worker processes.
+
+        Args:
+            paths: image files (an iterator is read lazily).
+            batch_size: images per model call. Defaults to 64.
+            top_k: classes listed per image. Defaults to 3.
+
+        Returns:
+            An iterator of rows (see `imgclf.predict`).
+        """
+        top_k = max(1, min(top_k, len(self.classes)))
+        for paths_batch, images, failures in self._decoded_batches(paths, batch_size):
+            probabilities = self._infer(images)
+            failed = dict(failures)
+            for i, path in enumerate(paths_batch):
+                if i in failed:
+                    problem, detail = failed[i]
+                    yield _row(path, None, top_k, self.classes, status=problem, detail=detail)
+                else:
+                    yield _row(path, probabilities[i], top_k, self.classes)
+
+    def _decoded_batches(self, paths: Iterable[str], batch_size: int):
+        """Yields `(paths, images, failures)` per batch; at most a few batches are decoded ahead."""
+        batches = _batches(paths, batch_size)
+        head = []
+        for batch in batches:  # a few files are decoded here: starting workers would cost more
+            head.append(batch)
+            if len(head) * batch_size >= _MIN_FILES_FOR_WORKERS:
+                break
+        else:
+            for batch in head:
+                yield (batch, *decode_batch((batch, self.spec, self.limits)))
+            return
+        pool = self._executor()
+        ahead = 2 * self.workers + 2
+        pending: collections.deque[tuple[list[str], Future]] = collections.deque()
+        todo = _chain(head, batches)
+        try:
+            for batch in todo:
+                pending.append((batch, pool.submit(decode_batch, (batch, self.spec, self.limits))))
+                if len(pending) >= ahead:
+                    done, future = pending.popleft()
+                    yield (done, *future.result())
+            while pending:
+                done, future = pending.popleft()
+                yield (done, *future.result())
+        except BrokenProcessPool:
+            self.close()
+            raise WorkerDiedError(
+                "A process decoding images died, most often killed by the system for lack of memory, or unable to "
+                "start because the main script calls imgclf at its top level (put that code under "
+                "`if __name__ == \"__main__\":`). Pass workers=1 (--workers 1) to decode in this process."
+            ) from None
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+    def _executor(self) -> Executor:
+        if self._pool is None:
+            if self.workers == 1:
+                self._pool = _InlineExecutor()
+            elif os.environ.get(BACKEND_VARIABLE) == "thread":
+                self._pool = ThreadPoolExecutor(self.workers)
+            else:
+                # "spawn": this process runs TensorFlow threads, which a forked child would inherit broken.
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def start_workers(self) -> None:
+        """Starts the decoding processes now (they start on first use otherwise), e.g. while the model loads."""
+        pool = self._executor()
+        for future in [pool.submit(_ready) for _ in range(self.workers)]:
+            future.result()
+
+    def close(self, *, wait: bool = True) -> None:
+        """Stops the decoding processes; the predictor starts new ones if used again."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=wait, cancel_futures=True)
+
+    def __enter__(self) -> "Predictor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close(wait=False)
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+class _InlineExecutor(Executor):
+    """Runs each task at once in this process (`workers=1`)."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(error)
+        return future
+
+
+def _ready() -> bool:
+    return True
+
+
+def _is_pil(value) -> bool:
+    module = type(value).__module__
+    return module.startswith("PIL.") and hasattr(value, "mode") and hasattr(value, "size")
+
+
+def resize_image(image, spec: ImageSpec, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+    """A PIL image in memory, converted and resized as `images.load_image` does a file.
+
+    Args:
+        image: a `PIL.Image.Image` of any mode and size.
+        spec: the size, channels and resize policy.
+        limits: the background of transparent pixels. Defaults to `ImageLimits()`.
+
+    Returns:
+        A uint8 array of shape `spec.shape`.
+    """
+    from PIL import Image, ImageOps
+
+    from .images import _convert  # the mode conversion every decoded file goes through
+
+    if spec.resize not in RESIZE_MODES:
+        raise ValueError(f"Unknown resize {spec.resize!r}. Valid values: {', '.join(RESIZE_MODES)}")
+    image = ImageOps.exif_transpose(image)
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    image = _convert(image, spec.channels, limits)
+    size = (spec.width, spec.height)
+    if spec.resize == "stretch":
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    elif spec.resize == "crop":
+        image = ImageOps.fit(image, size, Image.Resampling.BILINEAR)
+    else:
+        fill = limits.background[0] if spec.channels == 1 else limits.background
+        image = ImageOps.pad(image, size, Image.Resampling.BILINEAR, color=fill)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[..., None] if spec.channels == 1 else array
+
+
+def decode_batch(job) -> tuple[np.ndarray, list[tuple[int, tuple[str, str]]]]:
+    """Decodes one batch of files (in a worker process); failed rows are zero.
+
+    Args:
+        job: `(paths, spec, limits)`.
+
+    Returns:
+        `(images, failures)`: uint8 array `(len(paths), *spec.shape)` and
+        `(index, (problem, detail))` for each file that failed.
+    """
+    paths, spec, limits = job
+    images = np.zeros((len(paths), *spec.shape), np.uint8)
+    failures = []
+    for i, path in enumerate(paths):
+        try:
+            images[i] = load_image(path, size=(spec.height, spec.width), channels=spec.channels, resize=spec.resize,
+                                   limits=limits)
+        except ImageDecodeError as error:
+            failures.append((i, (error.problem.value, error.detail)))
+    return images, failures
+
+
+def _batches(paths: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch = []
+    for path in paths:
+        batch.append(path)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _chain(first: list, rest: Iterator) -> Iterator:
+    yield from first
+    yield from rest
+
+
+def _row(path: str, probabilities, top_k: int, classes: Sequence[str], *, status: str = OK, detail: str = "") -> dict:
+    if probabilities is None:
+        return {"path": path, "predicted": None, "confidence": None, "top_k": [], "status": status, "detail": detail}
+    order = np.argsort(-probabilities, kind="stable")[:top_k]
+    top = [(classes[i], round(float(probabilities[i]), 6)) for i in order]
+    return {"path": path, "predicted": top[0][0], "confidence": top[0][1], "top_k": top, "status": status,
+            "detail": detail}
+
+
+# Inputs ---------------------------------------------------------------------------
+
+def iter_inputs(inputs) -> Iterator[str]:
+    """The image files that `inputs` name, lazily, for `imgclf predict`.
+
+    Args:
+        inputs: a path or a list of paths, each a file (predicted whatever
+            its extension), a folder (every image below it, with the rules
+            of `imgclf scan`: image extensions only, hidden and junk files
+            such as `.DS_Store` and `Thumbs.db` skipped, symlinked folders
+            walked once), or a `.csv` file listing paths (a `path` column,
+            or else the first column; relative paths are relative to the
+            CSV file; escaped names as imgclf writes them are read back).
+
+    Returns:
+        An iterator of file paths; a path that does not exist is yielded as
+        it is, and its row says `unreadable`.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    for item in inputs:
+        item = os.fspath(item)
+        if os.path.isdir(item):
+            yield from _walk_folder(item)
+        elif item.lower().endswith(".csv") and os.path.isfile(item):
+            yield from _paths_from_csv(item)
+        else:
+            yield item
+
+
+def _walk_folder(top: str) -> Iterator[str]:
+    """Image files below `top`, in the order the file system lists them.
+
+    Nothing is listed ahead or sorted, so a folder of a million files costs
+    no more memory than one of a hundred. Each real folder is walked once,
+    so a symlink loop ends.
+    """
+    seen = set()
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if _is_ignored(entry.name):
+                        continue
+                    try:
+                        is_dir = entry.is_dir()
+                    except OSError:
+                        continue
+                    if is_dir:
+                        stack.append(entry.path)
+                    elif _is_image_name(entry.name):
+                        yield entry.path
+        except OSError:
+            continue
+
+
+def _paths_from_csv(path: str) -> Iterator[str]:
+    base = os.path.dirname(os.path.abspath(path))
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        column = 0
+        for number, row in enumerate(reader):
+            if number == 0:
+                names = [cell.strip().lower() for cell in row]
+                if "path" in names:
+                    column = names.index("path")
+                    continue
+            if len(row) <= column or not row[column].strip():
+                continue
+            file = unescape_name(row[column].strip())
+            yield file if os.path.isabs(file) else os.path.join(base, file)
+
+
+def count_inputs(inputs) -> int:
+    """How many files `iter_inputs(inputs)` yields (one walk, nothing kept)."""
+    return sum(1 for _ in iter_inputs(inputs))
+
+
+# Writing ------------------------------------------------------------------------
+
+def columns(top_k: int) -> list[str]:
+    """The CSV header for `top_k` classes per image."""
+    ranked = [name for k in range(1, top_k + 1) for name in (f"class_{k}", f"probability_{k}")]
+    return ["path", "predicted", "confidence", *ranked, "status", "detail"]
+
+
+@dataclasses.dataclass
+class PredictionCounts:
+    """What `imgclf.predict` wrote: images, how many failed, and where.
+
+    Attributes:
+        images: rows written.
+        failed: rows whose status is not `ok`.
+        problems: failed rows per problem.
+        path: the file written, `None` for standard output.
+    """
+
+    images: int = 0
+    failed: int = 0
+    problems: dict = dataclasses.field(default_factory=dict)
+    path: Path | None = None
+
+
+def write_rows(rows: Iterable[dict], out, *, top_k: int, format: str = "csv") -> PredictionCounts:
+    """Writes rows as they come, flushing each batch, to a file or standard output.
+
+    A CSV row flattens the top-k list into `class_K,probability_K` columns;
+    JSON is a list of objects, one per line, with `top_k` as a list of
+    `{"class", "probability"}`. Paths are escaped with `files.escape_name`.
+    A stopped run leaves the rows written so far, each complete.
+
+    Args:
+        rows: rows from `Predictor.predict_files`.
+        out: a file path, or `None` or `"-"` for standard output.
+        top_k: columns of classes in the CSV.
+        format: `"csv"` or `"json"`. Defaults to `"csv"`.
+
+    Returns:
+        A `PredictionCounts`.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"Unknown format {format!r}. Valid formats: {', '.join(FORMATS)}")
+    to_stdout = out is None or str(out) == "-"
+    counts = PredictionCounts(path=None if to_stdout else Path(out))
+    if not to_stdout:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    handle = sys.stdout if to_stdout else open(out, "w", newline="", encoding="utf-8")
+    try:
+        writer = csv.writer(handle, lineterminator="\n") if format == "csv" else None
+        if writer:
+            writer.writerow(columns(top_k))
+        else:
+            handle.write("[")
+        for row in rows:
+            if writer:
+                ranked = [cell for pair in row["top_k"] for cell in pair]
+                ranked += [""] * (2 * top_k - len(ranked))
+                writer.writerow([escape_name(row["path"]), _cell(row["predicted"]), _cell(row["confidence"]), *ranked,
+                                 row["status"], row["detail"]])
+            else:
+                record = {**row, "path": escape_name(row["path"]),
+                          "top_k": [{"class": c, "probability": p} for c, p in row["top_k"]]}
+                handle.write(("\n" if counts.images == 0 else ",\n") + json.dumps(record, ensure_ascii=False))
+            counts.images += 1
+            if row["status"] != OK:
+                counts.failed += 1
+                counts.problems[row["status"]] = counts.problems.get(row["status"], 0) + 1
+            if counts.images % 256 == 0:
+                handle.flush()
+        if not writer:
+            handle.write("\n]\n")
+    finally:
+        if to_stdout:
+            handle.flush()
+        else:
+            handle.close()
+    return counts
+
+
+def _cell(value) -> str:
+    return "" if value is None else str(value)
+
+
+def format_of(out, format: str | None) -> str:
+    """The output format: as given, else `json` for a `.json` file, else `csv`."""
+    if format:
+        return format
+    return "json" if out is not None and str(out).lower().endswith(".json") else "csv"
+
+
+# The public entry points ------------------------------------------------------------
+
+def load(run, *, workers: int | None = None) -> Predictor:
+    """Loads a run's model with its classes and decode settings; see `imgclf.load`."""
+    from .pipeline import limits_of
+    from .runs import RunDir
+
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    run.require("model.keras", "classes.json", "config.yaml")
+    cfg = run.config()
+    classes = run.classes()
+    model = load_keras_model(run.model_path)
+    if model.output_shape[-1] != len(classes):
+        raise ValueError(f"{run.model_path} predicts {model.output_shape[-1]} classes but {run.classes_path} "
+                         f"names {len(classes)}. The run directory is inconsistent; train it again.")
+    return Predictor(model, classes, run_image_spec(cfg, model), limits=limits_of(cfg.data), workers=workers)
+
+
+def predict(run, inputs, *, out=None, top_k: int = DEFAULT_TOP_K, batch_size: int = DEFAULT_BATCH_SIZE,
+            format: str | None = None, workers: int | None = None, progress: bool = True):
+    """Predicts files, folders or CSV lists; see `imgclf.predict`."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1. Received: top_k={top_k}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1. Received: batch_size={batch_size}")
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"Unknown format {format!r}. Valid formats: {', '.join(FORMATS)}")
+    owned = not isinstance(run, Predictor)
+    predictor = load(run, workers=workers) if owned else run
+    top_k = min(top_k, len(predictor.classes))
+    try:
+        rows = _with_progress(predictor.predict_files(iter_inputs(inputs), batch_size=batch_size, top_k=top_k),
+                              inputs, progress)
+        if out is None:
+            return list(rows)
+        return write_rows(rows, out, top_k=top_k, format=format_of(out, format))
+    finally:
+        if owned:
+            predictor.close()
+
+
+def _with_progress(rows: Iterator[dict], inputs, progress: bool) -> Iterator[dict]:
+    """Rows with a progress bar (images/s) on a terminal; the files are counted first only then."""
+    if not (progress and sys.stderr.isatty()):
+        yield from rows
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=count_inputs(inputs), desc="predict", unit="img", leave=False) as bar:
+        for row in rows:
+            yield row
+            bar.update()
+
+
+__all__ = ["Predictor", "PredictionCounts", "UnsafeModelError", "load", "predict", "iter_inputs", "write_rows",
+           "load_keras_model", "columns", "decode_batch", "resize_image"]
+

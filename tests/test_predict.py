@@ -1,0 +1,190 @@
+import csv
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import imgclf
+from imgclf.cli import main
+from imgclf.prediction import UnsafeModelError, columns
+from imgclf.runs import RunError
+
+from badfiles import text, truncated_png
+from conftest import REPO, make_class_folder
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny grayscale 12x12 model trained on 16x16 RGB images: predict must decode to the run's spec."""
+    root = tmp_path_factory.mktemp("predict")
+    data = make_class_folder(root / "data", per_class=8)
+    return imgclf.train(data, model="mlp", hidden=(16,), epochs=1, image_size=(12, 12), color_mode="grayscale",
+                        cache_dir=str(root / "cache"), out=root / "run", verbose=0, progress=False)
+
+
+@pytest.fixture
+def new_images(tmp_path):
+    """New images of another size, a broken file, and junk that a scan skips."""
+    folder = make_class_folder(tmp_path / "new", per_class=2, size=20, start=50)
+    text(folder / "circle" / "notes.png")
+    truncated_png(folder / "square" / "cut.png")
+    (folder / ".DS_Store").write_bytes(b"\0junk")
+    (folder / "square" / "readme.txt").write_text("not an image name")
+    (folder / ".hidden").mkdir()
+    Image.new("RGB", (9, 9)).save(folder / ".hidden" / "skip.png")
+    return folder
+
+
+def test_predict_folder_with_a_broken_file_gives_every_file_a_row(run, new_images):
+    rows = imgclf.predict(run, new_images, progress=False)
+    by_name = {os.path.basename(row["path"]): row for row in rows}
+    assert len(rows) == 8  # 6 images and 2 broken ones; junk, hidden and .txt files skipped
+    assert by_name["notes.png"]["status"] == "not_an_image"
+    assert "text" in by_name["notes.png"]["detail"]
+    assert by_name["cut.png"]["status"] in ("truncated", "corrupt")
+    assert by_name["notes.png"]["predicted"] is None and by_name["notes.png"]["top_k"] == []
+    good = [row for row in rows if row["status"] == "ok"]
+    assert len(good) == 6
+    classes = run.classes()
+    for row in good:
+        assert row["predicted"] in classes and row["detail"] == ""
+        assert [c for c, _ in row["top_k"]][0] == row["predicted"]
+        assert row["confidence"] == row["top_k"][0][1]
+        probabilities = [p for _, p in row["top_k"]]
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)  # 3 classes, top 3 is all of them
+
+
+def test_predict_uses_the_run_input_spec_not_the_new_images(run, new_images):
+    clf = imgclf.load(run)
+    assert (clf.spec.height, clf.spec.width, clf.spec.channels) == (12, 12, 1)
+    assert clf.spec.resize == run.config().data.resize
+    assert clf.classes == run.classes()
+
+
+def test_csv_and_json_columns(run, new_images, tmp_path):
+    csv_counts = imgclf.predict(run, new_images, out=tmp_path / "p.csv", top_k=2, progress=False)
+    with open(tmp_path / "p.csv", newline="", encoding="utf-8") as handle:
+        table = list(csv.reader(handle))
+    assert table[0] == ["path", "predicted", "confidence", "class_1", "probability_1", "class_2", "probability_2",
+                        "status", "detail"] == columns(2)
+    assert len(table) == 9 and csv_counts.images == 8 and csv_counts.failed == 2
+    bad = next(r for r in table if r[0].endswith("notes.png"))
+    assert bad[1:7] == [""] * 6 and bad[7] == "not_an_image"
+
+    json_counts = imgclf.predict(run, new_images, out=tmp_path / "p.json", top_k=2, progress=False)
+    records = json.loads((tmp_path / "p.json").read_text(encoding="utf-8"))
+    assert json_counts.images == len(records) == 8
+    assert set(records[0]) == {"path", "predicted", "confidence", "top_k", "status", "detail"}
+    ok = next(r for r in records if r["status"] == "ok")
+    assert [set(item) for item in ok["top_k"]] == [{"class", "probability"}] * 2
+    assert sorted(r["path"] for r in records) == sorted(r[0] for r in table[1:])
+
+
+def test_cli_predict_exit_status_says_whether_an_input_failed(run, new_images, tmp_path, capsys):
+    assert main(["predict", str(run.path), str(new_images), "--out", str(tmp_path / "p.csv")]) == 1
+    assert "2 of 8 inputs failed" in capsys.readouterr().err
+    good = tmp_path / "good.png"
+    shutil.copy(new_images / "circle" / "circle_050.png", good)
+    assert main(["predict", str(run.path), str(good), "--format", "json", "--top-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out)[0]["path"] == str(good)
+
+
+def test_predict_reads_a_csv_of_paths_and_reports_missing_files(run, new_images, tmp_path):
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,note\nnew/circle/circle_050.png,x\nnew/missing.png,y\n", encoding="utf-8")
+    rows = imgclf.predict(run, [listing, new_images / "square" / "square_050.png"], progress=False)
+    assert [os.path.basename(r["path"]) for r in rows] == ["circle_050.png", "missing.png", "square_050.png"]
+    assert [r["status"] for r in rows] == ["ok", "unreadable", "ok"]
+
+
+def test_load_predict_agrees_on_a_path_a_pil_image_and_an_array(run, new_images):
+    clf = imgclf.load(run)
+    path = new_images / "triangle" / "triangle_051.png"
+    image = Image.open(path)
+    array = np.asarray(Image.open(path).convert("RGB"))
+    by_path, by_image, by_array = clf.predict(path), clf.predict(image), clf.predict(array)
+    assert by_path.shape == (1, len(clf.classes))
+    np.testing.assert_allclose(by_image, by_path, atol=1e-6)
+    np.testing.assert_allclose(by_array, by_path, atol=1e-6)
+    both = clf.predict([str(path), image])
+    np.testing.assert_allclose(both, np.concatenate([by_path, by_path]), atol=1e-6)
+    row = imgclf.predict(run, path, progress=False)[0]
+    assert row["predicted"] == clf.classes[int(by_path[0].argmax())]
+    assert row["confidence"] == pytest.approx(float(by_path[0].max()), abs=1e-6)
+    with pytest.raises(ValueError, match="uint8"):
+        clf.predict(array.astype(np.float32))
+
+
+def test_rows_stream_from_an_endless_input(run, new_images):
+    # Rows come out while inputs are still being read: nothing waits for the end of the list.
+    clf = imgclf.load(run, workers=1)
+    endless = itertools.repeat(str(new_images / "circle" / "circle_050.png"))
+    rows = list(itertools.islice(clf.predict_files(endless, batch_size=4), 10))
+    assert [r["status"] for r in rows] == ["ok"] * 10
+
+
+def test_a_keras_file_with_a_lambda_layer_is_refused(run, tmp_path):
+    import keras
+
+    inputs = keras.Input((12, 12, 1), dtype="uint8")
+    x = keras.layers.Lambda(lambda t: keras.ops.cast(t, "float32") / 255.0)(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x))
+    unsafe = tmp_path / "unsafe"
+    shutil.copytree(run.path, unsafe, ignore=shutil.ignore_patterns(".lock"))
+    keras.Model(inputs, outputs).save(unsafe / "model.keras")
+    with pytest.raises(UnsafeModelError, match="Lambda layer.*safe mode"):
+        imgclf.load(unsafe)
+
+
+def test_a_missing_run_names_the_folder(tmp_path):
+    with pytest.raises(RunError, match="not found"):
+        imgclf.load(tmp_path / "nope")
+
+
+MEMORY_SCRIPT = textwrap.dedent("""
+    import resource, sys
+    import imgclf
+
+    if __name__ == "__main__":
+        counts = imgclf.predict(sys.argv[1], sys.argv[2], out=sys.argv[3], workers=2, progress=False)
+        assert counts.images == int(sys.argv[4]) and counts.failed == 0, counts
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        print(own, workers)
+""")
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_from_10k_to_60k_files(run, tmp_path):
+    # Hard links of a few images make a large folder quickly; every path is a file of its own to predict.
+    sources = sorted((run.path.parent / "data").glob("*/*.png"))
+    script = tmp_path / "measure.py"
+    script.write_text(MEMORY_SCRIPT)
+    peaks = {}
+    for n in (10_000, 60_000):
+        folder = tmp_path / f"files{n}"
+        for k in range(n // 1000):
+            sub = folder / f"{k:03d}"
+            sub.mkdir(parents=True)
+            for i in range(1000):
+                os.link(sources[(k * 1000 + i) % len(sources)], sub / f"{i:04d}.png")
+        result = subprocess.run([sys.executable, str(script), str(run.path), str(folder), str(tmp_path / f"{n}.csv"),
+                                 str(n)], capture_output=True, text=True, cwd=REPO, env={**os.environ,
+                                 "PYTHONPATH": str(REPO)})
+        assert result.returncode == 0, result.stderr[-2000:]
+        own, workers = map(int, result.stdout.split()[-2:])
+        peaks[n] = (own, workers)
+        shutil.rmtree(folder)
+    print(f"peak RSS in KiB (main, largest worker): 10k {peaks[10_000]}, 60k {peaks[60_000]}")
+    # Six times the files: the main process may grow by the noise of TensorFlow's allocator, not per file.
+    assert peaks[60_000][0] - peaks[10_000][0] < 40 * 1024
+    assert peaks[60_000][1] - peaks[10_000][1] < 20 * 1024
