@@ -43,7 +43,7 @@ table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
 img{max-width:100%;height:auto;border:1px solid #e3e7ee}figure{margin:8px 0}figcaption{color:#5b6474;font-size:12px}
 pre{background:#f6f8fb;border:1px solid #e3e7ee;padding:8px;overflow:auto;font-size:12px}
 .path{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
-nav a{margin-right:12px}.row{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
+nav a{margin-right:12px}.row{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}.row figure{flex:1 1 460px;min-width:0}
 """
 
 # Sorting by hand: a few lines, no library. A cell's data-sort (a number) wins over its text.
@@ -169,9 +169,10 @@ def _evaluation_section(folder: Path, anchor: str) -> str:
     parts.append("<h3>Confusion matrices</h3>")
     parts.append('<p class="muted">Rows are the true classes, columns the predictions; the normalised matrix divides '
                  "each row by its total, so its diagonal is the recall of each class.</p>")
-    parts.append(_figure(folder / "confusion_matrix.png", f"confusion matrix of {name}", "counts"))
-    parts.append(_figure(folder / "confusion_matrix_normalized.png", f"normalised confusion matrix of {name}",
-                         "row-normalised"))
+    parts.append('<div class="row">'
+                 + _figure(folder / "confusion_matrix.png", f"confusion matrix of {name}", "counts")
+                 + _figure(folder / "confusion_matrix_normalized.png", f"normalised confusion matrix of {name}",
+                           "row-normalised") + "</div>")
 
     per_class = _read_csv(folder / "per_class.csv")
     if per_class:

@@ -1,0 +1,236 @@
+"""report.html: self-contained, escaped, and working in a real browser; confusion matrices that stay readable."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import CLASS_STYLES, REPO, make_class_folder
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+# Screenshots of the page, kept after the run (build/ is ignored by git).
+ARTIFACTS = Path(os.environ.get("IMGCLF_TEST_ARTIFACTS", REPO / "build" / "test-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def reported_run(tmp_path_factory):
+    """A one-epoch small CNN on three classes, one of them named like an HTML tag, evaluated and reported."""
+    import imgclf
+
+    root = tmp_path_factory.mktemp("reported")
+    styles = {"circle": CLASS_STYLES["circle"], "square": CLASS_STYLES["square"], HOSTILE: CLASS_STYLES["triangle"]}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
+        patch.setitem(CLASS_STYLES, HOSTILE, styles[HOSTILE])
+        data = make_class_folder(root / "data", per_class=10, classes=list(styles))
+        (data / "circle" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # left out, listed
+        run = imgclf.train(data, model="small_cnn", epochs=2, batch_size=8, out=root / "run", verbose=0, progress=False)
+        evaluation = imgclf.evaluate(run, "train", progress=False)  # the train split: enough images for mistakes
+        written = imgclf.report(run, evaluation)
+    return run, evaluation, written
+
+
+def test_report_is_one_self_contained_file(reported_run):
+    run, evaluation, written = reported_run
+    assert written[-1] == run.path / "report.html"
+    folder = run.path / "eval" / "train"
+    for name in ("confusion_matrix.png", "confusion_matrix_normalized.png", "calibration.png"):
+        assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert (folder / "gallery.png").exists() == bool(evaluation.errors)
+    page = (run.path / "report.html").read_text(encoding="utf-8")
+    sources = re.findall(r'<img[^>]* src="([^"]*)"', page)
+    assert len(sources) >= 4 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not re.search(r'(src|href)="(https?:)?//', page), "the page must load nothing from elsewhere"
+    assert "<link" not in page and "@import" not in page and "url(" not in page
+    assert "default-src 'none'" in page  # the content security policy forbids every request
+    for text in ("Dataset", "Training", "Confusion matrices", "Per class", "Most confused pairs", "Calibration",
+                 "95% interval", "broken.png", "Resolved config"):
+        assert text in page, text
+
+
+def test_hostile_class_name_is_escaped_everywhere(reported_run):
+    run, _, _ = reported_run
+    page = (run.path / "report.html").read_text(encoding="utf-8")
+    assert HOSTILE not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "onerror=alert(1)>" not in page
+    # the CSV files keep the name as it is: they are data, not markup
+    assert HOSTILE in (run.path / "eval" / "train" / "per_class.csv").read_text(encoding="utf-8")
+
+
+def test_report_command_rewrites_the_page_without_tensorflow(reported_run, tmp_path):
+    import sys
+
+    run, _, _ = reported_run
+    out = tmp_path / "copy.html"
+    code = ("import sys, imgclf.cli as c; status = c.main(['report', sys.argv[1], '--out', sys.argv[2]]); "
+            "assert 'tensorflow' not in sys.modules, 'report imported TensorFlow'; sys.exit(status)")
+    result = subprocess.run([sys.executable, "-c", code, str(run.path), str(out)], capture_output=True, text=True,
+                            cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "report written to" in result.stdout
+    assert out.read_text(encoding="utf-8") == (run.path / "report.html").read_text(encoding="utf-8")
+
+
+# A real browser ------------------------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def _install_chromium() -> str | None:
+    """Installs Debian's chromium and chromium-driver when missing; returns why it cannot, or None."""
+    if os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER):
+        return None
+    if shutil.which("apt-get") is None:
+        return "chromium is not installed and there is no apt-get to install it"
+    if os.geteuid() != 0:
+        return "chromium is not installed; install it with: sudo apt-get install -y chromium chromium-driver"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"]
+    if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            return f"apt-get could not install chromium: {result.stderr.strip()[-300:]}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -e '.[test]'")
+    reason = _install_chromium()
+    if reason:
+        pytest.skip(reason)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1600"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _requests(driver) -> list[str]:
+    """URLs the page asked for, from Chromium's network log."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+def test_report_renders_sorts_and_stays_offline_in_chromium(reported_run, browser):
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    run, evaluation, _ = reported_run
+    browser.get_log("performance")  # drop what came before
+    browser.get((run.path / "report.html").as_uri())
+
+    assert browser.title.startswith("imgclf report")
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert  # the hostile class name ran nothing
+    assert browser.execute_script("return document.querySelectorAll('img[src=x], [onerror]').length") == 0
+
+    images = browser.find_elements(By.TAG_NAME, "img")
+    assert len(images) >= 4
+    for image in images:
+        assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) > 0
+
+    table = browser.find_element(By.CSS_SELECTOR, "table.sortable[id^=per-class]")
+    rows = lambda: [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]  # noqa: E731
+                    for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+    assert {row[0] for row in rows()} == {"circle", "square", HOSTILE}  # the name renders as text
+    headers = table.find_elements(By.CSS_SELECTOR, "thead th")
+    support = [h.text for h in headers].index("support")
+    recall = [h.text for h in headers].index("recall")
+    headers[recall].click()
+    ascending = [float(row[recall]) for row in rows()]
+    assert ascending == sorted(ascending) and headers[recall].get_attribute("aria-sort") == "ascending"
+    headers[recall].click()
+    descending = [float(row[recall]) for row in rows()]
+    assert descending == sorted(descending, reverse=True) and headers[recall].get_attribute("aria-sort") == "descending"
+    headers[0].click()
+    names = [row[0] for row in rows()]
+    headers[0].click()
+    assert [row[0] for row in rows()] == names[::-1]
+    headers[support].click()
+    assert [int(row[support]) for row in rows()] == sorted(int(row[support]) for row in rows())
+
+    page_url = (run.path / "report.html").as_uri()
+    leaving = [url for url in _requests(browser) if url != page_url and not url.startswith("data:")]
+    assert leaving == []
+    assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.execute_script("window.scrollTo(0, 0)")
+    assert browser.save_screenshot(str(ARTIFACTS / "report.png"))
+    assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+# Confusion matrices from 2 to 200 classes -------------------------------------------------------------------------
+
+def _evaluation_of(num_classes: int, name_length: int = 12):
+    from imgclf.evaluation import evaluate_predictions
+
+    rng = np.random.default_rng(0)
+    classes = [f"class_{i:03d}_" + "x" * (name_length - 10) for i in range(num_classes)]
+    y_true = np.repeat(np.arange(num_classes), 3)
+    probabilities = rng.random((len(y_true), num_classes))
+    probabilities[np.arange(len(y_true)), y_true] += 0.8
+    return evaluate_predictions(y_true, probabilities / probabilities.sum(1, keepdims=True), classes)
+
+
+def _overlaps(boxes, axis: str) -> int:
+    """Neighbouring tick labels whose extents overlap along `axis` ("x" or "y")."""
+    spans = sorted((b.x0, b.x1) if axis == "x" else (b.y0, b.y1) for b in boxes)
+    return sum(1 for (_, end), (start, _) in zip(spans, spans[1:]) if start < end)
+
+
+@pytest.mark.parametrize("num_classes", [2, 10, 45, 150, 200])
+def test_confusion_matrix_labels_never_overlap(num_classes):
+    import matplotlib.pyplot as plt
+
+    from imgclf.reporting import confusion_matrix_figure, confusion_matrix_layout
+
+    evaluation = _evaluation_of(num_classes)
+    figure = confusion_matrix_figure(evaluation, normalized=num_classes == 150)
+    try:
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        axes = figure.axes[0]
+        points, side = confusion_matrix_layout(num_classes)
+        x_labels = [t for t in axes.get_xticklabels() if t.get_text()]
+        y_labels = [t for t in axes.get_yticklabels() if t.get_text()]
+        assert len(x_labels) == len(y_labels) == num_classes  # every class is named on both axes
+        assert all(t.get_fontsize() == points >= 6 for t in x_labels + y_labels)
+        # each class gets at least 1.2 times its label's height
+        spacing = axes.get_window_extent(renderer).height / num_classes  # in pixels
+        assert spacing >= 1.2 * points * figure.dpi / 72
+        assert _overlaps([t.get_window_extent(renderer) for t in x_labels], "x") == 0
+        assert _overlaps([t.get_window_extent(renderer) for t in y_labels], "y") == 0
+        assert figure.get_size_inches()[0] >= side
+    finally:
+        plt.close(figure)
+
+
+def test_confusion_matrix_png_of_150_classes(tmp_path):
+    from PIL import Image
+
+    from imgclf.reporting import plot_confusion_matrix
+
+    path = plot_confusion_matrix(_evaluation_of(150), tmp_path / "cm.png")
+    with Image.open(path) as image:
+        assert min(image.size) >= 150 * 12  # pixels per class at 100 dpi: 6-point labels at 1.5 line spacing
