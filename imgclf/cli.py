@@ -192,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--workers", type=int, help="processes that decode images (default one per CPU)")
     predict.set_defaults(handler=cmd_predict)
 
+    export = _command(subparsers, "export", "Export a run's model for deployment, checked against the original.",
+                      "imgclf export runs/flowers --format tflite --quantize int8 --out flowers-tflite\n"
+                      "imgclf export runs/flowers --format savedmodel")
+    export.add_argument("run", help="run directory written by `imgclf train`")
+    export.add_argument("--format", default="keras", choices=["keras", "savedmodel", "tflite"],
+                        help="keras (.keras file), savedmodel (TensorFlow SavedModel) or tflite (default keras)")
+    export.add_argument("--quantize", default="none", choices=["none", "dynamic", "int8"],
+                        help="tflite only: dynamic (int8 weights) or int8 (calibrated on training images) (default none)")
+    export.add_argument("--out", metavar="DIR", help="folder to write (default RUN/export/FORMAT)")
+    export.set_defaults(handler=cmd_export)
+
     models = _command(subparsers, "models", "List the models `imgclf train --model` accepts.", "imgclf models")
     models.set_defaults(handler=cmd_models)
     return parser
@@ -317,7 +328,20 @@ def cmd_predict(args) -> int:
     return 0
 
 
-_TENSORFLOW_COMMANDS = {"predict", "train", "evaluate", "models"}
+def cmd_export(args) -> int:
+    import imgclf
+    from .exporting import ExportCheckError
+
+    try:
+        result = imgclf.export(args.run, format=args.format, quantize=args.quantize, out=args.out)
+    except ExportCheckError as error:
+        print(f"imgclf export: error: {error}", file=sys.stderr)
+        return 1
+    print(result.summary())
+    return 0
+
+
+_TENSORFLOW_COMMANDS = {"export", "predict", "train", "evaluate", "models"}
 
 
 def main(argv: list[str] | None = None) -> int:
