@@ -182,6 +182,19 @@ def report(run, evaluation=None, *, html: bool = True):
     return write(run, evaluation, html=html)
 
 
+def compare(runs, *, out=None, html: bool = False):
+    """A side-by-side table of runs' settings and results; see `imgclf.reporting.comparison.compare`.
+
+    Example:
+
+    >>> table = imgclf.compare(["runs/a", "runs/b"], out="comparison")
+    >>> print(table.markdown())
+    """
+    from .reporting.comparison import compare as compare_runs
+
+    return compare_runs(runs, out=out, html=html)
+
+
 def list_models():
     """One dict per model `train(model=...)` accepts: name, kind, input, parameters, weights, description."""
     from .models import list_models as registered

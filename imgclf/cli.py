@@ -178,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="write the page here instead of RUN/report.html")
     report.set_defaults(handler=cmd_report)
 
+    compare = _command(subparsers, "compare", "Put runs side by side: settings and results, differences marked.",
+                       "imgclf compare runs/mlp runs/cnn runs/cnn-augmented --html")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by `imgclf train`")
+    compare.add_argument("--out", default="comparison", help="folder for comparison.md and comparison.csv "
+                         "(default ./comparison)")
+    compare.add_argument("--html", action="store_true", help="also write comparison.html, a self-contained page")
+    compare.set_defaults(handler=cmd_compare)
+
     predict = _command(subparsers, "predict", "Predict the class of new images: files, folders or CSV lists of paths.",
                        "imgclf predict runs/flowers new_photos/ --out predictions.csv\n"
                        "imgclf predict runs/flowers a.jpg b.png --top-k 1 --format json\n"
@@ -292,6 +300,16 @@ def cmd_report(args) -> int:
 
     path = write_report(args.run, args.out) if args.out else imgclf.report(args.run)[-1]
     print(f"report written to {path}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    import imgclf
+
+    comparison = imgclf.compare(args.runs, out=args.out, html=args.html)
+    print(comparison.markdown())
+    names = ["comparison.md", "comparison.csv"] + (["comparison.html"] if args.html else [])
+    print("written: " + ", ".join(os.path.join(args.out, name) for name in names))
     return 0
 
 

@@ -234,3 +234,42 @@ def test_confusion_matrix_png_of_150_classes(tmp_path):
     path = plot_confusion_matrix(_evaluation_of(150), tmp_path / "cm.png")
     with Image.open(path) as image:
         assert min(image.size) >= 150 * 12  # pixels per class at 100 dpi: 6-point labels at 1.5 line spacing
+
+
+# Runs side by side ------------------------------------------------------------------------------------------------
+
+def test_compare_puts_runs_side_by_side_and_marks_differences(reported_run, tmp_path):
+    import csv
+    import sys
+
+    import imgclf
+
+    run, _, _ = reported_run
+    other = tmp_path / "mlp-run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        data = make_class_folder(tmp_path / "data", per_class=8)
+        imgclf.train(data, model="mlp", hidden=(16,), epochs=1, batch_size=8, out=other, verbose=0, progress=False)
+    # The second run is not evaluated: its results are marked as missing, not invented.
+    comparison = imgclf.compare([run.path, other], out=tmp_path / "cmp", html=True)
+    table = {name: values for _, name, values in comparison.rows}
+    assert table["model"] == ["small_cnn", "mlp [16]"]
+    assert table["augmentation"] == ["none", "none"]
+    assert table["epochs"] == ["2", "1"] and table["schedule"][0] == "train 2 ep @ 0.001"
+    assert table["error rate"][0].endswith("%") and table["error rate"][1] == ""
+    assert "–" in table["error rate, 95% interval"][0]
+    assert table["evaluated on"][1].startswith("not evaluated")
+    markdown = (tmp_path / "cmp" / "comparison.md").read_text(encoding="utf-8")
+    assert "| **model** ≠ | **small_cnn** | **mlp [16]** |" in markdown
+    assert "| augmentation | none | none |" in markdown
+    rows = {row["setting"]: row for row in csv.DictReader(open(tmp_path / "cmp" / "comparison.csv", encoding="utf-8"))}
+    assert rows["model"]["differs"] == "yes" and rows["augmentation"]["differs"] == "no"
+    assert rows["model"]["run"] == "small_cnn" and rows["model"]["mlp-run"] == "mlp [16]"
+    page = (tmp_path / "cmp" / "comparison.html").read_text(encoding="utf-8")
+    assert '<tr class="differs"><th>model</th>' in page and "<script" not in page
+
+    code = "import sys, imgclf.cli as c; s = c.main(sys.argv[1:]); assert 'tensorflow' not in sys.modules; sys.exit(s)"
+    result = subprocess.run([sys.executable, "-c", code, "compare", str(run.path), str(other), "--out",
+                             str(tmp_path / "cli")], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "**model** ≠" in result.stdout and (tmp_path / "cli" / "comparison.csv").exists()

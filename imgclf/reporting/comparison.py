@@ -1,0 +1,202 @@
+"""Runs side by side: the settings that made each run and what it scored, differences marked.
+
+Everything comes from the run folders (`config.yaml`, `environment.json`,
+`history.csv`, `eval/*/metrics.json`), so comparing needs no model and no
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import html
+import io
+import os
+from datetime import datetime
+from pathlib import Path
+
+from ..files import escape_name, read_json, write_text
+from ..runs import RunDir
+from .page import _POLICY, _STYLE, evaluation_folders
+
+
+@dataclasses.dataclass
+class Comparison:
+    """A table of runs (columns) by settings and results (rows).
+
+    Attributes:
+        runs: the run names, one column each.
+        rows: `(section, name, values)` with one value per run, as text
+            (`""` where a run lacks it).
+    """
+
+    runs: list[str]
+    rows: list[tuple[str, str, list[str]]]
+
+    def differs(self, values: list[str]) -> bool:
+        """Whether a row's values are not all the same."""
+        return len(set(values)) > 1
+
+    def markdown(self) -> str:
+        """The table in Markdown; rows whose values differ are in bold and marked `≠`."""
+        def cell(text: str) -> str:
+            return text.replace("|", "\\|").replace("\n", " ")
+
+        lines = ["| | " + " | ".join(cell(r) for r in self.runs) + " |", "|---|" + "---|" * len(self.runs)]
+        for section, name, values in self.rows:
+            if self.differs(values):
+                lines.append(f"| **{cell(name)}** ≠ | " + " | ".join(f"**{cell(v)}**" if v else "" for v in values) + " |")
+            else:
+                lines.append(f"| {cell(name)} | " + " | ".join(cell(v) for v in values) + " |")
+        return "\n".join(lines) + "\n"
+
+    def csv_text(self) -> str:
+        """The table as CSV: section, setting, differs, then one column per run."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["section", "setting", "differs", *self.runs])
+        for section, name, values in self.rows:
+            writer.writerow([section, name, "yes" if self.differs(values) else "no", *values])
+        return buffer.getvalue()
+
+    def html(self) -> str:
+        """The table as a self-contained page; rows that differ are highlighted."""
+        e = lambda text: html.escape(str(text), quote=True)  # noqa: E731
+        head = "".join(f"<th>{e(r)}</th>" for r in self.runs)
+        body, section_now = [], None
+        for section, name, values in self.rows:
+            if section != section_now:
+                body.append(f'<tr><th colspan="{len(self.runs) + 1}" class="section">{e(section)}</th></tr>')
+                section_now = section
+            marked = ' class="differs"' if self.differs(values) else ""
+            body.append(f"<tr{marked}><th>{e(name)}</th>" + "".join(f"<td>{e(v)}</td>" for v in values) + "</tr>")
+        style = _STYLE + "tr.differs td,tr.differs th{background:#fff4d6}th.section{background:#e4e9f2}"
+        return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">'
+                f"<title>imgclf: {len(self.runs)} runs compared</title><style>{style}</style></head><body>"
+                f"<h1>{len(self.runs)} runs compared</h1><p class=\"muted\">Highlighted rows differ between runs.</p>"
+                f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></body></html>\n")
+
+    def save(self, folder, *, html: bool = False) -> list[Path]:
+        """Writes `comparison.md`, `comparison.csv` and, with `html`, `comparison.html` into `folder`."""
+        folder = Path(folder)
+        written = [write_text(folder / "comparison.md", self.markdown()),
+                   write_text(folder / "comparison.csv", self.csv_text())]
+        if html:
+            written.append(write_text(folder / "comparison.html", self.html()))
+        return written
+
+
+def _schedule(history: list[dict], learning_rate: float) -> str:
+    """The phases a run trained in, e.g. `head 2 ep @ 0.001, fine_tune 8 ep @ 0.0001`."""
+    if not history:
+        return f"constant {learning_rate:g}"
+    phases: dict[str, list[dict]] = collections.OrderedDict()
+    for row in history:
+        phases.setdefault(row.get("phase") or "train", []).append(row)
+    return ", ".join(f"{name} {len(rows)} ep @ {float(rows[0]['learning_rate']):g}" if rows[0].get("learning_rate")
+                     else f"{name} {len(rows)} ep" for name, rows in phases.items())
+
+
+def _training_time(run: RunDir, environment: dict) -> str:
+    """From `environment.json`'s start of training to `model.keras` written (the last session of a resumed run)."""
+    created = environment.get("created")
+    if not created or not run.model_path.exists():
+        return ""
+    seconds = run.model_path.stat().st_mtime - datetime.fromisoformat(created).timestamp()
+    if seconds < 0:
+        return ""
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}:{seconds:02d} min" if minutes < 60 else f"{minutes // 60}:{minutes % 60:02d} h"
+
+
+def _column(run: RunDir) -> dict[tuple[str, str], str]:
+    cfg = run.config()
+    environment = read_json(run.environment_path) if run.environment_path.exists() else {}
+    history = []
+    if run.history_path.exists():
+        with open(run.history_path, newline="", encoding="utf-8") as handle:
+            history = list(csv.DictReader(handle))
+    size = cfg.data.image_size
+    channels = {"grayscale": 1, "rgb": 3}.get(cfg.data.color_mode, "")
+    weights = cfg.model.weights or ("none" if cfg.model.name in ("mlp", "cnn", "small_cnn") else "")
+    model = cfg.model.name + (f" {list(cfg.model.hidden)}" if cfg.model.name == "mlp" else "")
+    values = {
+        ("settings", "model"): model,
+        ("settings", "weights"): weights,
+        ("settings", "image size"): f"{size[0]}x{size[1]}x{channels}" if size else "",
+        ("settings", "augmentation"): cfg.augment.preset,
+        ("settings", "epochs"): f"{len(history)} of {cfg.train.epochs}" if len(history) != cfg.train.epochs
+        else str(cfg.train.epochs),
+        ("settings", "batch size"): str(cfg.train.batch_size),
+        ("settings", "optimizer"): f"{cfg.train.optimizer}, lr {cfg.train.learning_rate:g}",
+        ("settings", "schedule"): _schedule(history, cfg.train.learning_rate),
+        ("settings", "class weights"): "yes" if cfg.train.class_weight else "no",
+        ("settings", "split seed, val, test"): f"{cfg.data.seed}, {cfg.data.val:g}, {cfg.data.test:g}",
+        ("settings", "data hash"): (environment.get("data_hash") or "")[:12],
+        ("results", "training time"): _training_time(run, environment),
+    }
+    folders = evaluation_folders(run)
+    if folders:
+        metrics = read_json(folders[0] / "metrics.json")
+        interval = metrics.get("error_rate_interval") or {}
+        values.update({
+            ("results", "evaluated on"): f"{folders[0].name} ({metrics['images']:,} images)",
+            ("results", "error rate"): f"{metrics['error_rate']:.2%}",
+            ("results", "error rate, 95% interval"): f"{interval['low']:.2%}–{interval['high']:.2%}" if interval else "",
+            ("results", "macro F1"): f"{metrics['macro_f1']:.3f}",
+            ("results", "balanced accuracy"): f"{metrics['balanced_accuracy']:.2%}" if "balanced_accuracy" in metrics else "",
+            ("results", "log loss"): f"{metrics['log_loss']:.3f}" if "log_loss" in metrics else "",
+            ("results", "calibration error (ECE)"): f"{metrics['expected_calibration_error']:.3f}"
+            if "expected_calibration_error" in metrics else "",
+        })
+    else:
+        values[("results", "evaluated on")] = "not evaluated (imgclf evaluate)"
+    return values
+
+
+def compare(runs, *, out=None, html: bool = False) -> Comparison:
+    """Puts runs side by side: their key settings and their results, differences marked.
+
+    Settings: model, weights, image size, augmentation, epochs, batch size,
+    optimizer, schedule (the phases and their learning rates, from
+    `history.csv`), class weights, split and data hash. Results, from each
+    run's test evaluation (else its first): error rate with its 95% Wilson
+    interval, macro F1, balanced accuracy, log loss, calibration error and
+    training time. Two error rates whose intervals overlap may not differ
+    beyond chance.
+
+    Args:
+        runs: run directories (paths or `RunDir`s), at least one.
+        out: a folder to write `comparison.md` and `comparison.csv` to.
+            Defaults to `None`: nothing is written.
+        html: also write `comparison.html` (a self-contained page).
+            Defaults to `False`.
+
+    Returns:
+        A `Comparison`; `print(comparison.markdown())` shows it.
+
+    Example:
+
+    >>> table = compare(["runs/mlp", "runs/cnn", "runs/cnn-augmented"], out="comparison")
+    >>> print(table.markdown())
+    """
+    runs = [run if isinstance(run, RunDir) else RunDir(run) for run in runs]
+    if not runs:
+        raise ValueError("compare needs at least one run directory. Received: runs=[]")
+    for run in runs:
+        run.require("config.yaml")
+    columns = [_column(run) for run in runs]
+    keys = list(dict.fromkeys(key for column in columns for key in column))
+    names = [escape_name(run.path.name or str(run.path)) for run in runs]
+    if len(set(names)) < len(names):  # runs/a/x and runs/b/x: name them by their full paths
+        names = [escape_name(os.fspath(run.path)) for run in runs]
+    comparison = Comparison(names, [(section, name, [c.get((section, name), "") for c in columns])
+                                    for section, name in keys])
+    if out is not None:
+        comparison.save(out, html=html)
+    return comparison
+
+
+__all__ = ["Comparison", "compare"]
