@@ -233,15 +233,23 @@ class Predictor:
             An iterator of rows (see `imgclf.predict`).
         """
         top_k = max(1, min(top_k, len(self.classes)))
+        classes = self.classes
         for paths_batch, images, failures in self._decoded_batches(paths, batch_size):
             probabilities = self._infer(images)
+            # The top k of the whole batch at once: per-row NumPy calls would cost more than the model.
+            order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+            scores = np.round(np.take_along_axis(probabilities, order, axis=1).astype(np.float64), 6).tolist()
+            order = order.tolist()
             failed = dict(failures)
             for i, path in enumerate(paths_batch):
                 if i in failed:
                     problem, detail = failed[i]
-                    yield _row(path, None, top_k, self.classes, status=problem, detail=detail)
+                    yield {"path": path, "predicted": None, "confidence": None, "top_k": [], "status": problem,
+                           "detail": detail}
                 else:
-                    yield _row(path, probabilities[i], top_k, self.classes)
+                    top = [(classes[c], p) for c, p in zip(order[i], scores[i])]
+                    yield {"path": path, "predicted": top[0][0], "confidence": top[0][1], "top_k": top, "status": OK,
+                           "detail": ""}
 
     def _decoded_batches(self, paths: Iterable[str], batch_size: int):
         """Yields `(paths, images, failures)` per batch; at most a few batches are decoded ahead."""
@@ -405,15 +413,6 @@ def _batches(paths: Iterable[str], size: int) -> Iterator[list[str]]:
 def _chain(first: list, rest: Iterator) -> Iterator:
     yield from first
     yield from rest
-
-
-def _row(path: str, probabilities, top_k: int, classes: Sequence[str], *, status: str = OK, detail: str = "") -> dict:
-    if probabilities is None:
-        return {"path": path, "predicted": None, "confidence": None, "top_k": [], "status": status, "detail": detail}
-    order = np.argsort(-probabilities, kind="stable")[:top_k]
-    top = [(classes[i], round(float(probabilities[i]), 6)) for i in order]
-    return {"path": path, "predicted": top[0][0], "confidence": top[0][1], "top_k": top, "status": status,
-            "detail": detail}
 
 
 # Inputs ---------------------------------------------------------------------------

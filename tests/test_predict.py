@@ -151,15 +151,18 @@ def test_a_missing_run_names_the_folder(tmp_path):
 
 
 MEMORY_SCRIPT = textwrap.dedent("""
-    import resource, sys
+    import sys
     import imgclf
 
+    def peak_kib(pid="self"):  # VmHWM: a worker's ru_maxrss would carry its parent's peak over fork and exec
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+
     if __name__ == "__main__":
-        counts = imgclf.predict(sys.argv[1], sys.argv[2], out=sys.argv[3], workers=2, progress=False)
+        predictor = imgclf.load(sys.argv[1], workers=2)
+        counts = imgclf.predict(predictor, sys.argv[2], out=sys.argv[3], progress=False)
         assert counts.images == int(sys.argv[4]) and counts.failed == 0, counts
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        print(own, workers)
+        print(peak_kib(), max(peak_kib(pid) for pid in predictor._pool._processes))
 """)
 
 
