@@ -31,7 +31,7 @@ import json
 import multiprocessing
 import os
 import sys
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -42,7 +42,7 @@ from .config import ImageSpec
 from .files import escape_name, unescape_name
 from .images import RESIZE_MODES, ImageDecodeError, ImageLimits, ImageProblem, load_image
 from .manifest import _is_ignored, _is_image_name
-from .parallel import BACKEND_VARIABLE, WorkerDiedError, default_workers
+from .parallel import WorkerDiedError, default_workers
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_TOP_K = 3
@@ -291,8 +291,6 @@ class Predictor:
         if self._pool is None:
             if self.workers == 1:
                 self._pool = _InlineExecutor()
-            elif os.environ.get(BACKEND_VARIABLE) == "thread":
-                self._pool = ThreadPoolExecutor(self.workers)
             else:
                 # "spawn": this process runs TensorFlow threads, which a forked child would inherit broken.
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
