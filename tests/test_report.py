@@ -273,3 +273,28 @@ def test_compare_puts_runs_side_by_side_and_marks_differences(reported_run, tmp_
                              str(tmp_path / "cli")], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "**model** ≠" in result.stdout and (tmp_path / "cli" / "comparison.csv").exists()
+
+
+def _cli(*args, timeout: int = 300):
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "imgclf", *map(str, args)], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout)
+
+
+def test_report_and_compare_have_help_with_an_example():
+    for command in ("report", "compare", "evaluate"):
+        result = _cli(command, "--help")
+        assert result.returncode == 0 and "example:" in result.stdout, command
+    assert "--data DIR" in _cli("evaluate", "--help").stdout and "--no-report" in _cli("evaluate", "--help").stdout
+
+
+def test_evaluate_data_with_an_unknown_class_is_an_error_naming_it(reported_run, tmp_path):
+    run, _, _ = reported_run
+    other = make_class_folder(tmp_path / "elsewhere", per_class=3, classes=["circle"])
+    (other / "hexagon").mkdir()
+    for path in sorted((other / "circle").iterdir())[:2]:
+        path.rename(other / "hexagon" / path.name)
+    result = _cli("evaluate", run.path, "--data", other, "--no-report")
+    assert result.returncode == 1
+    assert "error:" in result.stderr and "['hexagon']" in result.stderr and "Traceback" not in result.stderr
