@@ -17,6 +17,10 @@ import yaml
 COLOR_MODES = ("auto", "rgb", "grayscale")
 RESIZE_MODES = ("stretch", "pad", "crop")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
+SCHEDULES = ("constant", "cosine", "step", "plateau")
+MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
+SAMPLERS = ("shuffle", "balanced")
+STRATEGIES = ("auto", "default", "mirrored")
 
 
 class ConfigError(ValueError):
@@ -166,8 +170,8 @@ class TrainConfig:
         batch_size: images per step. Defaults to 32.
         learning_rate: initial learning rate. Defaults to 1e-3.
         optimizer: `"adam"`, `"adamw"`, `"sgd"` or `"rmsprop"`. Defaults to `"adam"`.
-        patience: stop after this many epochs without a better validation
-            loss; `None` never stops early. Defaults to `None`.
+        patience: stop after this many epochs without a better `monitor`;
+            `None` never stops early. Defaults to `None`.
         class_weight: weight the loss by inverse class frequency.
             Defaults to `False`.
         seed: seed of weight initialisation and shuffling. Defaults to 0.
@@ -182,6 +186,46 @@ class TrainConfig:
             mode. Defaults to `"all"`.
         fine_tune_lr: learning rate of the second phase. `None` means
             `learning_rate / 10`. Defaults to `None`.
+        momentum: momentum of `"sgd"` and `"rmsprop"`; `0.0` is plain SGD.
+            `None` means 0.9 for `"sgd"` and Keras' 0.0 for `"rmsprop"`.
+            Defaults to `None`.
+        weight_decay: decoupled weight decay (as in AdamW). `None` keeps the
+            optimizer's own: 0.004 for `"adamw"`, none for the others.
+            Defaults to `None`.
+        label_smoothing: share of each label's probability spread evenly
+            over all classes, in `[0, 1)`. Defaults to 0.0.
+        schedule: how the learning rate changes within each phase, starting
+            from that phase's learning rate: `"constant"`; `"cosine"`
+            (linear warm-up for `warmup_epochs`, then cosine decay towards
+            0 over the phase's remaining epochs); `"step"` (multiplied by
+            `lr_factor` every `lr_step_epochs` epochs); `"plateau"`
+            (multiplied by `lr_factor` after `lr_patience` epochs without a
+            better `monitor`). Defaults to `"constant"`.
+        warmup_epochs: epochs of linear warm-up of `"cosine"`: epoch i of
+            W warm-up epochs uses `(i + 1) / (W + 1)` of the learning rate.
+            Defaults to 0.
+        lr_factor: factor of `"step"` and `"plateau"`. Defaults to 0.1.
+        lr_step_epochs: epochs between steps of `"step"`. Defaults to 10.
+        lr_patience: epochs without improvement before `"plateau"` lowers
+            the learning rate. Defaults to 2.
+        monitor: validation metric that picks the best epoch (the weights
+            `model.keras` holds), stops early and drives `"plateau"`:
+            `"val_loss"`, `"val_accuracy"` or `"val_macro_f1"` (scikit-learn's
+            macro-averaged F1 on the validation split). Without a validation
+            split the training loss is used. Defaults to `"val_loss"`.
+        sampler: how each epoch draws training images: `"shuffle"` (every
+            image once, in a new order) or `"balanced"` (as many images as
+            the split holds, drawn evenly from every class, with
+            replacement for classes too small). Defaults to `"shuffle"`.
+        mixed_precision: compute in float16 with float32 weights
+            (`mixed_float16`) on a GPU. On a CPU it would be slower, so it
+            is ignored with a note. Defaults to `False`.
+        strategy: how training is spread over devices: `"default"` (one
+            device), `"mirrored"` (`tf.distribute.MirroredStrategy`: a copy of
+            the model on every GPU, or on every logical CPU device without
+            GPUs; `batch_size` is the global batch, split between them) or
+            `"auto"` (`"mirrored"` when there are several GPUs, else
+            `"default"`). Defaults to `"auto"`.
     """
 
     epochs: int = 10
@@ -194,6 +238,18 @@ class TrainConfig:
     freeze_epochs: Optional[int] = None
     unfreeze: Union[str, int] = "all"
     fine_tune_lr: Optional[float] = None
+    momentum: Optional[float] = None
+    weight_decay: Optional[float] = None
+    label_smoothing: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    lr_factor: float = 0.1
+    lr_step_epochs: int = 10
+    lr_patience: int = 2
+    monitor: str = "val_loss"
+    sampler: str = "shuffle"
+    mixed_precision: bool = False
+    strategy: str = "auto"
 
     def __post_init__(self):
         _check(self.epochs >= 1, "epochs", self.epochs, "a positive integer")
@@ -211,6 +267,25 @@ class TrainConfig:
         _check(unfreeze in ("all", "none") or (isinstance(unfreeze, int) and not isinstance(unfreeze, bool) and unfreeze >= 1),
                "unfreeze", self.unfreeze, "all, none or a number of blocks K >= 1")
         object.__setattr__(self, "unfreeze", unfreeze)
+        if self.momentum is not None:
+            _check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "a number in [0, 1) or null")
+            _check(self.optimizer in ("sgd", "rmsprop"), "momentum", self.momentum,
+                   f"null with optimizer={self.optimizer!r} (momentum applies to sgd and rmsprop)")
+        _check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay", self.weight_decay,
+               "a non-negative number or null")
+        _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "a number in [0, 1)")
+        _check(self.schedule in SCHEDULES, "schedule", self.schedule, f"one of {SCHEDULES}")
+        _check(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "a non-negative integer")
+        _check(self.warmup_epochs == 0 or self.schedule == "cosine", "warmup_epochs", self.warmup_epochs,
+               f"0 with schedule={self.schedule!r} (warm-up belongs to the cosine schedule)")
+        _check(0.0 < self.lr_factor < 1.0, "lr_factor", self.lr_factor, "a number in (0, 1)")
+        _check(self.lr_step_epochs >= 1, "lr_step_epochs", self.lr_step_epochs, "a positive integer")
+        _check(self.lr_patience >= 1, "lr_patience", self.lr_patience, "a positive integer")
+        _check(self.monitor in MONITORS, "monitor", self.monitor, f"one of {MONITORS}")
+        _check(self.sampler in SAMPLERS, "sampler", self.sampler, f"one of {SAMPLERS}")
+        _check(not (self.class_weight and self.sampler == "balanced"), "sampler", self.sampler,
+               "'shuffle' with class_weight=True (both correct class imbalance; choose one)")
+        _check(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {STRATEGIES}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,6 +448,18 @@ OPTION_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "freeze_epochs": (("train", "freeze_epochs"),),
     "unfreeze": (("train", "unfreeze"),),
     "fine_tune_lr": (("train", "fine_tune_lr"),),
+    "momentum": (("train", "momentum"),),
+    "weight_decay": (("train", "weight_decay"),),
+    "label_smoothing": (("train", "label_smoothing"),),
+    "schedule": (("train", "schedule"),),
+    "warmup_epochs": (("train", "warmup_epochs"),),
+    "lr_factor": (("train", "lr_factor"),),
+    "lr_step_epochs": (("train", "lr_step_epochs"),),
+    "lr_patience": (("train", "lr_patience"),),
+    "monitor": (("train", "monitor"),),
+    "sampler": (("train", "sampler"),),
+    "mixed_precision": (("train", "mixed_precision"),),
+    "strategy": (("train", "strategy"),),
     "seed": (("data", "seed"), ("train", "seed")),
     "val": (("data", "val"),),
     "test": (("data", "test"),),

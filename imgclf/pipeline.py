@@ -18,6 +18,7 @@ from .cache import decode_to_cache
 from .config import DataConfig, ImageSpec
 from .images import ImageLimits, ImageProblem
 from .manifest import Entry, Manifest
+from .sampling import SAMPLERS
 
 # Images larger than this are scaled down by default for models trained from scratch.
 MAX_AUTO_SIDE = 224
@@ -128,26 +129,41 @@ class ImageBatches(keras.utils.PyDataset):
         seed: seed of the shuffling. Defaults to 0.
         workers: threads that prepare batches. Defaults to 1.
         epoch: the epoch the first pass is, for resuming. Defaults to 0.
+        sampler: with `shuffle`, how an epoch draws images: `"shuffle"`
+            (each once) or `"balanced"` (evenly from every class; see
+            `imgclf.sampling`). Defaults to `"shuffle"`.
+        one_hot: give labels as one-hot float rows of this many classes
+            (for a loss with label smoothing) instead of class indices.
+            Defaults to `None`.
     """
 
     def __init__(self, data: SplitImages, *, batch_size: int = 32, shuffle: bool = False,
-                 augment=None, seed: int = 0, workers: int = 1, epoch: int = 0):
+                 augment=None, seed: int = 0, workers: int = 1, epoch: int = 0, sampler: str = "shuffle",
+                 one_hot: int | None = None):
         super().__init__(workers=workers, use_multiprocessing=False)
+        if sampler not in SAMPLERS:
+            raise ValueError(f"Unknown sampler: expected one of {tuple(SAMPLERS)}. Received: sampler={sampler!r}")
         self.data = data
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment
         self.seed = seed
         self.epoch = epoch
+        self.sampler = sampler
+        self.one_hot = one_hot
         self.order = self._order()
 
     def _order(self) -> np.ndarray:
         if not self.shuffle:
             return np.arange(len(self.data))
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.data))
+        return SAMPLERS[self.sampler](self.data.labels, np.random.default_rng([self.seed, self.epoch]))
+
+    @property
+    def images_per_epoch(self) -> int:
+        return len(self.order)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.data) / self.batch_size)
+        return math.ceil(len(self.order) / self.batch_size)
 
     def __getitem__(self, index: int):
         # Sorted indices read the memmap front to back; order within a batch does not matter.
@@ -155,7 +171,10 @@ class ImageBatches(keras.utils.PyDataset):
         images = np.asarray(self.data.images[rows])
         if self.augment is not None:
             images = np.stack([self.augment(image=image)["image"].reshape(image.shape) for image in images])
-        return images, self.data.labels[rows]
+        labels = self.data.labels[rows]
+        if self.one_hot:
+            labels = np.eye(self.one_hot, dtype=np.float32)[labels]
+        return images, labels
 
     def on_epoch_end(self) -> None:
         self.epoch += 1

@@ -21,9 +21,13 @@ from .config import Config, ImageSpec, TrainConfig
 from .manifest import Manifest
 from .models import ModelChoice, build_model, choose_model, default_image_size
 from .models.backbones import check_weights, describe_weights, get_backbone, set_trainable
+from .monitoring import ResumableEarlyStopping, ValidationMacroF1, choose_monitor, monitor_mode
 from .phases import TRAIN, Phase, plan_phases, resolve_phases
 from .parallel import default_workers
 from .pipeline import ImageBatches, SplitImages, load_split, resolve_image_spec
+from .progress import EpochProgress
+from .schedules import schedule_callbacks
+from .strategy import Devices, choose_devices
 from .files import atomic_path, read_json, write_csv, write_json, write_text
 from .runs import RunDir, RunError
 
@@ -47,6 +51,8 @@ class RunCheckpoint(keras.callbacks.Callback):
     Attributes:
         phase: the phase now training (see `imgclf.phases`), written to
             `history.csv` and `state.json`.
+        stateful: callbacks of the phase whose counters `state.json` keeps
+            (`imgclf.monitoring.ResumableState`), by name.
     """
 
     def __init__(self, run: RunDir, monitor: str, best: float | None = None, history: list[dict] | None = None):
@@ -57,14 +63,22 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.best = best
         self.history = list(history or [])
         self.phase = TRAIN
+        self.stateful: dict = {}
+        self._learning_rate = math.nan
 
     def _improved(self, value: float) -> bool:
         if self.best is None:
             return True
         return value < self.best if self.lower_is_better else value > self.best
 
+    def on_epoch_begin(self, epoch, logs=None):
+        # The rate this epoch trains with; a plateau schedule may lower it at the epoch's end, for the next.
+        # Read back from the optimizer (a float32), written with the digits it was set with.
+        self._learning_rate = float(f"{float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)):.6g}")
+
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        logs = logs if logs is not None else {}
+        logs["learning_rate"] = self._learning_rate
         value = float(logs.get(self.monitor, math.nan))
         checkpoints = self.run.checkpoints
         self.run.save_model(self.model, checkpoints / "last.keras")
@@ -72,14 +86,12 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.best = value
             with atomic_path(checkpoints / "best.keras") as tmp:
                 shutil.copyfile(checkpoints / "last.keras", tmp)
-        # Read back from the optimizer (a float32), written with the digits it was set with.
-        learning_rate = float(f"{float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)):.6g}")
-        self.history.append({"epoch": epoch, "phase": self.phase, "learning_rate": learning_rate,
-                             **{key: float(logs[key]) for key in sorted(logs)}})
+        self.history.append({"epoch": epoch, "phase": self.phase, **{key: float(logs[key]) for key in sorted(logs)}})
         columns = ["epoch", "phase", *sorted({key for row in self.history for key in row} - {"epoch", "phase"})]
         write_csv(self.run.history_path, columns, ([row.get(c, "") for c in columns] for row in self.history))
         write_json(checkpoints / "state.json",
-                   {"epoch": epoch, "phase": self.phase, "monitor": self.monitor, "best": self.best})
+                   {"epoch": epoch, "phase": self.phase, "monitor": self.monitor, "best": self.best,
+                    "callbacks": {name: callback.state() for name, callback in self.stateful.items()}})
 
 
 def _finished_history(run: RunDir, last_epoch: int) -> list[dict]:
@@ -91,13 +103,23 @@ def _finished_history(run: RunDir, last_epoch: int) -> list[dict]:
 
 
 def _optimizer(cfg: TrainConfig, learning_rate: float) -> keras.optimizers.Optimizer:
-    optimizers = {
-        "adam": keras.optimizers.Adam,
-        "adamw": keras.optimizers.AdamW,
-        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
-        "rmsprop": keras.optimizers.RMSprop,
-    }
-    return optimizers[cfg.optimizer](learning_rate=learning_rate)
+    optimizers = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
+                  "rmsprop": keras.optimizers.RMSprop}
+    options = {"learning_rate": learning_rate}
+    if cfg.optimizer == "sgd":
+        options["momentum"] = 0.9 if cfg.momentum is None else cfg.momentum
+    elif cfg.momentum is not None:
+        options["momentum"] = cfg.momentum
+    if cfg.weight_decay is not None:
+        options["weight_decay"] = cfg.weight_decay
+    return optimizers[cfg.optimizer](**options)
+
+
+def _loss(cfg: TrainConfig):
+    """Keras' sparse cross-entropy has no label smoothing; with smoothing, labels come one-hot (see `_Batches`)."""
+    if cfg.label_smoothing:
+        return keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+    return "sparse_categorical_crossentropy"
 
 
 def _class_weights(data: SplitImages, num_classes: int) -> dict[int, float]:
@@ -144,9 +166,10 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         run: where to write; see `RunDir`.
         resume: continue from `checkpoints/last.keras` if it exists, in the
             phase it was in. Defaults to `False`.
-        verbose: Keras' `fit` verbosity; also whether the model choice is
-            printed. Defaults to `"auto"`.
-        progress: show progress bars while decoding. Defaults to `True`.
+        verbose: unless 0, print the model choice, each phase and a line
+            per finished epoch (`imgclf.progress`). Defaults to `"auto"`.
+        progress: show progress bars while decoding, and a bar per epoch
+            when standard error is a terminal. Defaults to `True`.
 
     Returns:
         `run`, now holding `model.keras` and the files of `runs.RunDir`.
@@ -166,11 +189,15 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     cfg = _resolve_config(cfg, choice, spec)
     if resuming:
         _refuse_changed_settings(run, cfg)
+    devices = choose_devices(cfg.train.strategy, mixed_precision=cfg.train.mixed_precision)
     if verbose:
         print(f"model: {cfg.model.name}" + (f" (auto: {choice.reason})" if choice.reason else "")
               + f", weights {cfg.model.weights}, input {spec.height}x{spec.width}x{spec.channels}", flush=True)
-    # The model comes before the images: weights that cannot be found fail before anything is decoded.
-    model = keras.saving.load_model(run.checkpoints / "last.keras") if resuming else build_model(cfg.model, spec, len(classes))
+        print(devices.describe() + (f"; {devices.note}" if devices.note else ""), flush=True)
+    with devices.scope():
+        # The model comes before the images: weights that cannot be found fail before anything is decoded.
+        model = (keras.saving.load_model(run.checkpoints / "last.keras") if resuming
+                 else build_model(cfg.model, spec, len(classes)))
 
     train_data = load_split(manifest, "train", classes, spec, data=cfg.data, progress=progress)
     val_data = load_split(manifest, "val", classes, spec, data=cfg.data, progress=progress)
@@ -183,14 +210,17 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         raise ValueError("The train split has no usable images. Lower --val/--test or add images.")
 
     augment = build_augment(cfg.augment.preset, channels=spec.channels, seed=cfg.train.seed)
-    _write_run_files(run, cfg, classes, manifest, augment, spec, choice)
+    _write_run_files(run, cfg, classes, manifest, augment, spec, choice, devices)
 
     state = read_json(state_path) if resuming else {}
     history = _finished_history(run, state["epoch"]) if resuming else []
-    checkpoint = RunCheckpoint(run, "val_loss" if len(val_data) else "loss", best=state.get("best"), history=history)
-    batches = _Batches(cfg, train_data, val_data, augment)
-    _train_in_phases(model, cfg, batches, checkpoint, first_epoch=state.get("epoch", -1) + 1,
-                     loaded_phase=state.get("phase", TRAIN) if resuming else None, verbose=verbose)
+    checkpoint = RunCheckpoint(run, choose_monitor(cfg.train.monitor, len(val_data) > 0), best=state.get("best"),
+                               history=history)
+    batches = _Batches(cfg, train_data, val_data, augment, len(classes))
+    with devices.scope():
+        _train_in_phases(model, cfg, batches, checkpoint, first_epoch=state.get("epoch", -1) + 1,
+                         loaded_phase=state.get("phase", TRAIN) if resuming else None,
+                         restored=state.get("callbacks", {}), verbose=verbose, progress=progress)
 
     best_path = run.checkpoints / "best.keras"
     with atomic_path(run.model_path) as tmp:
@@ -200,7 +230,7 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
 
 
 def _write_run_files(run: RunDir, cfg: Config, classes, manifest: Manifest, augment, spec: ImageSpec,
-                     choice: ModelChoice) -> None:
+                     choice: ModelChoice, devices: Devices) -> None:
     backbone = get_backbone(cfg.model.name)
     model_record = {"name": cfg.model.name, "requested": "auto" if choice.reason else cfg.model.name, "reason": choice.reason,
                     "weights": describe_weights(backbone, cfg.model.weights, spec) if backbone else {"source": "none"}}
@@ -209,7 +239,11 @@ def _write_run_files(run: RunDir, cfg: Config, classes, manifest: Manifest, augm
     manifest.to_csv(run.manifest_path)
     write_text(run.path / "augment.yaml", augment_to_yaml(augment))
     run.write_environment(seeds={"split": cfg.data.seed, "train": cfg.train.seed}, data_hash=manifest.data_hash,
-                          extra={"image_spec": dataclasses.asdict(spec), "model": model_record, "devices": _devices()})
+                          extra={"image_spec": dataclasses.asdict(spec), "model": model_record, "devices": _devices(),
+                                 "strategy": {"name": devices.name, "devices": devices.devices,
+                                              "replicas": devices.replicas},
+                                 "precision": {"policy": devices.precision, "note": devices.note},
+                                 "sampler": cfg.train.sampler})
 
 
 @dataclasses.dataclass
@@ -220,24 +254,33 @@ class _Batches:
     train: SplitImages
     val: SplitImages
     augment: object
+    num_classes: int
+
+    @property
+    def _one_hot(self) -> int | None:
+        return self.num_classes if self.cfg.train.label_smoothing else None
 
     def training(self, epoch: int) -> ImageBatches:
         augmenting = self.cfg.augment.preset != "none"
         return ImageBatches(self.train, batch_size=self.cfg.train.batch_size, shuffle=True,
                             augment=self.augment if augmenting else None, seed=self.cfg.train.seed,
-                            workers=min(4, default_workers()) if augmenting else 1, epoch=epoch)
+                            workers=min(4, default_workers()) if augmenting else 1, epoch=epoch,
+                            sampler=self.cfg.train.sampler, one_hot=self._one_hot)
 
     def validation(self) -> ImageBatches | None:
-        return ImageBatches(self.val, batch_size=self.cfg.train.batch_size) if len(self.val) else None
+        if not len(self.val):
+            return None
+        return ImageBatches(self.val, batch_size=self.cfg.train.batch_size, one_hot=self._one_hot)
 
 
 def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheckpoint, *, first_epoch: int,
-                     loaded_phase: str | None, verbose) -> None:
+                     loaded_phase: str | None, restored: dict, verbose, progress: bool) -> None:
     """Runs `model.fit` once per phase of `plan_phases`, from `first_epoch` on.
 
     A phase starts by choosing the trainable layers and compiling with its
     learning rate, unless the model was loaded in that phase (a resumed
-    run), whose compiled optimizer state is kept.
+    run), whose compiled optimizer state is kept, and whose schedule and
+    early-stopping counters are taken from `restored`.
     """
     class_weight = _class_weights(batches.train, model.output_shape[-1]) if cfg.train.class_weight else None
     for phase in plan_phases(cfg, pretrained_backbone=_fine_tuned(cfg)):
@@ -248,15 +291,58 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
             _enter_phase(model, phase, cfg)
         if verbose:
             print(f"phase {phase.name}: epochs {start + 1}-{phase.end} of {cfg.train.epochs}, {_trains(phase)}, "
-                  f"learning rate {phase.learning_rate:g}", flush=True)
+                  f"learning rate {phase.learning_rate:g}" + _scheduled(cfg.train), flush=True)
         checkpoint.phase = phase.name
-        callbacks = [checkpoint, keras.callbacks.TerminateOnNaN()]
-        if cfg.train.patience:
-            callbacks.append(keras.callbacks.EarlyStopping(monitor=checkpoint.monitor, patience=cfg.train.patience))
-        model.fit(batches.training(start), validation_data=batches.validation(), epochs=phase.end, initial_epoch=start,
-                  class_weight=class_weight, callbacks=callbacks, verbose=verbose)
+        training = batches.training(start)
+        callbacks = _callbacks(cfg, phase, batches, checkpoint, training,
+                               restored if phase.name == loaded_phase else {}, verbose=verbose, progress=progress)
+        # shuffle=False: the batches shuffle themselves, seeded by the epoch; Keras' own shuffling of the batch
+        # order draws from the global random state, which a resumed process does not share.
+        model.fit(training, validation_data=batches.validation(), epochs=phase.end, initial_epoch=start,
+                  class_weight=class_weight, callbacks=callbacks, verbose=0, shuffle=False)
         if checkpoint.history and math.isnan(float(checkpoint.history[-1].get("loss", 0))):
             break  # TerminateOnNaN stopped the run; a later phase would start from the same broken weights
+
+
+def _callbacks(cfg: Config, phase: Phase, batches: _Batches, checkpoint: RunCheckpoint, training: ImageBatches,
+               restored: dict, *, verbose, progress: bool) -> list[keras.callbacks.Callback]:
+    """The callbacks of one phase, in the order Keras must call them at the end of an epoch.
+
+    Keras hands one `logs` dict to each callback in turn: validation macro-F1
+    is added first, so the schedule, early stopping and the checkpoint can
+    watch it; the plateau schedule and early stopping update their counters
+    before the checkpoint saves them; the progress line comes last.
+    """
+    monitor = checkpoint.monitor
+    callbacks: list[keras.callbacks.Callback] = []
+    if monitor == "val_macro_f1":
+        callbacks.append(ValidationMacroF1(batches.val, batches.validation()))
+    callbacks.append(keras.callbacks.TensorBoard(log_dir=str(checkpoint.run.path / "tensorboard"), write_graph=False,
+                                                 profile_batch=0, update_freq="epoch"))
+    callbacks += schedule_callbacks(cfg.train, phase, monitor)
+    if cfg.train.patience:
+        callbacks.append(ResumableEarlyStopping(monitor=monitor, mode=monitor_mode(monitor), patience=cfg.train.patience))
+    checkpoint.stateful = {}
+    for callback in callbacks:
+        if hasattr(callback, "restore"):
+            name = "early_stopping" if isinstance(callback, ResumableEarlyStopping) else "schedule"
+            callback.restore(restored.get(name))
+            checkpoint.stateful[name] = callback
+    callbacks += [checkpoint, keras.callbacks.TerminateOnNaN()]
+    if verbose:
+        callbacks.append(EpochProgress(epochs=cfg.train.epochs, phase=phase.name, images_per_epoch=training.images_per_epoch,
+                                       batch_size=cfg.train.batch_size, bar=None if progress else False))
+    return callbacks
+
+
+def _scheduled(train: TrainConfig) -> str:
+    if train.schedule == "cosine":
+        return f", cosine schedule ({train.warmup_epochs} warm-up epoch(s))" if train.warmup_epochs else ", cosine schedule"
+    if train.schedule == "step":
+        return f", times {train.lr_factor:g} every {train.lr_step_epochs} epoch(s)"
+    if train.schedule == "plateau":
+        return f", times {train.lr_factor:g} after {train.lr_patience} epoch(s) without a better {train.monitor}"
+    return ""
 
 
 def _trains(phase: Phase) -> str:
@@ -272,20 +358,22 @@ def _enter_phase(model, phase: Phase, cfg: Config) -> None:
     """Sets the phase's trainable layers and compiles with its learning rate (a fresh optimizer)."""
     if phase.unfreeze is not None:
         set_trainable(model, get_backbone(cfg.model.name), phase.unfreeze)
-    model.compile(optimizer=_optimizer(cfg.train, phase.learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer=_optimizer(cfg.train, phase.learning_rate), loss=_loss(cfg.train), metrics=["accuracy"])
 
 
 # Settings that do not change what a run learns, so a resumed run may use others.
 _FREE_ON_RESUME = {("data", "workers"), ("data", "cache_dir")}
+# Training settings the saved checkpoint is built for: its compiled loss and its layers' number format.
+_FIXED_ON_RESUME = {("train", "label_smoothing"), ("train", "mixed_precision")}
 
 
 def _refuse_changed_settings(run: RunDir, cfg: Config) -> None:
-    """Raises `RunError` if the data, model or augmentation settings differ from the run's own."""
+    """Raises `RunError` if the data, model, augmentation, label-smoothing or precision settings differ from the run's own."""
     saved, new = run.config().to_dict(), cfg.to_dict()
-    for section in ("data", "model", "augment"):
+    for section in ("data", "model", "augment", "train"):
         for key, value in saved[section].items():
-            if (section, key) not in _FREE_ON_RESUME and new[section][key] != value:
+            fixed = (section, key) in _FIXED_ON_RESUME or (section != "train" and (section, key) not in _FREE_ON_RESUME)
+            if fixed and new[section][key] != value:
                 raise RunError(
                     f"Cannot resume {run.path} with {section}.{key}={new[section][key]!r}: the run was started with "
                     f"{section}.{key}={value!r}. Resume without changing it, or start a new run (--overwrite or another --out)."

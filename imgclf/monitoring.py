@@ -1,0 +1,90 @@
+"""What training watches: the monitored metric and its direction, validation macro-F1, early stopping.
+
+Callbacks here keep the state they need across a killed and resumed run:
+`ResumableState.state()` goes into `checkpoints/state.json` after every epoch
+and `restore()` puts it back before the resumed `model.fit` starts.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from sklearn.metrics import f1_score
+
+from .pipeline import SplitImages
+
+
+def choose_monitor(requested: str, has_validation: bool) -> str:
+    """The metric that picks the best epoch: `requested`, or the training loss when there is no validation split."""
+    return requested if has_validation else "loss"
+
+
+def monitor_mode(monitor: str) -> str:
+    """`"min"` for losses, `"max"` for accuracy and F1 (Keras' "auto" would take F1 for a loss)."""
+    return "min" if "loss" in monitor else "max"
+
+
+class ResumableState:
+    """Mixin for a Keras callback whose counters must survive a resume.
+
+    Keras resets `wait` and `best` in `on_train_begin`; values given to
+    `restore` are applied after that reset.
+
+    Attributes:
+        STATE: names of the attributes saved, e.g. `("wait", "best")`.
+    """
+
+    STATE: tuple[str, ...] = ()
+    _restored: dict | None = None
+
+    def state(self) -> dict:
+        return {name: _plain(getattr(self, name)) for name in self.STATE}
+
+    def restore(self, state: dict | None) -> None:
+        self._restored = dict(state) if state else None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for name, value in (self._restored or {}).items():
+            if name in self.STATE:
+                setattr(self, name, value)
+        self._restored = None
+
+
+def _plain(value):
+    """Numbers as JSON can hold them (numpy scalars become floats/ints)."""
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    return value
+
+
+class ResumableEarlyStopping(ResumableState, keras.callbacks.EarlyStopping):
+    """`keras.callbacks.EarlyStopping` whose patience counter and best value survive a resume."""
+
+    STATE = ("wait", "best", "best_epoch")
+
+
+class ValidationMacroF1(keras.callbacks.Callback):
+    """Adds `val_macro_f1` (scikit-learn's `f1_score(average="macro")`) to each epoch's logs.
+
+    It must come before the callbacks that read it (checkpoint, early
+    stopping, the plateau schedule) in the callback list: Keras hands the
+    same `logs` dict to each callback in order.
+
+    Args:
+        val: the decoded validation split.
+        batches: batches of `val` to predict on.
+    """
+
+    def __init__(self, val: SplitImages, batches):
+        super().__init__()
+        self.labels = val.labels
+        self.batches = batches
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        predicted = np.argmax(self.model.predict(self.batches, verbose=0), axis=1)
+        logs["val_macro_f1"] = float(f1_score(self.labels, predicted, average="macro", zero_division=0))

@@ -1,0 +1,233 @@
+"""Training controls: schedules, label smoothing, weight decay, momentum, monitors, samplers, progress, TensorBoard."""
+
+import csv
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import imgclf
+from conftest import make_class_folder
+from imgclf.config import ConfigError, TrainConfig
+from imgclf.phases import Phase
+from imgclf.pipeline import ImageBatches, SplitImages
+from imgclf.progress import epoch_line
+from imgclf.sampling import balanced_order
+from imgclf.schedules import learning_rate_at
+
+TINY = dict(model="mlp", hidden=(16,), batch_size=8, verbose=0, progress=False)
+
+
+def read_history(run):
+    with open(run.history_path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def rates(run):
+    return [float(row["learning_rate"]) for row in read_history(run)]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_class_folder(tmp_path_factory.mktemp("options") / "data", per_class=10)
+
+
+def test_constant_schedule_keeps_the_learning_rate(tmp_path, data):
+    run = imgclf.train(data, epochs=3, learning_rate=0.01, out=tmp_path / "run", **TINY)
+    assert rates(run) == [0.01, 0.01, 0.01]
+
+
+def test_cosine_schedule_warms_up_linearly_then_decays(tmp_path, data):
+    run = imgclf.train(data, epochs=6, learning_rate=0.01, schedule="cosine", warmup_epochs=2, out=tmp_path / "run",
+                       **TINY)
+    # Warm-up epoch i of W=2: lr * (i + 1) / 3; then lr * (1 + cos(pi * (i - 2) / 4)) / 2.
+    expected = [0.01 / 3, 0.02 / 3] + [0.01 * (1 + math.cos(math.pi * k / 4)) / 2 for k in range(4)]
+    np.testing.assert_allclose(rates(run), expected, rtol=1e-5)
+    assert run.config().train.schedule == "cosine"
+
+
+def test_step_schedule_multiplies_by_the_factor_every_n_epochs(tmp_path, data):
+    run = imgclf.train(data, epochs=5, learning_rate=0.01, schedule="step", lr_step_epochs=2, lr_factor=0.5,
+                       out=tmp_path / "run", **TINY)
+    np.testing.assert_allclose(rates(run), [0.01, 0.01, 0.005, 0.005, 0.0025], rtol=1e-5)
+
+
+def test_schedules_start_from_each_phases_learning_rate():
+    train = TrainConfig(epochs=6, schedule="step", lr_step_epochs=1, lr_factor=0.5)
+    fine_tune = Phase("fine_tune", 2, 6, 1e-4, "all")
+    assert [learning_rate_at(train, fine_tune, epoch) for epoch in range(2, 6)] == pytest.approx(
+        [1e-4, 5e-5, 2.5e-5, 1.25e-5])
+
+
+def test_plateau_schedule_lowers_the_rate_after_patience_epochs_without_improvement(tmp_path, data):
+    run = imgclf.train(data, epochs=6, learning_rate=0.01, schedule="plateau", lr_patience=1, lr_factor=0.5,
+                       monitor="val_accuracy", out=tmp_path / "run", **TINY)
+    history = read_history(run)
+    best, wait, rate = -1.0, 0, 0.01
+    for row in history:  # what ReduceLROnPlateau documents, replayed on the run's own val_accuracy
+        assert float(row["learning_rate"]) == pytest.approx(rate, rel=1e-5)
+        value = float(row["val_accuracy"])
+        if value > best:
+            best, wait = value, 0
+        else:
+            wait += 1
+            if wait >= 1:
+                rate, wait = rate * 0.5, 0
+    assert len(set(rates(run))) > 1  # the data plateaus within 6 epochs, so the rate was lowered
+    state = json.loads((run.checkpoints / "state.json").read_text())
+    assert set(state["callbacks"]["schedule"]) == {"wait", "best", "cooldown_counter"}
+
+
+def assert_same_history(resumed, uninterrupted):
+    assert [(r["epoch"], r["phase"]) for r in resumed] == [(r["epoch"], r["phase"]) for r in uninterrupted]
+    assert list(resumed[0]) == list(uninterrupted[0])
+    for key in resumed[0]:
+        if key not in ("epoch", "phase"):
+            np.testing.assert_allclose([float(r[key]) for r in resumed], [float(r[key]) for r in uninterrupted],
+                                       rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+def kill_after_epoch(monkeypatch, last: int):
+    """Makes training stop like a killed process right after epoch `last` is saved."""
+    save = imgclf.training.RunCheckpoint.on_epoch_end
+
+    def save_then_die(self, epoch, logs=None):
+        save(self, epoch, logs)
+        if epoch == last:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(imgclf.training.RunCheckpoint, "on_epoch_end", save_then_die)
+
+
+@pytest.mark.parametrize("schedule", ["plateau", "cosine"])
+def test_killed_run_with_a_schedule_resumes_to_the_uninterrupted_history(tmp_path, data, schedule, monkeypatch):
+    options = dict(epochs=6, learning_rate=0.01, schedule=schedule, monitor="val_accuracy", lr_patience=1,
+                   lr_factor=0.5, patience=3, **TINY)
+    if schedule == "cosine":
+        options.update(warmup_epochs=1, lr_patience=2)
+    whole = imgclf.train(data, out=tmp_path / "whole", **options)
+    with monkeypatch.context() as patch:
+        kill_after_epoch(patch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            imgclf.train(data, out=tmp_path / "killed", **options)
+    assert not (tmp_path / "killed" / "model.keras").exists()
+    resumed = imgclf.train(data, out=tmp_path / "killed", resume=True, **options)
+    assert_same_history(read_history(resumed), read_history(whole))
+    assert (json.loads((resumed.checkpoints / "state.json").read_text())["callbacks"]
+            == json.loads((whole.checkpoints / "state.json").read_text())["callbacks"])
+
+
+def test_validation_macro_f1_is_logged_and_picks_the_best_epoch(tmp_path, data):
+    run = imgclf.train(data, epochs=3, monitor="val_macro_f1", out=tmp_path / "run", **TINY)
+    history = read_history(run)
+    scores = [float(row["val_macro_f1"]) for row in history]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    state = json.loads((run.checkpoints / "state.json").read_text())
+    assert state["monitor"] == "val_macro_f1" and state["best"] == pytest.approx(max(scores))
+
+
+def test_early_stopping_on_accuracy_keeps_the_best_epochs_weights(tmp_path, data):
+    run = imgclf.train(data, epochs=30, learning_rate=0.01, monitor="val_accuracy", patience=2, out=tmp_path / "run",
+                       **TINY)
+    history = read_history(run)
+    accuracies = [float(row["val_accuracy"]) for row in history]
+    assert len(history) < 30
+    best_epoch = int(np.argmax(accuracies))  # the first epoch with the highest accuracy
+    assert len(history) == best_epoch + 3
+    model = run.load_model()
+    best = keras.saving.load_model(run.checkpoints / "best.keras")
+    for a, b in zip(model.get_weights(), best.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_label_smoothing_weight_decay_and_momentum_reach_the_compiled_model(tmp_path, data):
+    run = imgclf.train(data, epochs=1, optimizer="sgd", momentum=0.0, learning_rate=0.01, label_smoothing=0.1,
+                       weight_decay=1e-4, out=tmp_path / "run", **TINY)
+    model = keras.saving.load_model(run.checkpoints / "last.keras")
+    assert model.optimizer.momentum == 0.0
+    assert model.optimizer.weight_decay == pytest.approx(1e-4)
+    assert model.loss.label_smoothing == pytest.approx(0.1)
+    cfg = run.config().train
+    assert (cfg.momentum, cfg.label_smoothing, cfg.weight_decay) == (0.0, 0.1, 1e-4)
+    assert "accuracy" in read_history(run)[0]
+
+
+def test_sgd_keeps_momentum_09_unless_told(tmp_path, data):
+    run = imgclf.train(data, epochs=1, optimizer="sgd", out=tmp_path / "run", **TINY)
+    assert keras.saving.load_model(run.checkpoints / "last.keras").optimizer.momentum == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("options, named", [
+    ({"schedule": "linear"}, "schedule='linear'"),
+    ({"monitor": "val_f1"}, "monitor='val_f1'"),
+    ({"sampler": "oversample"}, "sampler='oversample'"),
+    ({"strategy": "tpu"}, "strategy='tpu'"),
+    ({"label_smoothing": 1.0}, "label_smoothing=1.0"),
+    ({"warmup_epochs": 2}, "warmup_epochs=2"),
+    ({"momentum": 0.5}, "momentum=0.5"),
+    ({"optimizer": "sgd", "momentum": 1.5}, "momentum=1.5"),
+    ({"weight_decay": -1.0}, "weight_decay=-1.0"),
+    ({"lr_factor": 2.0}, "lr_factor=2.0"),
+    ({"class_weight": True, "sampler": "balanced"}, "sampler='balanced'"),
+])
+def test_invalid_options_name_the_value(options, named):
+    with pytest.raises(ConfigError, match=named.replace("(", r"\(").replace(".", r"\.")):
+        imgclf.config.with_options(imgclf.config.Config(), **options)
+
+
+def test_balanced_sampler_draws_every_class_evenly_each_epoch():
+    labels = np.array([0] * 50 + [1] * 8 + [2] * 2, dtype=np.int32)
+    data = SplitImages(np.zeros((60, 2, 2, 1), np.uint8), labels, [None] * 60)
+    batches = ImageBatches(data, batch_size=7, shuffle=True, sampler="balanced", seed=3)
+    for epoch in range(3):
+        drawn = np.concatenate([batches[i][1] for i in range(len(batches))])
+        assert np.bincount(drawn).tolist() == [20, 20, 20]
+        batches.on_epoch_end()
+    order = balanced_order(labels, np.random.default_rng(0))
+    assert len(set(order[labels[order] == 0])) == 20  # a large class is drawn without replacement
+
+
+def test_balanced_sampler_is_recorded_and_trains(tmp_path):
+    data = make_class_folder(tmp_path / "data", per_class=10)
+    make_class_folder(tmp_path / "data", per_class=20, start=10, classes=["circle"])
+    run = imgclf.train(data, epochs=1, sampler="balanced", out=tmp_path / "run", **TINY)
+    assert run.config().train.sampler == "balanced"
+    assert json.loads(run.environment_path.read_text())["sampler"] == "balanced"
+
+
+def test_one_plain_line_per_epoch_off_a_terminal(tmp_path, data, capsys):
+    imgclf.train(data, epochs=2, out=tmp_path / "run", **{**TINY, "verbose": 2})
+    out, err = capsys.readouterr()
+    lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2 (train)", "epoch 2/2 (train)"]
+    assert all("val_accuracy" in line and "images/s" in line and " lr 0.001" in line for line in lines)
+    assert "\r" not in out + err and "━" not in out + err  # neither tqdm's nor Keras' bar
+
+
+def test_epoch_line_reads_like_a_log():
+    line = epoch_line(2, 10, "fine_tune", {"loss": 0.5, "accuracy": 0.75, "val_loss": 0.6, "learning_rate": 1e-4},
+                      seconds=2.0, images=1000)
+    assert line == "epoch 3/10 (fine_tune): loss 0.5000 accuracy 0.7500 val_loss 0.6000 lr 0.0001, 2.0 s, 500 images/s"
+
+
+def test_tensorboard_event_files_hold_the_epoch_scalars(tmp_path, data):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = imgclf.train(data, epochs=2, out=tmp_path / "run", **TINY)
+    folders = [p for p in (run.path / "tensorboard").rglob("*") if p.is_dir() and any(p.glob("events.out.*"))]
+    tags = set()
+    for folder in folders:
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        tags |= set(events.Tags()["tensors"]) | set(events.Tags()["scalars"])
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= tags
+
+
+def test_mixed_precision_on_cpu_trains_in_float32_with_a_note(tmp_path, data, capsys):
+    run = imgclf.train(data, epochs=1, mixed_precision=True, out=tmp_path / "run", **{**TINY, "verbose": 2})
+    assert "mixed precision needs a GPU" in capsys.readouterr().out
+    env = json.loads(run.environment_path.read_text())
+    assert env["precision"]["policy"] == "float32"
+    assert keras.config.dtype_policy().name == "float32"
