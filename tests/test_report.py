@@ -31,7 +31,7 @@ def reported_run(tmp_path_factory):
         patch.setitem(CLASS_STYLES, HOSTILE, styles[HOSTILE])
         data = make_class_folder(root / "data", per_class=10, classes=list(styles))
         (data / "circle" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # left out, listed
-        run = imgclf.train(data, model="small_cnn", epochs=2, batch_size=8, out=root / "run", verbose=0, progress=False)
+        run = imgclf.train(data, model="small_cnn", epochs=1, batch_size=8, out=root / "run", verbose=0, progress=False)
         evaluation = imgclf.evaluate(run, "train", progress=False)  # the train split: enough images for mistakes
         written = imgclf.report(run, evaluation)
     return run, evaluation, written
@@ -255,13 +255,13 @@ def test_compare_puts_runs_side_by_side_and_marks_differences(reported_run, tmp_
     table = {name: values for _, name, values in comparison.rows}
     assert table["model"] == ["small_cnn", "mlp [16]"]
     assert table["augmentation"] == ["none", "none"]
-    assert table["epochs"] == ["2", "1"] and table["schedule"][0] == "train 2 ep @ 0.001"
+    assert table["epochs"] == ["1", "1"] and table["schedule"][0] == "train 1 ep @ 0.001"
     assert table["error rate"][0].endswith("%") and table["error rate"][1] == ""
     assert "–" in table["error rate, 95% interval"][0]
     assert table["evaluated on"][1].startswith("not evaluated")
     markdown = (tmp_path / "cmp" / "comparison.md").read_text(encoding="utf-8")
     assert "| **model** ≠ | **small_cnn** | **mlp [16]** |" in markdown
-    assert "| augmentation | none | none |" in markdown
+    assert "| augmentation | none | none |" in markdown and "| epochs | 1 | 1 |" in markdown
     rows = {row["setting"]: row for row in csv.DictReader(open(tmp_path / "cmp" / "comparison.csv", encoding="utf-8"))}
     assert rows["model"]["differs"] == "yes" and rows["augmentation"]["differs"] == "no"
     assert rows["model"]["run"] == "small_cnn" and rows["model"]["mlp-run"] == "mlp [16]"
@@ -298,3 +298,19 @@ def test_evaluate_data_with_an_unknown_class_is_an_error_naming_it(reported_run,
     result = _cli("evaluate", run.path, "--data", other, "--no-report")
     assert result.returncode == 1
     assert "error:" in result.stderr and "['hexagon']" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_command_no_report_keeps_the_page_and_report_adds_the_new_evaluation(reported_run):
+    run, _, _ = reported_run
+    page = run.path / "report.html"
+    before = page.read_text(encoding="utf-8")
+    result = _cli("evaluate", run.path, "--split", "val", "--no-report")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "95% interval" in result.stdout and "report:" not in result.stdout
+    assert (run.path / "eval" / "val" / "metrics.json").exists() and (run.path / "eval" / "val" / "calibration.png").exists()
+    assert page.read_text(encoding="utf-8") == before
+    result = _cli("report", run.path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    after = page.read_text(encoding="utf-8")
+    assert "Evaluation: val" in after and "Evaluation: train" in after
