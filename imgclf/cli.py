@@ -150,8 +150,28 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--augment", help="augmentation preset: none, light, standard, heavy (default none)")
     train.add_argument("--hidden", type=int, nargs="+", help="hidden Dense widths of mlp, e.g. --hidden 784 256 (default 784)")
     train.add_argument("--dropout", type=float, help="dropout rate (default: the model's own)")
-    train.add_argument("--patience", type=int, help="stop after this many epochs without a better validation loss")
+    train.add_argument("--momentum", type=float, help="momentum of sgd and rmsprop; 0 is plain SGD (default 0.9 for sgd)")
+    train.add_argument("--weight-decay", type=float, help="decoupled weight decay (default: the optimizer's own, "
+                       "0.004 for adamw)")
+    train.add_argument("--label-smoothing", type=float, help="spread this share of each label over all classes (default 0)")
+    train.add_argument("--schedule", choices=["constant", "cosine", "step", "plateau"],
+                       help="learning rate within each phase (default constant)")
+    train.add_argument("--warmup-epochs", type=int, help="cosine: epochs of linear warm-up (default 0)")
+    train.add_argument("--lr-factor", type=float, help="step and plateau: multiply the rate by this (default 0.1)")
+    train.add_argument("--lr-step-epochs", type=int, help="step: epochs between steps (default 10)")
+    train.add_argument("--lr-patience", type=int, help="plateau: epochs without a better --monitor before the rate "
+                       "drops (default 2)")
+    train.add_argument("--monitor", choices=["val_loss", "val_accuracy", "val_macro_f1"],
+                       help="metric that picks the best epoch, stops early and drives plateau (default val_loss)")
+    train.add_argument("--patience", type=int, help="stop after this many epochs without a better --monitor")
     train.add_argument("--class-weight", action="store_const", const=True, help="weight the loss by inverse class frequency")
+    train.add_argument("--sampler", choices=["shuffle", "balanced"], help="balanced: each epoch draws every class "
+                       "evenly, with replacement for small ones (default shuffle)")
+    train.add_argument("--mixed-precision", action="store_const", const=True,
+                       help="mixed_float16 on a GPU; ignored with a note on a CPU")
+    train.add_argument("--strategy", choices=["auto", "default", "mirrored"],
+                       help="devices: mirrored copies the model to every GPU; auto (default) picks mirrored with "
+                       "several GPUs")
     train.add_argument("--workers", type=int, help="processes that decode images (default one per CPU)")
     _add_options(train, LIMIT_OPTIONS, defaults=False)
     _add_options(train, SPLIT_OPTIONS, defaults=False)
@@ -252,7 +272,9 @@ def cmd_train(args) -> int:
     options = {key: getattr(args, key) for key in (
         "model", "weights", "freeze_epochs", "unfreeze", "fine_tune_lr", "epochs", "batch_size", "learning_rate",
         "optimizer", "image_size", "color_mode", "augment", "hidden", "dropout", "patience", "class_weight", "workers",
-        "val", "test", "seed", "max_pixels", "min_side", "max_aspect")}
+        "val", "test", "seed", "max_pixels", "min_side", "max_aspect", "momentum", "weight_decay", "label_smoothing",
+        "schedule", "warmup_epochs", "lr_factor", "lr_step_epochs", "lr_patience", "monitor", "sampler",
+        "mixed_precision", "strategy")}
     data = Manifest.read_csv(args.manifest) if args.manifest else args.data
     run = imgclf.train(data, out=args.out, config=args.config, resume=args.resume, overwrite=args.overwrite,
                        strict=args.strict, verbose=2, **options)

@@ -1,0 +1,36 @@
+"""`imgclf train` flags of the training controls: recorded in config.yaml, one line per epoch in a log."""
+
+import csv
+
+import pytest
+
+from conftest import make_class_folder
+from imgclf.cli import main
+from imgclf.runs import RunDir
+
+
+def test_train_flags_reach_config_yaml_and_the_log_has_one_line_per_epoch(tmp_path, capsys):
+    data = make_class_folder(tmp_path / "data", per_class=10)
+    status = main(["train", str(data), "--out", str(tmp_path / "run"), "--model", "mlp", "--hidden", "16",
+                   "--epochs", "3", "--batch-size", "8", "--optimizer", "sgd", "--momentum", "0", "--lr", "0.05",
+                   "--schedule", "step", "--lr-step-epochs", "1", "--lr-factor", "0.5", "--label-smoothing", "0.1",
+                   "--weight-decay", "0.0001", "--monitor", "val_macro_f1", "--patience", "5", "--sampler", "balanced",
+                   "--mixed-precision", "--strategy", "default"])
+    assert status == 0
+    train = RunDir(tmp_path / "run").config().train
+    assert (train.optimizer, train.momentum, train.schedule, train.lr_step_epochs, train.lr_factor) == (
+        "sgd", 0.0, "step", 1, 0.5)
+    assert (train.label_smoothing, train.weight_decay, train.monitor, train.sampler, train.mixed_precision,
+            train.strategy) == (0.1, 0.0001, "val_macro_f1", "balanced", True, "default")
+    out = capsys.readouterr().out
+    epoch_lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(epoch_lines) == 3 and all("val_macro_f1" in line for line in epoch_lines)
+    assert "mixed precision needs a GPU" in out
+    with open(tmp_path / "run" / "history.csv") as handle:
+        assert [float(row["learning_rate"]) for row in csv.DictReader(handle)] == pytest.approx([0.05, 0.025, 0.0125])
+
+
+def test_a_bad_schedule_value_is_refused_by_the_parser(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--schedule", "linear"])
+    assert "invalid choice: 'linear'" in capsys.readouterr().err
