@@ -77,14 +77,19 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
         strict: decode every file first (`imgclf.audit`) and refuse to train
             if any has an error. Without it, bad files are reported and
             left out. Defaults to `False`.
-        verbose: Keras' fit verbosity; unless 0, the class table and the
-            model chosen are printed before training. Defaults to `"auto"`.
-        progress: show progress bars while scanning and decoding.
-            Defaults to `True`.
+        verbose: unless 0, the class table, the model chosen, each phase
+            and one line per finished epoch are printed (Keras' own progress
+            bar never is). Defaults to `"auto"`.
+        progress: show progress bars while scanning and decoding, and a bar
+            per epoch when standard error is a terminal. Defaults to `True`.
         **options: flat overrides of the config, e.g. `model="mlp"`,
             `epochs=3`, `augment="light"`, `seed=1`, `weights="imagenet"`,
-            `freeze_epochs=2`, `unfreeze=3`, `fine_tune_lr=1e-4` (see
-            `imgclf.config.OPTION_KEYS`).
+            `freeze_epochs=2`, `unfreeze=3`, `fine_tune_lr=1e-4`,
+            `schedule="cosine"`, `warmup_epochs=2`, `label_smoothing=0.1`,
+            `weight_decay=0.01`, `momentum=0.0`, `monitor="val_macro_f1"`,
+            `sampler="balanced"`, `mixed_precision=True`,
+            `strategy="mirrored"` (see `imgclf.config.TrainConfig` for what
+            each means and `imgclf.config.OPTION_KEYS` for the full list).
 
     Returns:
         The `RunDir`, holding `model.keras`, `history.csv`, `manifest.csv`, ...
