@@ -57,7 +57,7 @@ class EpochProgress(keras.callbacks.Callback):
         if self.show_bar:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=self.images_per_epoch, unit="img", unit_scale=True, leave=False,
+            self._bar = tqdm(total=self.images_per_epoch, unit="img", leave=False,
                              desc=f"epoch {epoch + 1}/{self.epochs}", file=sys.stderr, dynamic_ncols=True)
 
     def on_train_batch_end(self, batch, logs=None):

@@ -231,3 +231,16 @@ def test_mixed_precision_on_cpu_trains_in_float32_with_a_note(tmp_path, data, ca
     env = json.loads(run.environment_path.read_text())
     assert env["precision"]["policy"] == "float32"
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_on_a_terminal_each_epoch_has_a_bar_with_images_per_second(capsys):
+    from imgclf.progress import EpochProgress
+
+    progress = EpochProgress(epochs=2, phase="train", images_per_epoch=20, batch_size=8, bar=True)
+    progress.on_epoch_begin(0)
+    for batch in range(3):
+        progress.on_train_batch_end(batch, {"loss": 0.5, "accuracy": 0.75})
+    progress.on_epoch_end(0, {"loss": 0.5, "accuracy": 0.75, "val_loss": 0.6, "val_accuracy": 0.7})
+    out, err = capsys.readouterr()
+    assert "epoch 1/2" in err and "/20 " in err and "img/s" in err  # tqdm draws at most every 0.1 s
+    assert out.startswith("epoch 1/2 (train): loss 0.5000 accuracy 0.7500 val_loss 0.6000 val_accuracy 0.7000")
