@@ -1,10 +1,21 @@
-"""Runs a function over many files in worker processes, in order, with a progress bar."""
+"""Runs a function over many files in worker processes, in order, with a progress bar.
+
+Processes, not threads: on 2 cores, processes check and decode small images
+1.6 to 1.8 times as fast as threads, because the Python work around each file
+holds the GIL; on camera-size JPEGs the two are even within the noise
+(docs/BENCHMARKS.md, "Worker processes or threads"). The environment variable
+`IMGCLF_PARALLEL_BACKEND=thread` runs the same work in threads of this process
+instead, only so that `scripts/bench_workers.py` can measure both: decoding in
+`images.py` changes process-wide Pillow and warnings settings around each file,
+which threads would share.
+"""
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -15,6 +26,8 @@ R = TypeVar("R")
 
 # Below this many files, starting worker processes costs more than it saves.
 _MIN_FILES_FOR_PROCESSES = 256
+
+BACKEND_VARIABLE = "IMGCLF_PARALLEL_BACKEND"
 
 
 class WorkerDiedError(RuntimeError):
@@ -55,35 +68,68 @@ def parallel_map(
 
     Returns:
         An iterator over the results; nothing is held beyond a few chunks.
+
+    Raises:
+        WorkerDiedError: a worker process died, while starting (most often
+            an unguarded main script) or while working (most often killed
+            for lack of memory); the message says which and what to do.
     """
     workers = workers or default_workers()
     # disable=None hides the bar when stderr is not a terminal (a log file, CI), where it is only noise.
     bar = tqdm(total=len(items), desc=desc, unit=unit, disable=None if progress else True, leave=False)
     with bar:
         if workers == 1 or len(items) * files_per_item < _MIN_FILES_FOR_PROCESSES:
-            for item in items:
-                yield fn(item)
-                bar.update()
-            return
-        # "spawn", not "fork": the parent may already run TensorFlow threads,
-        # which a forked child would inherit in a broken state. An executor,
-        # not multiprocessing.Pool: a Pool waits forever for a worker that was
-        # killed, an executor says so.
-        context = multiprocessing.get_context("spawn")
-        chunksize = max(1, min(256, len(items) // (workers * 8)))
-        done = 0
-        with ProcessPoolExecutor(workers, mp_context=context) as executor:
-            try:
-                for result in executor.map(fn, items, chunksize=chunksize):
-                    yield result
-                    done += 1
-                    bar.update()
-            except BrokenProcessPool:
+            results = map(fn, items)
+        elif os.environ.get(BACKEND_VARIABLE) == "thread":
+            results = _thread_map(fn, items, workers)
+        else:
+            results = _process_map(fn, items, workers, f"{unit}s ({desc or 'parallel work'})")
+        for result in results:
+            yield result
+            bar.update()
+
+
+def _chunksize(items: Sequence, workers: int) -> int:
+    return max(1, min(256, len(items) // (workers * 8)))
+
+
+def _process_map(fn: Callable[[T], R], items: Sequence[T], workers: int, what: str) -> Iterator[R]:
+    # "spawn", not "fork": the parent may already run TensorFlow threads,
+    # which a forked child would inherit in a broken state. An executor,
+    # not multiprocessing.Pool: a Pool waits forever for a worker that was
+    # killed, an executor says so.
+    context = multiprocessing.get_context("spawn")
+    # Set by the first worker that finishes starting. A spawned worker first
+    # imports the main script again; one whose top level calls imgclf dies there.
+    started = context.Event()
+    done = 0
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=started.set) as executor:
+        try:
+            for result in executor.map(fn, items, chunksize=_chunksize(items, workers)):
+                yield result
+                done += 1
+        except BrokenProcessPool:
+            if not started.is_set():
                 raise WorkerDiedError(
-                    f"A worker process died after {done:,} of {len(items):,} {unit}s ({desc or 'parallel work'}), "
-                    "most often killed by the system for lack of memory. Run again with fewer workers, "
-                    "e.g. --workers 1."
+                    f"No worker process could start for {len(items):,} {what}. Each worker imports the main "
+                    "script again, so a script that calls imgclf at its top level runs again in every worker "
+                    "and stops it (see the traceback above). Put the script's code under "
+                    "`if __name__ == \"__main__\":`, or pass workers=1 (--workers 1) to work in this process."
                 ) from None
+            raise WorkerDiedError(
+                f"A worker process died after {done:,} of {len(items):,} {what}, most often killed by the "
+                "system for lack of memory. Run again with fewer workers, e.g. --workers 1."
+            ) from None
+
+
+def _thread_map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[R]:
+    with ThreadPoolExecutor(workers) as executor:
+        for results in executor.map(functools.partial(_map_chunk, fn), chunked(items, _chunksize(items, workers))):
+            yield from results
+
+
+def _map_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
+    return [fn(item) for item in chunk]
 
 
 def chunked(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:

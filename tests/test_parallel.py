@@ -1,8 +1,12 @@
 import os
+import subprocess
+import sys
+import threading
 
 import pytest
+from conftest import make_class_folder
 
-from imgclf.parallel import WorkerDiedError, parallel_map
+from imgclf.parallel import _MIN_FILES_FOR_PROCESSES, BACKEND_VARIABLE, WorkerDiedError, parallel_map
 
 
 def square(x):
@@ -25,3 +29,53 @@ def test_a_worker_that_dies_is_an_error_not_a_hang():
         for result in parallel_map(exit_on_300, list(range(600)), workers=2, progress=False):
             done.append(result)
     assert f"after {len(done)} of 600" in str(raised.value) and len(done) <= 300
+
+
+def test_the_thread_backend_gives_the_same_results_from_several_threads(monkeypatch):
+    monkeypatch.setenv(BACKEND_VARIABLE, "thread")
+    seen = set()
+
+    def square_and_note_thread(x):
+        seen.add(threading.get_ident())
+        return x * x
+
+    assert list(parallel_map(square_and_note_thread, list(range(600)), workers=2, progress=False)) == [
+        x * x for x in range(600)]
+    assert threading.get_ident() not in seen
+
+
+def readme_script(folder, *, guarded: bool, workers: int) -> str:
+    """The README's first lines as a script, at top level or under the `__main__` guard."""
+    body = [f"m = imgclf.scan({str(folder)!r}, val=0.15, test=0.15, seed=0, workers={workers}, progress=False)",
+            "print(f'scanned {len(m.entries)} files')"]
+    if guarded:
+        body = ['if __name__ == "__main__":', *("    " + line for line in body)]
+    return "\n".join(["import imgclf", *body]) + "\n"
+
+
+def run_script(path, code):
+    path.write_text(code)
+    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=path.parent, timeout=300)
+
+
+@pytest.fixture
+def folder_for_processes(tmp_path):
+    """300 tiny PNGs: enough that scan reads them in worker processes."""
+    assert 3 * 100 >= _MIN_FILES_FOR_PROCESSES
+    return make_class_folder(tmp_path / "data", per_class=100, size=8)
+
+
+def test_an_unguarded_script_is_told_to_add_the_main_guard(folder_for_processes, tmp_path):
+    done = run_script(tmp_path / "example.py", readme_script(folder_for_processes, guarded=False, workers=2))
+    assert done.returncode == 1
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("imgclf.parallel.WorkerDiedError: No worker process could start for 300 files (scan)")
+    assert 'Put the script\'s code under `if __name__ == "__main__":`, or pass workers=1' in error
+    assert "memory" not in error
+
+
+@pytest.mark.parametrize("guarded, workers", [(True, 2), (False, 1)], ids=["main guard", "workers=1"])
+def test_the_advice_makes_the_script_work(folder_for_processes, tmp_path, guarded, workers):
+    done = run_script(tmp_path / "example.py", readme_script(folder_for_processes, guarded=guarded, workers=workers))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "scanned 300 files"
