@@ -47,7 +47,7 @@ class Devices:
             keras.config.set_dtype_policy(previous)
 
     def describe(self) -> str:
-        where = ", ".join(self.devices)
+        where = ", ".join(device.rsplit("device:", 1)[-1] for device in self.devices)  # "CPU:0", not the full name
         text = f"strategy {self.name} on {where}" + (f" ({self.replicas} replicas)" if self.replicas > 1 else "")
         return text + (f", {self.precision}" if self.precision != "float32" else "")
 
