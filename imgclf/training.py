@@ -2,7 +2,14 @@
 
 Every epoch saves `checkpoints/last.keras` (and `best.keras` when the monitored
 metric improves), `history.csv` and `checkpoints/state.json`, each atomically,
-so a killed run resumes from its last finished epoch with `resume=True`.
+so a killed run resumes from its last finished epoch with `resume=True` and
+repeats the history of a run that was never stopped.
+
+`fit` asks small modules for what grows: `phases` (which layers train, at
+which learning rate), `schedules` (the learning rate within a phase),
+`monitoring` (the metric that picks the best epoch, validation macro-F1, early
+stopping), `sampling` (the order of an epoch's images), `strategy` (devices and
+number format) and `progress` (what is printed per epoch).
 """
 
 from __future__ import annotations
