@@ -28,11 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _bench import machine as machine_record, write_results  # scripts/, first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS = 30.0
@@ -108,11 +109,9 @@ def warm_page_cache(folder: Path) -> None:
 
 
 def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
     import PIL
 
-    return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(), "pillow": PIL.__version__}
+    return machine_record(pillow=PIL.__version__)
 
 
 def main(argv=None) -> int:
@@ -151,9 +150,7 @@ def main(argv=None) -> int:
     summary = {"machine": machine(), "results": results, "speed_ratio_vs_reference": speed_ratio,
                "rss_ratio_70k_vs_10k": memory_ratio, "workers_rss_ratio_70k_vs_10k": workers_ratio,
                "target_seconds": TARGET_SECONDS, "target_met": full["seconds"] <= TARGET_SECONDS}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"written: {args.json}")
+    write_results(args.json, summary)
     return 0
 
 

@@ -28,13 +28,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from _bench import machine as machine_record, write_results  # scripts/, first on sys.path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -114,12 +114,10 @@ def measure(name: str, size: int, *, batch: int, seconds: float, repeat: int) ->
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
     import tensorflow as tf
 
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "load_average_at_start": os.getloadavg()[0]}
+    return {**machine_record(tensorflow=tf.__version__, keras=keras.__version__),
+            "load_average_at_start": os.getloadavg()[0]}
 
 
 def _cell(value) -> str:
@@ -163,9 +161,7 @@ def main(argv=None) -> int:
 
     summary = {"machine": info, "batch_size": args.batch_size, "seconds_per_call": args.seconds, "repeat": args.repeat,
                "reference": REFERENCE, "seconds": seconds, "results": results}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"written: {args.json}")
+    write_results(args.json, summary)
     return 0
 
 

@@ -34,15 +34,15 @@ python datasets/fashion_mnist.py data/fashion-mnist          # once, if the fold
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _bench import machine as machine_record, write_results  # scripts/, first on sys.path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -77,13 +77,10 @@ def train_and_evaluate(csv: Path, out: Path, **options) -> dict:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
     import keras
     import tensorflow as tf
 
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__}
+    return machine_record(tensorflow=tf.__version__, keras=keras.__version__)
 
 
 def main(argv=None) -> int:
@@ -174,9 +171,7 @@ def main(argv=None) -> int:
                "target_classes": target_classes, "test_images": test_images, "pretrain": pretrain, "draws": draws,
                "fine_tuned_test_error": mean("fine_tuned"), "from_scratch_test_error": mean("from_scratch"),
                "difference_points": points, "target_points": TARGET_POINTS, "target_met": met, "seconds": seconds}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"written: {args.json}")
+    write_results(args.json, summary)
     return 0
 
 

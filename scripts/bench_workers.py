@@ -40,12 +40,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from _bench import machine as machine_record, write_results  # scripts/, first on sys.path
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
@@ -156,12 +157,9 @@ def run_stages(folder: Path, size: tuple[int, int, int], backend: str) -> dict:
 
 
 def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
     import PIL
 
-    return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(), "pillow": PIL.__version__,
-            "numpy": np.__version__}
+    return machine_record(pillow=PIL.__version__, numpy=np.__version__)
 
 
 def main(argv=None) -> int:
@@ -222,9 +220,7 @@ def main(argv=None) -> int:
     summary = {"machine": machine(), "repeat": args.repeat, "workers": default_workers(), "results": results,
                "load_before_runs": {"min": min(loads), "max": max(loads)},
                "errors": {f"{d}, {b}": runs[d, b][0]["errors"] for d, b in runs}}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"written: {args.json}")
+    write_results(args.json, summary)
     return 0
 
 
