@@ -103,6 +103,7 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     from .manifest import Manifest
     from .runs import RunDir
     from .pipeline import limits_of
+    from .strategy import is_chief
     from .training import check_choices, fit
 
     if config is None:
@@ -121,6 +122,9 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     if verbose:
         print(data.summary(), flush=True)  # flushed: Keras' epoch lines follow on the same stream
     run = RunDir(out)
+    if cfg.train.strategy == "multi-worker" and not is_chief():
+        # The chief of the cluster alone writes (and locks) the run directory; the other workers only read it to resume.
+        return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress)
     with run.lock():
         if not resume:
             run.start(overwrite=overwrite)

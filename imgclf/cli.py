@@ -169,9 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "evenly, with replacement for small ones (default shuffle)")
     train.add_argument("--mixed-precision", action="store_const", const=True,
                        help="mixed_float16 on a GPU; ignored with a note on a CPU")
-    train.add_argument("--strategy", choices=["auto", "default", "mirrored"],
-                       help="devices: mirrored copies the model to every GPU; auto (default) picks mirrored with "
-                       "several GPUs")
+    train.add_argument("--strategy", choices=["auto", "default", "mirrored", "multi-worker"],
+                       help="devices: mirrored copies the model to every GPU; multi-worker trains on several "
+                       "machines, as TF_CONFIG describes; auto (default) picks mirrored with several GPUs")
     train.add_argument("--workers", type=int, help="processes that decode images (default one per CPU)")
     _add_options(train, LIMIT_OPTIONS, defaults=False)
     _add_options(train, SPLIT_OPTIONS, defaults=False)

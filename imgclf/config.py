@@ -20,7 +20,7 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 SCHEDULES = ("constant", "cosine", "step", "plateau")
 MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
 SAMPLERS = ("shuffle", "balanced")
-STRATEGIES = ("auto", "default", "mirrored")
+STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 
 
 class ConfigError(ValueError):
@@ -223,9 +223,12 @@ class TrainConfig:
         strategy: how training is spread over devices: `"default"` (one
             device), `"mirrored"` (`tf.distribute.MirroredStrategy`: a copy of
             the model on every GPU, or on every logical CPU device without
-            GPUs; `batch_size` is the global batch, split between them) or
-            `"auto"` (`"mirrored"` when there are several GPUs, else
-            `"default"`). Defaults to `"auto"`.
+            GPUs; `batch_size` is the global batch, split between them),
+            `"multi-worker"` (`tf.distribute.MultiWorkerMirroredStrategy`:
+            one process per machine, the cluster described by the
+            `TF_CONFIG` environment variable; `batch_size` is the batch of
+            all workers together) or `"auto"` (`"mirrored"` when there are
+            several GPUs, else `"default"`). Defaults to `"auto"`.
     """
 
     epochs: int = 10

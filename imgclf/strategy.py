@@ -2,13 +2,21 @@
 
 `model.fit` runs under `tf.distribute.MirroredStrategy` as under the default
 strategy (Keras 3, also with a `keras.utils.PyDataset`); the model must be
-built or loaded, and compiled, inside `Devices.scope()`.
+built or loaded, and compiled, inside `Devices.scope()`. Under
+`MultiWorkerMirroredStrategy` it fails (keras-team/keras#20585), so
+`imgclf.distributed` runs the epochs there.
+
+A multi-worker cluster is described by the `TF_CONFIG` environment variable,
+as in TensorFlow's multi-worker tutorial; its chief (task `chief`, or worker
+0 when there is none) alone writes the run directory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import os
 
 
 @dataclasses.dataclass
@@ -16,11 +24,14 @@ class Devices:
     """Where training runs.
 
     Attributes:
-        name: `"default"` or `"mirrored"`.
+        name: `"default"`, `"mirrored"` or `"multi-worker"`.
         strategy: the `tf.distribute.Strategy`.
-        devices: names of the devices the model is copied to.
+        devices: names of this process's devices the model is copied to.
         precision: the Keras dtype policy, `"float32"` or `"mixed_float16"`.
         note: why a requested setting was not used, or `None`.
+        chief: whether this process writes the run directory (every
+            process but the non-chief workers of a multi-worker cluster).
+        workers: processes training together (1 unless multi-worker).
     """
 
     name: str
@@ -28,6 +39,8 @@ class Devices:
     devices: list[str]
     precision: str = "float32"
     note: str | None = None
+    chief: bool = True
+    workers: int = 1
 
     @property
     def replicas(self) -> int:
@@ -49,6 +62,8 @@ class Devices:
     def describe(self) -> str:
         where = ", ".join(device.rsplit("device:", 1)[-1] for device in self.devices)  # "CPU:0", not the full name
         text = f"strategy {self.name} on {where}" + (f" ({self.replicas} replicas)" if self.replicas > 1 else "")
+        if self.workers > 1:
+            text += f", {self.workers} workers, this one {'the chief' if self.chief else 'not the chief'}"
         return text + (f", {self.precision}" if self.precision != "float32" else "")
 
 
@@ -57,23 +72,37 @@ def choose_devices(strategy: str = "auto", *, mixed_precision: bool = False) -> 
 
     Args:
         strategy: `"default"` (one device), `"mirrored"` (every GPU, or every
-            logical CPU device when there is no GPU) or `"auto"` (`"mirrored"`
-            with several GPUs, else `"default"`). Defaults to `"auto"`.
+            logical CPU device when there is no GPU), `"multi-worker"` (the
+            processes `TF_CONFIG` lists, each with its GPUs or its CPU) or
+            `"auto"` (`"mirrored"` with several GPUs, else `"default"`).
+            Defaults to `"auto"`.
         mixed_precision: use `mixed_float16` on a GPU. Without a GPU it
             would only be slower, so it is left out and `note` says so.
             Defaults to `False`.
 
     Returns:
         A `Devices`.
+
+    Raises:
+        ValueError: for an unknown strategy, or `"multi-worker"` without a
+            usable `TF_CONFIG`.
     """
+    if strategy not in ("auto", "default", "mirrored", "multi-worker"):
+        raise ValueError(f"Unknown strategy: expected auto, default, mirrored or multi-worker. Received: strategy={strategy!r}")
+    if strategy == "multi-worker":
+        cluster_workers()  # a missing or broken TF_CONFIG fails before TensorFlow starts
     import tensorflow as tf
 
+    if strategy == "multi-worker":
+        # Created before the devices are listed: listing them starts TensorFlow's runtime, which a
+        # multi-worker strategy must configure first.
+        chosen = tf.distribute.MultiWorkerMirroredStrategy()
     gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
     cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
-    if strategy not in ("auto", "default", "mirrored"):
-        raise ValueError(f"Unknown strategy: expected auto, default or mirrored. Received: strategy={strategy!r}")
     name = ("mirrored" if len(gpus) > 1 else "default") if strategy == "auto" else strategy
-    if name == "mirrored":
+    if name == "multi-worker":
+        devices = gpus or cpus[:1]
+    elif name == "mirrored":
         devices = gpus or cpus
         chosen = tf.distribute.MirroredStrategy(devices)
     else:
@@ -85,4 +114,45 @@ def choose_devices(strategy: str = "auto", *, mixed_precision: bool = False) -> 
             precision = "mixed_float16"
         else:
             note = "mixed precision needs a GPU and would be slower on this CPU: training in float32"
-    return Devices(name, chosen, devices, precision, note)
+    workers = cluster_workers() if name == "multi-worker" else 1
+    return Devices(name, chosen, devices, precision, note, chief=name != "multi-worker" or is_chief(), workers=workers)
+
+
+def _tf_config() -> dict:
+    text = os.environ.get("TF_CONFIG", "")
+    if not text.strip():
+        raise ValueError("--strategy multi-worker reads the cluster from the TF_CONFIG environment variable, which is "
+                         "not set. Set it on every machine, e.g. TF_CONFIG='{\"cluster\": {\"worker\": "
+                         "[\"host1:12345\", \"host2:12345\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}' "
+                         "(README: \"Training on several GPUs or machines\").")
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        members = cluster[task["type"]]
+        if not isinstance(members, list) or not 0 <= int(task["index"]) < len(members):
+            raise KeyError("index")
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"TF_CONFIG is not a usable cluster description ({type(error).__name__}: {error}). It needs "
+                         "\"cluster\" (task type -> list of host:port) and \"task\" ({\"type\": ..., \"index\": ...} "
+                         f"naming an entry of the cluster). Received: TF_CONFIG={text!r}") from None
+    return config
+
+
+def cluster_workers() -> int:
+    """Processes training together in the cluster of `TF_CONFIG` (chief and workers).
+
+    Raises:
+        ValueError: if `TF_CONFIG` is missing or does not describe this task.
+    """
+    cluster = _tf_config()["cluster"]
+    return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
+
+
+def is_chief() -> bool:
+    """Whether `TF_CONFIG` makes this process the chief: task `chief`, or worker 0 of a cluster without one.
+
+    Reads only the environment, so it can be asked before TensorFlow is imported.
+    """
+    config = _tf_config()
+    kind, index = config["task"]["type"], int(config["task"]["index"])
+    return kind == "chief" or (kind == "worker" and index == 0 and not config["cluster"].get("chief"))

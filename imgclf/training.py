@@ -9,7 +9,8 @@ repeats the history of a run that was never stopped.
 which learning rate), `schedules` (the learning rate within a phase),
 `monitoring` (the metric that picks the best epoch, validation macro-F1, early
 stopping), `sampling` (the order of an epoch's images), `strategy` (devices and
-number format) and `progress` (what is printed per epoch).
+number format), `distributed` (the epochs of a multi-worker cluster, where
+`model.fit` fails) and `progress` (what is printed per epoch).
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
 import shutil
+import tempfile
 
 import keras
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
 from .augment import augment_to_yaml, build_augment
+from .distributed import fit_epochs
 from .config import Config, ImageSpec, TrainConfig
 from .manifest import Manifest
 from .models import ModelChoice, build_model, choose_model, default_image_size
@@ -54,6 +58,9 @@ class RunCheckpoint(keras.callbacks.Callback):
         best: best value seen before this process started (when resuming).
         history: rows of `history.csv` from before this process started
             (when resuming).
+        write: write the files; a worker that is not the chief of a
+            multi-worker cluster keeps the history and saves the model
+            only to discard it. Defaults to `True`.
 
     Attributes:
         phase: the phase now training (see `imgclf.phases`), written to
@@ -62,8 +69,10 @@ class RunCheckpoint(keras.callbacks.Callback):
             (`imgclf.monitoring.ResumableState`), by name.
     """
 
-    def __init__(self, run: RunDir, monitor: str, best: float | None = None, history: list[dict] | None = None):
+    def __init__(self, run: RunDir, monitor: str, best: float | None = None, history: list[dict] | None = None,
+                 write: bool = True):
         super().__init__()
+        self.write = write
         self.run = run
         self.monitor = monitor
         self.lower_is_better = "loss" in monitor
@@ -87,13 +96,19 @@ class RunCheckpoint(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         logs["learning_rate"] = self._learning_rate
         value = float(logs.get(self.monitor, math.nan))
+        self.history.append({"epoch": epoch, "phase": self.phase, **{key: float(logs[key]) for key in sorted(logs)}})
+        if not self.write:
+            # Saving may run collective ops (a variable created under a multi-worker strategy is broadcast from
+            # the chief), so every worker saves, as in TensorFlow's multi-worker tutorial; this copy is discarded.
+            with tempfile.TemporaryDirectory(prefix="imgclf-worker-") as scratch:
+                self.model.save(os.path.join(scratch, "last.keras"))
+            return
         checkpoints = self.run.checkpoints
         self.run.save_model(self.model, checkpoints / "last.keras")
         if not math.isnan(value) and self._improved(value):
             self.best = value
             with atomic_path(checkpoints / "best.keras") as tmp:
                 shutil.copyfile(checkpoints / "last.keras", tmp)
-        self.history.append({"epoch": epoch, "phase": self.phase, **{key: float(logs[key]) for key in sorted(logs)}})
         columns = ["epoch", "phase", *sorted({key for row in self.history for key in row} - {"epoch", "phase"})]
         write_csv(self.run.history_path, columns, ([row.get(c, "") for c in columns] for row in self.history))
         write_json(checkpoints / "state.json",
@@ -197,6 +212,10 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     if resuming:
         _refuse_changed_settings(run, cfg)
     devices = choose_devices(cfg.train.strategy, mixed_precision=cfg.train.mixed_precision)
+    if resume and not devices.chief and not resuming:
+        raise RunError(f"Cannot resume in {run.path}: no checkpoint of the chief there. Every worker of a multi-worker "
+                       "run reads the chief's run directory, so --out must name the same folder on storage all "
+                       "workers share.")
     if verbose:
         print(f"model: {cfg.model.name}" + (f" (auto: {choice.reason})" if choice.reason else "")
               + f", weights {cfg.model.weights}, input {spec.height}x{spec.width}x{spec.channels}", flush=True)
@@ -217,18 +236,21 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         raise ValueError("The train split has no usable images. Lower --val/--test or add images.")
 
     augment = build_augment(cfg.augment.preset, channels=spec.channels, seed=cfg.train.seed)
-    _write_run_files(run, cfg, classes, manifest, augment, spec, choice, devices)
+    if devices.chief:
+        _write_run_files(run, cfg, classes, manifest, augment, spec, choice, devices)
 
     state = read_json(state_path) if resuming else {}
     history = _finished_history(run, state["epoch"]) if resuming else []
     checkpoint = RunCheckpoint(run, choose_monitor(cfg.train.monitor, len(val_data) > 0), best=state.get("best"),
-                               history=history)
+                               history=history, write=devices.chief)
     batches = _Batches(cfg, train_data, val_data, augment, len(classes))
     with devices.scope():
-        _train_in_phases(model, cfg, batches, checkpoint, first_epoch=state.get("epoch", -1) + 1,
+        _train_in_phases(model, cfg, batches, checkpoint, devices, first_epoch=state.get("epoch", -1) + 1,
                          loaded_phase=state.get("phase", TRAIN) if resuming else None,
                          restored=state.get("callbacks", {}), verbose=verbose, progress=progress)
 
+    if not devices.chief:
+        return run
     best_path = run.checkpoints / "best.keras"
     with atomic_path(run.model_path) as tmp:
         shutil.copyfile(best_path if best_path.exists() else run.checkpoints / "last.keras", tmp)
@@ -280,9 +302,10 @@ class _Batches:
         return ImageBatches(self.val, batch_size=self.cfg.train.batch_size, one_hot=self._one_hot)
 
 
-def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheckpoint, *, first_epoch: int,
-                     loaded_phase: str | None, restored: dict, verbose, progress: bool) -> None:
-    """Runs `model.fit` once per phase of `plan_phases`, from `first_epoch` on.
+def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheckpoint, devices: Devices, *,
+                     first_epoch: int, loaded_phase: str | None, restored: dict, verbose, progress: bool) -> None:
+    """Runs `model.fit` (`distributed.fit_epochs` on a multi-worker cluster) once per phase of `plan_phases`,
+    from `first_epoch` on.
 
     A phase starts by choosing the trainable layers and compiling with its
     learning rate, unless the model was loaded in that phase (a resumed
@@ -303,10 +326,14 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
         training = batches.training(start)
         callbacks = _callbacks(cfg, phase, batches, checkpoint, training,
                                restored if phase.name == loaded_phase else {}, verbose=verbose, progress=progress)
-        # shuffle=False: the batches shuffle themselves, seeded by the epoch; Keras' own shuffling of the batch
-        # order draws from the global random state, which a resumed process does not share.
-        model.fit(training, validation_data=batches.validation(), epochs=phase.end, initial_epoch=start,
-                  class_weight=class_weight, callbacks=callbacks, verbose=0, shuffle=False)
+        if devices.name == "multi-worker":
+            fit_epochs(model, training, batches.validation(), strategy=devices.strategy, epochs=phase.end,
+                       initial_epoch=start, callbacks=callbacks, class_weight=class_weight)
+        else:
+            # shuffle=False: the batches shuffle themselves, seeded by the epoch; Keras' own shuffling of the batch
+            # order draws from the global random state, which a resumed process does not share.
+            model.fit(training, validation_data=batches.validation(), epochs=phase.end, initial_epoch=start,
+                      class_weight=class_weight, callbacks=callbacks, verbose=0, shuffle=False)
         if checkpoint.history and math.isnan(float(checkpoint.history[-1].get("loss", 0))):
             break  # TerminateOnNaN stopped the run; a later phase would start from the same broken weights
 
@@ -324,8 +351,9 @@ def _callbacks(cfg: Config, phase: Phase, batches: _Batches, checkpoint: RunChec
     callbacks: list[keras.callbacks.Callback] = []
     if monitor == "val_macro_f1":
         callbacks.append(ValidationMacroF1(batches.val, batches.validation()))
-    callbacks.append(keras.callbacks.TensorBoard(log_dir=str(checkpoint.run.path / "tensorboard"), write_graph=False,
-                                                 profile_batch=0, update_freq="epoch"))
+    if checkpoint.write:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(checkpoint.run.path / "tensorboard"),
+                                                     write_graph=False, profile_batch=0, update_freq="epoch"))
     callbacks += schedule_callbacks(cfg.train, phase, monitor)
     if cfg.train.patience:
         callbacks.append(ResumableEarlyStopping(monitor=monitor, mode=monitor_mode(monitor), patience=cfg.train.patience))

@@ -79,3 +79,127 @@ def test_mirrored_over_two_cpu_devices_trains_checkpoints_and_resumes_to_the_sam
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert [float(r[key]) for r in resumed] == pytest.approx([float(r[key]) for r in whole], rel=1e-4, abs=1e-6)
     assert len(whole) == 5 and float(whole[-1]["accuracy"]) > float(whole[0]["accuracy"])
+
+
+# One worker of a two-process cluster on 127.0.0.1; TF_CONFIG comes from the environment.
+WORKER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import imgclf
+    import imgclf.training
+
+    data, out, weights_file, mode = sys.argv[1:5]
+    options = dict(model="mlp", hidden=(16,), batch_size=8, epochs=3, learning_rate=0.01, class_weight=True,
+                   strategy="multi-worker", verbose=1, progress=False)
+
+    train_in_phases = imgclf.training._train_in_phases
+    def keep_weights(model, *args, **kwargs):
+        train_in_phases(model, *args, **kwargs)
+        np.savez(weights_file, *model.get_weights())
+    imgclf.training._train_in_phases = keep_weights
+
+    if mode == "killed":
+        save = imgclf.training.RunCheckpoint.on_epoch_end
+        def save_then_die(self, epoch, logs=None):
+            save(self, epoch, logs)
+            if epoch == 1:
+                raise KeyboardInterrupt
+        imgclf.training.RunCheckpoint.on_epoch_end = save_then_die
+        try:
+            imgclf.train(data, out=out, **options)
+        except KeyboardInterrupt:
+            print("stopped after epoch 2")
+    else:
+        imgclf.train(data, out=out, resume=mode == "resume", **options)
+""")
+
+
+def _free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _cluster(data: Path, out: Path, weights: Path, mode: str) -> list[str]:
+    """Runs both workers of a fresh two-worker cluster to the end; returns their outputs."""
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": tf_config}
+        processes.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(data), str(out), str(weights / f"{mode}-{index}.npz"), mode],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        outputs = [process.communicate(timeout=300)[0] for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:  # a worker left waiting for one that failed
+                process.kill()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    return outputs
+
+
+def _weights(path: Path) -> list:
+    import numpy as np
+
+    with np.load(path) as arrays:
+        return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+
+
+def _history(run: Path) -> list[dict]:
+    import csv
+
+    with open(run / "history.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_two_workers_on_localhost_end_with_identical_weights_and_resume_at_the_next_epoch(tmp_path):
+    import numpy as np
+
+    data = make_class_folder(tmp_path / "data", per_class=10)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+
+    chief, other = _cluster(data, tmp_path / "whole", weights, "whole")
+    assert "strategy multi-worker" in chief and "2 workers, this one the chief" in chief
+    assert "this one not the chief" in other
+    for mine, theirs in zip(_weights(weights / "whole-0.npz"), _weights(weights / "whole-1.npz")):
+        np.testing.assert_array_equal(mine, theirs)
+    whole = _history(tmp_path / "whole")
+    assert [row["epoch"] for row in whole] == ["0", "1", "2"]
+    assert (tmp_path / "whole" / "model.keras").exists()
+    environment = json.loads((tmp_path / "whole" / "environment.json").read_text())
+    assert environment["strategy"]["name"] == "multi-worker"
+
+    _cluster(data, tmp_path / "resumed", weights, "killed")
+    assert [row["epoch"] for row in _history(tmp_path / "resumed")] == ["0", "1"]
+    chief, other = _cluster(data, tmp_path / "resumed", weights, "resume")
+    assert "epochs 3-3 of 3" in chief and "epochs 3-3 of 3" in other
+    resumed = _history(tmp_path / "resumed")
+    assert [row["epoch"] for row in resumed] == ["0", "1", "2"]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert [float(r[key]) for r in resumed] == pytest.approx([float(r[key]) for r in whole], rel=1e-4, abs=1e-6)
+    for mine, theirs in zip(_weights(weights / "resume-0.npz"), _weights(weights / "resume-1.npz")):
+        np.testing.assert_array_equal(mine, theirs)
+    for mine, theirs in zip(_weights(weights / "resume-0.npz"), _weights(weights / "whole-0.npz")):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_multi_worker_without_tf_config_names_the_variable(monkeypatch):
+    from imgclf.strategy import choose_devices
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG environment variable, which is not set"):
+        choose_devices("multi-worker")
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}')
+    with pytest.raises(ValueError, match="not a usable cluster description"):
+        choose_devices("multi-worker")
