@@ -270,7 +270,7 @@ def _write_run_files(run: RunDir, cfg: Config, classes, manifest: Manifest, augm
     run.write_environment(seeds={"split": cfg.data.seed, "train": cfg.train.seed}, data_hash=manifest.data_hash,
                           extra={"image_spec": dataclasses.asdict(spec), "model": model_record, "devices": _devices(),
                                  "strategy": {"name": devices.name, "devices": devices.devices,
-                                              "replicas": devices.replicas},
+                                              "replicas": devices.replicas, "workers": devices.workers},
                                  "precision": {"policy": devices.precision, "note": devices.note},
                                  "sampler": cfg.train.sampler})
 

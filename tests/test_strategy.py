@@ -178,7 +178,7 @@ def test_two_workers_on_localhost_end_with_identical_weights_and_resume_at_the_n
     assert [row["epoch"] for row in whole] == ["0", "1", "2"]
     assert (tmp_path / "whole" / "model.keras").exists()
     environment = json.loads((tmp_path / "whole" / "environment.json").read_text())
-    assert environment["strategy"]["name"] == "multi-worker"
+    assert (environment["strategy"]["name"], environment["strategy"]["workers"]) == ("multi-worker", 2)
 
     _cluster(data, tmp_path / "resumed", weights, "killed")
     assert [row["epoch"] for row in _history(tmp_path / "resumed")] == ["0", "1"]
