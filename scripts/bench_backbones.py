@@ -16,7 +16,7 @@ the same time as ImageNet ones) for 10 classes and RGB input, made trainable wit
 `imgclf.models.backbones.set_trainable` and compiled as imgclf does (Adam,
 sparse_categorical_crossentropy). Every measurement fits (or predicts) random uint8 batches
 of 32 once to warm up (tracing), then times calls of enough batches to last about `--seconds`
-(2 to 30 batches); the best of `--repeat` calls is kept, which damps noise from other processes.
+(1 to 30 batches); the best of `--repeat` calls is kept, which damps noise from other processes.
 
 Usage:
 
@@ -67,18 +67,17 @@ def configurations() -> list[tuple[str, int]]:
 def images_per_second(run, *, batch: int, seconds: float, repeat: int) -> tuple[float, int]:
     """Images per second of `run(batches)`, and the batches timed per call.
 
-    One batch warms up (tracing), one more estimates the time a batch takes; each timed call
-    then runs enough batches to last about `seconds` (2 to 30 batches). The fastest of
-    `repeat` calls counts; a call longer than 30 s is not repeated.
+    One batch warms up (tracing); a timed batch then tells how many batches last about `seconds`
+    (1 to 30), and `repeat` calls of that many are timed. The fastest call counts; calls stop
+    early once one has taken 30 s.
     """
     run(1)
-    steps = min(30, max(2, math.ceil(seconds / _seconds(run, 1))))
-    best = math.inf
-    for _ in range(repeat):
-        best = min(best, _seconds(run, steps))
-        if best > 30:
-            break
-    return steps * batch / best, steps
+    first = _seconds(run, 1)
+    steps = min(30, max(1, math.ceil(seconds / first)))
+    timings = [first] if steps == 1 else []
+    while len(timings) < repeat and not (timings and min(timings) > 30):
+        timings.append(_seconds(run, steps))
+    return steps * batch / min(timings), steps
 
 
 def _seconds(run, batches: int) -> float:
