@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Keras reads KERAS_HOME once, at import: every test sees an empty weights cache of its own session,
 # never the user's ~/.keras/models, so `--model auto` and ImageNet weights behave the same everywhere.
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="imgclf-test-keras-home-")
+atexit.register(shutil.rmtree, os.environ["KERAS_HOME"], ignore_errors=True)
 
 # Each class is a colour and a bar orientation, so a tiny CNN learns it in a few epochs.
 CLASS_STYLES = {
