@@ -18,7 +18,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["scan", "audit", "train", "evaluate", "report", "compare", "predict", "load", "export", "list_models", "Config", "load_config", "Manifest", "RunDir"]
+__all__ = ["scan", "audit", "train", "evaluate", "report", "compare", "predict", "load", "export", "list_models",
+           "augment_preview", "Config", "load_config", "Manifest", "RunDir"]
 
 
 def __getattr__(name):
@@ -88,7 +89,8 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
             `schedule="cosine"`, `warmup_epochs=2`, `label_smoothing=0.1`,
             `weight_decay=0.01`, `momentum=0.0`, `monitor="val_macro_f1"`,
             `sampler="balanced"`, `mixed_precision=True`,
-            `strategy="mirrored"` (see `imgclf.config.TrainConfig` for what
+            `strategy="mirrored"`, `augment="my-augment.yaml"`, `flip=False`,
+            `resize="pad"` (see `imgclf.config.TrainConfig` for what
             each means and `imgclf.config.OPTION_KEYS` for the full list).
 
     Returns:
@@ -99,6 +101,9 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     >>> run = imgclf.train("data/digits", model="cnn", epochs=10, out="runs/digits")
     >>> run = imgclf.train("photos/", model="efficientnet_b0", weights="imagenet", out="runs/photos")
     """
+    import dataclasses
+
+    from .augment import pin_augment
     from .config import Config, load_config, with_options
     from .manifest import Manifest
     from .runs import RunDir
@@ -112,6 +117,8 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     elif not isinstance(config, Config):
         config = load_config(config)
     cfg = with_options(config, **options)
+    # A YAML augmentation file is recorded with its hash: a resumed or repeated run refuses one edited since.
+    cfg = dataclasses.replace(cfg, augment=pin_augment(cfg.augment))
     check_choices(cfg)
     limits = limits_of(cfg.data)
     if not isinstance(data, Manifest):
@@ -129,6 +136,24 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
         if not resume:
             run.start(overwrite=overwrite)
         return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress)
+
+
+def augment_preview(data, *, out=None, config=None, n: int = 8, versions: int = 5, zoom: int | None = None,
+                    progress: bool = True, **options):
+    """Draws training images and augmented versions of each, at the size the model sees; see `imgclf.preview`.
+
+    Takes the options of `imgclf.train` (`augment` a preset or a YAML
+    file, `flip`, `image_size`, `resize`, `seed`, ...) and returns a
+    `Preview` whose `image` is the grid, written to `out` when given.
+
+    Example:
+
+    >>> preview = imgclf.augment_preview("data/digits", augment="light", flip=False, out="preview.png")
+    >>> print(preview.summary())
+    """
+    from .preview import augment_preview as draw
+
+    return draw(data, out=out, config=config, n=n, versions=versions, zoom=zoom, progress=progress, **options)
 
 
 def _refuse_errors(manifest) -> None:

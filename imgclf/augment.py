@@ -1,19 +1,54 @@
-"""Training-time augmentation: albumentations presets by name and their YAML round trip."""
+"""Training-time augmentation: albumentations presets by name, pipelines from YAML files, and their round trip.
+
+A pipeline is chosen by a preset name (`build_augment("standard")`) or by the
+path of a YAML file in the format a run writes to its `augment.yaml`
+(`build_augment("my-augment.yaml")`), so a run's augmentation can be copied,
+edited and reused. A file is checked completely when it is read: an unknown
+transform, an unknown argument or an invalid value is an `AugmentError` that
+names the file, the transform and the argument, before any image is decoded.
+
+`flip=False` removes the transforms that mirror an image (`MIRRORS`) from a
+preset or a file, for data where a mirror image is another class.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import hashlib
+import inspect
 import os
+from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for updates at import otherwise
 
 import albumentations as A  # noqa: E402
+import numpy as np  # noqa: E402
 import yaml  # noqa: E402
+from albumentations.core.serialization import SERIALIZABLE_REGISTRY, shorten_class_name  # noqa: E402
+
+from .config import AugmentConfig, ConfigError  # noqa: E402
 
 PRESETS = ("none", "light", "standard", "heavy")
+# Transforms that can mirror an image; `flip=False` removes them. D4 (alias SquareSymmetry) draws one of
+# the 8 symmetries of a square, 4 of which are mirror images, so it goes too (with its pure rotations).
+MIRRORS = ("HorizontalFlip", "VerticalFlip", "Transpose", "D4", "SquareSymmetry")
+YAML_SUFFIXES = (".yaml", ".yml")
+# Base classes in albumentations' registry that are not transforms of their own.
+_BASES = {"BasicTransform", "DualTransform", "ImageOnlyTransform", "Transform3D", "BaseCompose", "MaxSizeTransform"}
 
 
-def build_augment(preset: str, *, channels: int = 3, seed: int | None = None) -> A.Compose:
-    """Returns the albumentations pipeline of a preset.
+class AugmentError(ConfigError):
+    """An augmentation preset, file or pipeline cannot be used; the message names it and the fix."""
+
+
+def is_augment_file(preset: str) -> bool:
+    """Whether `preset` names a YAML file (`.yaml` or `.yml`) rather than a preset."""
+    return str(preset).lower().endswith(YAML_SUFFIXES)
+
+
+def build_augment(augment, *, channels: int = 3, seed: int | None = None, flip: bool = True) -> A.Compose:
+    """Returns the albumentations pipeline of a preset or of a YAML file.
 
     Presets:
         - `none`: no change.
@@ -23,42 +58,303 @@ def build_augment(preset: str, *, channels: int = 3, seed: int | None = None) ->
           only), blur and random erasing.
 
     Args:
-        preset: one of `PRESETS`.
-        channels: 1 for grayscale images (colour transforms are left out),
-            3 for RGB. Defaults to 3.
-        seed: seed of the pipeline's random generator. Defaults to `None`.
+        augment: one of `PRESETS`, the path of a `.yaml`/`.yml` file in the
+            format of a run's `augment.yaml` (see `read_augment`), or an
+            `AugmentConfig` (its `preset` and `flip`).
+        channels: 1 for grayscale images (the presets leave colour
+            transforms out), 3 for RGB. A file's pipeline is used as written.
+            Defaults to 3.
+        seed: seed of the pipeline's random generators. Defaults to `None`.
+        flip: keep the transforms of `MIRRORS`; `False` removes them.
+            With an `AugmentConfig`, its `flip` must allow them too.
+            Defaults to `True`.
 
     Returns:
         An `A.Compose` that maps `image=uint8 HxWxC` to the same shape.
+
+    Raises:
+        AugmentError: for an unknown preset, a missing file, or a file that
+            does not hold a valid pipeline.
+
+    Example:
+
+    >>> pipeline = build_augment("standard", seed=0, flip=False)
+    >>> pipeline = build_augment("runs/flowers/augment.yaml", seed=0)
     """
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown augmentation preset {preset!r}. Valid presets: {', '.join(PRESETS)}")
+    if isinstance(augment, AugmentConfig):
+        augment, flip = augment.preset, flip and augment.flip
+    if augment in PRESETS:
+        pipeline = _preset(augment, channels=channels, flip=flip)
+    elif isinstance(augment, (str, os.PathLike)) and is_augment_file(os.fspath(augment)):
+        pipeline = read_augment(augment, flip=flip)
+    else:
+        raise AugmentError(f"Unknown augmentation preset {augment!r}. Valid presets: {', '.join(PRESETS)}; or the "
+                           f"path of a YAML file ({' or '.join(YAML_SUFFIXES)}) holding an albumentations pipeline "
+                           "in the format of a run's augment.yaml.")
+    if seed is not None:
+        pipeline.set_random_seed(seed)
+    return pipeline
+
+
+def _preset(name: str, *, channels: int, flip: bool) -> A.Compose:
     transforms = []
-    if preset == "light":
+    if name == "light":
         transforms = [A.Affine(scale=(0.92, 1.08), translate_percent=(-0.08, 0.08), rotate=(-10, 10), p=0.7)]
-    elif preset == "standard":
+    elif name == "standard":
         transforms = [
-            A.HorizontalFlip(p=0.5),
+            *([A.HorizontalFlip(p=0.5)] if flip else []),
             A.Affine(scale=(0.85, 1.15), translate_percent=(-0.1, 0.1), rotate=(-15, 15), p=0.7),
             A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
         ]
-    elif preset == "heavy":
+    elif name == "heavy":
         transforms = [
-            A.HorizontalFlip(p=0.5),
+            *([A.HorizontalFlip(p=0.5)] if flip else []),
             A.Affine(scale=(0.75, 1.25), translate_percent=(-0.15, 0.15), rotate=(-25, 25), shear=(-8, 8), p=0.8),
             A.RandomBrightnessContrast(brightness_limit=0.3, contrast_limit=0.3, p=0.6),
             *([A.HueSaturationValue(p=0.4)] if channels == 3 else []),
             A.GaussianBlur(blur_limit=(3, 5), p=0.2),
             A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.05, 0.2), hole_width_range=(0.05, 0.2), p=0.4),
         ]
-    return A.Compose(transforms, seed=seed)
+    return A.Compose(transforms)
 
 
 def augment_to_yaml(pipeline: A.Compose) -> str:
-    """Serialises any albumentations pipeline to YAML text."""
+    """Serialises any albumentations pipeline to YAML text (albumentations' own dict format)."""
     return yaml.safe_dump(A.to_dict(pipeline), sort_keys=False)
 
 
-def augment_from_yaml(text: str) -> A.Compose:
-    """Reads a pipeline written by `augment_to_yaml`."""
-    return A.from_dict(yaml.safe_load(text))
+def augment_from_yaml(text: str, *, source: str = "augmentation YAML", flip: bool = True) -> A.Compose:
+    """Reads a pipeline written by `augment_to_yaml` (or by hand in that format).
+
+    Args:
+        text: YAML text.
+        source: what the text came from, for error messages.
+            Defaults to `"augmentation YAML"`.
+        flip: keep the transforms of `MIRRORS`. Defaults to `True`.
+
+    Returns:
+        An `A.Compose`.
+
+    Raises:
+        AugmentError: naming the transform and argument that are wrong.
+    """
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise AugmentError(f"{source} is not valid YAML: {error}") from None
+    return pipeline_from_dict(values, source=source, flip=flip)
+
+
+def read_augment(path, *, flip: bool = True) -> A.Compose:
+    """Reads an albumentations pipeline from a YAML file.
+
+    The file holds the dict `A.to_dict` makes, as a run's `augment.yaml`
+    does: a `transform` mapping (usually a `Compose`) whose transforms each
+    name their albumentations class in `__class_fullname__` and give their
+    arguments beside it. A transform without `p` takes its class's default.
+
+    Example file:
+
+    ```yaml
+    transform:
+      __class_fullname__: Compose
+      transforms:
+      - __class_fullname__: Affine
+        rotate: [-10, 10]
+        p: 0.7
+      - __class_fullname__: RandomBrightnessContrast
+        p: 0.5
+    ```
+
+    Args:
+        path: the `.yaml` or `.yml` file.
+        flip: keep the transforms of `MIRRORS`. Defaults to `True`.
+
+    Returns:
+        An `A.Compose`.
+
+    Raises:
+        AugmentError: for a missing file, invalid YAML, or an unknown
+            transform, unknown argument or invalid value (named, with the
+            file and the transform's place in it).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AugmentError(f"Augmentation file not found: {path}. Check the path; a run's own pipeline is its "
+                           "augment.yaml.") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise AugmentError(f"Cannot read augmentation file {path}: {error}") from None
+    return augment_from_yaml(text, source=str(path), flip=flip)
+
+
+def pipeline_from_dict(values, *, source: str = "augmentation", flip: bool = True) -> A.Compose:
+    """Builds a pipeline from albumentations' dict format, checking every transform and argument.
+
+    `A.from_dict` only warns about an unknown argument, raises a bare
+    `KeyError` for an unknown transform and never says which transform an
+    invalid value belongs to; this walks the dict itself so every error
+    names the transform, its place and the argument.
+
+    Args:
+        values: `{"transform": {...}}` as `A.to_dict` makes it (a
+            `__version__` key is allowed), or the transform mapping itself.
+        source: what the values came from, for error messages.
+            Defaults to `"augmentation"`.
+        flip: keep the transforms of `MIRRORS`. Defaults to `True`.
+
+    Returns:
+        An `A.Compose` (a single transform at the top is wrapped in one).
+    """
+    if not isinstance(values, dict):
+        raise AugmentError(f"{source}: an augmentation pipeline must be a mapping with a 'transform' key (the format "
+                           f"of a run's augment.yaml). Received: {_short(values)}")
+    if "transform" in values:
+        unknown = sorted(set(values) - {"transform", "__version__"})
+        if unknown:
+            raise AugmentError(f"{source}: unknown top-level key {unknown[0]!r}. Valid keys: transform, __version__.")
+        node, where = values["transform"], "transform"
+    elif "__class_fullname__" in values:
+        node, where = values, "the top level"
+    else:
+        raise AugmentError(f"{source}: no 'transform' key: an augmentation pipeline is a mapping with a 'transform' "
+                           f"key (the format of a run's augment.yaml). Received keys: {sorted(map(str, values))}")
+    built = _build(node, where, source, flip)
+    if built is None:  # the whole pipeline was a mirror, removed by flip=False
+        return A.Compose([])
+    return built if isinstance(built, A.Compose) else A.Compose([built])
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _build(node, where: str, source: str, flip: bool):
+    """One transform of a pipeline dict (and, for a compose, its transforms); `None` if `flip` removes it."""
+    if not isinstance(node, dict) or "__class_fullname__" not in node:
+        raise AugmentError(f"{source}: {where} must be a mapping that names its transform in __class_fullname__, "
+                           f"e.g. {{__class_fullname__: Affine, rotate: [-10, 10], p: 0.5}}. Received: {_short(node)}")
+    full_name = node["__class_fullname__"]
+    name = shorten_class_name(str(full_name))
+    if name == "Lambda":
+        raise AugmentError(f"{source}: {where} is a Lambda transform, which holds Python code and cannot be read from "
+                           "YAML. Replace it with albumentations transforms.")
+    if name not in _transform_names():
+        close = difflib.get_close_matches(name, _transform_names(), n=3)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise AugmentError(f"{source}: unknown transform {full_name!r} at {where}.{hint} Transforms are albumentations "
+                           f"{A.__version__} class names, e.g. Affine, HorizontalFlip, RandomBrightnessContrast.")
+    cls = SERIALIZABLE_REGISTRY[name]
+    if not flip and name in MIRRORS:
+        return None
+    place = f"{name} ({where})"
+    args = {key: value for key, value in node.items() if key != "__class_fullname__"}
+    parameters = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        valid = [key for key in parameters if key != "self"]
+        for key in args:
+            if key not in valid:
+                raise AugmentError(f"{source}: {place}: unknown argument {key!r}. Valid arguments of {name}: "
+                                   f"{', '.join(valid)}.")
+    if issubclass(cls, A.BaseCompose):
+        children = args.get("transforms")
+        if not isinstance(children, list):
+            raise AugmentError(f"{source}: {place}: transforms must be a list of transforms. Received: "
+                               f"transforms={_short(children)}")
+        built = [_build(child, f"{where}.transforms[{i}]", source, flip) for i, child in enumerate(children)]
+        args["transforms"] = [transform for transform in built if transform is not None]
+    try:
+        return cls(**args)
+    except (ValueError, TypeError) as error:
+        raise AugmentError(f"{source}: {place}: {_describe(error, args)}") from None
+
+
+def _describe(error: Exception, args: dict) -> str:
+    """The first invalid argument of a transform and why, from albumentations' pydantic error if it has one."""
+    cause = error.__cause__ or error.__context__
+    details = getattr(cause, "errors", None) or getattr(error, "errors", None)
+    if callable(details):
+        for detail in details():
+            if detail.get("loc"):
+                key = str(detail["loc"][0])
+                if key in args:
+                    return f"invalid argument {key}: {detail['msg']}. Received: {key}={args[key]!r}"
+                return f"{detail['msg']} ({'.'.join(map(str, detail['loc']))})"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _transform_names() -> list[str]:
+    """The transform classes a YAML file may name."""
+    return sorted(name for name, cls in SERIALIZABLE_REGISTRY.items()
+                  if inspect.isclass(cls) and issubclass(cls, (A.BasicTransform, A.BaseCompose)) and name not in _BASES)
+
+
+def augment_sha256(path) -> str:
+    """SHA-256 of a file's bytes, as `AugmentConfig.sha256` records it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def pin_augment(augment: AugmentConfig) -> AugmentConfig:
+    """Records the SHA-256 of the YAML file an `AugmentConfig` names.
+
+    A config that already records one (a resumed run, or a run's
+    `config.yaml` used again) must still match the file, so a file edited
+    since cannot silently change a run's augmentation.
+
+    Args:
+        augment: the config; a preset name is returned unchanged.
+
+    Returns:
+        The config with `sha256` set for a file.
+
+    Raises:
+        AugmentError: for a missing file, or one that changed since its
+            hash was recorded.
+    """
+    if not is_augment_file(augment.preset):
+        return augment
+    path = Path(augment.preset)
+    if not path.is_file():
+        raise AugmentError(f"Augmentation file not found: {path}. Check the path; a run's own pipeline is its "
+                           "augment.yaml.")
+    digest = augment_sha256(path)
+    if augment.sha256 and augment.sha256 != digest:
+        raise AugmentError(
+            f"Augmentation file {path} changed since it was recorded (sha256 {augment.sha256[:12]}, now {digest[:12]}). "
+            f"A run's exact pipeline is in its augment.yaml: start a new run with --augment RUN/augment.yaml, or name "
+            f"the file again (--augment {path}) to use it as it is now."
+        )
+    return dataclasses.replace(augment, sha256=digest)
+
+
+def apply_augment(pipeline: A.Compose, images: np.ndarray) -> np.ndarray:
+    """Applies a pipeline to each image of a batch, drawing from the pipeline's random generators in order.
+
+    Args:
+        pipeline: an albumentations pipeline.
+        images: uint8 array `(N, height, width, channels)`.
+
+    Returns:
+        The augmented batch, of the same shape.
+
+    Raises:
+        AugmentError: if a transform fails on these images or changes their
+            size (a pipeline must keep the size the model sees).
+    """
+    out = np.empty_like(images)
+    for i, image in enumerate(images):
+        try:
+            result = pipeline(image=image)["image"]
+        except Exception as error:
+            raise AugmentError(f"The augmentation pipeline failed on a {'x'.join(map(str, image.shape))} image: "
+                               f"{type(error).__name__}: {error}") from error
+        if result.size != image.size:
+            raise AugmentError(
+                f"The augmentation pipeline changed an image of {'x'.join(map(str, image.shape))} to "
+                f"{'x'.join(map(str, result.shape))}; it must keep the size the model sees. Give crops and resizes "
+                "(RandomResizedCrop, Resize) the image size, or set the image size to theirs."
+            )
+        out[i] = result.reshape(image.shape)
+    return out

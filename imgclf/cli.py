@@ -83,6 +83,14 @@ LIMIT_OPTIONS = (
 )
 
 
+AUGMENT_HELP = ("augmentation: a preset (none, light, standard, heavy) or a YAML file of any albumentations pipeline, "
+                "in the format of a run's augment.yaml")
+NO_FLIP_HELP = ("remove mirroring transforms (HorizontalFlip, VerticalFlip, Transpose, D4) from the augmentation, "
+                "for digits, text or left/right classes")
+RESIZE_HELP = ("how images reach --image-size, always exactly that shape: stretch (default; aspect ratio lost), pad "
+               "(whole image, white bands) or crop (centre, edges cut)")
+
+
 def _add_options(parser: argparse.ArgumentParser, options, *, defaults: bool) -> None:
     """Adds shared options; `defaults=False` leaves them None so a --config file can set them."""
     for flag, kind, default, text in options:
@@ -147,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", help="adam, adamw, sgd or rmsprop (default adam)")
     train.add_argument("--image-size", type=_image_size, help="SIZE or HEIGHTxWIDTH (default: median of the images, at most 224)")
     train.add_argument("--color-mode", choices=["auto", "rgb", "grayscale"], help="default auto: grayscale if every image is")
-    train.add_argument("--augment", help="augmentation preset: none, light, standard, heavy (default none)")
+    train.add_argument("--augment", metavar="NAME|FILE.yaml", help=AUGMENT_HELP + " (default none)")
+    train.add_argument("--no-flip", dest="flip", action="store_const", const=False, help=NO_FLIP_HELP)
+    train.add_argument("--resize", choices=["stretch", "pad", "crop"], help=RESIZE_HELP)
     train.add_argument("--hidden", type=int, nargs="+", help="hidden Dense widths of mlp, e.g. --hidden 784 256 (default 784)")
     train.add_argument("--dropout", type=float, help="dropout rate (default: the model's own)")
     train.add_argument("--momentum", type=float, help="momentum of sgd and rmsprop; 0 is plain SGD (default 0.9 for sgd)")
@@ -231,6 +241,29 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", metavar="DIR", help="folder to write (default RUN/export/FORMAT)")
     export.set_defaults(handler=cmd_export)
 
+    preview = _command(subparsers, "augment-preview", "Draw training images and augmented versions of each, at the "
+                       "size the model sees (a PNG grid).",
+                       "imgclf augment-preview data/photos --augment heavy --out preview.png\n"
+                       "imgclf augment-preview data/digits --augment light --no-flip --image-size 28\n"
+                       "imgclf augment-preview data/photos --augment runs/photos/augment.yaml --n 4 --versions 8")
+    preview.add_argument("data", help="folder or CSV of images (see `imgclf scan`)")
+    preview.add_argument("--augment", metavar="NAME|FILE.yaml", help=AUGMENT_HELP + " (default standard)")
+    preview.add_argument("--no-flip", dest="flip", action="store_const", const=False, help=NO_FLIP_HELP)
+    preview.add_argument("--out", default="preview.png", help="picture to write (default preview.png)")
+    preview.add_argument("--n", type=int, default=8, help="rows: training images, drawn across the classes (default 8)")
+    preview.add_argument("--versions", type=int, default=5, help="augmented versions of each image (default 5)")
+    preview.add_argument("--zoom", type=int, help="enlarge every pixel to ZOOM x ZOOM (default: tiles of at least 96 px)")
+    preview.add_argument("--config", help="YAML config (e.g. a run's config.yaml) whose values are the defaults")
+    preview.add_argument("--image-size", type=_image_size, help="SIZE or HEIGHTxWIDTH (default: as `imgclf train` "
+                         "chooses it: the median of the images, at most 224, or a backbone's own size)")
+    preview.add_argument("--resize", choices=["stretch", "pad", "crop"], help=RESIZE_HELP)
+    preview.add_argument("--color-mode", choices=["auto", "rgb", "grayscale"], help="default auto: grayscale if every image is")
+    preview.add_argument("--model", help="the model `imgclf train` would train; its size is the default (default auto)")
+    preview.add_argument("--weights", help="backbone weights, as for `imgclf train` (they can decide the default size)")
+    preview.add_argument("--workers", type=int, help="processes that read files (default one per CPU)")
+    _add_options(preview, SPLIT_OPTIONS, defaults=False)
+    preview.set_defaults(handler=cmd_augment_preview)
+
     models = _command(subparsers, "models", "List the models `imgclf train --model` accepts.", "imgclf models")
     models.set_defaults(handler=cmd_models)
     return parser
@@ -274,7 +307,7 @@ def cmd_train(args) -> int:
         "optimizer", "image_size", "color_mode", "augment", "hidden", "dropout", "patience", "class_weight", "workers",
         "val", "test", "seed", "max_pixels", "min_side", "max_aspect", "momentum", "weight_decay", "label_smoothing",
         "schedule", "warmup_epochs", "lr_factor", "lr_step_epochs", "lr_patience", "monitor", "sampler",
-        "mixed_precision", "strategy")}
+        "mixed_precision", "strategy", "flip", "resize")}
     data = Manifest.read_csv(args.manifest) if args.manifest else args.data
     run = imgclf.train(data, out=args.out, config=args.config, resume=args.resume, overwrite=args.overwrite,
                        strict=args.strict, verbose=2, **options)
@@ -283,6 +316,20 @@ def cmd_train(args) -> int:
         print(f"files left out have status 'error' in {run.manifest_path}; `imgclf audit` explains each one")
     print(f"\nmodel written to {run.model_path}")
     print(f"next: imgclf evaluate {run.path} --split test")
+    return 0
+
+
+def cmd_augment_preview(args) -> int:
+    from .config import load_config
+    from .preview import augment_preview
+
+    options = {key: getattr(args, key) for key in (
+        "augment", "flip", "image_size", "resize", "color_mode", "model", "weights", "workers", "val", "test", "seed")}
+    if args.image_size is None and (args.config is None or load_config(args.config).data.image_size is None):
+        _quiet_tensorflow()  # the model decides the default size, and Keras knows it
+    preview = augment_preview(args.data, out=args.out, config=args.config, n=args.n, versions=args.versions,
+                              zoom=args.zoom, **options)
+    print(preview.summary())
     return 0
 
 

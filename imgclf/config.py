@@ -7,6 +7,7 @@ A `Config` holds everything needed to rerun an experiment. It is written to
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -116,11 +117,30 @@ class AugmentConfig:
     """Training-time augmentation.
 
     Args:
-        preset: name of an albumentations preset (`imgclf augment-preview`
-            shows them). Defaults to `"none"`.
+        preset: name of an albumentations preset (`"none"`, `"light"`,
+            `"standard"`, `"heavy"`), or the path of a YAML file holding any
+            albumentations pipeline in the format of a run's `augment.yaml`.
+            `imgclf augment-preview` shows what either does. Defaults to
+            `"none"`.
+        flip: keep mirroring transforms. `False` removes `HorizontalFlip`,
+            `VerticalFlip`, `Transpose` and `D4`/`SquareSymmetry` from the
+            preset or the file, for data where a mirror image is another
+            class (digits, text, left/right). Defaults to `True`.
+        sha256: SHA-256 of the YAML file `preset` names, recorded when a run
+            starts; a run resumed or repeated after the file changed is
+            refused. `None` for presets, and for a file not yet recorded.
+            Defaults to `None`.
     """
 
     preset: str = "none"
+    flip: bool = True
+    sha256: Optional[str] = None
+
+    def __post_init__(self):
+        _check(isinstance(self.preset, str) and self.preset.strip() != "", "preset", self.preset,
+               "a preset name or the path of a .yaml file")
+        _check(self.sha256 is None or (len(self.sha256) == 64 and all(c in "0123456789abcdef" for c in self.sha256)),
+               "sha256", self.sha256, "64 lowercase hex digits or null")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -442,6 +462,7 @@ OPTION_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "dropout": (("model", "dropout"),),
     "weights": (("model", "weights"),),
     "augment": (("augment", "preset"),),
+    "flip": (("augment", "flip"),),
     "epochs": (("train", "epochs"),),
     "batch_size": (("train", "batch_size"),),
     "learning_rate": (("train", "learning_rate"),),
@@ -497,6 +518,10 @@ def with_options(cfg: Config, **options) -> Config:
     for name, value in options.items():
         if value is None:
             continue
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)  # a path (an augmentation file, a cache folder) is kept as text
         for section, key in OPTION_KEYS[name]:
             sections.setdefault(section, {})[key] = value
+    if options.get("augment") is not None:
+        sections["augment"]["sha256"] = None  # a file named again is recorded as it is now
     return cfg.replace(**sections)

@@ -6,54 +6,22 @@ image size of a pretrained backbone.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
-import statistics
+import threading
 from typing import Sequence
 
 import keras
 import numpy as np
 
+from .augment import apply_augment
 from .cache import decode_to_cache
 from .config import DataConfig, ImageSpec
-from .images import ImageLimits, ImageProblem
+from .images import ImageProblem
 from .manifest import Entry, Manifest
 from .sampling import SAMPLERS
-
-# Images larger than this are scaled down by default for models trained from scratch.
-MAX_AUTO_SIDE = 224
-
-
-def limits_of(data: DataConfig) -> ImageLimits:
-    """The image limits a `DataConfig` asks for."""
-    return ImageLimits(max_pixels=data.max_pixels, min_side=data.min_side, max_aspect=data.max_aspect)
-
-
-def resolve_image_spec(data: DataConfig, manifest: Manifest, *, default_size: tuple[int, int] | None = None) -> ImageSpec:
-    """Decides the size and channels the model sees.
-
-    Args:
-        data: `image_size` and `color_mode` of the config win when set.
-        manifest: its training images give the defaults: grayscale if every
-            image is, and the median height and width (at most 224).
-        default_size: the size a pretrained backbone expects, used when
-            `data.image_size` is `None`. Defaults to `None`.
-
-    Returns:
-        An `ImageSpec`.
-    """
-    usable = manifest.split("train") or manifest.usable
-    if data.color_mode == "auto":
-        channels = 1 if all(e.channels == 1 for e in usable) else 3
-    else:
-        channels = 1 if data.color_mode == "grayscale" else 3
-    size = data.image_size or default_size
-    if size is None:
-        height = int(statistics.median(e.height for e in usable))
-        width = int(statistics.median(e.width for e in usable))
-        scale = min(1.0, MAX_AUTO_SIDE / max(height, width))
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    return ImageSpec(int(size[0]), int(size[1]), channels, data.resize)
+from .sizing import MAX_AUTO_SIDE, limits_of, resolve_image_spec  # noqa: F401 (part of this module's API)
 
 
 @dataclasses.dataclass
@@ -125,8 +93,12 @@ class ImageBatches(keras.utils.PyDataset):
         shuffle: reshuffle every epoch (seeded by `seed` and the epoch).
             Defaults to `False`.
         augment: an albumentations pipeline applied to each image, or `None`.
+            Each batch draws its augmentations from generators seeded by
+            `seed`, the epoch and the batch index, so the same seed gives the
+            same batches whatever the number of threads and the order in
+            which batches are read, and a resumed run repeats them.
             Defaults to `None`.
-        seed: seed of the shuffling. Defaults to 0.
+        seed: seed of the shuffling and the augmentation. Defaults to 0.
         workers: threads that prepare batches. Defaults to 1.
         epoch: the epoch the first pass is, for resuming. Defaults to 0.
         sampler: with `shuffle`, how an epoch draws images: `"shuffle"`
@@ -152,6 +124,7 @@ class ImageBatches(keras.utils.PyDataset):
         self.sampler = sampler
         self.one_hot = one_hot
         self.order = self._order()
+        self._local = threading.local()  # each thread augments with its own copy of the pipeline
 
     def _order(self) -> np.ndarray:
         if not self.shuffle:
@@ -170,12 +143,25 @@ class ImageBatches(keras.utils.PyDataset):
         rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
         images = np.asarray(self.data.images[rows])
         if self.augment is not None:
-            images = np.stack([self.augment(image=image)["image"].reshape(image.shape) for image in images])
+            pipeline = self._pipeline()
+            pipeline.set_random_seed(batch_seed(self.seed, self.epoch, index))
+            images = apply_augment(pipeline, images)
         labels = self.data.labels[rows]
         if self.one_hot:
             labels = np.eye(self.one_hot, dtype=np.float32)[labels]
         return images, labels
 
+    def _pipeline(self):
+        pipeline = getattr(self._local, "pipeline", None)
+        if pipeline is None:
+            pipeline = self._local.pipeline = copy.deepcopy(self.augment)
+        return pipeline
+
     def on_epoch_end(self) -> None:
         self.epoch += 1
         self.order = self._order()
+
+
+def batch_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of the augmentation of batch `index` of `epoch`: independent streams from one seed."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])

@@ -126,7 +126,8 @@ def _column(run: RunDir) -> dict[tuple[str, str], str]:
         ("settings", "model"): model,
         ("settings", "weights"): weights,
         ("settings", "image size"): f"{size[0]}x{size[1]}x{channels}" if size else "",
-        ("settings", "augmentation"): cfg.augment.preset,
+        ("settings", "augmentation"): cfg.augment.preset + (f" (sha256 {cfg.augment.sha256[:8]})" if cfg.augment.sha256
+                                                            else "") + ("" if cfg.augment.flip else ", no flips"),
         ("settings", "epochs"): f"{len(history)} of {cfg.train.epochs}" if len(history) != cfg.train.epochs
         else str(cfg.train.epochs),
         ("settings", "batch size"): str(cfg.train.batch_size),
