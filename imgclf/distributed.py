@@ -96,7 +96,7 @@ def _distributed(batches, strategy, class_weight):
     """The batches of a `PyDataset` as a distributed dataset, with per-image weights from `class_weight`."""
     import tensorflow as tf
 
-    first = batches[0]  # read once, and given first: a second read would draw other augmentations
+    first = batches[0]  # read once, for the signature and as the first batch: decoding it twice would cost a batch
     images, labels = first
     signature = (tf.TensorSpec((None, *images.shape[1:]), tf.as_dtype(images.dtype)),
                  tf.TensorSpec((None, *labels.shape[1:]), tf.as_dtype(labels.dtype)))

@@ -171,7 +171,7 @@ def check_choices(cfg: Config) -> None:
     ImageNet weights missing from the Keras cache are downloaded here; without
     network the error names the file and the folder to put it in.
     """
-    build_augment(cfg.augment.preset)
+    build_augment(cfg.augment)
     choice = choose_model(cfg.model)
     size = cfg.data.image_size or default_image_size(choice.config)
     backbone = get_backbone(choice.config.name)
@@ -235,7 +235,7 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     if len(train_data) == 0:
         raise ValueError("The train split has no usable images. Lower --val/--test or add images.")
 
-    augment = build_augment(cfg.augment.preset, channels=spec.channels, seed=cfg.train.seed)
+    augment = build_augment(cfg.augment, channels=spec.channels, seed=cfg.train.seed)
     if devices.chief:
         _write_run_files(run, cfg, classes, manifest, augment, spec, choice, devices)
 

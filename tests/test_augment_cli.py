@@ -76,8 +76,6 @@ def test_train_records_no_flip(tmp_path):
     assert {name: values for _, name, values in comparison.rows}["augmentation"] == ["standard, no flips"]
 
 
-@pytest.mark.xfail(strict=True, reason="imgclf.training.fit builds the pipeline from cfg.augment.preset alone; it "
-                   "needs build_augment(cfg.augment, ...) to honour flip")
 def test_train_no_flip_leaves_flips_out_of_the_run_pipeline(tmp_path):
     data = make_class_folder(tmp_path / "data", per_class=6)
     run = tmp_path / "run"
