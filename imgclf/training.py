@@ -113,7 +113,32 @@ class RunCheckpoint(keras.callbacks.Callback):
         write_csv(self.run.history_path, columns, ([row.get(c, "") for c in columns] for row in self.history))
         write_json(checkpoints / "state.json",
                    {"epoch": epoch, "phase": self.phase, "monitor": self.monitor, "best": self.best,
-                    "callbacks": {name: callback.state() for name, callback in self.stateful.items()}})
+                    "callbacks": {name: callback.state() for name, callback in self.stateful.items()},
+                    "seed_generators": [state.tolist() for state in seed_generator_states(self.model)]})
+
+
+def _seed_generator_variables(model) -> list:
+    return [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]
+
+
+def seed_generator_states(model) -> list[np.ndarray]:
+    """The states of the model's random generators (dropout masks), in layer order.
+
+    A `.keras` file does not keep them: a loaded model draws the masks of its
+    first epoch again. `state.json` keeps them, so a resumed run draws the
+    masks the uninterrupted run would have drawn.
+    """
+    return [np.asarray(keras.ops.convert_to_numpy(v)) for v in _seed_generator_variables(model)]
+
+
+def restore_seed_generators(model, states: list) -> None:
+    """Sets the random generators of a loaded model to states from `seed_generator_states`."""
+    variables = _seed_generator_variables(model)
+    if len(variables) != len(states):
+        raise RunError(f"The checkpoint has {len(variables)} random generator(s) but state.json lists {len(states)}: "
+                       "the run directory was changed by hand. Start a new run (--overwrite or another --out).")
+    for variable, value in zip(variables, states):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
 def _finished_history(run: RunDir, last_epoch: int) -> list[dict]:
@@ -240,6 +265,8 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         _write_run_files(run, cfg, classes, manifest, augment, spec, choice, devices)
 
     state = read_json(state_path) if resuming else {}
+    if "seed_generators" in state:
+        restore_seed_generators(model, state["seed_generators"])
     history = _finished_history(run, state["epoch"]) if resuming else []
     checkpoint = RunCheckpoint(run, choose_monitor(cfg.train.monitor, len(val_data) > 0), best=state.get("best"),
                                history=history, write=devices.chief)

@@ -1,0 +1,74 @@
+"""A training process killed with SIGKILL in the middle of an epoch resumes to the history of a run never stopped."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import make_class_folder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Trains in a fresh process. With "kill", the process sends itself SIGKILL after the second batch of
+# the third epoch: no Python cleanup runs, as when the machine or an operator kills it.
+TRAIN = textwrap.dedent("""
+    import os, signal, sys
+    data, out, strategy, mode = sys.argv[1:5]
+    if strategy == "mirrored":
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import imgclf
+    import imgclf.training
+
+    if mode == "kill":
+        def begin(self, epoch, logs=None):
+            self.epoch_now = epoch
+            begin_epoch(self, epoch, logs)
+        def die_mid_epoch(self, batch, logs=None):
+            if self.epoch_now == 2 and batch == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+        begin_epoch = imgclf.training.RunCheckpoint.on_epoch_begin
+        imgclf.training.RunCheckpoint.on_epoch_begin = begin
+        imgclf.training.RunCheckpoint.on_train_batch_end = die_mid_epoch
+    imgclf.train(data, out=out, resume=mode == "resume", model="small_cnn", batch_size=8, epochs=4,
+                 learning_rate=0.01, schedule="cosine", augment="light", strategy=strategy, verbose=0,
+                 progress=False)
+""")
+
+
+def _train(data: Path, out: Path, strategy: str, mode: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-c", TRAIN, str(data), str(out), strategy, mode], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _history(run: Path) -> list[dict]:
+    with open(run / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["default", "mirrored"])
+def test_sigkill_mid_epoch_then_resume_repeats_the_uninterrupted_history(tmp_path, strategy):
+    data = make_class_folder(tmp_path / "data", per_class=10)
+    whole = _train(data, tmp_path / "whole", strategy, "whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    killed = _train(data, tmp_path / "killed", strategy, "kill")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert [row["epoch"] for row in _history(tmp_path / "killed")] == ["0", "1"]
+    assert not (tmp_path / "killed" / "model.keras").exists()
+
+    resumed = _train(data, tmp_path / "killed", strategy, "resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = _history(tmp_path / "whole"), _history(tmp_path / "killed")
+    assert [(r["epoch"], r["learning_rate"]) for r in got] == [(r["epoch"], r["learning_rate"]) for r in expected]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert [float(r[key]) for r in got] == pytest.approx([float(r[key]) for r in expected], rel=1e-4, abs=1e-6)
+    assert (tmp_path / "killed" / "model.keras").exists()
