@@ -30,6 +30,8 @@ from albumentations.core.serialization import SERIALIZABLE_REGISTRY, shorten_cla
 from .config import AugmentConfig, ConfigError  # noqa: E402
 
 PRESETS = ("none", "light", "standard", "heavy")
+# The default: the preset chosen by the images' channels (`auto_preset`).
+AUTO = "auto"
 # Transforms that can mirror an image; `flip=False` removes them. D4 (alias SquareSymmetry) draws one of
 # the 8 symmetries of a square, 4 of which are mirror images, so it goes too (with its pure rotations).
 MIRRORS = ("HorizontalFlip", "VerticalFlip", "Transpose", "D4", "SquareSymmetry")
@@ -45,6 +47,12 @@ class AugmentError(ConfigError):
 def is_augment_file(preset: str) -> bool:
     """Whether `preset` names a YAML file (`.yaml` or `.yml`) rather than a preset."""
     return str(preset).lower().endswith(YAML_SUFFIXES)
+
+
+def auto_preset(channels: int) -> str:
+    """The preset `"auto"` stands for: `"light"` (no flips, no colour changes) for grayscale images, which are
+    often digits or text, and `"standard"` for colour ones."""
+    return "light" if channels == 1 else "standard"
 
 
 def build_augment(augment, *, channels: int = 3, seed: int | None = None, flip: bool = True) -> A.Compose:
@@ -84,11 +92,13 @@ def build_augment(augment, *, channels: int = 3, seed: int | None = None, flip: 
     if isinstance(augment, AugmentConfig):
         augment, flip = augment.preset, flip and augment.flip
     if augment in PRESETS:
+    if augment == AUTO:
+        augment = auto_preset(channels)
         pipeline = _preset(augment, channels=channels, flip=flip)
     elif isinstance(augment, (str, os.PathLike)) and is_augment_file(os.fspath(augment)):
         pipeline = read_augment(augment, flip=flip)
     else:
-        raise AugmentError(f"Unknown augmentation preset {augment!r}. Valid presets: {', '.join(PRESETS)}; or the "
+        raise AugmentError(f"Unknown augmentation preset {augment!r}. Valid presets: {', '.join((AUTO, *PRESETS))}; or the "
                            f"path of a YAML file ({' or '.join(YAML_SUFFIXES)}) holding an albumentations pipeline "
                            "in the format of a run's augment.yaml.")
     if seed is not None:

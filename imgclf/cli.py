@@ -83,7 +83,7 @@ LIMIT_OPTIONS = (
 )
 
 
-AUGMENT_HELP = ("augmentation: a preset (none, light, standard, heavy) or a YAML file of any albumentations pipeline, "
+AUGMENT_HELP = ("augmentation: a preset (auto, none, light, standard, heavy) or a YAML file of any albumentations pipeline, "
                 "in the format of a run's augment.yaml")
 NO_FLIP_HELP = ("remove mirroring transforms (HorizontalFlip, VerticalFlip, Transpose, D4) from the augmentation, "
                 "for digits, text or left/right classes")
@@ -149,13 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--unfreeze", help="what fine-tuning trains after those: all (default), none, or K (the top "
                        "K blocks); batch norm stays frozen")
     train.add_argument("--fine-tune-lr", type=float, help="learning rate of fine-tuning (default --lr / 10)")
-    train.add_argument("--epochs", type=int, help="passes over the training images (default 10)")
+    train.add_argument("--epochs", type=int, help="passes over the training images (default 20)")
     train.add_argument("--batch-size", type=int, help="images per step (default 32)")
     train.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, help="learning rate (default 0.001)")
     train.add_argument("--optimizer", help="adam, adamw, sgd or rmsprop (default adam)")
     train.add_argument("--image-size", type=_image_size, help="SIZE or HEIGHTxWIDTH (default: median of the images, at most 224)")
     train.add_argument("--color-mode", choices=["auto", "rgb", "grayscale"], help="default auto: grayscale if every image is")
-    train.add_argument("--augment", metavar="NAME|FILE.yaml", help=AUGMENT_HELP + " (default none)")
+    train.add_argument("--augment", metavar="NAME|FILE.yaml",
+                       help=AUGMENT_HELP + " (default auto: light for grayscale images, standard for colour)")
     train.add_argument("--no-flip", dest="flip", action="store_const", const=False, help=NO_FLIP_HELP)
     train.add_argument("--resize", choices=["stretch", "pad", "crop"], help=RESIZE_HELP)
     train.add_argument("--hidden", type=int, nargs="+", help="hidden Dense widths of mlp, e.g. --hidden 784 256 (default 784)")
@@ -163,9 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--momentum", type=float, help="momentum of sgd and rmsprop; 0 is plain SGD (default 0.9 for sgd)")
     train.add_argument("--weight-decay", type=float, help="decoupled weight decay (default: the optimizer's own, "
                        "0.004 for adamw)")
-    train.add_argument("--label-smoothing", type=float, help="spread this share of each label over all classes (default 0)")
+    train.add_argument("--label-smoothing", type=float, help="spread this share of each label over all classes (default 0.1)")
     train.add_argument("--schedule", choices=["constant", "cosine", "step", "plateau"],
-                       help="learning rate within each phase (default constant)")
+                       help="learning rate within each phase (default cosine)")
     train.add_argument("--warmup-epochs", type=int, help="cosine: epochs of linear warm-up (default 0)")
     train.add_argument("--lr-factor", type=float, help="step and plateau: multiply the rate by this (default 0.1)")
     train.add_argument("--lr-step-epochs", type=int, help="step: epochs between steps (default 10)")
@@ -247,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "imgclf augment-preview data/digits --augment light --no-flip --image-size 28\n"
                        "imgclf augment-preview data/photos --augment runs/photos/augment.yaml --n 4 --versions 8")
     preview.add_argument("data", help="folder or CSV of images (see `imgclf scan`)")
-    preview.add_argument("--augment", metavar="NAME|FILE.yaml", help=AUGMENT_HELP + " (default standard)")
+    preview.add_argument("--augment", metavar="NAME|FILE.yaml", help=AUGMENT_HELP + " (default auto, as train)")
     preview.add_argument("--no-flip", dest="flip", action="store_const", const=False, help=NO_FLIP_HELP)
     preview.add_argument("--out", default="preview.png", help="picture to write (default preview.png)")
     preview.add_argument("--n", type=int, default=8, help="rows: training images, drawn across the classes (default 8)")

@@ -118,10 +118,12 @@ class AugmentConfig:
 
     Args:
         preset: name of an albumentations preset (`"none"`, `"light"`,
-            `"standard"`, `"heavy"`), or the path of a YAML file holding any
-            albumentations pipeline in the format of a run's `augment.yaml`.
-            `imgclf augment-preview` shows what either does. Defaults to
-            `"none"`.
+            `"standard"`, `"heavy"`), `"auto"` (`"light"` for grayscale
+            images, which are often digits or text; `"standard"` for colour
+            ones; the run's `config.yaml` records which), or the path of a
+            YAML file holding any albumentations pipeline in the format of a
+            run's `augment.yaml`. `imgclf augment-preview` shows what either
+            does. Defaults to `"auto"`.
         flip: keep mirroring transforms. `False` removes `HorizontalFlip`,
             `VerticalFlip`, `Transpose` and `D4`/`SquareSymmetry` from the
             preset or the file, for data where a mirror image is another
@@ -132,7 +134,7 @@ class AugmentConfig:
             Defaults to `None`.
     """
 
-    preset: str = "none"
+    preset: str = "auto"
     flip: bool = True
     sha256: Optional[str] = None
 
@@ -186,7 +188,7 @@ class TrainConfig:
     """How the model is fitted.
 
     Args:
-        epochs: passes over the training split. Defaults to 10.
+        epochs: passes over the training split. Defaults to 20.
         batch_size: images per step. Defaults to 32.
         learning_rate: initial learning rate. Defaults to 1e-3.
         optimizer: `"adam"`, `"adamw"`, `"sgd"` or `"rmsprop"`. Defaults to `"adam"`.
@@ -213,14 +215,14 @@ class TrainConfig:
             optimizer's own: 0.004 for `"adamw"`, none for the others.
             Defaults to `None`.
         label_smoothing: share of each label's probability spread evenly
-            over all classes, in `[0, 1)`. Defaults to 0.0.
+            over all classes, in `[0, 1)`. Defaults to 0.1.
         schedule: how the learning rate changes within each phase, starting
             from that phase's learning rate: `"constant"`; `"cosine"`
             (linear warm-up for `warmup_epochs`, then cosine decay towards
             0 over the phase's remaining epochs); `"step"` (multiplied by
             `lr_factor` every `lr_step_epochs` epochs); `"plateau"`
             (multiplied by `lr_factor` after `lr_patience` epochs without a
-            better `monitor`). Defaults to `"constant"`.
+            better `monitor`). Defaults to `"cosine"`.
         warmup_epochs: epochs of linear warm-up of `"cosine"`: epoch i of
             W warm-up epochs uses `(i + 1) / (W + 1)` of the learning rate.
             Defaults to 0.
@@ -251,7 +253,7 @@ class TrainConfig:
             several GPUs, else `"default"`). Defaults to `"auto"`.
     """
 
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 32
     learning_rate: float = 1e-3
     optimizer: str = "adam"
@@ -263,8 +265,8 @@ class TrainConfig:
     fine_tune_lr: Optional[float] = None
     momentum: Optional[float] = None
     weight_decay: Optional[float] = None
-    label_smoothing: float = 0.0
-    schedule: str = "constant"
+    label_smoothing: float = 0.1
+    schedule: str = "cosine"
     warmup_epochs: int = 0
     lr_factor: float = 0.1
     lr_step_epochs: int = 10

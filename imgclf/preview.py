@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .augment import apply_augment, build_augment, is_augment_file, pin_augment
+from .augment import AUTO, apply_augment, auto_preset, build_augment, is_augment_file, pin_augment
 from .config import Config, ConfigError, ImageSpec, load_config, with_options
 from .files import atomic_path, escape_name
 from .images import ImageDecodeError, load_image
@@ -136,7 +136,7 @@ def augment_preview(
         progress: show a progress bar while scanning. Defaults to `True`.
         **options: flat options of `imgclf.train`, e.g. `augment="heavy"`
             or `augment="my-augment.yaml"` (without it or a config:
-            `"standard"`), `flip=False`,
+            `"auto"`, as training), `flip=False`,
             `image_size=(64, 64)`, `resize="pad"`, `color_mode="grayscale"`,
             `seed=1`, `model="mobilenet_v2"`.
 
@@ -154,9 +154,7 @@ def augment_preview(
     """
     _check_counts(n=n, versions=versions, zoom=zoom)
     if config is None:
-        config = Config()
-        if options.get("augment") is None:
-            options["augment"] = "standard"  # a preview of no augmentation would show nothing
+        config = Config()  # augment "auto": what training does by default, by the images' channels
     elif not isinstance(config, Config):
         config = load_config(config)
     cfg = with_options(config, **options)
@@ -168,6 +166,8 @@ def augment_preview(
         progress=progress)
     default_size = None if cfg.data.image_size else _model_default_size(cfg)
     spec = resolve_image_spec(cfg.data, manifest, default_size=default_size)
+    if cfg.augment.preset == AUTO:
+        cfg = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, preset=auto_preset(spec.channels)))
     pipeline = build_augment(cfg.augment, channels=spec.channels, seed=cfg.train.seed)
 
     entries, originals = [], []

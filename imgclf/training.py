@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
-from .augment import augment_to_yaml, build_augment
+from .augment import AUTO as AUTO_AUGMENT, augment_to_yaml, auto_preset, build_augment
 from .distributed import fit_epochs
 from .config import Config, ImageSpec, TrainConfig
 from .manifest import Manifest
@@ -182,6 +182,8 @@ def _resolve_config(cfg: Config, choice: ModelChoice, spec: ImageSpec) -> Config
     color_mode = "grayscale" if spec.channels == 1 else "rgb"
     cfg = cfg.replace(data={"image_size": [spec.height, spec.width], "color_mode": color_mode},
                       model=dataclasses.asdict(choice.config))
+    if cfg.augment.preset == AUTO_AUGMENT:
+        cfg = cfg.replace(augment={"preset": auto_preset(spec.channels)})
     return resolve_phases(cfg, pretrained_backbone=_fine_tuned(cfg))
 
 

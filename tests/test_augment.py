@@ -107,7 +107,7 @@ def test_a_file_that_is_not_a_pipeline_mapping_is_refused(tmp_path, text, messag
 
 
 def test_unknown_preset_and_missing_file_say_what_is_accepted(tmp_path):
-    with pytest.raises(AugmentError, match="Unknown augmentation preset 'strong'. Valid presets: none, light, "
+    with pytest.raises(AugmentError, match="Unknown augmentation preset 'strong'. Valid presets: auto, none, light, "
                                            "standard, heavy; or the path of a YAML file"):
         build_augment("strong")
     with pytest.raises(AugmentError, match="Augmentation file not found: .*missing.yaml"):

@@ -116,7 +116,7 @@ def test_train_reports_bad_config_key(tmp_path, image_folder):
 
 @pytest.mark.parametrize("flag, value, message", [
     ("--model", "resnet", "Unknown model 'resnet'. Valid models: mobilenet_v2, mobilenet_v3_small"),
-    ("--augment", "strong", "Unknown augmentation preset 'strong'. Valid presets: none, light, standard, heavy"),
+    ("--augment", "strong", "Unknown augmentation preset 'strong'. Valid presets: auto, none, light, standard, heavy"),
 ])
 def test_train_rejects_unknown_names_before_reading_images(tmp_path, flag, value, message):
     result = run_cli("train", tmp_path / "not-read-yet", flag, value, "--out", tmp_path / "run")

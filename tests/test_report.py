@@ -254,14 +254,14 @@ def test_compare_puts_runs_side_by_side_and_marks_differences(reported_run, tmp_
     comparison = imgclf.compare([run.path, other], out=tmp_path / "cmp", html=True)
     table = {name: values for _, name, values in comparison.rows}
     assert table["model"] == ["small_cnn", "mlp [16]"]
-    assert table["augmentation"] == ["none", "none"]
+    assert table["augmentation"] == ["standard", "standard"]  # "auto" for colour images
     assert table["epochs"] == ["1", "1"] and table["schedule"][0] == "train 1 ep @ 0.001"
     assert table["error rate"][0].endswith("%") and table["error rate"][1] == ""
     assert "–" in table["error rate, 95% interval"][0]
     assert table["evaluated on"][1].startswith("not evaluated")
     markdown = (tmp_path / "cmp" / "comparison.md").read_text(encoding="utf-8")
     assert "| **model** ≠ | **small_cnn** | **mlp [16]** |" in markdown
-    assert "| augmentation | none | none |" in markdown and "| epochs | 1 | 1 |" in markdown
+    assert "| augmentation | standard | standard |" in markdown and "| epochs | 1 | 1 |" in markdown
     rows = {row["setting"]: row for row in csv.DictReader(open(tmp_path / "cmp" / "comparison.csv", encoding="utf-8"))}
     assert rows["model"]["differs"] == "yes" and rows["augmentation"]["differs"] == "no"
     assert rows["model"]["run"] == "small_cnn" and rows["model"]["mlp-run"] == "mlp [16]"

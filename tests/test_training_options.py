@@ -35,7 +35,7 @@ def data(tmp_path_factory):
 
 
 def test_constant_schedule_keeps_the_learning_rate(tmp_path, data):
-    run = imgclf.train(data, epochs=3, learning_rate=0.01, out=tmp_path / "run", **TINY)
+    run = imgclf.train(data, epochs=3, learning_rate=0.01, schedule="constant", out=tmp_path / "run", **TINY)
     assert rates(run) == [0.01, 0.01, 0.01]
 
 
@@ -165,7 +165,7 @@ def test_sgd_keeps_momentum_09_unless_told(tmp_path, data):
     ({"sampler": "oversample"}, "sampler='oversample'"),
     ({"strategy": "tpu"}, "strategy='tpu'"),
     ({"label_smoothing": 1.0}, "label_smoothing=1.0"),
-    ({"warmup_epochs": 2}, "warmup_epochs=2"),
+    ({"warmup_epochs": 2, "schedule": "step"}, "warmup_epochs=2"),
     ({"momentum": 0.5}, "momentum=0.5"),
     ({"optimizer": "sgd", "momentum": 1.5}, "momentum=1.5"),
     ({"weight_decay": -1.0}, "weight_decay=-1.0"),
@@ -198,7 +198,7 @@ def test_balanced_sampler_is_recorded_and_trains(tmp_path):
 
 
 def test_one_plain_line_per_epoch_off_a_terminal(tmp_path, data, capsys):
-    imgclf.train(data, epochs=2, out=tmp_path / "run", **{**TINY, "verbose": 2})
+    imgclf.train(data, epochs=2, schedule="constant", out=tmp_path / "run", **{**TINY, "verbose": 2})
     out, err = capsys.readouterr()
     lines = [line for line in out.splitlines() if line.startswith("epoch ")]
     assert [line.split(":")[0] for line in lines] == ["epoch 1/2 (train)", "epoch 2/2 (train)"]
