@@ -14,8 +14,22 @@ from conftest import make_class_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Prepended to the scripts below: makes the next `imgclf.train` stop with KeyboardInterrupt once epoch 2 is saved.
+STOP_AFTER_SECOND_EPOCH = textwrap.dedent("""
+    def stop_after_second_epoch():
+        import imgclf.training
+
+        save = imgclf.training.RunCheckpoint.on_epoch_end
+        def save_then_die(self, epoch, logs=None):
+            save(self, epoch, logs)
+            if epoch == 1:
+                imgclf.training.RunCheckpoint.on_epoch_end = save
+                raise KeyboardInterrupt
+        imgclf.training.RunCheckpoint.on_epoch_end = save_then_die
+""")
+
 # Logical devices must be configured before TensorFlow initialises its devices, so this runs in its own process.
-MIRRORED_RUNS = textwrap.dedent("""
+MIRRORED_RUNS = STOP_AFTER_SECOND_EPOCH + textwrap.dedent("""
     import csv, json, sys
     import tensorflow as tf
 
@@ -30,17 +44,11 @@ MIRRORED_RUNS = textwrap.dedent("""
                    progress=False)
     whole = imgclf.train(data, out=out + "/whole", **options)
 
-    save = imgclf.training.RunCheckpoint.on_epoch_end
-    def save_then_die(self, epoch, logs=None):
-        save(self, epoch, logs)
-        if epoch == 1:
-            raise KeyboardInterrupt
-    imgclf.training.RunCheckpoint.on_epoch_end = save_then_die
+    stop_after_second_epoch()
     try:
         imgclf.train(data, out=out + "/killed", **options)
     except KeyboardInterrupt:
         pass
-    imgclf.training.RunCheckpoint.on_epoch_end = save
     resumed = imgclf.train(data, out=out + "/killed", resume=True, **options)
 
     def rows(run):
@@ -82,7 +90,7 @@ def test_mirrored_over_two_cpu_devices_trains_checkpoints_and_resumes_to_the_sam
 
 
 # One worker of a two-process cluster on 127.0.0.1; TF_CONFIG comes from the environment.
-WORKER = textwrap.dedent("""
+WORKER = STOP_AFTER_SECOND_EPOCH + textwrap.dedent("""
     import sys
     import numpy as np
     import imgclf
@@ -99,12 +107,7 @@ WORKER = textwrap.dedent("""
     imgclf.training._train_in_phases = keep_weights
 
     if mode == "killed":
-        save = imgclf.training.RunCheckpoint.on_epoch_end
-        def save_then_die(self, epoch, logs=None):
-            save(self, epoch, logs)
-            if epoch == 1:
-                raise KeyboardInterrupt
-        imgclf.training.RunCheckpoint.on_epoch_end = save_then_die
+        stop_after_second_epoch()
         try:
             imgclf.train(data, out=out, **options)
         except KeyboardInterrupt:

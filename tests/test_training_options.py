@@ -244,3 +244,18 @@ def test_on_a_terminal_each_epoch_has_a_bar_with_images_per_second(capsys):
     out, err = capsys.readouterr()
     assert "epoch 1/2" in err and "/20 " in err and "img/s" in err  # tqdm draws at most every 0.1 s
     assert out.startswith("epoch 1/2 (train): loss 0.5000 accuracy 0.7500 val_loss 0.6000 val_accuracy 0.7000")
+
+
+def test_default_recipe_is_recorded_with_the_augmentation_auto_chose(tmp_path, data):
+    from PIL import Image
+
+    colour = imgclf.train(data, epochs=1, out=tmp_path / "colour", **TINY)
+    grey_data = tmp_path / "grey"
+    for path in data.rglob("*.png"):
+        target = grey_data / path.relative_to(data)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(path).convert("L").save(target)
+    grey = imgclf.train(grey_data, epochs=1, out=tmp_path / "grey-run", **TINY)
+    assert colour.config().augment.preset == "standard" and grey.config().augment.preset == "light"
+    train = TrainConfig()
+    assert (train.epochs, train.schedule, train.label_smoothing, train.batch_size) == (20, "cosine", 0.1, 32)
