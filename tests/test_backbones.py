@@ -221,8 +221,8 @@ def test_fine_tuning_changes_only_unfrozen_layers_and_keeps_batch_norm_statistic
 def test_fine_tuning_runs_two_phases_in_one_history_and_resumes_in_phase_two(tmp_path):
     data = make_class_folder(tmp_path / "data", per_class=8, size=32)
     weights = calibrated_weights(get_backbone("mobilenet_v3_small"), ImageSpec(32, 32, 3), tmp_path / "b.weights.h5")
-    options = dict(model="mobilenet_v3_small", weights=str(weights), freeze_epochs=1, batch_size=8, verbose=0,
-                   progress=False)
+    options = dict(model="mobilenet_v3_small", weights=str(weights), freeze_epochs=1, batch_size=8, schedule="constant",
+                   verbose=0, progress=False)
     run = imgclf.train(data, epochs=2, out=tmp_path / "run", **options)
     cfg = run.config()
     assert (cfg.train.freeze_epochs, cfg.train.unfreeze, cfg.train.fine_tune_lr) == (1, "all", 1e-4)
