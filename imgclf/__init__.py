@@ -40,11 +40,14 @@ def __getattr__(name):
 
 
 def scan(root, *, val: float = 0.15, test: float = 0.15, seed: int = 0, limits=None, workers: int | None = None,
-         progress: bool = True):
+         progress: bool = True, cache_spec=None, cache_dir=None):
     """Scans a folder (or a `path,label` CSV) into a `Manifest` with a stable stratified split.
 
     See `imgclf.manifest.scan` for the layouts accepted and the arguments;
     `limits` is an `imgclf.images.ImageLimits`, `None` for the defaults.
+    With `cache_spec` (an `imgclf.config.ImageSpec`), each file is also
+    decoded to that spec while it is read, for the decoded-image cache in
+    `cache_dir`, so that training at that spec opens no file again.
 
     Example:
 
@@ -56,7 +59,7 @@ def scan(root, *, val: float = 0.15, test: float = 0.15, seed: int = 0, limits=N
     from .manifest import scan as scan_folder
 
     return scan_folder(root, val=val, test=test, seed=seed, limits=limits or ImageLimits(), workers=workers,
-                       progress=progress)
+                       progress=progress, cache_spec=cache_spec, cache_dir=cache_dir)
 
 
 def train(data, *, out, config=None, resume: bool = False, overwrite: bool = False, strict: bool = False,
@@ -122,8 +125,11 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     check_choices(cfg)
     limits = limits_of(cfg.data)
     if not isinstance(data, Manifest):
+        # When the size and colour mode the model sees do not depend on the images, the scan decodes them
+        # into the cache as it reads them: each file is read once.
         data = scan(data, val=cfg.data.val, test=cfg.data.test, seed=cfg.data.seed, limits=limits,
-                    workers=cfg.data.workers, progress=progress)
+                    workers=cfg.data.workers, progress=progress, cache_spec=_spec_before_scan(cfg),
+                    cache_dir=cfg.data.cache_dir)
     if strict:
         _refuse_errors(audit(data, limits=limits, workers=cfg.data.workers, progress=progress).manifest)
     if verbose:
@@ -136,6 +142,24 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
         if not resume:
             run.start(overwrite=overwrite)
         return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress)
+
+
+def _spec_before_scan(cfg):
+    """The image spec training will decode to, if the config alone decides it; else `None`.
+
+    The size is the config's or the chosen backbone's (the median size of
+    the images, for a network trained from scratch, is known only after the
+    scan). With `color_mode="auto"` the images are staged in RGB: a
+    grayscale spec is served from the first channel of images stored in
+    gray (`cache.StagedImages`).
+    """
+    from .config import ImageSpec
+    from .models import choose_model, default_image_size
+
+    size = cfg.data.image_size or default_image_size(choose_model(cfg.model).config)
+    if size is None:
+        return None
+    return ImageSpec(int(size[0]), int(size[1]), 1 if cfg.data.color_mode == "grayscale" else 3, cfg.data.resize)
 
 
 def augment_preview(data, *, out=None, config=None, n: int = 8, versions: int = 5, zoom: int | None = None,

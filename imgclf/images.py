@@ -289,17 +289,22 @@ def read_header(path, *, limits: ImageLimits = ImageLimits()) -> ImageHeader:
     """
     _check_file(path)
     with _open(path, path, limits) as image:
-        findings = []
-        if getattr(image, "is_animated", False):
-            findings.append(Finding(ImageProblem.ANIMATED, "animated; the first frame is used"))
-        width, height = image.size
-        orientation = 1 if image.format == "PNG" and "exif" not in image.info else _exif_orientation(image)
-        if orientation != 1:
-            findings.append(Finding(ImageProblem.EXIF_ORIENTATION, f"EXIF orientation {orientation} applied"))
-            if orientation in _SIDEWAYS_ORIENTATIONS:
-                width, height = height, width
-        findings += _mode_findings(image) + _shape_findings(width, height, limits)
-        return ImageHeader(width, height, _channels(image.mode), image.format, tuple(findings))
+        return _header_of(image, limits)
+
+
+def _header_of(image: Image.Image, limits: ImageLimits) -> ImageHeader:
+    """What `read_header` reports of an image opened (and not yet loaded)."""
+    findings = []
+    if getattr(image, "is_animated", False):
+        findings.append(Finding(ImageProblem.ANIMATED, "animated; the first frame is used"))
+    width, height = image.size
+    orientation = 1 if image.format == "PNG" and "exif" not in image.info else _exif_orientation(image)
+    if orientation != 1:
+        findings.append(Finding(ImageProblem.EXIF_ORIENTATION, f"EXIF orientation {orientation} applied"))
+        if orientation in _SIDEWAYS_ORIENTATIONS:
+            width, height = height, width
+    findings += _mode_findings(image) + _shape_findings(width, height, limits)
+    return ImageHeader(width, height, _channels(image.mode), image.format, tuple(findings))
 
 
 # Decoding ------------------------------------------------------------------
@@ -379,18 +384,24 @@ def _decode(source, path, channels: int | None, limits: ImageLimits, draft_size=
     is `None`), its warnings and its stored mode.
     """
     with _open(source, path, limits) as image:
-        stored_mode = image.mode
-        if draft_size is not None and image.format == "JPEG":
-            # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far faster for large photos.
-            image.draft("L" if channels == 1 else "RGB", (draft_size[1], draft_size[0]))
+        return _decode_opened(image, channels, limits, draft_size)
+
+
+def _decode_opened(image: Image.Image, channels: int | None, limits: ImageLimits,
+                   draft_size=None) -> tuple[Image.Image, list[Finding], str]:
+    """`_decode` of an image already opened by `_open` (inside its `with`, which names the errors)."""
+    stored_mode = image.mode
+    if draft_size is not None and image.format == "JPEG":
+        # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far faster for large photos.
+        image.draft(None if channels is None else "L" if channels == 1 else "RGB", (draft_size[1], draft_size[0]))
+    image.load()
+    image, findings = _orientation_and_frames(image)
+    if findings and findings[0].problem == ImageProblem.ANIMATED:
         image.load()
-        image, findings = _orientation_and_frames(image)
-        if findings and findings[0].problem == ImageProblem.ANIMATED:
-            image.load()
-        findings += _mode_findings(image)
-        if channels is not None:
-            image = _convert(image, channels, limits)
-        return image, findings, stored_mode
+    findings += _mode_findings(image)
+    if channels is not None:
+        image = _convert(image, channels, limits)
+    return image, findings, stored_mode
 
 
 def decode_image(path, *, channels: int = 3, limits: ImageLimits = ImageLimits()) -> tuple[np.ndarray, tuple[Finding, ...]]:
@@ -442,8 +453,15 @@ def load_image(path, *, size: tuple[int, int], channels: int = 3, resize: str = 
         raise ValueError(f"Unknown resize {resize!r}. Valid values: {', '.join(RESIZE_MODES)}")
     _check_file(path)
     image, _, _ = _decode(path, path, channels, limits, draft_size=size)
+    return _fit(image, size, channels, resize, limits)
+
+
+def _fit(image: Image.Image, size: tuple[int, int], channels: int, resize: str, limits: ImageLimits) -> np.ndarray:
+    """A decoded image brought to `size` by the `resize` policy, as a uint8 array."""
     height, width = size
-    if resize == "stretch":
+    if image.size == (width, height):
+        pass  # every policy leaves an image of the right size as it is
+    elif resize == "stretch":
         image = image.resize((width, height), Image.Resampling.BILINEAR)
     elif resize == "crop":
         image = ImageOps.fit(image, (width, height), Image.Resampling.BILINEAR)
@@ -453,19 +471,88 @@ def load_image(path, *, size: tuple[int, int], channels: int = 3, resize: str = 
     return _as_array(image, channels)
 
 
-def inspect_file(path, *, limits: ImageLimits = ImageLimits()) -> FileCheck:
+def scan_and_load(path, *, size: tuple[int, int], channels: int = 3, resize: str = "stretch",
+                  limits: ImageLimits = ImageLimits()) -> tuple[FileCheck, np.ndarray | None, ImageDecodeError | None]:
+    """Reads a file once: hashes it, reads its header and decodes it for a model.
+
+    The bytes are read once, hashed, and parsed once from memory: the check
+    is the one `scan` makes of a file (its hash and header findings, as
+    `read_header` gives them), and the pixels are those of `load_image`
+    (JPEG draft mode included). A file whose header is sound but whose
+    pixels cannot be decoded (cut short, corrupt data) gets its check and the
+    decoding error, as a scan followed by a decode would report them.
+
+    Args:
+        path: the file.
+        size: `(height, width)` of the pixels.
+        channels: 3 for RGB, 1 for grayscale. Defaults to 3.
+        resize: `"stretch"`, `"pad"` or `"crop"` (see `load_image`).
+            Defaults to `"stretch"`.
+        limits: pixel limit, smallest side, largest aspect ratio and
+            background. Defaults to `ImageLimits()`.
+
+    Returns:
+        `(check, pixels, error)`: the `FileCheck` of the scan; a uint8 array
+        `(size[0], size[1], channels)`, or `None` when the file cannot be
+        used; and the `ImageDecodeError` of a decode that failed after a
+        sound header, else `None`. Never raises for a bad file.
+    """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"Unknown resize {resize!r}. Valid values: {', '.join(RESIZE_MODES)}")
+    try:
+        data = _read_bytes(path)
+    except OSError as error:
+        return FileCheck(None, None, None, None, (Finding(ImageProblem.UNREADABLE, error.strerror or str(error)),)), None, None
+    sha1 = hashlib.sha1(data).hexdigest()
+    header = None
+    try:
+        if not data:
+            raise ImageDecodeError(path, ImageProblem.EMPTY_FILE, "the file is empty (0 bytes)")
+        with _open(io.BytesIO(data), path, limits) as image:
+            header = _header_of(image, limits)
+            image, _, _ = _decode_opened(image, channels, limits, draft_size=size)
+            pixels = _fit(image, size, channels, resize, limits)
+    except ImageDecodeError as error:
+        if header is None:
+            return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),)), None, None
+        return FileCheck(sha1, header.width, header.height, header.channels, header.findings), None, error
+    return FileCheck(sha1, header.width, header.height, header.channels, header.findings), pixels, None
+
+
+def _read_bytes(path) -> bytes:
+    """The whole file, read with two system calls: for a file of a few hundred bytes, Python's buffered
+    file object costs as much as decoding it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        chunks = [os.read(fd, max(size, 1))]
+        while chunks[-1]:  # a file that grew, or a size the file system does not report
+            chunks.append(os.read(fd, 1 << 20))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def inspect_file(path, *, limits: ImageLimits = ImageLimits(), draft: bool = True) -> FileCheck:
     """Hashes and fully decodes one file, recording every finding; never raises.
 
     The file is read once: its bytes are hashed, then decoded from memory, and
-    no pixels are kept afterwards.
+    no pixels are kept afterwards. A JPEG is decoded in draft mode, at 1/8 of
+    its size: libjpeg still reads and Huffman-decodes every byte of the
+    compressed data, so a file cut short or broken fails as it does in a
+    full decode (`tests/test_jpeg_draft.py`), in a fraction of the time for
+    a large photo.
 
     Args:
         path: the file.
         limits: pixel limit, smallest side and largest aspect ratio.
             Defaults to `ImageLimits()`.
+        draft: decode JPEGs in draft mode; `False` decodes them at full
+            size. Defaults to `True`.
 
     Returns:
-        A `FileCheck`; width and height are after EXIF orientation.
+        A `FileCheck`; width and height are after EXIF orientation, and
+        those of the full image in draft mode too.
     """
     try:
         _check_file(path)
@@ -478,10 +565,15 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits()) -> FileCheck:
         return FileCheck(None, None, None, None, (Finding(ImageProblem.UNREADABLE, error.strerror or str(error)),))
     sha1 = hashlib.sha1(data).hexdigest()
     try:
-        image, findings, stored_mode = _decode(io.BytesIO(data), path, None, limits)
+        with _open(io.BytesIO(data), path, limits) as opened:
+            scaled = draft and opened.format == "JPEG"
+            full, orientation = opened.size, _exif_orientation(opened) if scaled else 1
+            image, findings, stored_mode = _decode_opened(opened, None, limits, draft_size=(1, 1) if scaled else None)
     except ImageDecodeError as error:
         return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),))
     width, height = image.size
+    if scaled:  # the size of the image, not of its draft
+        width, height = full[::-1] if orientation in _SIDEWAYS_ORIENTATIONS else full
     findings += _shape_findings(width, height, limits)
     return FileCheck(sha1, width, height, _channels(stored_mode), tuple(findings))
 

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from .cache import StagedImages, scan_is_cached, scan_record
+from .config import ImageSpec
 from .files import escape_name, unescape_name, write_csv
 from .images import (IMAGE_EXTENSIONS, FileCheck, Finding, ImageDecodeError, ImageLimits, ImageProblem, Severity,
                      inspect_file, read_header)
@@ -75,11 +77,15 @@ class Manifest:
         root: the folder (or CSV) the entries were scanned from.
         notes: dataset-level findings (empty class folders, tiny classes,
             ignored files), one sentence each.
+        staged: the images a scan with `cache_spec` decoded while it read
+            the files (`cache.StagedImages`), for the decoded-image cache;
+            `None` otherwise. Not written to CSV.
     """
 
     entries: list[Entry]
     root: str = ""
     notes: list[str] = dataclasses.field(default_factory=list)
+    staged: StagedImages | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -203,6 +209,8 @@ def scan(
     decode: bool = False,
     workers: int | None = None,
     progress: bool = True,
+    cache_spec: ImageSpec | None = None,
+    cache_dir=None,
 ) -> Manifest:
     """Builds a `Manifest` from a folder of images or a CSV.
 
@@ -231,6 +239,16 @@ def scan(
             reading only headers. Defaults to `False`.
         workers: processes that read files. Defaults to `None`: one per CPU.
         progress: show a progress bar. Defaults to `True`.
+        cache_spec: the `ImageSpec` training will decode to, when known
+            before the scan (`imgclf.train` passes it when the image size
+            and the colour mode do not depend on the data). Each file is
+            then read once: hashed, checked and decoded from memory into a
+            staging file, from which the decoded-image cache of each split
+            is made (`cache.StagedImages`), instead of being opened again
+            after the scan. Skipped when the caches of the last such scan of
+            this folder are all still there. Defaults to `None`.
+        cache_dir: the cache folder for `cache_spec`. Defaults to `None`:
+            `cache.default_cache_dir()`.
 
     Returns:
         A `Manifest` whose usable entries all have a split.
@@ -252,10 +270,14 @@ def scan(
             f"No images found under {escape_name(str(root))}. Expected one subfolder per class (root/<class>/<image files>) "
             f"with extensions {', '.join(sorted(IMAGE_EXTENSIONS))}."
         )
-    read_files(entries, limits=limits, decode=decode, workers=workers, progress=progress)
+    staged = None
+    if cache_spec is not None and not decode and not scan_is_cached(root, cache_spec, limits, cache_dir):
+        staged = StagedImages([e.path for e in entries], cache_spec, limits, cache_dir,
+                              record=scan_record(root, cache_spec, limits, cache_dir))
+    read_files(entries, limits=limits, decode=decode, workers=workers, progress=progress, staged=staged)
     flag_duplicates(entries)
     assign_splits(entries, val=val, test=test, seed=seed)
-    manifest = Manifest(entries, root=str(root), notes=notes)
+    manifest = Manifest(entries, root=str(root), notes=notes, staged=staged)
     manifest.notes.extend(_class_size_notes(manifest))
     return manifest
 
@@ -446,7 +468,7 @@ def _check(job: tuple[str, ImageLimits, bool]) -> FileCheck:
 
 
 def read_files(entries: Sequence[Entry], *, limits: ImageLimits = ImageLimits(), decode: bool = False,
-               workers: int | None = None, progress: bool = True) -> None:
+               workers: int | None = None, progress: bool = True, staged: StagedImages | None = None) -> None:
     """Hashes and checks every file in worker processes, setting each entry's fields.
 
     Args:
@@ -457,9 +479,15 @@ def read_files(entries: Sequence[Entry], *, limits: ImageLimits = ImageLimits(),
             reading only headers. Defaults to `False`.
         workers: processes. Defaults to `None`: one per CPU.
         progress: show a progress bar. Defaults to `True`.
+        staged: decode every file into this staging file as it is read
+            (made for the same entries, in order); the checks are those of
+            the header-only scan. Defaults to `None`.
     """
-    jobs = [(e.path, limits, decode) for e in entries]
-    checks = parallel_map(_check, jobs, workers=workers, desc="audit" if decode else "scan", progress=progress)
+    if staged is not None:
+        checks = staged.fill(workers=workers, progress=progress)
+    else:
+        jobs = [(e.path, limits, decode) for e in entries]
+        checks = parallel_map(_check, jobs, workers=workers, desc="audit" if decode else "scan", progress=progress)
     for entry, check in zip(entries, checks):
         entry.sha1 = check.sha1 or ""
         entry.width, entry.height, entry.channels = check.width or 0, check.height or 0, check.channels or 0

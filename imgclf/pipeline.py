@@ -16,7 +16,8 @@ import keras
 import numpy as np
 
 from .augment import apply_augment
-from .cache import decode_to_cache
+from .batch_transforms import batch_augment as _batch_augment
+from .cache import cached_rows, decode_to_cache
 from .config import DataConfig, ImageSpec
 from .images import ImageProblem
 from .manifest import Entry, Manifest
@@ -71,6 +72,7 @@ def load_split(
     images, failures = decode_to_cache(
         [e.path for e in entries], [e.sha1 for e in entries], spec,
         cache_dir=data.cache_dir, limits=limits_of(data), workers=data.workers, progress=progress,
+        staged=manifest.staged,
     )
     failed = {f.path: f for f in failures}
     for entry in entries:
@@ -80,7 +82,9 @@ def load_split(
     index = {name: i for i, name in enumerate(classes)}
     kept = [entries[i] for i in keep]
     if len(keep) != len(entries):
-        images = images[keep]
+        # A cache file of the rows kept, not `images[keep]`: that would hold the whole split in memory.
+        images = cached_rows(images, keep, [e.sha1 for e in kept], spec, cache_dir=data.cache_dir,
+                             limits=limits_of(data))
     return SplitImages(images, np.array([index[e.label] for e in kept], dtype=np.int32), kept)
 
 
@@ -96,8 +100,11 @@ class ImageBatches(keras.utils.PyDataset):
             Each batch draws its augmentations from generators seeded by
             `seed`, the epoch and the batch index, so the same seed gives the
             same batches whatever the number of threads and the order in
-            which batches are read, and a resumed run repeats them.
-            Defaults to `None`.
+            which batches are read, and a resumed run repeats them. A
+            pipeline made only of the transforms of the presets is applied
+            to the whole batch at once (`imgclf.batch_transforms`): the same
+            transforms and parameter distributions, several times faster on
+            small images. Defaults to `None`.
         seed: seed of the shuffling and the augmentation. Defaults to 0.
         workers: threads that prepare batches. Defaults to 1.
         epoch: the epoch the first pass is, for resuming. Defaults to 0.
@@ -107,11 +114,14 @@ class ImageBatches(keras.utils.PyDataset):
         one_hot: give labels as one-hot float rows of this many classes
             (for a loss with label smoothing) instead of class indices.
             Defaults to `None`.
+        batch_augment: apply a recognised pipeline to whole batches;
+            `False` always runs albumentations image by image (to compare
+            the two). Defaults to `True`.
     """
 
     def __init__(self, data: SplitImages, *, batch_size: int = 32, shuffle: bool = False,
                  augment=None, seed: int = 0, workers: int = 1, epoch: int = 0, sampler: str = "shuffle",
-                 one_hot: int | None = None):
+                 one_hot: int | None = None, batch_augment: bool = True):
         super().__init__(workers=workers, use_multiprocessing=False)
         if sampler not in SAMPLERS:
             raise ValueError(f"Unknown sampler: expected one of {tuple(SAMPLERS)}. Received: sampler={sampler!r}")
@@ -124,6 +134,7 @@ class ImageBatches(keras.utils.PyDataset):
         self.sampler = sampler
         self.one_hot = one_hot
         self.order = self._order()
+        self._batch_augment = _batch_augment(augment) if augment is not None and batch_augment else None
         self._local = threading.local()  # each thread augments with its own copy of the pipeline
 
     def _order(self) -> np.ndarray:
@@ -142,7 +153,10 @@ class ImageBatches(keras.utils.PyDataset):
         # Sorted indices read the memmap front to back; order within a batch does not matter.
         rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
         images = np.asarray(self.data.images[rows])
-        if self.augment is not None:
+        if self._batch_augment is not None:
+            rng = np.random.default_rng(batch_seed(self.seed, self.epoch, index))
+            images = self._batch_augment(images, rng, inplace=True)  # `images` is this batch's own copy
+        elif self.augment is not None:
             pipeline = self._pipeline()
             pipeline.set_random_seed(batch_seed(self.seed, self.epoch, index))
             images = apply_augment(pipeline, images)
