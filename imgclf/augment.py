@@ -59,6 +59,7 @@ def build_augment(augment, *, channels: int = 3, seed: int | None = None, flip: 
     """Returns the albumentations pipeline of a preset or of a YAML file.
 
     Presets:
+        - `auto`: `light` for grayscale images, `standard` for colour ones.
         - `none`: no change.
         - `light`: small shifts, scales and rotations (safe for digits and text).
         - `standard`: `light` plus horizontal flips and brightness/contrast.
@@ -91,9 +92,9 @@ def build_augment(augment, *, channels: int = 3, seed: int | None = None, flip: 
     """
     if isinstance(augment, AugmentConfig):
         augment, flip = augment.preset, flip and augment.flip
-    if augment in PRESETS:
     if augment == AUTO:
         augment = auto_preset(channels)
+    if augment in PRESETS:
         pipeline = _preset(augment, channels=channels, flip=flip)
     elif isinstance(augment, (str, os.PathLike)) and is_augment_file(os.fspath(augment)):
         pipeline = read_augment(augment, flip=flip)
