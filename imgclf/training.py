@@ -267,13 +267,13 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         _write_run_files(run, cfg, classes, manifest, augment, spec, choice, devices)
 
     state = read_json(state_path) if resuming else {}
-    if "seed_generators" in state:
-        restore_seed_generators(model, state["seed_generators"])
     history = _finished_history(run, state["epoch"]) if resuming else []
     checkpoint = RunCheckpoint(run, choose_monitor(cfg.train.monitor, len(val_data) > 0), best=state.get("best"),
                                history=history, write=devices.chief)
     batches = _Batches(cfg, train_data, val_data, augment, len(classes))
     with devices.scope():
+        if "seed_generators" in state:
+            restore_seed_generators(model, state["seed_generators"])
         _train_in_phases(model, cfg, batches, checkpoint, devices, first_epoch=state.get("epoch", -1) + 1,
                          loaded_phase=state.get("phase", TRAIN) if resuming else None,
                          restored=state.get("callbacks", {}), verbose=verbose, progress=progress)
