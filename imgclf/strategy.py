@@ -89,8 +89,8 @@ def choose_devices(strategy: str = "auto", *, mixed_precision: bool = False) -> 
     """
     if strategy not in ("auto", "default", "mirrored", "multi-worker"):
         raise ValueError(f"Unknown strategy: expected auto, default, mirrored or multi-worker. Received: strategy={strategy!r}")
-    if strategy == "multi-worker":
-        cluster_workers()  # a missing or broken TF_CONFIG fails before TensorFlow starts
+    # A missing or broken TF_CONFIG fails here, before TensorFlow starts.
+    workers = cluster_workers() if strategy == "multi-worker" else 1
     import tensorflow as tf
 
     if strategy == "multi-worker":
@@ -114,7 +114,6 @@ def choose_devices(strategy: str = "auto", *, mixed_precision: bool = False) -> 
             precision = "mixed_float16"
         else:
             note = "mixed precision needs a GPU and would be slower on this CPU: training in float32"
-    workers = cluster_workers() if name == "multi-worker" else 1
     return Devices(name, chosen, devices, precision, note, chief=name != "multi-worker" or is_chief(), workers=workers)
 
 
