@@ -1,0 +1,168 @@
+"""OpenCV decodes some files for models: the pixels and the errors must be exactly Pillow's."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import badfiles
+from imgclf import opencv_decode
+from imgclf.images import ImageDecodeError, load_image, scan_and_load
+
+
+def _by_pillow_only(monkeypatch, decode):
+    """`decode()` with OpenCV's shortcuts switched off: what imgclf gave before they existed."""
+    with monkeypatch.context() as patch:
+        patch.setattr(opencv_decode, "plain_png", lambda *args: None)
+        patch.setattr(opencv_decode, "jpeg", lambda *args: None)
+        return _outcome(decode)
+
+
+def _outcome(decode):
+    try:
+        pixels = decode()
+    except ImageDecodeError as error:
+        return error.problem
+    return pixels.dtype, pixels.shape, pixels.tobytes()
+
+
+def _noise(height, width, seed=3) -> Image.Image:
+    # Smooth gradients plus noise, so that JPEG's subsampling and rounding are exercised.
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 // max(1, width - 1), y * 255 // max(1, height - 1), (x + y) % 256], axis=-1)
+    return Image.fromarray(np.clip(base + rng.integers(-40, 40, base.shape), 0, 255).astype(np.uint8))
+
+
+def _chunk(name: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + name + payload + struct.pack(">I", zlib.crc32(name + payload))
+
+
+def _png(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **options)
+    return buffer.getvalue()
+
+
+def _png_with_chunk(image: Image.Image, name: bytes, payload: bytes) -> bytes:
+    data = _png(image)
+    return data[:33] + _chunk(name, payload) + data[33:]  # after the signature (8) and IHDR (25)
+
+
+def _interlaced_png(image: Image.Image) -> bytes:
+    import cv2  # Pillow writes no interlaced PNGs
+
+    pixels = np.asarray(image)
+    ok, encoded = cv2.imencode(".png", pixels[..., ::-1] if pixels.ndim == 3 else pixels)
+    assert ok
+    return encoded.tobytes()
+
+
+def _rows_missing_png(image: Image.Image) -> bytes:
+    """Valid chunks and CRCs, IEND at the end, but pixel data for only half of the rows."""
+    gray = np.asarray(image.convert("L"))
+    rows = b"".join(b"\x00" + row.tobytes() for row in gray[: len(gray) // 2])
+    header = struct.pack(">IIBBBBB", gray.shape[1], gray.shape[0], 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b"")
+
+
+def _exif(orientation: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+PNGS = {
+    "grey": lambda image: _png(image.convert("L")),
+    "rgb": _png,
+    "palette": lambda image: _png(image.convert("P")),
+    "rgba": lambda image: _png(image.convert("RGBA")),
+    "grey_transparent_colour": lambda image: _png_with_chunk(image.convert("L"), b"tRNS", b"\x00\x80"),
+    "rgb_transparent_colour": lambda image: _png_with_chunk(image, b"tRNS", b"\x00\x80\x00\x80\x00\x80"),
+    "rgb_exif_rotated": lambda image: _png(image, exif=_exif(6)),
+    "rgb_gamma": lambda image: _png_with_chunk(image, b"gAMA", struct.pack(">I", 100000)),
+    "sixteen_bit": lambda image: _png(Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)),
+    "interlaced_grey": lambda image: _interlaced_png(image.convert("L")),
+    "interlaced_rgb": _interlaced_png,
+    "rows_missing": _rows_missing_png,
+    "cut_short": lambda image: _png(image)[:-30],
+}
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("kind", sorted(PNGS))
+def test_png_of_the_model_size_gives_pillows_pixels(tmp_path, monkeypatch, kind, channels):
+    path = badfiles.write(tmp_path / f"{kind}.png", PNGS[kind](_noise(12, 20)))
+    decode = lambda: load_image(path, size=(12, 20), channels=channels)  # noqa: E731
+    assert _outcome(decode) == _by_pillow_only(monkeypatch, decode)
+
+
+def test_only_plain_pngs_of_the_model_size_take_the_shortcut(tmp_path):
+    data = _png(_noise(12, 20).convert("L"))
+    assert opencv_decode.plain_png(data, (12, 20), 1).shape == (12, 20, 1)
+    assert opencv_decode.plain_png(data, (20, 12), 1) is None  # another size: Pillow resizes
+    assert opencv_decode.plain_png(data, (12, 20), 3) is None  # grey to RGB: Pillow converts
+    assert opencv_decode.plain_png(PNGS["grey_transparent_colour"](_noise(12, 20)), (12, 20), 1) is None
+    assert opencv_decode.plain_png(data[:-1], (12, 20), 1) is None
+
+
+def _jpeg(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", **options)
+    return buffer.getvalue()
+
+
+JPEGS = {
+    "420": lambda image: _jpeg(image, quality=90),
+    "444": lambda image: _jpeg(image, quality=95, subsampling=0),
+    "422": lambda image: _jpeg(image, quality=80, subsampling=1),
+    "progressive": lambda image: _jpeg(image, quality=85, progressive=True),
+    "grey": lambda image: _jpeg(image.convert("L"), quality=90),
+    "cmyk": lambda image: _jpeg(image.convert("CMYK"), quality=90),
+    "exif_rotated": lambda image: _jpeg(image, quality=90, exif=_exif(6)),
+    "exif_mirrored": lambda image: _jpeg(image, quality=90, exif=_exif(2)),
+    "restart_markers": lambda image: _jpeg(image, quality=90, restart_marker_blocks=2),
+    "trailing_bytes": lambda image: _jpeg(image, quality=90) + b"\x00" * 16,
+    "cut_short": lambda image: _jpeg(image, quality=90)[:-200],
+    "cut_short_with_end_marker": lambda image: _jpeg(image, quality=90)[:-200] + b"\xff\xd9",
+}
+
+
+@pytest.mark.parametrize("resize", ["stretch", "pad"])
+@pytest.mark.parametrize("size", [(203, 157), (100, 60), (40, 30), (12, 12)])  # full scale, 1/2, 1/4, 1/8
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("kind", sorted(JPEGS))
+def test_jpeg_gives_pillows_pixels_at_every_scale(tmp_path, monkeypatch, kind, channels, size, resize):
+    path = badfiles.write(tmp_path / f"{kind}.jpg", JPEGS[kind](_noise(203, 157)))
+    decode = lambda: load_image(path, size=size, channels=channels, resize=resize)  # noqa: E731
+    used = []
+    jpeg = opencv_decode.jpeg
+    monkeypatch.setattr(opencv_decode, "jpeg", lambda *args: used.append(jpeg(*args)) or used[-1])
+    assert _outcome(decode) == _by_pillow_only(monkeypatch, decode)
+    by_opencv = used[0] is not None
+    assert by_opencv == (kind not in ("cmyk", "cut_short", "trailing_bytes"))
+
+
+@pytest.mark.parametrize("name", ["truncated.jpg", "truncated.png", "bad_crc.png", "garbled.png", "good.jpg",
+                                  "rotated.jpg", "cmyk.jpg", "really_png.jpg"])
+def test_first_run_decode_matches_pillow_on_damaged_and_odd_files(tmp_path, monkeypatch, name):
+    path = badfiles.BAD_FILES[name][0](tmp_path / name)
+
+    def decode():
+        check, pixels, error = scan_and_load(path, size=(16, 16), channels=3)
+        if error is not None:
+            raise error
+        return pixels if pixels is not None else np.zeros(0, np.uint8)
+
+    assert _outcome(decode) == _by_pillow_only(monkeypatch, decode)
+
+
+def test_opencv_is_not_imported_with_the_module():
+    import subprocess
+    import sys
+
+    code = "import sys, imgclf.images; print('cv2' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
