@@ -1,18 +1,12 @@
-"""Decoding with OpenCV where it gives exactly Pillow's pixels, at a fraction of the cost.
+"""Decoding plain PNGs with OpenCV, which gives exactly Pillow's pixels at a fraction of the cost.
 
-Pillow stays the decoder of record (`images.py`); these functions take the
-bytes of a file `images.py` has read and return the same pixels Pillow would,
-or `None` whenever there is any doubt, and Pillow decodes the file instead:
-
-- A PNG of the requested size that needs no conversion (8-bit grey or RGB, no
-  transparency, no EXIF, no animation). PNG is lossless, so any decoder gives
-  the same pixels; OpenCV's per-file cost is about a third of Pillow's, which
-  is most of the time on tiny images such as Fashion-MNIST's.
-- A JPEG that Pillow has opened (and set to decode at a reduced scale with
-  `draft`): OpenCV runs the same libjpeg-turbo decode at the same scale into
-  the same colour space, without Pillow's chunked feeding of the decoder.
-  A file that does not end with the JPEG end marker goes to Pillow, which
-  reports it as cut short (libjpeg alone would fill the missing rows with grey).
+Pillow stays the decoder of record (`images.py`). A PNG of the requested size
+that needs no conversion (8-bit grey or RGB, no transparency, no EXIF, no
+animation) is lossless, so any decoder gives the same pixels, and OpenCV's
+per-file cost is about a third of Pillow's: on tiny images such as
+Fashion-MNIST's that is most of the time spent. Whenever there is any doubt,
+`plain_png` returns `None` and Pillow decodes the file. (For JPEGs OpenCV runs
+the same libjpeg-turbo decode and is no faster, so Pillow keeps them.)
 """
 
 from __future__ import annotations
@@ -25,7 +19,6 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 # Chunks that make Pillow's pixels differ from the stored ones: transparency, EXIF orientation, animation.
 _PNG_CHUNKS_NEEDING_PILLOW = (b"tRNS", b"eXIf", b"acTL")
-_JPEG_END = b"\xff\xd9"
 
 
 def plain_png(data: bytes, size: tuple[int, int], channels: int) -> np.ndarray | None:
@@ -55,35 +48,6 @@ def plain_png(data: bytes, size: tuple[int, int], channels: int) -> np.ndarray |
 
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     return _checked(pixels, (height, width), channels)
-
-
-def jpeg(data: bytes, image) -> np.ndarray | None:
-    """The pixels Pillow's `image.load()` would give for an opened JPEG; else `None`.
-
-    Args:
-        data: the file's bytes.
-        image: the file opened by Pillow (header only), possibly after
-            `image.draft(...)`, whose mode (`"L"` or `"RGB"`), size and
-            decoding scale are matched.
-
-    Returns:
-        A uint8 array `(height, width)` for `"L"` or `(height, width, 3)` for
-        `"RGB"`, as stored (EXIF orientation not applied), or `None`.
-    """
-    if image.format != "JPEG" or image.mode not in ("L", "RGB") or len(image.tile) != 1:
-        return None
-    if not data.endswith(_JPEG_END):
-        return None
-    import cv2
-
-    scale = image.decoderconfig[0] if image.decoderconfig else 1
-    kind = "COLOR" if image.mode == "RGB" else "GRAYSCALE"
-    flags = getattr(cv2, f"IMREAD_{kind}" if scale == 1 else f"IMREAD_REDUCED_{kind}_{scale}", None)
-    if flags is None:
-        return None
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
-    pixels = _checked(pixels, (image.size[1], image.size[0]), 1 if image.mode == "L" else 3)
-    return None if pixels is None else pixels[..., 0] if image.mode == "L" else pixels
 
 
 def _checked(pixels, size: tuple[int, int], channels: int) -> np.ndarray | None:

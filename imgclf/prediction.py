@@ -31,7 +31,7 @@ import json
 import multiprocessing
 import os
 import sys
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -148,6 +148,7 @@ class Predictor:
         self.workers = workers or default_workers()
         self._function = None
         self._pool: Executor | None = None
+        self._model_pool: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         s = self.spec
@@ -233,23 +234,40 @@ class Predictor:
             An iterator of rows (see `imgclf.predict`).
         """
         top_k = max(1, min(top_k, len(self.classes)))
-        classes = self.classes
+        # The model runs in a thread of its own: while it predicts one batch (TensorFlow releases the
+        # GIL), this thread walks the folders and hands out the rows of the batch before.
+        model_thread = self._model_thread()
+        previous = None
         for paths_batch, images, failures in self._decoded_batches(paths, batch_size):
-            probabilities = self._infer(images)
-            # The top k of the whole batch at once: per-row NumPy calls would cost more than the model.
-            order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
-            scores = np.round(np.take_along_axis(probabilities, order, axis=1).astype(np.float64), 6).tolist()
-            order = order.tolist()
-            failed = dict(failures)
-            for i, path in enumerate(paths_batch):
-                if i in failed:
-                    problem, detail = failed[i]
-                    yield {"path": path, "predicted": None, "confidence": None, "top_k": [], "status": problem,
-                           "detail": detail}
-                else:
-                    top = [(classes[c], p) for c, p in zip(order[i], scores[i])]
-                    yield {"path": path, "predicted": top[0][0], "confidence": top[0][1], "top_k": top, "status": OK,
-                           "detail": ""}
+            current = (paths_batch, failures, model_thread.submit(self._infer, images))
+            if previous is not None:
+                yield from self._rows(*previous, top_k)
+            previous = current
+        if previous is not None:
+            yield from self._rows(*previous, top_k)
+
+    def _rows(self, paths: list[str], failures, probabilities: Future, top_k: int) -> Iterator[dict]:
+        classes = self.classes
+        probabilities = probabilities.result()
+        # The top k of the whole batch at once: per-row NumPy calls would cost more than the model.
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+        scores = np.round(np.take_along_axis(probabilities, order, axis=1).astype(np.float64), 6).tolist()
+        order = order.tolist()
+        failed = dict(failures)
+        for i, path in enumerate(paths):
+            if i in failed:
+                problem, detail = failed[i]
+                yield {"path": path, "predicted": None, "confidence": None, "top_k": [], "status": problem,
+                       "detail": detail}
+            else:
+                top = [(classes[c], p) for c, p in zip(order[i], scores[i])]
+                yield {"path": path, "predicted": top[0][0], "confidence": top[0][1], "top_k": top, "status": OK,
+                       "detail": ""}
+
+    def _model_thread(self) -> ThreadPoolExecutor:
+        if self._model_pool is None:
+            self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="imgclf-predict")
+        return self._model_pool
 
     def _decoded_batches(self, paths: Iterable[str], batch_size: int):
         """Yields `(paths, images, failures)` per batch; at most a few batches are decoded ahead."""
@@ -303,10 +321,13 @@ class Predictor:
             future.result()
 
     def close(self, *, wait: bool = True) -> None:
-        """Stops the decoding processes; the predictor starts new ones if used again."""
+        """Stops the decoding processes and the model's thread; the predictor starts new ones if used again."""
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.shutdown(wait=wait, cancel_futures=True)
+        if self._model_pool is not None:
+            model_pool, self._model_pool = self._model_pool, None
+            model_pool.shutdown(wait=wait, cancel_futures=True)
 
     def __enter__(self) -> "Predictor":
         return self
