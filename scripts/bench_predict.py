@@ -1,7 +1,8 @@
 """Benchmark: `imgclf.predict` on a folder against Keras' own folder loader and against the in-memory limit.
 
 For each folder, in one process, with the same model and batch size, timed in turns
-(a, b, c, a, b, c, ...) after one warm-up pass of each:
+(a, b, c, d, a, b, c, d, ...) after one warm-up pass of each, each after a garbage
+collection:
 
 (a) Keras: `model.predict` over `keras.utils.image_dataset_from_directory(folder)`
     (TensorFlow decodes and resizes; the dataset is built inside the timing).
@@ -10,6 +11,10 @@ For each folder, in one process, with the same model and batch size, timed in tu
     comes from `imgclf.load(run)` with its worker processes started, as in a long
     session or a second call.
 (c) the limit: `model.predict` on the same images already decoded in memory.
+(d) imgclf's decoding alone: the folder walked and every file decoded by the
+    predictor's worker processes, with no model. Since (b) must decode everything,
+    (d)/(c) is a floor under (b)/(c) that no overlap of decoding and inference can
+    go below on the machine at hand.
 
 Ratios: (a)/(b), the speed-up of imgclf over the Keras path (target at least 1.2),
 and (b)/(c), imgclf's time over the in-memory time (target at most 1.5).
@@ -35,6 +40,7 @@ or any folder of photos.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -113,12 +119,17 @@ def bench_folder(name: str, run: Path, folder: Path, *, batch_size: int, repeats
     def in_memory():
         model.predict(images, batch_size=batch_size, verbose=0)
 
-    steps = {"keras": keras_path, "imgclf": imgclf_path, "in_memory": in_memory}
+    def decode_only():
+        for _ in predictor._decoded_batches(iter_inputs(folder), batch_size):
+            pass
+
+    steps = {"keras": keras_path, "imgclf": imgclf_path, "in_memory": in_memory, "decode_only": decode_only}
     times = {key: [] for key in steps}
     for key, step in steps.items():  # warm-up: tracing, page cache
         step()
     for _ in range(repeats):
         for key, step in steps.items():
+            gc.collect()  # what one step leaves behind (tf.data iterators and their threads) is not timed in the next
             start = time.perf_counter()
             step()
             times[key].append(time.perf_counter() - start)
@@ -131,6 +142,7 @@ def bench_folder(name: str, run: Path, folder: Path, *, batch_size: int, repeats
         "median_seconds": {key: round(v, 4) for key, v in median.items()},
         "keras_over_imgclf": round(median["keras"] / median["imgclf"], 3),
         "imgclf_over_in_memory": round(median["imgclf"] / median["in_memory"], 3),
+        "decode_only_over_in_memory": round(median["decode_only"] / median["in_memory"], 3),
         "images_per_second": {key: round(len(paths) / v, 1) for key, v in median.items()},
     }
 
@@ -168,11 +180,12 @@ def main() -> None:
                                                        batch_size=args.batch_size, repeats=args.camera_repeats),
     }
     print(f"\n{'folder':<32} {'images':>7} {'(a) keras':>10} {'(b) imgclf':>11} {'(c) memory':>11} "
-          f"{'a/b':>6} {'b/c':>6}")
+          f"{'(d) decode':>11} {'a/b':>6} {'b/c':>6} {'d/c':>6}")
     for name, row in results.items():
         s = row["median_seconds"]
         print(f"{name:<32} {row['images']:>7,} {s['keras']:>9.3f}s {s['imgclf']:>10.3f}s {s['in_memory']:>10.3f}s "
-              f"{row['keras_over_imgclf']:>6.2f} {row['imgclf_over_in_memory']:>6.2f}")
+              f"{s['decode_only']:>10.3f}s {row['keras_over_imgclf']:>6.2f} {row['imgclf_over_in_memory']:>6.2f} "
+              f"{row['decode_only_over_in_memory']:>6.2f}")
     print(f"targets: a/b >= {SPEEDUP_TARGET}, b/c <= {LIMIT_TARGET}; medians of {args.repeats} "
           f"({args.camera_repeats} for the camera JPEGs), "
           f"batch size {args.batch_size}; load average at start {load[0]:.1f}")
