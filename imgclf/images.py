@@ -25,7 +25,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import opencv_decode
+from . import opencv_decode, png_rows
 from .files import escape_name
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -388,7 +388,10 @@ def _decode(source, path, channels: int | None, limits: ImageLimits, draft_size=
     is `None`), its warnings and its stored mode.
     """
     with _open(source, path, limits) as image:
-        return _decode_opened(image, channels, limits, draft_size)
+        decoded = _decode_opened(image, channels, limits, draft_size)
+        if image.format == "PNG":
+            _check_png_rows(source.getvalue() if isinstance(source, io.BytesIO) else _read_bytes(path), "PNG", path)
+        return decoded
 
 
 def _decode_opened(image: Image.Image, channels: int | None, limits: ImageLimits,
@@ -525,12 +528,21 @@ def scan_and_load(path, *, size: tuple[int, int], channels: int = 3, resize: str
         with _open(io.BytesIO(data), path, limits) as image:
             header = _header_of(image, limits)
             image, _, _ = _decode_opened(image, channels, limits, draft_size=size)
+            _check_png_rows(data, header.format, path)
             pixels = _fit(image, size, channels, resize, limits)
     except ImageDecodeError as error:
         if header is None:
             return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),)), None, None
         return FileCheck(sha1, header.width, header.height, header.channels, header.findings), None, error
     return FileCheck(sha1, header.width, header.height, header.channels, header.findings), pixels, None
+
+
+def _check_png_rows(data: bytes, format: str | None, path) -> None:
+    """Raises for a PNG whose pixel data stops early, which Pillow decodes as black rows (`png_rows`)."""
+    if format == "PNG":
+        detail = png_rows.missing_rows(data)
+        if detail:
+            raise ImageDecodeError(path, ImageProblem.TRUNCATED, detail)
 
 
 def _read_bytes(path) -> bytes:
@@ -583,6 +595,7 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits(), draft: bool = Tru
             scaled = draft and opened.format == "JPEG"
             full, orientation = opened.size, _exif_orientation(opened) if scaled else 1
             image, findings, stored_mode = _decode_opened(opened, None, limits, draft_size=(1, 1) if scaled else None)
+            _check_png_rows(data, opened.format, path)
     except ImageDecodeError as error:
         return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),))
     width, height = image.size

@@ -86,6 +86,33 @@ def garbled_png(path):
     return write(path, bytes(data))
 
 
+def rows_missing_png(path):
+    """Well-formed chunks, valid CRCs and an IEND chunk, but pixel data for only half of the rows."""
+    gray = np.asarray(_rgb((32, 32)).convert("L"))
+    rows = b"".join(b"\x00" + row.tobytes() for row in gray[:16])
+    header = struct.pack(">IIBBBBB", 32, 32, 8, 0, 0, 0, 0)
+    return write(path, b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(rows))
+                 + _png_chunk(b"IEND", b""))
+
+
+def _png_chunk(name: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + name + payload + struct.pack(">I", zlib.crc32(name + payload))
+
+
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def interlaced_png(pixels: np.ndarray, *, keep: float = 1.0) -> bytes:
+    """An Adam7-interlaced 8-bit PNG (Pillow writes none); `keep` < 1 cuts the pixel stream short."""
+    colour = {1: 0, 3: 2, 4: 6}[1 if pixels.ndim == 2 else pixels.shape[2]]
+    height, width = pixels.shape[:2]
+    stream = b"".join(b"".join(b"\x00" + row.tobytes() for row in pixels[y::dy, x::dx])
+                      for x, y, dx, dy in _ADAM7 if x < width and y < height)
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 1)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(stream[:int(len(stream) * keep)])) + _png_chunk(b"IEND", b""))
+
+
 def dangling_ifd_tiff(path):
     """A TIFF whose pointer to a second page leads past the end of the file (Pillow raises TypeError)."""
     buffer = io.BytesIO()
@@ -182,6 +209,7 @@ BAD_FILES = {
     "truncated.png": (truncated_png, "error", "truncated"),
     "bad_crc.png": (bad_crc_png, "error", "corrupt"),
     "garbled.png": (garbled_png, "error", "corrupt"),
+    "rows_missing.png": (rows_missing_png, "error", "truncated"),
     "bad_page.tif": (dangling_ifd_tiff, "error", "corrupt"),
     "bomb.png": (bomb_png, "error", "decompression_bomb"),
     "cmyk.jpg": (cmyk_jpeg, "warning", "cmyk"),

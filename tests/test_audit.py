@@ -49,7 +49,7 @@ def test_audit_summary_names_problems_and_balance(dirty_folder, tmp_path, monkey
     result = imgclf.audit("data", progress=False)
     lines = result.summary().splitlines()
     problems = {line.split()[0]: line.split() for line in lines if line.split()[1:2] in (["error"], ["warning"])}
-    assert problems["truncated"] == ["truncated", "error", "2", "data/circle/truncated.jpg"]
+    assert problems["truncated"][:3] == ["truncated", "error", "3"]  # truncated.jpg, truncated.png, rows_missing.png
     assert problems["decompression_bomb"][1:3] == ["error", "1"]
     statuses = [row[1] for row in problems.values()]
     assert statuses == sorted(statuses)  # every error before the first warning

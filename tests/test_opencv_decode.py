@@ -51,23 +51,6 @@ def _png_with_chunk(image: Image.Image, name: bytes, payload: bytes) -> bytes:
     return data[:33] + _chunk(name, payload) + data[33:]  # after the signature (8) and IHDR (25)
 
 
-def _interlaced_png(image: Image.Image) -> bytes:
-    import cv2  # Pillow writes no interlaced PNGs
-
-    pixels = np.asarray(image)
-    ok, encoded = cv2.imencode(".png", pixels[..., ::-1] if pixels.ndim == 3 else pixels)
-    assert ok
-    return encoded.tobytes()
-
-
-def _rows_missing_png(image: Image.Image) -> bytes:
-    """Valid chunks and CRCs, IEND at the end, but pixel data for only half of the rows."""
-    gray = np.asarray(image.convert("L"))
-    rows = b"".join(b"\x00" + row.tobytes() for row in gray[: len(gray) // 2])
-    header = struct.pack(">IIBBBBB", gray.shape[1], gray.shape[0], 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b"")
-
-
 def _exif(orientation: int) -> Image.Exif:
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -84,9 +67,8 @@ PNGS = {
     "rgb_exif_rotated": lambda image: _png(image, exif=_exif(6)),
     "rgb_gamma": lambda image: _png_with_chunk(image, b"gAMA", struct.pack(">I", 100000)),
     "sixteen_bit": lambda image: _png(Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)),
-    "interlaced_grey": lambda image: _interlaced_png(image.convert("L")),
-    "interlaced_rgb": _interlaced_png,
-    "rows_missing": _rows_missing_png,
+    "interlaced_grey": lambda image: badfiles.interlaced_png(np.asarray(image.convert("L"))),
+    "interlaced_rgb": lambda image: badfiles.interlaced_png(np.asarray(image)),
     "cut_short": lambda image: _png(image)[:-30],
 }
 

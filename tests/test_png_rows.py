@@ -1,0 +1,66 @@
+"""A PNG whose pixel data ends early is reported as truncated; every complete PNG is not."""
+
+import io
+import numpy as np
+import pytest
+from PIL import Image
+
+import badfiles
+from imgclf.images import ImageDecodeError, decode_image, inspect_file, load_image
+from imgclf.png_rows import missing_rows
+
+def _png(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **options)
+    return buffer.getvalue()
+
+
+def _pixels(height, width, channels, seed=0):
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 9), (7, 3), (8, 8), (13, 21), (64, 33)])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_complete_interlaced_pngs_are_whole(tmp_path, size, channels):
+    pixels = _pixels(*size, channels)
+    data = badfiles.interlaced_png(pixels)
+    assert missing_rows(data) is None
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.info.get("interlace") == 1
+        np.testing.assert_array_equal(np.asarray(image), pixels)  # the writer above is a real PNG writer
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "LA", "I;16"])
+@pytest.mark.parametrize("size", [(1, 1), (5, 3), (17, 31)])
+def test_complete_pngs_of_every_mode_are_whole(mode, size):
+    image = Image.fromarray(_pixels(*size, 3)).convert(mode if mode != "I;16" else "L")
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(image).astype(np.uint16) * 257)
+    assert missing_rows(_png(image)) is None
+
+
+def test_missing_rows_are_counted():
+    data = badfiles.interlaced_png(_pixels(16, 16, 3), keep=0.5)
+    # 16x16 RGB in 7 passes: 14 + 14 + 26 + 52 + 100 + 200 + 392 bytes, filter bytes included
+    assert missing_rows(data) == "the pixel data ends after 399 of 798 bytes; the rest of the image would be black"
+    assert missing_rows(b"not a png") is None
+
+
+@pytest.mark.parametrize("name", ["rows_missing.png", "interlaced_half.png"])
+def test_every_decode_path_reports_the_missing_rows(tmp_path, name):
+    if name == "rows_missing.png":  # Pillow alone would decode it with 16 black rows
+        path = badfiles.rows_missing_png(tmp_path / name)
+        detail = "the pixel data ends after 528 of 1,056 bytes"  # 16 and 32 rows of 1 + 32 bytes
+    else:  # Pillow notices this one itself
+        path = badfiles.write(tmp_path / name, badfiles.interlaced_png(_pixels(16, 16, 3), keep=0.5))
+        detail = "truncated"
+    check = inspect_file(path)
+    assert (check.status.value, check.problem) == ("error", "truncated") and detail in check.detail
+    with Image.open(path) as image:
+        own_size = image.size[::-1]  # where OpenCV is tried first, and fails
+    for decode in (lambda: decode_image(path), lambda: load_image(path, size=(8, 8)),
+                   lambda: load_image(path, size=own_size, channels=1), lambda: load_image(path, size=own_size)):
+        with pytest.raises(ImageDecodeError, match=detail) as raised:
+            decode()
+        assert raised.value.problem.value == "truncated"
