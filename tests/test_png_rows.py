@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import badfiles
-from imgclf.images import ImageDecodeError, decode_image, inspect_file, load_image
+from imgclf.images import ImageDecodeError, decode_image, inspect_file, load_image, scan_and_load
 from imgclf.png_rows import missing_rows
 
 def _png(image: Image.Image, **options) -> bytes:
@@ -48,8 +48,8 @@ def test_missing_rows_are_counted():
 
 
 @pytest.mark.parametrize("name", ["rows_missing.png", "interlaced_half.png"])
-def test_every_decode_path_reports_the_missing_rows(tmp_path, name):
-    if name == "rows_missing.png":  # Pillow alone would decode it with 16 black rows
+def test_every_decode_reports_the_missing_rows(tmp_path, name):
+    if name == "rows_missing.png":  # Pillow alone decodes it with 16 black rows
         path = badfiles.rows_missing_png(tmp_path / name)
         detail = "the pixel data ends after 528 of 1,056 bytes"  # 16 and 32 rows of 1 + 32 bytes
     else:  # Pillow notices this one itself
@@ -57,10 +57,10 @@ def test_every_decode_path_reports_the_missing_rows(tmp_path, name):
         detail = "truncated"
     check = inspect_file(path)
     assert (check.status.value, check.problem) == ("error", "truncated") and detail in check.detail
-    with Image.open(path) as image:
-        own_size = image.size[::-1]  # where OpenCV is tried first, and fails
+    check, pixels, error = scan_and_load(path, size=(8, 8))  # a first run: the scan and the decode at once
+    assert pixels is None and error.problem.value == "truncated" and detail in str(error)
     for decode in (lambda: decode_image(path), lambda: load_image(path, size=(8, 8)),
-                   lambda: load_image(path, size=own_size, channels=1), lambda: load_image(path, size=own_size)):
-        with pytest.raises(ImageDecodeError, match=detail) as raised:
+                   lambda: load_image(path, size=(16 if "interlaced" in name else 32,) * 2, channels=3)):
+        with pytest.raises(ImageDecodeError, match=detail) as raised:  # predicting and the cache too
             decode()
         assert raised.value.problem.value == "truncated"
