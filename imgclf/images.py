@@ -387,21 +387,24 @@ def _decode(source, path, channels: int | None, limits: ImageLimits, draft_size=
     Returns the image (converted to `channels`, or as stored when `channels`
     is `None`), its warnings and its stored mode.
     """
+    data = source.getvalue() if isinstance(source, io.BytesIO) else None
     with _open(source, path, limits) as image:
-        decoded = _decode_opened(image, channels, limits, draft_size)
-        if image.format == "PNG":
-            _check_png_rows(source.getvalue() if isinstance(source, io.BytesIO) else _read_bytes(path), path)
-        return decoded
+        return _decode_opened(image, channels, limits, draft_size, path=path, data=data)
 
 
-def _decode_opened(image: Image.Image, channels: int | None, limits: ImageLimits,
-                   draft_size=None) -> tuple[Image.Image, list[Finding], str]:
-    """`_decode` of an image already opened by `_open` (inside its `with`, which names the errors)."""
+def _decode_opened(image: Image.Image, channels: int | None, limits: ImageLimits, draft_size=None, *,
+                   path, data: bytes | None = None) -> tuple[Image.Image, list[Finding], str]:
+    """`_decode` of an image already opened by `_open` (inside its `with`, which names the errors).
+
+    `data` is the file's bytes when the caller has them, for `_check_png_rows`.
+    """
     stored_mode = image.mode
     if draft_size is not None and image.format == "JPEG":
         # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far faster for large photos.
         image.draft(None if channels is None else "L" if channels == 1 else "RGB", (draft_size[1], draft_size[0]))
     image.load()
+    if image.format == "PNG" and _last_row_is_zero(image):  # where rows would be missing; rare otherwise
+        _check_png_rows(data if data is not None else _read_bytes(path), path)
     image, findings = _orientation_and_frames(image)
     if findings and findings[0].problem == ImageProblem.ANIMATED:
         image.load()
@@ -527,8 +530,7 @@ def scan_and_load(path, *, size: tuple[int, int], channels: int = 3, resize: str
             raise ImageDecodeError(path, ImageProblem.EMPTY_FILE, "the file is empty (0 bytes)")
         with _open(io.BytesIO(data), path, limits) as image:
             header = _header_of(image, limits)
-            image, _, _ = _decode_opened(image, channels, limits, draft_size=size)
-            _check_png_rows(data, path)
+            image, _, _ = _decode_opened(image, channels, limits, draft_size=size, path=path, data=data)
             pixels = _fit(image, size, channels, resize, limits)
     except ImageDecodeError as error:
         if header is None:
@@ -541,13 +543,18 @@ def _check_png_rows(data: bytes, path) -> None:
     """Raises for a PNG whose pixel data stops early, which Pillow decodes as black rows (`png_rows`).
 
     Every path that decodes a PNG with Pillow checks, so the audit, a first run, the cache and
-    `imgclf predict` agree on such a file. It costs a second inflate of the pixel data (about half
-    of Pillow's decoding time for a large PNG); a plain PNG of the model's size skips it, since
-    libpng itself refuses one whose data ends early (`opencv_decode`).
+    `imgclf predict` agree on such a file. The check inflates the pixel data a second time, so it
+    runs only when the last row came out all zero, as missing rows do (a plain PNG of the model's
+    size never gets here: libpng itself refuses one whose data ends early, `opencv_decode`).
     """
     detail = png_rows.missing_rows(data)
     if detail:
         raise ImageDecodeError(path, ImageProblem.TRUNCATED, detail)
+
+
+def _last_row_is_zero(image: Image.Image) -> bool:
+    width, height = image.size
+    return height > 0 and not np.asarray(image.crop((0, height - 1, width, height))).any()
 
 
 def _read_bytes(path) -> bytes:
@@ -599,8 +606,8 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits(), draft: bool = Tru
         with _open(io.BytesIO(data), path, limits) as opened:
             scaled = draft and opened.format == "JPEG"
             full, orientation = opened.size, _exif_orientation(opened) if scaled else 1
-            image, findings, stored_mode = _decode_opened(opened, None, limits, draft_size=(1, 1) if scaled else None)
-            _check_png_rows(data, path)
+            image, findings, stored_mode = _decode_opened(opened, None, limits, draft_size=(1, 1) if scaled else None,
+                                                          path=path, data=data)
     except ImageDecodeError as error:
         return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),))
     width, height = image.size

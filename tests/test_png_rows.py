@@ -64,3 +64,14 @@ def test_every_decode_reports_the_missing_rows(tmp_path, name):
         with pytest.raises(ImageDecodeError, match=detail) as raised:  # predicting and the cache too
             decode()
         assert raised.value.problem.value == "truncated"
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "P", "RGBA"])
+def test_a_whole_png_ending_in_black_rows_is_sound(tmp_path, mode):
+    pixels = _pixels(20, 12, 3)
+    pixels[-5:] = 0  # black at the bottom, as missing rows would be
+    path = tmp_path / "dark.png"
+    Image.fromarray(pixels).convert(mode).save(path)
+    check = inspect_file(path)
+    assert check.status.value != "error", check.detail  # RGBA: a warning for the alpha channel
+    assert load_image(path, size=(20, 12)).shape == (20, 12, 3)
