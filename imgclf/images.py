@@ -530,8 +530,10 @@ def scan_and_load(path, *, size: tuple[int, int], channels: int = 3, resize: str
             raise ImageDecodeError(path, ImageProblem.EMPTY_FILE, "the file is empty (0 bytes)")
         with _open(io.BytesIO(data), path, limits) as image:
             header = _header_of(image, limits)
-            image, _, _ = _decode_opened(image, channels, limits, draft_size=size, path=path, data=data)
-            pixels = _fit(image, size, channels, resize, limits)
+            pixels = opencv_decode.plain_png(data, size, channels) if header.format == "PNG" else None
+            if pixels is None:
+                image, _, _ = _decode_opened(image, channels, limits, draft_size=size, path=path, data=data)
+                pixels = _fit(image, size, channels, resize, limits)
     except ImageDecodeError as error:
         if header is None:
             return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),)), None, None

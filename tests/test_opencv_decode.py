@@ -10,7 +10,7 @@ from PIL import Image
 
 import badfiles
 from imgclf import opencv_decode
-from imgclf.images import ImageDecodeError, load_image
+from imgclf.images import ImageDecodeError, load_image, scan_and_load
 
 
 def _by_pillow_only(monkeypatch, decode):
@@ -78,7 +78,15 @@ PNGS = {
 def test_png_of_the_model_size_gives_pillows_pixels(tmp_path, monkeypatch, kind, channels):
     path = badfiles.write(tmp_path / f"{kind}.png", PNGS[kind](_noise(12, 20)))
     decode = lambda: load_image(path, size=(12, 20), channels=channels)  # noqa: E731
-    assert _outcome(decode) == _by_pillow_only(monkeypatch, decode)
+    first_run = lambda: _pixels_or_error(scan_and_load(path, size=(12, 20), channels=channels))  # noqa: E731
+    assert _outcome(decode) == _outcome(first_run) == _by_pillow_only(monkeypatch, decode)
+
+
+def _pixels_or_error(scanned):
+    check, pixels, error = scanned
+    if error is not None:
+        raise error
+    return pixels
 
 
 def test_only_plain_pngs_of_the_model_size_take_the_shortcut(tmp_path):
