@@ -91,11 +91,11 @@ def rows_missing_png(path):
     gray = np.asarray(_rgb((32, 32)).convert("L"))
     rows = b"".join(b"\x00" + row.tobytes() for row in gray[:16])
     header = struct.pack(">IIBBBBB", 32, 32, 8, 0, 0, 0, 0)
-    return write(path, b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(rows))
-                 + _png_chunk(b"IEND", b""))
+    return write(path, b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(rows))
+                 + png_chunk(b"IEND", b""))
 
 
-def _png_chunk(name: bytes, payload: bytes) -> bytes:
+def png_chunk(name: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + name + payload + struct.pack(">I", zlib.crc32(name + payload))
 
 
@@ -109,8 +109,8 @@ def interlaced_png(pixels: np.ndarray, *, keep: float = 1.0) -> bytes:
     stream = b"".join(b"".join(b"\x00" + row.tobytes() for row in pixels[y::dy, x::dx])
                       for x, y, dx, dy in _ADAM7 if x < width and y < height)
     header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 1)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-            + _png_chunk(b"IDAT", zlib.compress(stream[:int(len(stream) * keep)])) + _png_chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+            + png_chunk(b"IDAT", zlib.compress(stream[:int(len(stream) * keep)])) + png_chunk(b"IEND", b""))
 
 
 def dangling_ifd_tiff(path):

@@ -2,7 +2,6 @@
 
 import io
 import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -36,10 +35,6 @@ def _noise(height, width, seed=3) -> Image.Image:
     return Image.fromarray(np.clip(base + rng.integers(-40, 40, base.shape), 0, 255).astype(np.uint8))
 
 
-def _chunk(name: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + name + payload + struct.pack(">I", zlib.crc32(name + payload))
-
-
 def _png(image: Image.Image, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", **options)
@@ -48,7 +43,7 @@ def _png(image: Image.Image, **options) -> bytes:
 
 def _png_with_chunk(image: Image.Image, name: bytes, payload: bytes) -> bytes:
     data = _png(image)
-    return data[:33] + _chunk(name, payload) + data[33:]  # after the signature (8) and IHDR (25)
+    return data[:33] + badfiles.png_chunk(name, payload) + data[33:]  # after the signature (8) and IHDR (25)
 
 
 def _exif(orientation: int) -> Image.Exif:
