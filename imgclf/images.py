@@ -403,7 +403,7 @@ def _decode_opened(image: Image.Image, channels: int | None, limits: ImageLimits
         # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far faster for large photos.
         image.draft(None if channels is None else "L" if channels == 1 else "RGB", (draft_size[1], draft_size[0]))
     image.load()
-    if image.format == "PNG" and _last_row_is_zero(image):  # where rows would be missing; rare otherwise
+    if image.format == "PNG" and _last_pixel_is_zero(image):  # as it is where rows are missing
         _check_png_rows(data if data is not None else _read_bytes(path), path)
     image, findings = _orientation_and_frames(image)
     if findings and findings[0].problem == ImageProblem.ANIMATED:
@@ -546,17 +546,21 @@ def _check_png_rows(data: bytes, path) -> None:
 
     Every path that decodes a PNG with Pillow checks, so the audit, a first run, the cache and
     `imgclf predict` agree on such a file. The check inflates the pixel data a second time, so it
-    runs only when the last row came out all zero, as missing rows do (a plain PNG of the model's
-    size never gets here: libpng itself refuses one whose data ends early, `opencv_decode`).
+    runs only when the last pixel came out zero, as it does when rows are missing (a plain PNG of
+    the model's size never gets here: libpng itself refuses one whose data ends early,
+    `opencv_decode`).
     """
     detail = png_rows.missing_rows(data)
     if detail:
         raise ImageDecodeError(path, ImageProblem.TRUNCATED, detail)
 
 
-def _last_row_is_zero(image: Image.Image) -> bool:
+def _last_pixel_is_zero(image: Image.Image) -> bool:
     width, height = image.size
-    return height > 0 and not np.asarray(image.crop((0, height - 1, width, height))).any()
+    if width == 0 or height == 0:
+        return False
+    pixel = image.getpixel((width - 1, height - 1))
+    return not any(pixel) if isinstance(pixel, tuple) else not pixel
 
 
 def _read_bytes(path) -> bytes:
