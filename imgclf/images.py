@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import errno
 import hashlib
 import io
 import os
 import re
+import stat
 import warnings
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -30,6 +31,7 @@ from .files import escape_name
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 RESIZE_MODES = ("stretch", "pad", "crop")
+NOT_A_REGULAR_FILE = "not a regular file (a named pipe, socket or device)"
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
@@ -565,10 +567,19 @@ def _last_pixel_is_zero(image: Image.Image) -> bool:
 
 def _read_bytes(path) -> bytes:
     """The whole file, read with two system calls: for a file of a few hundred bytes, Python's buffered
-    file object costs as much as decoding it."""
-    fd = os.open(path, os.O_RDONLY)
+    file object costs as much as decoding it.
+
+    Raises `OSError` for anything but a regular file: a named pipe or a device under an image's
+    name would otherwise block the read or never end it (it is opened without blocking to find out).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        size = os.fstat(fd).st_size
+        status = os.fstat(fd)
+        if stat.S_ISDIR(status.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(errno.EINVAL, NOT_A_REGULAR_FILE)
+        size = status.st_size
         chunks = [os.read(fd, max(size, 1))]
         while chunks[-1]:  # a file that grew, or a size the file system does not report
             chunks.append(os.read(fd, 1 << 20))
@@ -600,8 +611,7 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits(), draft: bool = Tru
     """
     try:
         _check_file(path)
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = _read_bytes(path)
     except ImageDecodeError as error:
         sha1 = _sha1_or_none(path) if error.problem == ImageProblem.EMPTY_FILE else None
         return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),))
@@ -625,6 +635,6 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits(), draft: bool = Tru
 
 def _sha1_or_none(path) -> str | None:
     try:
-        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+        return hashlib.sha1(_read_bytes(path)).hexdigest()
     except OSError:
         return None

@@ -11,14 +11,15 @@ import csv
 import dataclasses
 import hashlib
 import os
+import stat
 from pathlib import Path
 from typing import Sequence
 
 from .cache import StagedImages, scan_is_cached, scan_record
 from .config import ImageSpec
 from .files import escape_name, unescape_name, write_csv
-from .images import (IMAGE_EXTENSIONS, FileCheck, Finding, ImageDecodeError, ImageLimits, ImageProblem, Severity,
-                     inspect_file, read_header)
+from .images import (IMAGE_EXTENSIONS, NOT_A_REGULAR_FILE, FileCheck, Finding, ImageDecodeError, ImageLimits,
+                     ImageProblem, Severity, inspect_file, read_header)
 from .parallel import parallel_map
 
 SPLITS = ("train", "val", "test")
@@ -451,6 +452,8 @@ def _class_size_notes(manifest: Manifest) -> list[str]:
 def _header_check(path: str, limits: ImageLimits) -> FileCheck:
     """Hashes one file and reads only its header (the fast check of `scan`)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a named pipe would block the read for ever
+            return FileCheck(None, None, None, None, (Finding(ImageProblem.UNREADABLE, NOT_A_REGULAR_FILE),))
         with open(path, "rb") as handle:
             sha1 = hashlib.file_digest(handle, "sha1").hexdigest()
     except OSError as error:

@@ -1,13 +1,17 @@
 import io
+import os
 import resource
+import signal
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import badfiles
+from imgclf.config import ImageSpec
+from imgclf.manifest import scan
 from imgclf.images import (IMAGE_EXTENSIONS, ImageDecodeError, ImageLimits, ImageProblem, decode_image, inspect_file,
-                           load_image, read_header)
+                           load_image, read_header, scan_and_load)
 
 
 @pytest.mark.parametrize("name", sorted(badfiles.BAD_FILES))
@@ -33,6 +37,31 @@ def test_unreadable_paths(tmp_path):
         assert inspect_file(path).problem == "unreadable"
         with pytest.raises(ImageDecodeError, match="unreadable"):
             read_header(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a POSIX feature")
+def test_a_named_pipe_under_an_image_name_is_reported_not_waited_on(tmp_path):
+    pipe = tmp_path / "data" / "cats" / "frame.png"
+    pipe.parent.mkdir(parents=True)
+    os.mkfifo(pipe)  # nothing ever writes to it: reading it would wait for ever
+    def hung(*args):
+        raise TimeoutError("a read of the named pipe blocked")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        check, pixels, error = scan_and_load(pipe, size=(8, 8))
+        assert pixels is None and check.problem in ("unreadable", "empty_file")
+        assert inspect_file(pipe).status.value == "error"
+        with pytest.raises(ImageDecodeError):
+            load_image(pipe, size=(8, 8))
+        for staged in (None, ImageSpec(8, 8, 3, "stretch")):  # the plain scan, and the scan that decodes too
+            manifest = scan(tmp_path / "data", val=0.0, test=0.0, workers=1, progress=False, cache_spec=staged,
+                            cache_dir=tmp_path / "cache")
+            assert [(e.status, e.problem) for e in manifest.entries] == [("error", "unreadable")]
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_bomb_is_rejected_from_the_header_without_allocating(tmp_path):
