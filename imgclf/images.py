@@ -467,8 +467,8 @@ def load_image(path, *, size: tuple[int, int], channels: int = 3, resize: str = 
     if os.fsdecode(path).lower().endswith(".png"):
         try:
             data = _read_bytes(path)
-        except OSError:
-            data = b""  # _check_file names the problem
+        except OSError as error:
+            raise ImageDecodeError(path, ImageProblem.UNREADABLE, error.strerror or str(error)) from None
         pixels = opencv_decode.plain_png(data, size, channels)
         if pixels is not None:
             return pixels

@@ -53,7 +53,7 @@ def test_a_named_pipe_under_an_image_name_is_reported_not_waited_on(tmp_path):
         check, pixels, error = scan_and_load(pipe, size=(8, 8))
         assert pixels is None and check.problem in ("unreadable", "empty_file")
         assert inspect_file(pipe).status.value == "error"
-        with pytest.raises(ImageDecodeError):
+        with pytest.raises(ImageDecodeError, match="unreadable \\(not a regular file"):
             load_image(pipe, size=(8, 8))
         for staged in (None, ImageSpec(8, 8, 3, "stretch")):  # the plain scan, and the scan that decodes too
             manifest = scan(tmp_path / "data", val=0.0, test=0.0, workers=1, progress=False, cache_spec=staged,
