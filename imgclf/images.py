@@ -31,7 +31,6 @@ from .files import escape_name
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 RESIZE_MODES = ("stretch", "pad", "crop")
-NOT_A_REGULAR_FILE = "not a regular file (a named pipe, socket or device)"
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
@@ -473,7 +472,8 @@ def load_image(path, *, size: tuple[int, int], channels: int = 3, resize: str = 
         if pixels is not None:
             return pixels
         source = io.BytesIO(data) if data else path
-    _check_file(path)
+    if source is path:  # bytes already read need no second look at the file
+        _check_file(path)
     image, _, _ = _decode(source, path, channels, limits, draft_size=size)
     return _fit(image, size, channels, resize, limits)
 
@@ -493,16 +493,31 @@ def _fit(image: Image.Image, size: tuple[int, int], channels: int, resize: str, 
     return _as_array(image, channels)
 
 
+def check_header(path, *, limits: ImageLimits = ImageLimits()) -> FileCheck:
+    """Hashes a file and reads its header from the same bytes: the fast check of `scan`; never raises.
+
+    Args:
+        path: the file.
+        limits: pixel limit, smallest side and largest aspect ratio.
+            Defaults to `ImageLimits()`.
+
+    Returns:
+        A `FileCheck` with the hash and the header's findings (as
+        `read_header` gives them); no pixels are decoded.
+    """
+    return _read_once(path, limits, None)[0]
+
+
 def scan_and_load(path, *, size: tuple[int, int], channels: int = 3, resize: str = "stretch",
                   limits: ImageLimits = ImageLimits()) -> tuple[FileCheck, np.ndarray | None, ImageDecodeError | None]:
     """Reads a file once: hashes it, reads its header and decodes it for a model.
 
     The bytes are read once, hashed, and parsed once from memory: the check
-    is the one `scan` makes of a file (its hash and header findings, as
-    `read_header` gives them), and the pixels are those of `load_image`
-    (JPEG draft mode included). A file whose header is sound but whose
-    pixels cannot be decoded (cut short, corrupt data) gets its check and the
-    decoding error, as a scan followed by a decode would report them.
+    is the one `scan` makes of a file (`check_header`), and the pixels are
+    those of `load_image` (JPEG draft mode included). A file whose header is
+    sound but whose pixels cannot be decoded (cut short, corrupt data) gets
+    its check and the decoding error, as a scan followed by a decode would
+    report them.
 
     Args:
         path: the file.
@@ -521,21 +536,28 @@ def scan_and_load(path, *, size: tuple[int, int], channels: int = 3, resize: str
     """
     if resize not in RESIZE_MODES:
         raise ValueError(f"Unknown resize {resize!r}. Valid values: {', '.join(RESIZE_MODES)}")
+    return _read_once(path, limits, (size, channels, resize))
+
+
+def _read_once(path, limits: ImageLimits, target) -> tuple[FileCheck, np.ndarray | None, ImageDecodeError | None]:
+    """`check_header`, and with `target` `(size, channels, resize)` the pixels of `scan_and_load` too."""
     try:
         data = _read_bytes(path)
     except OSError as error:
         return FileCheck(None, None, None, None, (Finding(ImageProblem.UNREADABLE, error.strerror or str(error)),)), None, None
     sha1 = hashlib.sha1(data).hexdigest()
-    header = None
+    header, pixels = None, None
     try:
         if not data:
             raise ImageDecodeError(path, ImageProblem.EMPTY_FILE, "the file is empty (0 bytes)")
         with _open(io.BytesIO(data), path, limits) as image:
             header = _header_of(image, limits)
-            pixels = opencv_decode.plain_png(data, size, channels) if header.format == "PNG" else None
-            if pixels is None:
-                image, _, _ = _decode_opened(image, channels, limits, draft_size=size, path=path, data=data)
-                pixels = _fit(image, size, channels, resize, limits)
+            if target is not None:
+                size, channels, resize = target
+                pixels = opencv_decode.plain_png(data, size, channels) if header.format == "PNG" else None
+                if pixels is None:
+                    image, _, _ = _decode_opened(image, channels, limits, draft_size=size, path=path, data=data)
+                    pixels = _fit(image, size, channels, resize, limits)
     except ImageDecodeError as error:
         if header is None:
             return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),)), None, None
@@ -578,7 +600,7 @@ def _read_bytes(path) -> bytes:
         if stat.S_ISDIR(status.st_mode):
             raise IsADirectoryError(errno.EISDIR, "is a directory")
         if not stat.S_ISREG(status.st_mode):
-            raise OSError(errno.EINVAL, NOT_A_REGULAR_FILE)
+            raise OSError(errno.EINVAL, "not a regular file (a named pipe, socket or device)")
         size = status.st_size
         chunks = [os.read(fd, max(size, 1))]
         while chunks[-1]:  # a file that grew, or a size the file system does not report

@@ -11,15 +11,13 @@ import csv
 import dataclasses
 import hashlib
 import os
-import stat
 from pathlib import Path
 from typing import Sequence
 
 from .cache import StagedImages, scan_is_cached, scan_record
 from .config import ImageSpec
 from .files import escape_name, unescape_name, write_csv
-from .images import (IMAGE_EXTENSIONS, NOT_A_REGULAR_FILE, FileCheck, Finding, ImageDecodeError, ImageLimits,
-                     ImageProblem, Severity, inspect_file, read_header)
+from .images import IMAGE_EXTENSIONS, FileCheck, ImageLimits, ImageProblem, Severity, check_header, inspect_file
 from .parallel import parallel_map
 
 SPLITS = ("train", "val", "test")
@@ -449,25 +447,9 @@ def _class_size_notes(manifest: Manifest) -> list[str]:
 
 # Reading files ------------------------------------------------------------
 
-def _header_check(path: str, limits: ImageLimits) -> FileCheck:
-    """Hashes one file and reads only its header (the fast check of `scan`)."""
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a named pipe would block the read for ever
-            return FileCheck(None, None, None, None, (Finding(ImageProblem.UNREADABLE, NOT_A_REGULAR_FILE),))
-        with open(path, "rb") as handle:
-            sha1 = hashlib.file_digest(handle, "sha1").hexdigest()
-    except OSError as error:
-        return FileCheck(None, None, None, None, (Finding(ImageProblem.UNREADABLE, error.strerror or str(error)),))
-    try:
-        header = read_header(path, limits=limits)
-    except ImageDecodeError as error:
-        return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),))
-    return FileCheck(sha1, header.width, header.height, header.channels, header.findings)
-
-
 def _check(job: tuple[str, ImageLimits, bool]) -> FileCheck:
     path, limits, decode = job
-    return inspect_file(path, limits=limits) if decode else _header_check(path, limits)
+    return inspect_file(path, limits=limits) if decode else check_header(path, limits=limits)
 
 
 def read_files(entries: Sequence[Entry], *, limits: ImageLimits = ImageLimits(), decode: bool = False,

@@ -13,8 +13,8 @@ import imgclf
 import imgclf.cache as cache
 from imgclf.cache import StagedImages, scan_is_cached
 from imgclf.config import DataConfig, ImageSpec
-from imgclf.images import ImageDecodeError, load_image, scan_and_load
-from imgclf.manifest import _header_check, scan
+from imgclf.images import ImageDecodeError, check_header, load_image, scan_and_load
+from imgclf.manifest import scan
 from imgclf.pipeline import load_split
 
 from badfiles import BAD_FILES
@@ -49,7 +49,7 @@ def test_scan_and_load_reports_what_a_scan_and_a_decode_report_for_every_kind_of
     for name, (writer, _, _) in BAD_FILES.items():
         path = str(writer(tmp_path / name))
         check, pixels, error = scan_and_load(path, size=(12, 10), channels=3)
-        assert check == _header_check(path, cache.ImageLimits()), name
+        assert check == check_header(path, limits=cache.ImageLimits()), name
         try:
             expected = load_image(path, size=(12, 10), channels=3)
         except ImageDecodeError as failure:
