@@ -289,6 +289,14 @@ def _is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+    """Whether a folder entry is a directory or a link to one; a link that loops (ELOOP) or cannot be read is not."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def _contains_link(link: str, target: str) -> bool:
     """Whether `target`, the real path of the directory symlink `link`, is a folder that holds the link.
 
@@ -357,9 +365,10 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
             for child in children:
                 if _is_ignored(child.name):
                     continue
-                if child.is_dir() and child.is_symlink():
+                is_dir = _is_dir(child)
+                if is_dir and child.is_symlink():
                     links.append((index, child.path))
-                elif child.is_dir():
+                elif is_dir:
                     subfolders.append(child.path)
                 elif _is_image_name(child.name):
                     images[index].append(os.path.abspath(child.path))

@@ -41,7 +41,7 @@ import numpy as np
 from .config import ImageSpec
 from .files import escape_name, unescape_name
 from .images import RESIZE_MODES, ImageDecodeError, ImageLimits, ImageProblem, load_image
-from .manifest import _is_ignored, _is_image_name
+from .manifest import _is_dir, _is_ignored, _is_image_name
 from .parallel import WorkerDiedError, default_workers
 
 DEFAULT_BATCH_SIZE = 64
@@ -484,11 +484,7 @@ def _walk_folder(top: str) -> Iterator[str]:
                 for entry in entries:
                     if _is_ignored(entry.name):
                         continue
-                    try:
-                        is_dir = entry.is_dir()
-                    except OSError:
-                        continue
-                    if is_dir:
+                    if _is_dir(entry):
                         stack.append(entry.path)
                     elif _is_image_name(entry.name):
                         yield entry.path

@@ -18,6 +18,7 @@ def dirty_folder(tmp_path):
     for name, (writer, _, _) in BAD_FILES.items():
         writer(root / "circle" / name)
     os.symlink(tmp_path / "gone.jpg", root / "circle" / "dangling.jpg")
+    os.symlink("looping.jpg", root / "circle" / "looping.jpg")  # a link to itself: reading it fails with ELOOP
     shutil.copy(root / "square" / "square_000.png", root / "triangle" / "mislabelled.png")
     shutil.copy(root / "square" / "square_001.png", root / "square" / "copy_of_001.png")
     return root
@@ -36,6 +37,8 @@ def test_audit_flags_every_bad_kind(dirty_folder, tmp_path):
         if status != "ok":
             assert rows[name]["detail"], name
     assert (rows["dangling.jpg"]["status"], rows["dangling.jpg"]["problem"]) == ("error", "unreadable")
+    assert (rows["looping.jpg"]["status"], rows["looping.jpg"]["problem"]) == ("error", "unreadable")
+    assert "symbolic links" in rows["looping.jpg"]["detail"]
     assert rows["mislabelled.png"]["problem"] == rows["square_000.png"]["problem"] == "label_conflict"
     pair = [rows["copy_of_001.png"], rows["square_001.png"]]
     assert sorted(row["problem"] for row in pair) == ["", "duplicate"]  # the first copy by path is the original
@@ -80,7 +83,7 @@ def test_quarantine_moves_error_files_and_deletes_nothing(dirty_folder, tmp_path
     assert "truncated.jpg" in moved and (tmp_path / "quarantine" / "circle" / "truncated.jpg").exists()
     assert "cmyk.jpg" in kept and "mislabelled.png" in kept  # a label conflict needs a person, not quarantine
     broken = {os.path.basename(e.path) for e in result.errors if e.problem != "label_conflict"}
-    assert set(moved) == broken and "dangling.jpg" in broken
+    assert set(moved) == broken and {"dangling.jpg", "looping.jpg"} <= broken
     assert f"{len(moved)} file(s) with errors moved to {tmp_path / 'quarantine'}" in result.summary()
 
 

@@ -48,6 +48,18 @@ def test_symlink_loop_does_not_hang(tmp_path):
     assert sum(e.label == "circle" for e in m.entries) == 3
 
 
+def test_file_links_that_loop_are_listed_as_unreadable_images(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=3)
+    os.symlink("self.png", root / "circle" / "self.png")
+    os.symlink("y.png", root / "square" / "x.png")
+    os.symlink("x.png", root / "square" / "y.png")
+    m = scan(root, progress=False)
+    looping = {os.path.basename(e.path): e for e in m.entries if os.path.basename(e.path) in ("self.png", "x.png", "y.png")}
+    assert sorted(looping) == ["self.png", "x.png", "y.png"]
+    assert {(e.status, e.problem) for e in looping.values()} == {("error", "unreadable")}
+    assert len(m) == 12 and "9 usable images" in m.summary()
+
+
 def test_symlink_to_the_dataset_root_is_a_loop_named_once_not_a_second_copy(tmp_path):
     root = make_class_folder(tmp_path / "photos", per_class=8)
     os.symlink("..", root / "circle" / "loop")

@@ -35,6 +35,7 @@ def new_images(tmp_path):
     folder = make_class_folder(tmp_path / "new", per_class=2, size=20, start=50)
     text(folder / "circle" / "notes.png")
     truncated_png(folder / "square" / "cut.png")
+    os.symlink("loop.png", folder / "square" / "loop.png")  # a link to itself
     (folder / ".DS_Store").write_bytes(b"\0junk")
     (folder / "square" / "readme.txt").write_text("not an image name")
     (folder / ".hidden").mkdir()
@@ -45,10 +46,11 @@ def new_images(tmp_path):
 def test_predict_folder_with_a_broken_file_gives_every_file_a_row(run, new_images):
     rows = imgclf.predict(run, new_images, progress=False)
     by_name = {os.path.basename(row["path"]): row for row in rows}
-    assert len(rows) == 8  # 6 images and 2 broken ones; junk, hidden and .txt files skipped
+    assert len(rows) == 9  # 6 images and 3 broken ones; junk, hidden and .txt files skipped
     assert by_name["notes.png"]["status"] == "not_an_image"
     assert "text" in by_name["notes.png"]["detail"]
     assert by_name["cut.png"]["status"] in ("truncated", "corrupt")
+    assert by_name["loop.png"]["status"] == "unreadable" and "symbolic links" in by_name["loop.png"]["detail"]
     assert by_name["notes.png"]["predicted"] is None and by_name["notes.png"]["top_k"] == []
     good = [row for row in rows if row["status"] == "ok"]
     assert len(good) == 6
@@ -75,13 +77,13 @@ def test_csv_and_json_columns(run, new_images, tmp_path):
         table = list(csv.reader(handle))
     assert table[0] == ["path", "predicted", "confidence", "class_1", "probability_1", "class_2", "probability_2",
                         "status", "detail"] == columns(2)
-    assert len(table) == 9 and csv_counts.images == 8 and csv_counts.failed == 2
+    assert len(table) == 10 and csv_counts.images == 9 and csv_counts.failed == 3
     bad = next(r for r in table if r[0].endswith("notes.png"))
     assert bad[1:7] == [""] * 6 and bad[7] == "not_an_image"
 
     json_counts = imgclf.predict(run, new_images, out=tmp_path / "p.json", top_k=2, progress=False)
     records = json.loads((tmp_path / "p.json").read_text(encoding="utf-8"))
-    assert json_counts.images == len(records) == 8
+    assert json_counts.images == len(records) == 9
     assert set(records[0]) == {"path", "predicted", "confidence", "top_k", "status", "detail"}
     ok = next(r for r in records if r["status"] == "ok")
     assert [set(item) for item in ok["top_k"]] == [{"class", "probability"}] * 2
@@ -90,7 +92,7 @@ def test_csv_and_json_columns(run, new_images, tmp_path):
 
 def test_cli_predict_exit_status_says_whether_an_input_failed(run, new_images, tmp_path, capsys):
     assert main(["predict", str(run.path), str(new_images), "--out", str(tmp_path / "p.csv")]) == 1
-    assert "2 of 8 inputs failed" in capsys.readouterr().err
+    assert "3 of 9 inputs failed" in capsys.readouterr().err
     good = tmp_path / "good.png"
     shutil.copy(new_images / "circle" / "circle_050.png", good)
     assert main(["predict", str(run.path), str(good), "--format", "json", "--top-k", "1"]) == 0
