@@ -26,16 +26,18 @@ import stat
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-_ESCAPED = re.compile(r"\\(\\|x[89a-fA-F][0-9a-fA-F])")
+_ESCAPED = re.compile(r"\\(\\|x[89a-fA-F][0-9a-fA-F]|x0[dD])")
 
 
 def escape_name(name: str) -> str:
     r"""A file name or path as text that names the file unambiguously.
 
     Every byte that is not valid UTF-8 is written as `\x` and two hex
-    digits, and a backslash as two backslashes, so a name that holds a real
-    backslash is never read as an escaped byte. Names that are valid UTF-8
-    and hold no backslash are returned unchanged.
+    digits, a carriage return as `\x0d` (CSV readers take a bare one for
+    the end of a row, and a terminal for a return to the line's start), and
+    a backslash as two backslashes, so a name that holds a real backslash is
+    never read as an escaped byte. Names that are valid UTF-8 and hold no
+    backslash or carriage return are returned unchanged.
 
     Args:
         name: a name as the `os` functions return it (undecodable bytes as
@@ -49,14 +51,14 @@ def escape_name(name: str) -> str:
     >>> print(escape_name(os.fsdecode(b"photos/caf\xe9.png")))
     photos/caf\xe9.png
     """
-    return os.fsencode(name.replace("\\", "\\\\")).decode("utf-8", "backslashreplace")
+    return os.fsencode(name.replace("\\", "\\\\").replace("\r", "\\x0d")).decode("utf-8", "backslashreplace")
 
 
 def unescape_name(text: str) -> str:
     r"""The file name or path that `escape_name` wrote as `text`.
 
-    `\\` becomes one backslash and `\x80` to `\xff` the byte of that value;
-    any other backslash is kept as it is.
+    `\\` becomes one backslash, `\x0d` a carriage return and `\x80` to
+    `\xff` the byte of that value; any other backslash is kept as it is.
 
     Args:
         text: an escaped name, e.g. a path from a CSV file imgclf wrote.
@@ -66,7 +68,10 @@ def unescape_name(text: str) -> str:
     """
     def byte(match: re.Match) -> str:
         escape = match.group(1)
-        return "\\" if escape == "\\" else chr(0xDC00 + int(escape[1:], 16))
+        if escape == "\\":
+            return "\\"
+        value = int(escape[1:], 16)
+        return chr(value) if value < 0x80 else chr(0xDC00 + value)
 
     return os.fsdecode(os.fsencode(_ESCAPED.sub(byte, text)))
 

@@ -129,7 +129,8 @@ class Manifest:
         """Writes `manifest.csv` atomically.
 
         Paths are written as absolute paths, escaped with `files.escape_name`
-        (a byte that is not UTF-8 as `\\xe9`, a backslash as `\\\\`);
+        (a byte that is not UTF-8 as `\\xe9`, a carriage return as `\\x0d`, a
+        backslash as `\\\\`);
         `read_csv` turns them back into the same files.
         """
         rows = ([escape_name(e.path), *(getattr(e, c) for c in COLUMNS[1:])] for e in self.entries)

@@ -37,7 +37,8 @@ def read_rows(path):
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.parametrize("name", [LATIN1_FILE, BACKSLASH_FILE, b"a\\b\\\\c\xff\xfe.png", "café €.png".encode(), b"plain.png"])
+@pytest.mark.parametrize("name", [LATIN1_FILE, BACKSLASH_FILE, b"a\\b\\\\c\xff\xfe.png", "café €.png".encode(), b"plain.png",
+                                  b"cr\rhere.png", b"a\\x0d\r.png", b"new\nline.png"])
 def test_escaped_names_read_back_as_the_same_bytes(name):
     text = escape_name(os.fsdecode(name))
     text.encode("utf-8")  # plain text: no surrogates
@@ -48,6 +49,17 @@ def test_escaping_is_readable():
     assert escape_name(os.fsdecode(b"photos/caf\xe9.png")) == "photos/caf\\xe9.png"
     assert escape_name(os.fsdecode(b"photos/caf\\xe9.png")) == "photos/caf\\\\xe9.png"
     assert escape_name("photos/café.png") == "photos/café.png"
+    assert escape_name("photos/cr\rhere.png") == "photos/cr\\x0dhere.png"
+
+
+def test_a_carriage_return_in_a_file_name_survives_the_manifest(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=4, classes=["circle", "square"])
+    draw_example(CLASS_STYLES["square"], 40).save(root / "square" / "cr\rhere.png")
+    scanned = imgclf.scan(root, progress=False)
+    scanned.to_csv(tmp_path / "manifest.csv")
+    again = Manifest.read_csv(tmp_path / "manifest.csv")
+    assert again.entries == scanned.entries and len(again.usable) == 9
+    assert str(root / "square" / "cr\rhere.png") in {e.path for e in again.entries}
 
 
 def test_latin1_file_and_class_names_audit_train_and_evaluate(latin1_folder, tmp_path):
