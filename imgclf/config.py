@@ -33,6 +33,14 @@ def _check(condition: bool, key: str, value: Any, expected: str) -> None:
         raise ConfigError(f"Invalid {key}: expected {expected}. Received: {key}={value!r}")
 
 
+_FLOAT32_MAX = 3.4e38
+
+
+def _positive(value, *, zero: bool = False) -> bool:
+    """Whether `value` is a number above 0 (or 0 too, with `zero`) that a float32 holds: rates are float32 variables."""
+    return (0 <= value if zero else 0 < value) and value <= _FLOAT32_MAX
+
+
 def _check_fraction(key: str, value: float) -> None:
     _check(0.0 <= value < 1.0, key, value, "a fraction in [0, 1)")
 
@@ -279,13 +287,13 @@ class TrainConfig:
     def __post_init__(self):
         _check(self.epochs >= 1, "epochs", self.epochs, "a positive integer")
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "a positive integer")
-        _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "a positive number")
+        _check(_positive(self.learning_rate), "learning_rate", self.learning_rate, "a positive number up to 3.4e38")
         _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
         _check(self.patience is None or self.patience >= 1, "patience", self.patience, "a positive integer or null")
         _check(self.freeze_epochs is None or self.freeze_epochs >= 0, "freeze_epochs", self.freeze_epochs,
                "a non-negative integer or null")
-        _check(self.fine_tune_lr is None or self.fine_tune_lr > 0, "fine_tune_lr", self.fine_tune_lr,
-               "a positive number or null")
+        _check(self.fine_tune_lr is None or _positive(self.fine_tune_lr), "fine_tune_lr", self.fine_tune_lr,
+               "a positive number up to 3.4e38, or null")
         unfreeze = self.unfreeze
         if isinstance(unfreeze, str) and unfreeze.strip().isdigit():
             unfreeze = int(unfreeze)
@@ -296,8 +304,8 @@ class TrainConfig:
             _check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "a number in [0, 1) or null")
             _check(self.optimizer in ("sgd", "rmsprop"), "momentum", self.momentum,
                    f"null with optimizer={self.optimizer!r} (momentum applies to sgd and rmsprop)")
-        _check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay", self.weight_decay,
-               "a non-negative number or null")
+        _check(self.weight_decay is None or _positive(self.weight_decay, zero=True), "weight_decay", self.weight_decay,
+               "a non-negative number up to 3.4e38, or null")
         _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "a number in [0, 1)")
         _check(self.schedule in SCHEDULES, "schedule", self.schedule, f"one of {SCHEDULES}")
         _check(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "a non-negative integer")

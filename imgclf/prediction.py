@@ -72,13 +72,14 @@ def load_keras_model(path):
     Raises:
         UnsafeModelError: if the file holds a `Lambda` layer.
         FileNotFoundError: if there is no such file.
+        ValueError: if a weight is NaN or infinite (training diverged).
     """
     import keras
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No model file at {escape_name(str(path))}.")
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        model = keras.saving.load_model(path, safe_mode=True)
     except ValueError as error:
         if "safe_mode" not in str(error) and "Lambda" not in str(error):
             raise
@@ -87,6 +88,12 @@ def load_keras_model(path):
             "loaded, and imgclf loads models only in Keras' safe mode. Models trained by imgclf have no Lambda "
             "layer: use a model.keras written by `imgclf train`, or rebuild the model from layers without Lambda."
         ) from None
+    broken = [w.path for w in model.weights if not np.isfinite(keras.ops.convert_to_numpy(w)).all()]
+    if broken:
+        raise ValueError(f"{escape_name(str(path))} holds NaN or infinite weights ({len(broken)} of {len(model.weights)} "
+                         f"variables, e.g. {broken[0]}): training diverged, and every prediction would be NaN. "
+                         "Train again with a lower learning rate (--lr).")
+    return model
 
 
 def run_image_spec(cfg, model) -> ImageSpec:

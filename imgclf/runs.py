@@ -163,11 +163,11 @@ class RunDir:
         return Manifest.read_csv(self.manifest_path)
 
     def load_model(self):
-        """Loads `model.keras` (the best checkpoint of the run)."""
-        import keras
+        """Loads `model.keras` (the best checkpoint of the run), as `prediction.load_keras_model` does."""
+        from .prediction import load_keras_model
 
         self.require("model.keras")
-        return keras.saving.load_model(self.model_path)
+        return load_keras_model(self.model_path)
 
     # Writing --------------------------------------------------------------
     def write_config(self, cfg: Config) -> None:

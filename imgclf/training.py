@@ -43,6 +43,10 @@ from .files import atomic_path, read_json, write_csv, write_json, write_text
 from .runs import RunDir, RunError
 
 
+class TrainingDivergedError(RunError):
+    """The loss became NaN or infinite before any epoch could be kept as the model."""
+
+
 class RunCheckpoint(keras.callbacks.Callback):
     """Saves last/best checkpoints, `history.csv` and the resume state after every epoch.
 
@@ -105,7 +109,9 @@ class RunCheckpoint(keras.callbacks.Callback):
             return
         checkpoints = self.run.checkpoints
         self.run.save_model(self.model, checkpoints / "last.keras")
-        if not math.isnan(value) and self._improved(value):
+        # An epoch whose loss is NaN or infinite has broken weights, whatever its accuracy says.
+        finite = all(math.isfinite(float(logs[key])) for key in ("loss", "val_loss", self.monitor) if key in logs)
+        if finite and self._improved(value):
             self.best = value
             with atomic_path(checkpoints / "best.keras") as tmp:
                 shutil.copyfile(checkpoints / "last.keras", tmp)
@@ -115,6 +121,19 @@ class RunCheckpoint(keras.callbacks.Callback):
                    {"epoch": epoch, "phase": self.phase, "monitor": self.monitor, "best": self.best,
                     "callbacks": {name: callback.state() for name, callback in self.stateful.items()},
                     "seed_generators": [state.tolist() for state in seed_generator_states(self.model)]})
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Ends training after a batch whose loss is NaN or infinite (the epoch's row and checkpoint still follow).
+
+    Keras' `TerminateOnNaN` does the same but prints a line of its own;
+    `fit` says what happened once training has stopped.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
 
 
 def _seed_generator_variables(model) -> list:
@@ -281,10 +300,30 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     if not devices.chief:
         return run
     best_path = run.checkpoints / "best.keras"
+    diverged = _diverged(checkpoint.history)
+    if diverged and not best_path.exists():
+        raise TrainingDivergedError(
+            f"Training diverged: {diverged}, before any epoch had a finite {checkpoint.monitor}, so no model.keras "
+            f"was written in {run.path}. Train again with a lower learning rate (--lr) and --overwrite.")
+    if diverged and verbose:
+        print(f"training stopped: {diverged}; model.keras holds the best epoch before it "
+              f"(by {checkpoint.monitor}). A lower learning rate (--lr) may train further.", flush=True)
     with atomic_path(run.model_path) as tmp:
         shutil.copyfile(best_path if best_path.exists() else run.checkpoints / "last.keras", tmp)
     manifest.to_csv(run.manifest_path)
     return run
+
+
+def _diverged(history: list[dict]) -> str:
+    """Says where the loss first became NaN or infinite, e.g. "the loss became NaN in epoch 3 (learning rate 0.5)";
+    empty if it never did."""
+    for row in history:
+        for key in ("loss", "val_loss"):
+            value = float(row.get(key, 0) or 0)
+            if not math.isfinite(value):
+                rate = f" (learning rate {float(row['learning_rate']):g})" if row.get("learning_rate") not in (None, "") else ""
+                return f"the {key} became {'NaN' if math.isnan(value) else 'infinite'} in epoch {int(row['epoch']) + 1}{rate}"
+    return ""
 
 
 def _write_run_files(run: RunDir, cfg: Config, classes, manifest: Manifest, augment, spec: ImageSpec,
@@ -363,7 +402,7 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
             # order draws from the global random state, which a resumed process does not share.
             model.fit(training, validation_data=batches.validation(), epochs=phase.end, initial_epoch=start,
                       class_weight=class_weight, callbacks=callbacks, verbose=0, shuffle=False)
-        if checkpoint.history and math.isnan(float(checkpoint.history[-1].get("loss", 0))):
+        if checkpoint.history and not math.isfinite(float(checkpoint.history[-1].get("loss", 0))):
             break  # TerminateOnNaN stopped the run; a later phase would start from the same broken weights
 
 
@@ -392,7 +431,7 @@ def _callbacks(cfg: Config, phase: Phase, batches: _Batches, checkpoint: RunChec
             name = "early_stopping" if isinstance(callback, ResumableEarlyStopping) else "schedule"
             callback.restore(restored.get(name))
             checkpoint.stateful[name] = callback
-    callbacks += [checkpoint, keras.callbacks.TerminateOnNaN()]
+    callbacks += [checkpoint, StopOnNaN()]
     if verbose:
         callbacks.append(EpochProgress(epochs=cfg.train.epochs, phase=phase.name, images_per_epoch=training.images_per_epoch,
                                        batch_size=cfg.train.batch_size, bar=None if progress else False))

@@ -34,6 +34,10 @@ def test_unknown_key_is_named(tmp_path):
         ({"epochs": 0}, r"epochs=0"),
         ({"color_mode": "cmyk"}, r"color_mode='cmyk'"),
         ({"epochs": "ten"}, r"epochs='ten'"),
+        ({"learning_rate": float("inf")}, r"learning_rate=inf"),
+        ({"learning_rate": 1e308}, r"positive number up to 3.4e38.*learning_rate=1e\+308"),
+        ({"weight_decay": float("inf")}, r"weight_decay=inf"),
+        ({"fine_tune_lr": float("nan")}, r"fine_tune_lr=nan"),
     ],
 )
 def test_bad_values_name_the_received_value(options, message):

@@ -15,7 +15,9 @@ from imgclf.phases import Phase
 from imgclf.pipeline import ImageBatches, SplitImages
 from imgclf.progress import epoch_line
 from imgclf.sampling import balanced_order
+from imgclf.prediction import load_keras_model
 from imgclf.schedules import learning_rate_at
+from imgclf.training import TrainingDivergedError
 
 TINY = dict(model="mlp", hidden=(16,), batch_size=8, verbose=0, progress=False)
 
@@ -259,3 +261,24 @@ def test_default_recipe_is_recorded_with_the_augmentation_auto_chose(tmp_path, d
     assert colour.config().augment.preset == "standard" and grey.config().augment.preset == "light"
     train = TrainConfig()
     assert (train.epochs, train.schedule, train.label_smoothing, train.batch_size) == (20, "cosine", 0.1, 32)
+
+
+def test_a_run_whose_loss_becomes_nan_writes_no_model_and_says_why(tmp_path, data):
+    with pytest.raises(TrainingDivergedError, match=r"Training diverged: the (val_)?loss became NaN in epoch 1 "
+                                                    r"\(learning rate 1e\+30\).*lower learning rate \(--lr\)"):
+        imgclf.train(data, epochs=3, learning_rate=1e30, optimizer="sgd", schedule="constant", out=tmp_path / "run", **TINY)
+    run = imgclf.RunDir(tmp_path / "run")
+    assert not run.model_path.exists() and not (run.checkpoints / "best.keras").exists()
+    assert len(read_history(run)) < 3  # stopped at the first NaN loss
+
+
+def test_a_model_with_nan_weights_is_refused_when_loaded(tmp_path, data):
+    run = imgclf.train(data, epochs=1, out=tmp_path / "run", **TINY)
+    model = load_keras_model(run.model_path)
+    kernel = model.layers[-1].kernel
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+    model.save(run.model_path)
+    with pytest.raises(ValueError, match=r"holds NaN or infinite weights .*training diverged"):
+        imgclf.load(run)
+    with pytest.raises(ValueError, match=r"NaN or infinite weights"):
+        imgclf.evaluate(run, progress=False)
