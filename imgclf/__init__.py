@@ -123,6 +123,9 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     # A YAML augmentation file is recorded with its hash: a resumed or repeated run refuses one edited since.
     cfg = dataclasses.replace(cfg, augment=pin_augment(cfg.augment))
     check_choices(cfg)
+    run = RunDir(out)
+    if not (resume and run.resumable) and not (cfg.train.strategy == "multi-worker" and not is_chief()):
+        run.check_start(overwrite=overwrite)  # a wrong --out fails before the folder is scanned
     limits = limits_of(cfg.data)
     if not isinstance(data, Manifest):
         # When the size and colour mode the model sees do not depend on the images, the scan decodes them
@@ -134,12 +137,13 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
         _refuse_errors(audit(data, limits=limits, workers=cfg.data.workers, progress=progress).manifest)
     if verbose:
         print(data.summary(), flush=True)  # flushed: Keras' epoch lines follow on the same stream
-    run = RunDir(out)
     if cfg.train.strategy == "multi-worker" and not is_chief():
         # The chief of the cluster alone writes (and locks) the run directory; the other workers only read it to resume.
         return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress)
     with run.lock():
-        if not resume:
+        if not (resume and run.resumable):
+            if resume and verbose:
+                print(f"nothing to resume in {run.path} (no finished epoch): a new run starts", flush=True)
             run.start(overwrite=overwrite)
         return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress)
 

@@ -6,6 +6,7 @@ Nothing heavy is imported at module level, so `imgclf --help` is instant.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import textwrap
@@ -278,6 +279,10 @@ def _version() -> str:
 
 def cmd_scan(args) -> int:
     import imgclf
+    from .files import check_file_target
+
+    if args.out:
+        check_file_target(args.out)
 
     manifest = imgclf.scan(args.data, val=args.val, test=args.test, seed=args.seed, limits=_limits(args),
                            workers=args.workers)
@@ -289,6 +294,11 @@ def cmd_scan(args) -> int:
 
 def cmd_audit(args) -> int:
     import imgclf
+    from .files import check_folder_target
+
+    for folder in (args.out, args.quarantine):
+        if folder:
+            check_folder_target(folder)
 
     result = imgclf.audit(args.data, out=args.out, quarantine=args.quarantine, limits=_limits(args), val=args.val,
                           test=args.test, seed=args.seed, workers=args.workers)
@@ -375,6 +385,9 @@ def cmd_report(args) -> int:
 
 def cmd_compare(args) -> int:
     import imgclf
+    from .files import check_folder_target
+
+    check_folder_target(args.out)
 
     comparison = imgclf.compare(args.runs, out=args.out, html=args.html)
     print(comparison.markdown())
@@ -397,8 +410,11 @@ def cmd_models(args) -> int:
 
 def cmd_predict(args) -> int:
     import imgclf
+    from .files import check_file_target
 
     to_file = bool(args.out) and args.out != "-"
+    if to_file:
+        check_file_target(args.out)
     counts = imgclf.predict(args.run, args.inputs, out=args.out or "-", top_k=args.top_k, batch_size=args.batch_size,
                             format=args.format, workers=args.workers)
     say = sys.stdout if to_file else sys.stderr  # standard output may hold the rows
@@ -419,6 +435,10 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     import imgclf
     from .exporting import ExportCheckError
+    from .files import check_folder_target
+
+    if args.out:
+        check_folder_target(args.out)
 
     try:
         result = imgclf.export(args.run, format=args.format, quantize=args.quantize, out=args.out)
@@ -458,6 +478,28 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `imgclf models | head`: the reader left; nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as error:  # a path the system refused: say which, and why, in one line
+        print(f"imgclf {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
+        return 1
+
+
+_OS_ERROR_HINTS = {
+    errno.EEXIST: "a file stands where a folder is needed; choose another path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+    errno.EISDIR: "it is a folder; name a file inside it",
+    errno.EACCES: "check the permissions, or choose another path",
+    errno.ENOSPC: "free some space, or choose another disk",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line naming the path the system refused, the reason and, where known, the fix."""
+    from .files import escape_name
+
+    path = escape_name(os.fsdecode(error.filename)) if error.filename is not None else ""
+    reason = error.strerror or str(error)
+    hint = _OS_ERROR_HINTS.get(error.errno)
+    return (f"{path}: " if path else "") + reason + (f" ({hint})" if hint else "")
 
 
 if __name__ == "__main__":

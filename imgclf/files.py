@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -76,6 +77,9 @@ def unescape_name(text: str) -> str:
     return os.fsdecode(os.fsencode(_ESCAPED.sub(byte, text)))
 
 
+_TEMPORARY_STEM_BYTES = 120
+
+
 def _create_temporary(path: Path) -> Path:
     """Creates an empty, new file beside `path` and returns its name.
 
@@ -85,8 +89,10 @@ def _create_temporary(path: Path) -> Path:
     `open(path, "w")` (usually giving 0644); a target that already exists
     keeps its own mode.
     """
+    # The stem is cut to fit: a target name near the 255-byte limit must still get a temporary name.
+    stem = os.fsdecode(os.fsencode(path.stem)[:_TEMPORARY_STEM_BYTES])
     while True:
-        tmp = path.parent / f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}"
+        tmp = path.parent / f".{stem}.{secrets.token_hex(4)}.tmp{path.suffix}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
@@ -97,6 +103,36 @@ def _create_temporary(path: Path) -> Path:
         finally:
             os.close(fd)
         return tmp
+
+
+def check_file_target(path) -> None:
+    """Raises, before any work, the error that writing the file `path` would end in.
+
+    Raises:
+        IsADirectoryError: if `path` is a folder.
+        NotADirectoryError: if a file stands where one of its folders should be.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    _check_folders(path.parent)
+
+
+def check_folder_target(path) -> None:
+    """Raises, before any work, the error that writing into the folder `path` would end in.
+
+    Raises:
+        NotADirectoryError: if `path`, or a folder above it, is a file.
+    """
+    _check_folders(Path(path))
+
+
+def _check_folders(folder: Path) -> None:
+    for parent in (folder, *folder.parents):  # the nearest that exists decides
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
+            return
 
 
 @contextlib.contextmanager
@@ -116,6 +152,7 @@ def atomic_path(path) -> Iterator[Path]:
     ...     model.save(tmp)
     """
     path = Path(path)
+    check_file_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_temporary(path)
     try:

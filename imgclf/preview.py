@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .augment import AUTO, apply_augment, auto_preset, build_augment, is_augment_file, pin_augment
 from .config import Config, ConfigError, ImageSpec, load_config, with_options
-from .files import atomic_path, escape_name
+from .files import atomic_path, check_file_target, escape_name
 from .images import ImageDecodeError, load_image
 from .manifest import Entry, Manifest, scan
 from .sizing import limits_of, resolve_image_spec
@@ -160,6 +160,8 @@ def augment_preview(
     cfg = with_options(config, **options)
     cfg = dataclasses.replace(cfg, augment=pin_augment(cfg.augment))
     build_augment(cfg.augment)  # an unknown preset or a bad file fails before any image is read
+    if out is not None:
+        _check_picture_path(out)
     limits = limits_of(cfg.data)
     manifest = data if isinstance(data, Manifest) else scan(
         data, val=cfg.data.val, test=cfg.data.test, seed=cfg.data.seed, limits=limits, workers=cfg.data.workers,
@@ -198,6 +200,16 @@ def augment_preview(
         with atomic_path(out) as tmp:
             image.save(tmp)
     return preview
+
+
+def _check_picture_path(out) -> None:
+    from PIL import Image
+
+    check_file_target(out)
+    suffix = Path(out).suffix.lower()
+    if suffix not in Image.registered_extensions():
+        raise ValueError(f"Cannot tell the picture format of {escape_name(str(out))}: its name must end with an image "
+                         f"extension such as .png or .jpg. Received: {suffix or 'no extension'}")
 
 
 def _check_counts(**counts) -> None:

@@ -89,9 +89,19 @@ class RunDir:
     def eval_dir(self, split: str) -> Path:
         return self.path / "eval" / split
 
+    @property
+    def resumable(self) -> bool:
+        """Whether the folder holds a finished epoch to resume from (`checkpoints/state.json` and `last.keras`)."""
+        return (self.checkpoints / "state.json").exists() and (self.checkpoints / "last.keras").exists()
+
     # Starting and locking -------------------------------------------------
     def start(self, *, overwrite: bool = False) -> None:
         """Prepares the folder for a new run; call it while holding `lock()`.
+
+        A folder that is not a run (it has no `environment.json`, `model.keras`
+        or `checkpoints/state.json`) but holds a file or folder with the name
+        of one a run writes is refused, with or without `overwrite`: those are
+        someone else's files, and training would replace or delete them.
 
         Args:
             overwrite: replace an earlier run there, finished or not: the
@@ -100,34 +110,59 @@ class RunDir:
 
         Raises:
             RunError: if the folder holds a trained model or a run that was
-                stopped before it finished, and `overwrite` is false.
+                stopped before it finished, and `overwrite` is false; or if
+                it is not a run but holds names a run writes.
         """
-        state = self.checkpoints / "state.json"
-        if overwrite:
+        if self.check_start(overwrite=overwrite):
             for name in RUN_CONTENTS:
                 target = self.path / name
                 if target.is_dir() and not target.is_symlink():
                     shutil.rmtree(target)
                 elif os.path.lexists(target):
                     target.unlink()
-        elif self.model_path.exists():
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def check_start(self, *, overwrite: bool = False) -> bool:
+        """Raises the `RunError` that `start` would, changing nothing; returns whether `start` would remove a run.
+
+        Called before a dataset is scanned, so a wrong `--out` fails at once.
+        """
+        state = self.checkpoints / "state.json"
+        self._refuse_a_file()
+        is_run = any(p.exists() for p in (self.environment_path, self.model_path, state))
+        if not is_run:
+            taken = [name + ("/" if (self.path / name).is_dir() else "") for name in RUN_CONTENTS
+                     if os.path.lexists(self.path / name)]
+            if taken:
+                raise RunError(
+                    f"{self.path} is not an imgclf run but holds {', '.join(taken)}, which a run would replace or "
+                    "delete. Choose another --out (a new or empty folder), or move those files away.")
+            return False
+        if overwrite:
+            return True
+        if self.model_path.exists():
             raise RunError(
                 f"{self.path} already holds a trained run (model.keras). "
                 "Pass --overwrite to replace it, or choose another --out."
             )
-        elif state.exists():
+        if state.exists():
             finished = read_json(state).get("epoch", -1) + 1
             raise RunError(
                 f"{self.path} holds a run that stopped after {finished} epoch(s). Pass --resume to continue it, "
                 "--overwrite to start again, or choose another --out."
             )
-        self.path.mkdir(parents=True, exist_ok=True)
+        return False
+
+    def _refuse_a_file(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"{self.path} is a file, not a folder. Choose another --out (a new or empty folder).")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Holds an exclusive lock on the run so two processes never train into it."""
         import fcntl
 
+        self._refuse_a_file()
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.path / ".lock", "w") as handle:
             try:

@@ -246,7 +246,7 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     if len(classes) < 2:
         raise ValueError(f"Training needs at least 2 classes with usable images; found {classes}. Check the folder with `imgclf scan`.")
     state_path = run.checkpoints / "state.json"
-    resuming = resume and state_path.exists() and (run.checkpoints / "last.keras").exists()
+    resuming = resume and run.resumable
     if resuming and run.classes() != classes:
         raise RunError(f"Cannot resume {run.path}: its classes {run.classes()} differ from the dataset's {classes}.")
 

@@ -123,3 +123,38 @@ def test_train_rejects_unknown_names_before_reading_images(tmp_path, flag, value
     assert result.returncode == 1
     assert message in result.stderr and "not found" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command, target, message", [
+    (["scan", "{data}", "--out", "{folder}"], "{folder}", "Is a directory (it is a folder; name a file inside it)"),
+    (["scan", "{data}", "--out", "{file}/m.csv"], "{file}", "Not a directory (a part of the path is a file"),
+    (["audit", "{data}", "--out", "{file}"], "{file}", "Not a directory"),
+    (["audit", "{data}", "--out", "{folder}", "--quarantine", "{file}/q"], "{file}", "Not a directory"),
+    (["compare", "{folder}", "{folder}", "--out", "{file}"], "{file}", "Not a directory"),
+    (["augment-preview", "{data}", "--out", "{folder}/preview"], "{folder}/preview",
+     "must end with an image extension such as .png or .jpg. Received: no extension"),
+])
+def test_an_output_path_the_system_would_refuse_is_named_before_any_work(tmp_path, command, target, message, capsys):
+    from imgclf.cli import main
+
+    paths = {"data": tmp_path / "not-scanned", "folder": tmp_path / "folder", "file": tmp_path / "file.txt"}
+    paths["folder"].mkdir()
+    paths["file"].write_text("mine\n")
+    assert main([part.format(**paths) for part in command]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"imgclf {command[0]}: error: ") and target.format(**paths) in error and message in error
+    assert "not-scanned" not in error and "Traceback" not in error
+    assert paths["file"].read_text() == "mine\n"
+
+
+def test_train_into_a_file_or_a_folder_of_other_files_fails_before_the_scan(tmp_path, capsys):
+    from imgclf.cli import main
+
+    (tmp_path / "file.txt").write_text("mine\n")
+    assert main(["train", str(tmp_path / "not-scanned"), "--out", str(tmp_path / "file.txt")]) == 1
+    assert f"{tmp_path / 'file.txt'} is a file, not a folder" in capsys.readouterr().err
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "history.csv").write_text("mine\n")
+    assert main(["train", str(tmp_path / "not-scanned"), "--out", str(tmp_path / "project"), "--overwrite"]) == 1
+    assert "is not an imgclf run but holds history.csv" in capsys.readouterr().err
+    assert (tmp_path / "project" / "history.csv").read_text() == "mine\n"

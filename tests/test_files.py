@@ -46,3 +46,12 @@ def test_rewriting_a_file_keeps_its_mode(tmp_path, umask_022):
     os.chmod(target, 0o664)
     write_text(target, "two")
     assert target.read_text() == "two" and mode(target) == 0o664
+
+
+def test_a_name_near_the_length_limit_is_written_atomically(tmp_path):
+    target = tmp_path / ("m" * 246 + ".csv")  # 250 bytes: legal, but not with a temporary prefix and suffix added
+    write_text(target, "a,b\n")
+    assert target.read_text() == "a,b\n" and sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+    wide = tmp_path / ("é" * 123 + ".txt")  # 250 bytes of two-byte characters: the cut may fall inside one
+    write_text(wide, "x")
+    assert wide.read_text() == "x"

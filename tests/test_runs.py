@@ -6,10 +6,11 @@ from imgclf.runs import RunDir, RunError
 
 def test_start_refuses_a_finished_run(tmp_path):
     (tmp_path / "model.keras").write_bytes(b"x")
+    (tmp_path / "config.yaml").write_text("")
     with pytest.raises(RunError, match="--overwrite"):
         RunDir(tmp_path).start()
     RunDir(tmp_path).start(overwrite=True)
-    assert not (tmp_path / "model.keras").exists()
+    assert not (tmp_path / "model.keras").exists() and not (tmp_path / "config.yaml").exists()
 
 
 def test_start_refuses_a_stopped_run_and_overwrite_removes_only_run_files(tmp_path):
@@ -22,6 +23,27 @@ def test_start_refuses_a_stopped_run_and_overwrite_removes_only_run_files(tmp_pa
         run.start()
     run.start(overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_folder_that_is_not_a_run_keeps_its_files(tmp_path):
+    (tmp_path / "config.yaml").write_text("mine: 1\n")
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "script.py").write_text("print('mine')\n")
+    for overwrite in (False, True):
+        with pytest.raises(RunError, match=r"is not an imgclf run but holds config.yaml, eval/.*another --out"):
+            RunDir(tmp_path).start(overwrite=overwrite)
+    assert (tmp_path / "config.yaml").read_text() == "mine: 1\n" and (tmp_path / "eval" / "script.py").exists()
+    (tmp_path / "notes").mkdir()
+    RunDir(tmp_path / "notes").start()  # other files beside a new run are fine
+    (tmp_path / "notes" / "todo.txt").write_text("x")
+    RunDir(tmp_path / "notes").start()
+
+
+def test_a_file_as_the_run_folder_is_named(tmp_path):
+    (tmp_path / "run").write_text("x")
+    with pytest.raises(RunError, match=r"run is a file, not a folder"):
+        with RunDir(tmp_path / "run").lock():
+            pass
 
 
 def test_lock_refuses_a_second_holder(tmp_path):
