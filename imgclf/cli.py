@@ -326,7 +326,8 @@ def cmd_train(args) -> int:
     if any(not entry.usable for entry in manifest.entries):
         print(f"files left out have status 'error' in {run.manifest_path}; `imgclf audit` explains each one")
     print(f"\nmodel written to {run.model_path}")
-    print(f"next: imgclf evaluate {run.path} --split test")
+    split = next((s for s in ("test", "val", "train") if manifest.split(s)), "train")
+    print(f"next: imgclf evaluate {run.path} --split {split}")
     return 0
 
 

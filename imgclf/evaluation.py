@@ -8,6 +8,7 @@ say so. Nothing is drawn here: `imgclf.reporting` draws and writes pages.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import warnings
@@ -23,7 +24,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from .files import escape_name, write_csv, write_json
+from .files import escape_name, read_json, write_csv, write_json
 from .runs import RunDir
 
 # Reliability diagram and expected calibration error: equal-width bins of the top probability.
@@ -359,8 +360,9 @@ def evaluate(run, split: str = "test", *, data=None, batch_size: int = 64, galle
              progress: bool = True) -> Evaluation:
     """Evaluates a run's `model.keras` on one split of its manifest, or on another folder.
 
-    Writes `eval/<split>/` (or `eval/<folder name>/` with `data`) in the run
-    directory: `metrics.json`, `confusion_matrix.csv`,
+    Writes `eval/<split>/` (or `eval/<folder name>/` with `data`: never a
+    split's folder, and never one that holds another folder's results; see
+    `_data_eval_name`) in the run directory: `metrics.json`, `confusion_matrix.csv`,
     `confusion_matrix_normalized.csv`, `per_class.csv`, `most_confused.csv`,
     `misclassified.csv` and, when files could not be used, `skipped.csv`.
     `imgclf.report` draws the pictures and the page.
@@ -395,10 +397,16 @@ def evaluate(run, split: str = "test", *, data=None, batch_size: int = 64, galle
     cfg = run.config()
     classes = run.classes()
     if data is not None:
-        manifest, name = _folder_manifest(data, classes, cfg, progress=progress)
-        split_name, source = "test", os.fspath(data)
+        manifest = _folder_manifest(data, classes, cfg, progress=progress)
+        split_name, source = "test", os.path.abspath(data)
+        name = _data_eval_name(run, source)
     else:
         manifest, name, split_name, source = run.manifest(), split, split, ""
+        if not manifest.split(split):
+            others = [s for s in ("test", "val", "train") if s != split and manifest.split(s)]
+            raise ValueError(f"The {split} split of {run.path} holds no images (the split was empty when the run was "
+                             f"trained). Evaluate {' or '.join(f'--split {s}' for s in others) or 'another split'}, "
+                             "or a folder with --data DIR.")
         unknown = sorted({e.label for e in manifest.split(split)} - set(classes))
         if unknown:
             raise ValueError(f"The {split} split has classes the model was not trained on: {unknown}.")
@@ -432,10 +440,27 @@ def _folder_manifest(data, classes: Sequence[str], cfg, *, progress: bool):
         )
     for entry in manifest.entries:
         entry.split = "test" if entry.usable else ""
-    name = escape_name(Path(os.path.abspath(data)).name)
     if not manifest.usable:
         raise DatasetError(f"{escape_name(os.fspath(data))} has no usable images to evaluate.")
-    return manifest, name
+    return manifest
+
+
+def _data_eval_name(run: RunDir, source: str) -> str:
+    """The `eval/` folder of a `data=` evaluation: the folder's (or CSV's) name, never a split's or another source's.
+
+    `eval/train|val|test` hold the run's own splits, so `photos/test` becomes
+    `photos-test`; a name already used by another source gets a short hash
+    of the path (`photos-1a2b3c4d`).
+    """
+    path = Path(source)
+    name = escape_name(path.stem if path.is_file() else path.name) or "data"
+    if name in ("train", "val", "test"):
+        name = f"{escape_name(path.parent.name) or 'data'}-{name}"
+    metrics = run.eval_dir(name) / "metrics.json"
+    if metrics.exists() and read_json(metrics).get("source") != escape_name(source):
+        digest = hashlib.sha1(os.fsencode(source)).hexdigest()[:8]
+        name = f"{name}-{digest}"
+    return name
 
 
 def _gallery(evaluation: Evaluation, images: np.ndarray, model, size: int) -> list[dict]:

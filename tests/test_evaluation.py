@@ -285,3 +285,34 @@ def test_evaluate_on_a_folder_with_an_unknown_class_names_it(tiny_run, tmp_path)
     make_class_folder(tmp_path / "other", per_class=3, classes=["circle"], start=50)
     with pytest.raises(DatasetError, match=r"not trained on: \['hexagon'\].*circle"):
         imgclf.evaluate(run, data=other, progress=False)
+
+
+def test_a_folder_named_like_a_split_or_like_another_folder_never_replaces_their_results(tiny_run, tmp_path):
+    import imgclf
+    from conftest import make_class_folder
+
+    _, run, _ = tiny_run
+    train_metrics = (run.eval_dir("train") / "metrics.json").read_text()
+    first = make_class_folder(tmp_path / "2023" / "train", per_class=2, classes=["circle", "square"], start=100)
+    second = make_class_folder(tmp_path / "2024" / "train", per_class=3, classes=["circle", "square"], start=200)
+    assert imgclf.evaluate(run, data=first, progress=False).split == "2023-train"
+    assert imgclf.evaluate(run, data=second, progress=False).split == "2024-train"
+    again = imgclf.evaluate(run, data=first, progress=False)  # the same folder replaces its own results
+    assert again.split == "2023-train"
+    clash = make_class_folder(tmp_path / "other" / "2023-train", per_class=1, classes=["circle"], start=300)
+    named = imgclf.evaluate(run, data=clash, progress=False).split
+    assert named.startswith("2023-train-") and len(named) == len("2023-train-") + 8
+    assert (run.eval_dir("train") / "metrics.json").read_text() == train_metrics
+    sources = {p.parent.name: json.loads(p.read_text()).get("source") for p in (run.path / "eval").glob("*/metrics.json")}
+    assert sources["2023-train"] == str(first) and sources["2024-train"] == str(second) and sources[named] == str(clash)
+
+
+def test_an_empty_split_is_named_with_the_splits_that_hold_images(tmp_path):
+    import imgclf
+    from conftest import make_class_folder
+
+    data = make_class_folder(tmp_path / "data", per_class=6)
+    run = imgclf.train(data, model="mlp", hidden=(8,), epochs=1, test=0.0, out=tmp_path / "run", verbose=0,
+                       progress=False)
+    with pytest.raises(ValueError, match=r"The test split of .* holds no images.*--split val or --split train"):
+        imgclf.evaluate(run, progress=False)
