@@ -261,15 +261,20 @@ def _head(path) -> bytes:
         return handle.read(256)
 
 
+_NOT_REGULAR = "not a regular file (a named pipe, socket or device)"
+
+
 def _check_file(path) -> None:
     """Raises for files that are missing, unreadable or empty, before Pillow sees them."""
     try:
-        size = os.stat(path).st_size
+        status = os.stat(path)
     except OSError as error:
         raise ImageDecodeError(path, ImageProblem.UNREADABLE, error.strerror or str(error)) from None
-    if os.path.isdir(path):
+    if stat.S_ISDIR(status.st_mode):
         raise ImageDecodeError(path, ImageProblem.UNREADABLE, "is a directory")
-    if size == 0:
+    if not stat.S_ISREG(status.st_mode):
+        raise ImageDecodeError(path, ImageProblem.UNREADABLE, _NOT_REGULAR)
+    if status.st_size == 0:
         raise ImageDecodeError(path, ImageProblem.EMPTY_FILE, "the file is empty (0 bytes)")
 
 
@@ -600,7 +605,7 @@ def _read_bytes(path) -> bytes:
         if stat.S_ISDIR(status.st_mode):
             raise IsADirectoryError(errno.EISDIR, "is a directory")
         if not stat.S_ISREG(status.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file (a named pipe, socket or device)")
+            raise OSError(errno.EINVAL, _NOT_REGULAR)
         size = status.st_size
         chunks = [os.read(fd, max(size, 1))]
         while chunks[-1]:  # a file that grew, or a size the file system does not report

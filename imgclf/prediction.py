@@ -204,6 +204,8 @@ class Predictor:
             if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
                 raise ValueError("An image array must be uint8 of shape (height, width) or (height, width, 1|3|4). "
                                  f"Received: dtype={image.dtype}, shape={image.shape}")
+            if 0 in image.shape[:2]:
+                raise ValueError(f"An image must have at least 1x1 pixels. Received: shape={image.shape}")
             if image.shape == spec.shape:
                 return image
             from PIL import Image
@@ -212,6 +214,8 @@ class Predictor:
         elif not _is_pil(image):
             raise ValueError("Each image must be a file path, a PIL image or a uint8 array. "
                              f"Received: {type(image).__name__}")
+        elif 0 in image.size:
+            raise ValueError(f"An image must have at least 1x1 pixels. Received: a PIL image of size {image.size}")
         return resize_image(image, spec, self.limits)
 
     # The model ----------------------------------------------------------------

@@ -124,6 +124,11 @@ def test_load_predict_agrees_on_a_path_a_pil_image_and_an_array(run, new_images)
     assert row["confidence"] == pytest.approx(float(by_path[0].max()), abs=1e-6)
     with pytest.raises(ValueError, match="uint8"):
         clf.predict(array.astype(np.float32))
+    for empty in (np.zeros((0, 5, 3), np.uint8), np.zeros((5, 0), np.uint8)):
+        with pytest.raises(ValueError, match=r"at least 1x1 pixels. Received: shape=\(\d, \d"):
+            clf.predict(empty)
+    with pytest.raises(ValueError, match=r"at least 1x1 pixels. Received: a PIL image of size \(0, 0\)"):
+        clf.predict([Image.new("RGB", (0, 0))])
 
 
 def test_rows_stream_from_an_endless_input(run, new_images):
