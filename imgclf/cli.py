@@ -319,7 +319,13 @@ def cmd_train(args) -> int:
         "val", "test", "seed", "max_pixels", "min_side", "max_aspect", "momentum", "weight_decay", "label_smoothing",
         "schedule", "warmup_epochs", "lr_factor", "lr_step_epochs", "lr_patience", "monitor", "sampler",
         "mixed_precision", "strategy", "flip", "resize")}
-    data = Manifest.read_csv(args.manifest) if args.manifest else args.data
+    data = args.data
+    if args.manifest:
+        from .images import ImageLimits
+
+        data = Manifest.read_csv(args.manifest)
+        limits = {key: getattr(args, key) for key in ("max_pixels", "min_side", "max_aspect") if getattr(args, key) is not None}
+        data.recheck_changed(os.stat(args.manifest).st_mtime, limits=ImageLimits(**limits), workers=args.workers)
     run = imgclf.train(data, out=args.out, config=args.config, resume=args.resume, overwrite=args.overwrite,
                        strict=args.strict, verbose=2, **options)
     manifest = run.manifest()

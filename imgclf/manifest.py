@@ -10,6 +10,7 @@ import collections
 import csv
 import dataclasses
 import hashlib
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -149,12 +150,50 @@ class Manifest:
             missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
                 raise DatasetError(f"{path} is not an imgclf manifest: it lacks the columns {missing}.")
-            entries = [
-                Entry(**{**row, "path": unescape_name(row["path"]), "width": int(row["width"] or 0),
-                         "height": int(row["height"] or 0), "channels": int(row["channels"] or 0)})
-                for row in ({c: r[c] for c in COLUMNS} for r in reader)
-            ]
+            entries = []
+            for number, row in enumerate(({c: r[c] for c in COLUMNS} for r in reader), start=2):
+                if row["split"] not in (*SPLITS, ""):
+                    raise DatasetError(f"{escape_name(str(path))}, line {number}: unknown split {row['split']!r}. "
+                                       f"Valid splits: {', '.join(SPLITS)} (lower case), or empty for a file with errors.")
+                entries.append(Entry(**{**row, "path": unescape_name(row["path"]), "width": int(row["width"] or 0),
+                                        "height": int(row["height"] or 0), "channels": int(row["channels"] or 0)}))
         return cls(entries, root=str(path))
+
+    def recheck_changed(self, since: float, *, limits: ImageLimits = ImageLimits(), workers: int | None = None,
+                        progress: bool = True) -> list[Entry]:
+        """Checks again the usable files that are gone or were modified after `since`.
+
+        A reused manifest (`imgclf train --manifest`) names files by path and
+        their pixels by hash; a file rewritten since would otherwise be
+        trained on with the cached pixels of its old content, and a deleted
+        one evaluated from the cache. Each such file is hashed and checked
+        again (a gone one becomes `unreadable`), and a note says how many.
+        A file replaced by one with an older modification time (`cp -p`)
+        is not seen: scan the folder again for that.
+
+        Args:
+            since: a time stamp, e.g. the manifest file's modification time.
+            limits: image limits. Defaults to `ImageLimits()`.
+            workers: processes. Defaults to `None`: one per CPU.
+            progress: show a progress bar. Defaults to `True`.
+
+        Returns:
+            The entries checked again.
+        """
+        changed = []
+        for entry in self.usable:
+            try:
+                modified = os.stat(entry.path).st_mtime
+            except OSError:
+                modified = math.inf
+            if modified > since:
+                changed.append(entry)
+        if changed:
+            read_files(changed, limits=limits, workers=workers, progress=progress)
+            gone = sum(not e.usable for e in changed)
+            self.notes.append(f"{len(changed):,} file(s) changed or gone since the manifest was written were "
+                              f"checked again; {gone:,} of them left out")
+        return changed
 
     def class_table(self) -> list[str]:
         """Lines of a table: usable images per class and split, with totals."""

@@ -257,3 +257,33 @@ def test_class_with_a_single_image_is_reported(tmp_path):
     assert "triangle" in m.classes
     assert any("'triangle' has only 1 usable image" in note for note in m.notes)
     assert "note: class 'triangle' has only 1" in m.summary()
+
+
+def test_a_reused_manifest_checks_again_the_files_changed_or_gone_since(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=4)
+    scan(root, progress=False).to_csv(tmp_path / "m.csv")
+    written = os.stat(tmp_path / "m.csv").st_mtime
+    (root / "circle" / "circle_000.png").unlink()
+    draw_example(CLASS_STYLES["square"], 77).save(root / "circle" / "circle_001.png")
+    os.utime(root / "circle" / "circle_001.png", (written + 5, written + 5))
+    manifest = Manifest.read_csv(tmp_path / "m.csv")
+    before = {e.path: e.sha1 for e in manifest.entries}
+    changed = manifest.recheck_changed(written, progress=False, workers=1)
+    assert sorted(os.path.basename(e.path) for e in changed) == ["circle_000.png", "circle_001.png"]
+    by_name = {os.path.basename(e.path): e for e in manifest.entries}
+    assert (by_name["circle_000.png"].status, by_name["circle_000.png"].problem) == ("error", "unreadable")
+    rewritten = by_name["circle_001.png"]
+    assert rewritten.usable and rewritten.sha1 != before[rewritten.path]
+    assert rewritten.sha1 == hashlib.sha1((root / "circle" / "circle_001.png").read_bytes()).hexdigest()
+    assert "2 file(s) changed or gone since the manifest was written were checked again; 1 of them left out" in manifest.notes
+    assert manifest.recheck_changed(written + 10, progress=False, workers=1) == []
+
+
+def test_a_manifest_with_an_unknown_split_names_the_line(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=3)
+    scan(root, progress=False).to_csv(tmp_path / "m.csv")
+    lines = (tmp_path / "m.csv").read_text().splitlines()
+    lines[3] = lines[3].replace(",val,", ",VAL,").replace(",train,", ",VAL,").replace(",test,", ",VAL,")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"m.csv, line 4: unknown split 'VAL'. Valid splits: train, val, test"):
+        Manifest.read_csv(tmp_path / "m.csv")
