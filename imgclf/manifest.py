@@ -490,8 +490,17 @@ def _entries_from_csv(path: Path) -> tuple[list[Entry], list[str]]:
 
 def _class_size_notes(manifest: Manifest) -> list[str]:
     sizes = collections.Counter(e.label for e in manifest.usable)
-    return [f"class '{label}' has only {n} usable image(s); it needs at least 2 to be learned and evaluated"
-            for label, n in sorted(sizes.items()) if n < 2]
+    notes = [f"class '{label}' has only {n} usable image(s); it needs at least 2 to be learned and evaluated"
+             for label, n in sorted(sizes.items()) if n < 2]
+    for split in SPLITS:
+        counts = collections.Counter(e.label for e in manifest.split(split))
+        if not counts:
+            continue  # an empty split (--test 0, a pre-split folder without val/) is a choice, not a gap
+        missing = [label for label, n in sorted(sizes.items()) if n >= 2 and not counts[label]]
+        if missing:
+            effect = "the model cannot learn them" if split == "train" else f"their {split} results cannot be measured"
+            notes.append(f"{len(missing)} class(es) have no {split} images ({', '.join(map(repr, missing))}): {effect}")
+    return notes
 
 
 # Reading files ------------------------------------------------------------

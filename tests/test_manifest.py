@@ -287,3 +287,14 @@ def test_a_manifest_with_an_unknown_split_names_the_line(tmp_path):
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(DatasetError, match=r"m.csv, line 4: unknown split 'VAL'. Valid splits: train, val, test"):
         Manifest.read_csv(tmp_path / "m.csv")
+
+
+def test_classes_missing_from_a_split_are_named(tmp_path):
+    make_class_folder(tmp_path / "data" / "train", per_class=4, classes=["circle", "square"])
+    make_class_folder(tmp_path / "data" / "test", per_class=2, classes=["triangle"])
+    m = scan(tmp_path / "data", progress=False)
+    assert "1 class(es) have no train images ('triangle'): the model cannot learn them" in m.notes
+    assert "2 class(es) have no test images ('circle', 'square'): their test results cannot be measured" in m.notes
+    assert not any("no val images" in note and "circle" in note for note in m.notes)
+    evenly = scan(make_class_folder(tmp_path / "even", per_class=10), progress=False)
+    assert not any("have no" in note for note in evenly.notes)
