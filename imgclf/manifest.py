@@ -439,13 +439,16 @@ def _class_folders(root: Path) -> list[Path]:
 
 def _entries_from_folder(root: Path) -> tuple[list[Entry], list[str]]:
     folders = _class_folders(root)
-    split_folders = {p: SPLIT_FOLDER_NAMES[p.name.lower()] for p in folders if p.name.lower() in SPLIT_FOLDER_NAMES}
+    # A folder named like a split is one only if it holds class folders: vehicles/{bus,car,train}/ has a class 'train'.
+    split_folders = {p: SPLIT_FOLDER_NAMES[p.name.lower()] for p in folders
+                     if p.name.lower() in SPLIT_FOLDER_NAMES and _class_folders(p)}
     presplit = bool(split_folders)
     if presplit and len(split_folders) != len(folders):
         others = sorted(escape_name(p.name) for p in folders if p not in split_folders)
         raise DatasetError(
-            f"{escape_name(str(root))} mixes split folders {sorted(p.name for p in split_folders)} with other folders {others}. "
-            "Use either root/<class>/ or root/train|val|test/<class>/, not both."
+            f"{escape_name(str(root))} mixes split folders {sorted(p.name for p in split_folders)} (they hold class "
+            f"folders) with other folders {others}. Use either root/<class>/ or root/train|val|test/<class>/, not "
+            "both; or list the images in a CSV with path,label columns."
         )
     parents = [(p, split_folders[p]) for p in folders] if presplit else [(root, "")]
     if presplit and "train" not in split_folders.values():

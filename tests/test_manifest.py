@@ -231,8 +231,20 @@ def test_mixing_split_folders_and_class_folders_is_a_clear_error(tmp_path):
     root = tmp_path / "data"
     make_class_folder(root / "train", per_class=3)
     make_class_folder(root, per_class=2, classes=["circle"])
-    with pytest.raises(DatasetError, match=r"mixes split folders \['train'\] with other folders \['circle'\]"):
+    with pytest.raises(DatasetError, match=r"mixes split folders \['train'\] \(they hold class folders\) with other "
+                                           r"folders \['circle'\].*or list the images in a CSV"):
         scan(root, progress=False)
+
+
+def test_a_class_named_like_a_split_is_a_class_when_it_holds_images(tmp_path):
+    root = make_class_folder(tmp_path / "vehicles", per_class=3, classes=["circle", "square"])
+    make_class_folder(tmp_path / "staging", per_class=3, classes=["triangle"])
+    (tmp_path / "staging" / "triangle").rename(root / "train")
+    (tmp_path / "vehicles" / "Valid").mkdir()
+    for i in range(3):
+        draw_example(CLASS_STYLES["circle"], 60 + i).save(root / "Valid" / f"v{i}.png")
+    m = scan(root, progress=False)
+    assert m.classes == ["Valid", "circle", "square", "train"] and len(m.usable) == 12
 
 
 def test_every_extension_in_any_case_is_an_image_and_other_files_are_noted(tmp_path):
