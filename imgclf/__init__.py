@@ -126,6 +126,7 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     run = RunDir(out)
     if not (resume and run.resumable) and not (cfg.train.strategy == "multi-worker" and not is_chief()):
         run.check_start(overwrite=overwrite)  # a wrong --out fails before the folder is scanned
+    _refuse_a_run_inside(data, out)
     limits = limits_of(cfg.data)
     if not isinstance(data, Manifest):
         # When the size and colour mode the model sees do not depend on the images, the scan decodes them
@@ -146,6 +147,17 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
                 print(f"nothing to resume in {run.path} (no finished epoch): a new run starts", flush=True)
             run.start(overwrite=overwrite)
         return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress)
+
+
+def _refuse_a_run_inside(data, out) -> None:
+    """A run folder inside the dataset would be scanned as a class (of its own figures) the next time."""
+    import os
+
+    from .files import escape_name, is_inside
+
+    if isinstance(data, (str, os.PathLike)) and os.path.isdir(data) and is_inside(out, data):
+        raise ValueError(f"The run folder {escape_name(os.fspath(out))} is inside the dataset {escape_name(os.fspath(data))}: "
+                         "the next scan would read it as a class. Choose an --out outside it, e.g. runs/NAME.")
 
 
 def _spec_before_scan(cfg):

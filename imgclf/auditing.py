@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .images import ImageLimits, ImageProblem, Severity
 from .manifest import Manifest, flag_duplicates, read_files, scan
-from .files import escape_name, write_csv
+from .files import escape_name, is_inside, write_csv
 
 AUDIT_COLUMNS = ("path", "label", "split", "status", "problem", "detail", "width", "height", "sha1", "quarantined")
 
@@ -88,9 +88,10 @@ class AuditResult:
         classes = self.class_counts()
         if classes:
             largest, smallest = max(classes, key=classes.get), min(classes, key=classes.get)
+            sizes = (f"every class {classes[largest]:,} images" if classes[largest] == classes[smallest] else
+                     f"largest '{largest}' {classes[largest]:,}, smallest '{smallest}' {classes[smallest]:,}")
             lines += ["", *self.manifest.class_table(),
-                      f"{len(classes)} classes; imbalance ratio {self.imbalance_ratio:.1f} "
-                      f"(largest '{largest}' {classes[largest]:,}, smallest '{smallest}' {classes[smallest]:,})"]
+                      f"{len(classes)} classes; imbalance ratio {self.imbalance_ratio:.1f} ({sizes})"]
         leaks = self.cross_split_duplicates()
         if leaks:
             example = " and ".join(self.manifest.display_path(path) for path in leaks[0][1][:2])
@@ -141,6 +142,10 @@ def audit(
     >>> result = audit("photos/", out="audit/")
     >>> print(result.summary())
     """
+    if quarantine and not isinstance(data, Manifest) and os.path.isdir(data) and is_inside(quarantine, data):
+        raise ValueError(f"The quarantine folder {escape_name(os.fspath(quarantine))} is inside the dataset "
+                         f"{escape_name(os.fspath(data))}: the next scan would read it as a class. Choose a folder "
+                         "outside it, e.g. beside it.")
     if isinstance(data, Manifest):
         manifest = data
         read_files(manifest.entries, limits=limits, decode=True, workers=workers, progress=progress)
@@ -157,6 +162,10 @@ def audit(
         broken = [e for e in result.errors if ImageProblem.LABEL_CONFLICT.value not in e.problem]
         result.quarantine_dir = Path(quarantine)
         result.quarantined = _quarantine(broken, Path(manifest.root), result.quarantine_dir)
+        outside = len([e for e in broken if e.path not in result.quarantined and os.path.lexists(e.path)])
+        if outside:
+            manifest.notes.append(f"{outside:,} file(s) with errors left where they are: they lie outside the dataset "
+                                  "folder (reached through a symlink), and quarantine moves only the dataset's own files")
     if out:
         out = Path(out)
         rows = ([escape_name(e.path), e.label, e.split, e.status, e.problem, e.detail, e.width, e.height, e.sha1,
@@ -172,8 +181,8 @@ def _quarantine(entries, root: Path, folder: Path) -> dict[str, str]:
     moved = {}
     for entry in entries:
         source = Path(entry.path)
-        if not os.path.lexists(source):
-            continue
+        if not os.path.lexists(source) or not is_inside(source.parent, base):
+            continue  # gone, or a shared folder elsewhere that a class links to: not the dataset's to move
         try:
             relative = source.relative_to(os.path.abspath(base))
         except ValueError:

@@ -44,9 +44,9 @@ def _quiet_tensorflow() -> None:
 
 
 def _image_size(text: str) -> tuple[int, int]:
-    parts = text.lower().replace("x", ",").split(",")
+    parts = [p.strip() for p in text.lower().replace("x", ",").split(",")]
     try:
-        size = tuple(int(p) for p in parts if p.strip())
+        size = tuple(int(p) for p in parts)  # an empty part ("48x", "x64") is an error, not a square
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH, e.g. 64 or 48x64. Received: {text!r}") from None
     if len(size) == 1:
@@ -429,7 +429,7 @@ def cmd_predict(args) -> int:
         print(f"imgclf predict: no image files found in {' '.join(args.inputs)} (extensions: jpg, jpeg, png, bmp, "
               "gif, webp, tif, tiff)", file=sys.stderr)
         return 1
-    print(f"{counts.images:,} images predicted, {counts.failed:,} could not be read"
+    print(f"{counts.images - counts.failed:,} of {counts.images:,} images predicted, {counts.failed:,} could not be read"
           + (f"; rows written to {counts.path}" if to_file else ""), file=say)
     if counts.failed:
         problems = ", ".join(f"{slug} {n:,}" for slug, n in sorted(counts.problems.items(), key=lambda item: -item[1]))

@@ -41,6 +41,11 @@ def _positive(value, *, zero: bool = False) -> bool:
     return (0 <= value if zero else 0 < value) and value <= _FLOAT32_MAX
 
 
+def _check_seed(seed) -> None:
+    _check(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32, "seed", seed,
+           "an integer from 0 to 2**32 - 1")
+
+
 def _check_fraction(key: str, value: float) -> None:
     _check(0.0 <= value < 1.0, key, value, "a fraction in [0, 1)")
 
@@ -118,6 +123,7 @@ class DataConfig:
         _check(self.max_pixels > 0, "max_pixels", self.max_pixels, "a positive integer")
         _check(self.min_side > 0, "min_side", self.min_side, "a positive integer")
         _check(self.max_aspect >= 1, "max_aspect", self.max_aspect, "a ratio of at least 1")
+        _check_seed(self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,6 +292,7 @@ class TrainConfig:
 
     def __post_init__(self):
         _check(self.epochs >= 1, "epochs", self.epochs, "a positive integer")
+        _check_seed(self.seed)
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "a positive integer")
         _check(_positive(self.learning_rate), "learning_rate", self.learning_rate, "a positive number up to 3.4e38")
         _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")

@@ -105,6 +105,12 @@ def _create_temporary(path: Path) -> Path:
         return tmp
 
 
+def is_inside(path, folder) -> bool:
+    """Whether `path` is `folder` or below it, once both are resolved (symlinks followed, `..` removed)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def check_file_target(path) -> None:
     """Raises, before any work, the error that writing the file `path` would end in.
 

@@ -516,8 +516,10 @@ def _paths_from_csv(path: str) -> Iterator[str]:
                     continue
             if len(row) <= column or not row[column].strip():
                 continue
-            file = unescape_name(row[column].strip())
-            yield file if os.path.isabs(file) else os.path.join(base, file)
+            path = os.path.join(base, unescape_name(row[column]))  # an absolute path stays as it is
+            if row[column] != row[column].strip() and not os.path.lexists(path):  # spaces a spreadsheet added
+                path = os.path.join(base, unescape_name(row[column].strip()))
+            yield path
 
 
 def count_inputs(inputs) -> int:

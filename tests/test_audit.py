@@ -171,3 +171,19 @@ def test_symlink_loop_to_the_dataset_root_keeps_three_classes(tmp_path):
     assert len(audit_rows(result.csv_path)) == 36
     with open(tmp_path / "audit" / "manifest.csv", newline="") as handle:
         assert not any("/circle/loop/" in row["path"] for row in csv.DictReader(handle))
+
+
+def test_quarantine_inside_the_dataset_is_refused_and_shared_files_outside_stay(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=4)
+    with pytest.raises(ValueError, match="quarantine folder .* is inside the dataset"):
+        imgclf.audit(root, quarantine=root / "quarantine", progress=False)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"cut")
+    os.symlink(shared, root / "circle" / "linked")
+    (root / "square" / "own_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"cut")
+    result = imgclf.audit(root, quarantine=tmp_path / "quarantine", progress=False)
+    assert (shared / "broken.png").exists() and not (root / "square" / "own_broken.png").exists()
+    assert [os.path.basename(p) for p in result.quarantined] == ["own_broken.png"]
+    assert "1 file(s) with errors left where they are: they lie outside the dataset folder" in result.summary()
+    assert "3 classes; imbalance ratio 1.0 (every class 4 images)" in result.summary()

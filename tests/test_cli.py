@@ -158,3 +158,28 @@ def test_train_into_a_file_or_a_folder_of_other_files_fails_before_the_scan(tmp_
     assert main(["train", str(tmp_path / "not-scanned"), "--out", str(tmp_path / "project"), "--overwrite"]) == 1
     assert "is not an imgclf run but holds history.csv" in capsys.readouterr().err
     assert (tmp_path / "project" / "history.csv").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("text, size", [("64", (64, 64)), ("48x64", (48, 64)), (" 48 X 64 ", (48, 64)), ("48,64", (48, 64))])
+def test_image_size_reads_one_number_or_two(text, size):
+    from imgclf.cli import _image_size
+
+    assert _image_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["16x", "x16", "16,,16", "0", "16x0", "a", "16x16x3"])
+def test_image_size_refuses_a_truncated_or_bad_size(text):
+    import argparse
+
+    from imgclf.cli import _image_size
+
+    with pytest.raises(argparse.ArgumentTypeError, match="expected SIZE or HEIGHTxWIDTH"):
+        _image_size(text)
+
+
+def test_train_refuses_a_run_folder_inside_the_dataset(tmp_path, capsys):
+    from imgclf.cli import main
+
+    data = make_class_folder(tmp_path / "data", per_class=2)
+    assert main(["train", str(data), "--out", str(data / "myrun")]) == 1
+    assert "is inside the dataset" in capsys.readouterr().err and not (data / "myrun").exists()

@@ -35,6 +35,7 @@ def test_unknown_key_is_named(tmp_path):
         ({"color_mode": "cmyk"}, r"color_mode='cmyk'"),
         ({"epochs": "ten"}, r"epochs='ten'"),
         ({"learning_rate": float("inf")}, r"learning_rate=inf"),
+        ({"seed": -1}, r"an integer from 0 to 2\*\*32 - 1. Received: seed=-1"),
         ({"learning_rate": 1e308}, r"positive number up to 3.4e38.*learning_rate=1e\+308"),
         ({"weight_decay": float("inf")}, r"weight_decay=inf"),
         ({"fine_tune_lr": float("nan")}, r"fine_tune_lr=nan"),

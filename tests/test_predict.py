@@ -92,7 +92,8 @@ def test_csv_and_json_columns(run, new_images, tmp_path):
 
 def test_cli_predict_exit_status_says_whether_an_input_failed(run, new_images, tmp_path, capsys):
     assert main(["predict", str(run.path), str(new_images), "--out", str(tmp_path / "p.csv")]) == 1
-    assert "3 of 9 inputs failed" in capsys.readouterr().err
+    said = capsys.readouterr()
+    assert "6 of 9 images predicted, 3 could not be read" in said.out and "3 of 9 inputs failed" in said.err
     good = tmp_path / "good.png"
     shutil.copy(new_images / "circle" / "circle_050.png", good)
     assert main(["predict", str(run.path), str(good), "--format", "json", "--top-k", "1"]) == 0
@@ -106,6 +107,15 @@ def test_predict_reads_a_csv_of_paths_and_reports_missing_files(run, new_images,
     rows = imgclf.predict(run, [listing, new_images / "square" / "square_050.png"], progress=False)
     assert [os.path.basename(r["path"]) for r in rows] == ["circle_050.png", "missing.png", "square_050.png"]
     assert [r["status"] for r in rows] == ["ok", "unreadable", "ok"]
+
+
+def test_a_csv_of_paths_keeps_spaces_that_are_part_of_a_name(run, new_images, tmp_path):
+    shutil.copy(new_images / "circle" / "circle_050.png", tmp_path / " lead.png")
+    listing = tmp_path / "list.csv"
+    listing.write_text("path\n lead.png\nnew/circle/circle_050.png  \n", encoding="utf-8")
+    rows = imgclf.predict(run, listing, progress=False)
+    assert [r["path"] for r in rows] == [str(tmp_path / " lead.png"), str(tmp_path / "new/circle/circle_050.png")]
+    assert [r["status"] for r in rows] == ["ok", "ok"]
 
 
 def test_load_predict_agrees_on_a_path_a_pil_image_and_an_array(run, new_images):
