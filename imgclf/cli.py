@@ -364,7 +364,7 @@ def cmd_evaluate(args) -> int:
           f"{metrics['errors']:,} wrong)")
     print(f"balanced accuracy {metrics['balanced_accuracy']:.2%}, macro F1 {metrics['macro_f1']:.3f}, "
           f"log loss {metrics['log_loss']:.3f}, calibration error (ECE) {metrics['expected_calibration_error']:.3f}")
-    worst = sorted(evaluation.per_class, key=lambda row: -row["error_rate"])[:5]
+    worst = sorted((row for row in evaluation.per_class if row["error_rate"] is not None), key=lambda row: -row["error_rate"])[:5]
     print("highest error rates: " + ", ".join(f"{row['class']} {row['error_rate']:.1%}" for row in worst))
     pairs = evaluation.most_confused(5)
     if pairs:

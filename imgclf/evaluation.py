@@ -129,7 +129,9 @@ class Evaluation:
         accuracy: fraction predicted correctly.
         error_rate: `1 - accuracy`.
         per_class: one dict per class with `class`, `precision`, `recall`,
-            `f1`, `support` and `error_rate` (`1 - recall`).
+            `f1`, `support` and `error_rate` (`1 - recall`; `None` for a
+            class with no image among those evaluated). Macro and weighted
+            averages in `metrics()` are over the classes the images hold.
         top_k: `(k, accuracy)` when there are more than k classes, else `None`.
         source: the folder evaluated with `data=`; empty for a split.
         skipped: files that could not be used, one dict each with `path`
@@ -222,9 +224,12 @@ class Evaluation:
         """The summary written to `metrics.json`, numbers rounded to 6 significant digits."""
         labels = np.arange(len(self.classes))
         averaged = {}
+        # Averaged over the classes the images hold: a class with no image here (a folder evaluated with `data=`
+        # that lacks it) has no recall, and counting it as 0 would lower macro-F1 for images that are not there.
+        present = np.unique(self.y_true)
         for average in ("macro", "weighted"):
             precision, recall, f1, _ = precision_recall_fscore_support(
-                self.y_true, self.y_pred, labels=labels, average=average, zero_division=0)
+                self.y_true, self.y_pred, labels=present, average=average, zero_division=0)
             averaged.update({f"{average}_precision": float(precision), f"{average}_recall": float(recall),
                              f"{average}_f1": float(f1)})
         with warnings.catch_warnings():  # a class predicted but absent from y_true: its recall is left out, as it should
@@ -342,7 +347,7 @@ def evaluate_predictions(
     accuracy = float(np.mean(y_true == y_pred))
     per_class = [
         {"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s),
-         "error_rate": float(1 - r) if s else 0.0}
+         "error_rate": float(1 - r) if s else None}  # a class with no images here has no error rate
         for name, p, r, f, s in zip(classes, precision, recall, f1, support)
     ]
     top = None

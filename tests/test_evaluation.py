@@ -114,8 +114,8 @@ def test_written_numbers_are_rounded_to_6_significant_digits(tmp_path):
     assert '"error_rate": 0.043,' in text and '"accuracy": 0.957,' in text
     assert "00000" not in text and "99999" not in text
     metrics = json.loads(text)
-    assert metrics["per_class_error_rate"] == {"a": 0.043, "b": 0.0}
-    assert metrics["macro_precision"] == pytest.approx(np.mean([1.0, 0.0]))
+    assert metrics["per_class_error_rate"] == {"a": 0.043, "b": None}  # no image of b: no error rate
+    assert metrics["macro_precision"] == pytest.approx(1.0)  # averaged over the classes the images hold: a
     assert (tmp_path / "per_class.csv").read_text().splitlines()[1] == "a,1.0,0.957,0.978028,1000,0.043"
 
 
@@ -267,8 +267,13 @@ def test_evaluate_on_another_folder_skips_bad_files(tiny_run, tmp_path):
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["images"] == 8 and metrics["skipped_files"] == 1 and metrics["source"] == str(other)
     assert list(csv.reader(open(folder / "skipped.csv")))[1][0].endswith("broken.png")
-    # the classes the folder lacks are still rows of the matrix
+    # the classes the folder lacks are still rows of the matrix, with no error rate, and out of the macro averages
     assert ev.confusion_matrix.shape == (3, 3) and ev.confusion_matrix[2].sum() == 0
+    absent = next(row for row in ev.per_class if row["class"] == "triangle")
+    assert absent["support"] == 0 and absent["error_rate"] is None and metrics["per_class_error_rate"]["triangle"] is None
+    present = [row["f1"] for row in ev.per_class if row["support"]]
+    assert metrics["macro_f1"] == pytest.approx(sum(present) / len(present), rel=1e-5)
+    assert next(r for r in csv.DictReader(open(folder / "per_class.csv")) if r["class"] == "triangle")["error_rate"] == ""
 
 
 def test_evaluate_on_a_folder_with_an_unknown_class_names_it(tiny_run, tmp_path):
