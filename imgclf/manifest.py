@@ -197,7 +197,7 @@ class Manifest:
 
     def class_table(self) -> list[str]:
         """Lines of a table: usable images per class and split, with totals."""
-        counts = self.counts()
+        counts = {_printable(label): row for label, row in self.counts().items()}
         width = max([5] + [len(c) for c in counts])
         lines = [f"{'class':<{width}}  {'train':>6}  {'val':>6}  {'test':>6}  {'total':>6}"]
         for label, row in counts.items():
@@ -489,6 +489,11 @@ def _entries_from_csv(path: Path) -> tuple[list[Entry], list[str]]:
         file = file if file.is_absolute() else path.parent / file
         entries.append(Entry(path=os.path.abspath(file), label=row["label"], split=split))
     return entries, []
+
+
+def _printable(label: str) -> str:
+    """A class name for a table row: a newline or other control character as its escape (`\\n`)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in label)
 
 
 def _class_size_notes(manifest: Manifest) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,9 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # A class name in a script the font lacks (CJK, emoji) is drawn as boxes, with one warning per glyph per
+    # figure; the page and the CSV files name the class in full, so the warnings only bury the output.
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
     return plt
 
 
