@@ -304,6 +304,8 @@ def scan(
         entries, notes = _entries_from_csv(root)
     else:
         entries, notes = _entries_from_folder(root)
+    if not entries and root.is_file():
+        raise DatasetError(f"{escape_name(str(root))} lists no images: add a row per image under its path,label header.")
     if not entries:
         raise DatasetError(
             f"No images found under {escape_name(str(root))}. Expected one subfolder per class (root/<class>/<image files>) "
@@ -476,7 +478,9 @@ def _entries_from_csv(path: Path) -> tuple[list[Entry], list[str]]:
         reader = csv.DictReader(handle)
         fields = [f.strip().lower() for f in reader.fieldnames or []]
         if "path" not in fields or "label" not in fields:
-            raise DatasetError(f"{path} needs a header with columns path,label (optional split). Received columns: {reader.fieldnames}")
+            received = ", ".join(reader.fieldnames) if reader.fieldnames else "none (the file is empty)"
+            raise DatasetError(f"{escape_name(str(path))} needs a header with columns path,label (optional split). "
+                               f"Received columns: {received}")
         rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     entries = []
     for number, row in enumerate(rows, start=2):

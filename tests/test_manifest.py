@@ -310,3 +310,14 @@ def test_classes_missing_from_a_split_are_named(tmp_path):
     assert not any("no val images" in note and "circle" in note for note in m.notes)
     evenly = scan(make_class_folder(tmp_path / "even", per_class=10), progress=False)
     assert not any("have no" in note for note in evenly.notes)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", r"needs a header with columns path,label \(optional split\). Received columns: none \(the file is empty\)"),
+    ("file,class\na.png,cat\n", r"Received columns: file, class"),
+    ("path,label\n", r"lists no images: add a row per image under its path,label header"),
+])
+def test_a_csv_dataset_without_rows_or_header_says_what_is_missing(tmp_path, text, message):
+    (tmp_path / "labels.csv").write_text(text)
+    with pytest.raises(DatasetError, match=message):
+        scan(tmp_path / "labels.csv", progress=False)
