@@ -61,12 +61,8 @@ class AuditResult:
         return max(counts) / min(counts) if counts else float("nan")
 
     def cross_split_duplicates(self) -> list[tuple[str, list[str]]]:
-        """Content hashes found in more than one split, with their files."""
-        groups = collections.defaultdict(list)
-        for entry in self.manifest.usable:
-            groups[entry.sha1].append(entry)
-        return [(sha1, sorted(e.path for e in group)) for sha1, group in groups.items()
-                if len({e.split for e in group}) > 1]
+        """Content hashes found in more than one split, with their files (`Manifest.cross_split_duplicates`)."""
+        return self.manifest.cross_split_duplicates()
 
     def summary(self) -> str:
         """A short text report: totals, problems (errors first), classes × splits, balance."""
@@ -92,10 +88,6 @@ class AuditResult:
                      f"largest '{largest}' {classes[largest]:,}, smallest '{smallest}' {classes[smallest]:,}")
             lines += ["", *self.manifest.class_table(),
                       f"{len(classes)} classes; imbalance ratio {self.imbalance_ratio:.1f} ({sizes})"]
-        leaks = self.cross_split_duplicates()
-        if leaks:
-            example = " and ".join(self.manifest.display_path(path) for path in leaks[0][1][:2])
-            lines.append(f"{len(leaks)} image(s) appear in more than one split (leak between splits), e.g. {example}")
         lines.extend(f"note: {note}" for note in self.manifest.notes)
         if self.csv_path:
             lines.append(f"details: {self.csv_path}")
@@ -150,6 +142,7 @@ def audit(
         manifest = data
         read_files(manifest.entries, limits=limits, decode=True, workers=workers, progress=progress)
         flag_duplicates(manifest.entries)
+        manifest.note_leaks()
     else:
         manifest = scan(data, val=val, test=test, seed=seed, limits=limits, decode=True, workers=workers,
                         progress=progress)

@@ -22,6 +22,7 @@ from .images import IMAGE_EXTENSIONS, FileCheck, ImageLimits, ImageProblem, Seve
 from .parallel import parallel_map
 
 SPLITS = ("train", "val", "test")
+_LEAK_NOTE = "appear in more than one split (a leak between splits)"
 SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
 IGNORED_NAMES = {".ds_store", "thumbs.db", "desktop.ini", "__macosx"}
 COLUMNS = ("path", "label", "split", "sha1", "width", "height", "channels", "status", "problem", "detail")
@@ -195,6 +196,28 @@ class Manifest:
                               f"checked again; {gone:,} of them left out")
         return changed
 
+    def cross_split_duplicates(self) -> list[tuple[str, list[str]]]:
+        """Content hashes of usable images found in more than one split, with their files, by path.
+
+        A pre-split folder with the same picture in `train/` and `test/`
+        tests the model on an image it learned; a split imgclf draws keeps
+        copies together, so only given splits can leak.
+        """
+        groups = collections.defaultdict(list)
+        for entry in self.usable:
+            groups[entry.sha1].append(entry)
+        return [(sha1, sorted(e.path for e in group)) for sha1, group in groups.items()
+                if len({e.split for e in group}) > 1]
+
+    def note_leaks(self) -> None:
+        """Adds a note naming the images in more than one split (replacing an earlier such note)."""
+        self.notes = [note for note in self.notes if _LEAK_NOTE not in note]
+        leaks = self.cross_split_duplicates()
+        if leaks:
+            example = " and ".join(self.display_path(path) for path in leaks[0][1][:2])
+            self.notes.append(f"{len(leaks):,} image(s) {_LEAK_NOTE}: their results flatter the model, e.g. {example}; "
+                              "`imgclf audit --out DIR` lists every one")
+
     def class_table(self) -> list[str]:
         """Lines of a table: usable images per class and split, with totals."""
         counts = {_printable(label): row for label, row in self.counts().items()}
@@ -320,6 +343,7 @@ def scan(
     assign_splits(entries, val=val, test=test, seed=seed)
     manifest = Manifest(entries, root=str(root), notes=notes, staged=staged)
     manifest.notes.extend(_class_size_notes(manifest))
+    manifest.note_leaks()
     return manifest
 
 

@@ -321,3 +321,15 @@ def test_a_csv_dataset_without_rows_or_header_says_what_is_missing(tmp_path, tex
     (tmp_path / "labels.csv").write_text(text)
     with pytest.raises(DatasetError, match=message):
         scan(tmp_path / "labels.csv", progress=False)
+
+
+def test_a_presplit_folder_with_one_picture_in_train_and_test_is_noted_by_the_scan(tmp_path):
+    make_class_folder(tmp_path / "data" / "train", per_class=4, classes=["circle", "square"])
+    make_class_folder(tmp_path / "data" / "test", per_class=2, classes=["circle", "square"], start=50)
+    shutil.copy(tmp_path / "data" / "train" / "circle" / "circle_000.png", tmp_path / "data" / "test" / "circle" / "again.png")
+    m = scan(tmp_path / "data", progress=False)
+    leaks = [note for note in m.notes if "appear in more than one split" in note]
+    assert len(leaks) == 1 and leaks[0].startswith("1 image(s) appear in more than one split (a leak between splits)")
+    assert "circle_000.png" in leaks[0] and "again.png" in leaks[0]
+    assert m.cross_split_duplicates()[0][1] == sorted([str(tmp_path / "data" / "test" / "circle" / "again.png"),
+                                                       str(tmp_path / "data" / "train" / "circle" / "circle_000.png")])
