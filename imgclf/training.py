@@ -403,7 +403,7 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
             model.fit(training, validation_data=batches.validation(), epochs=phase.end, initial_epoch=start,
                       class_weight=class_weight, callbacks=callbacks, verbose=0, shuffle=False)
         if checkpoint.history and not math.isfinite(float(checkpoint.history[-1].get("loss", 0))):
-            break  # TerminateOnNaN stopped the run; a later phase would start from the same broken weights
+            break  # StopOnNaN stopped the run; a later phase would start from the same broken weights
 
 
 def _callbacks(cfg: Config, phase: Phase, batches: _Batches, checkpoint: RunCheckpoint, training: ImageBatches,
