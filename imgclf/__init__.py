@@ -114,6 +114,9 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     from .strategy import is_chief
     from .training import check_choices, fit
 
+    if resume and overwrite:
+        raise ValueError("resume and overwrite contradict each other: --resume continues the run in --out, "
+                         "--overwrite replaces it. Pass one of them.")
     if config is None:
         saved = RunDir(out).config_path  # a resumed run keeps its own settings
         config = load_config(saved) if resume and saved.exists() else Config()

@@ -316,6 +316,8 @@ class TrainConfig:
         _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "a number in [0, 1)")
         _check(self.schedule in SCHEDULES, "schedule", self.schedule, f"one of {SCHEDULES}")
         _check(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "a non-negative integer")
+        _check(self.warmup_epochs < self.epochs or self.warmup_epochs == 0, "warmup_epochs", self.warmup_epochs,
+               f"fewer than epochs={self.epochs} (the rate must have epochs left to decay)")
         _check(self.warmup_epochs == 0 or self.schedule == "cosine", "warmup_epochs", self.warmup_epochs,
                f"0 with schedule={self.schedule!r} (warm-up belongs to the cosine schedule)")
         _check(0.0 < self.lr_factor < 1.0, "lr_factor", self.lr_factor, "a number in (0, 1)")
@@ -428,16 +430,35 @@ def _coerce(value, kind, key: str, source: str):
                 continue
         return _coerce(value, options[-1], key, source)
     if origin is tuple:
+        if key.endswith("image_size"):
+            value = _size_value(value)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{source}: {key} must be a list. Received: {key}={value!r}")
         item = typing.get_args(kind)[0]
         return tuple(_coerce(v, item, key, source) for v in value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):
+        # YAML 1.1 (PyYAML) reads 1e-3, without a dot, as text: take it as the number it names.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if kind is bool and not isinstance(value, bool):
         raise ConfigError(f"{source}: {key} must be true or false. Received: {key}={value!r}")
     if kind in (int, float, str) and (not isinstance(value, kind) or isinstance(value, bool)):
         raise ConfigError(f"{source}: {key} must be of type {kind.__name__}. Received: {key}={value!r}")
+    return value
+
+
+def _size_value(value):
+    """An image size written as the flag takes it: one number (a square) or `"HxW"`; a list stays a list."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value, value]
+    if isinstance(value, str):
+        parts = value.lower().replace("x", ",").split(",")
+        if all(p.strip().isdigit() for p in parts) and len(parts) in (1, 2):
+            return [int(p) for p in parts] * (2 if len(parts) == 1 else 1)
     return value
 
 
@@ -459,9 +480,11 @@ def load_config(path) -> Config:
     """
     path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"Config file not found: {path}. Check the path or omit --config.") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason}). Save it as UTF-8.") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     return Config.from_dict(values or {}, source=str(path))

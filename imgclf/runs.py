@@ -181,7 +181,8 @@ class RunDir:
             raise RunError(f"Run directory not found: {self.path}. Train one with `imgclf train DIR --out {self.path}`.")
         for name in names:
             if not (self.path / name).exists():
-                raise RunError(f"{self.path} has no {name}; it is not a finished run. Train again with `imgclf train ... --out {self.path}`.")
+                raise RunError(f"{self.path} has no {name}; it is not a finished run, i.e. a folder that "
+                               "`imgclf train DATA --out RUN` wrote. Pass a run folder, or train one.")
 
     def config(self) -> Config:
         self.require("config.yaml")

@@ -286,6 +286,9 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         _write_run_files(run, cfg, classes, manifest, augment, spec, choice, devices)
 
     state = read_json(state_path) if resuming else {}
+    if resuming and state["epoch"] + 1 >= cfg.train.epochs and verbose:
+        print(f"nothing to resume: all {state['epoch'] + 1} epoch(s) of {run.path} are done "
+              "(pass --epochs N to train further)", flush=True)
     history = _finished_history(run, state["epoch"]) if resuming else []
     checkpoint = RunCheckpoint(run, choose_monitor(cfg.train.monitor, len(val_data) > 0), best=state.get("best"),
                                history=history, write=devices.chief)
@@ -466,12 +469,14 @@ def _enter_phase(model, phase: Phase, cfg: Config) -> None:
 
 # Settings that do not change what a run learns, so a resumed run may use others.
 _FREE_ON_RESUME = {("data", "workers"), ("data", "cache_dir")}
-# Training settings the saved checkpoint is built for: its compiled loss and its layers' number format.
-_FIXED_ON_RESUME = {("train", "label_smoothing"), ("train", "mixed_precision")}
+# Training settings the saved checkpoint is built for (its compiled loss and optimizer, its layers' number format),
+# and the metric its best epoch and early-stopping counter were measured by.
+_FIXED_ON_RESUME = {("train", "label_smoothing"), ("train", "mixed_precision"), ("train", "optimizer"),
+                    ("train", "momentum"), ("train", "weight_decay"), ("train", "monitor")}
 
 
 def _refuse_changed_settings(run: RunDir, cfg: Config) -> None:
-    """Raises `RunError` if the data, model, augmentation, label-smoothing or precision settings differ from the run's own."""
+    """Raises `RunError` if the data, model, augmentation, loss, optimizer, monitor or precision settings differ from the run's own."""
     saved, new = run.config().to_dict(), cfg.to_dict()
     for section in ("data", "model", "augment", "train"):
         for key, value in saved[section].items():

@@ -36,6 +36,7 @@ def test_unknown_key_is_named(tmp_path):
         ({"epochs": "ten"}, r"epochs='ten'"),
         ({"learning_rate": float("inf")}, r"learning_rate=inf"),
         ({"seed": -1}, r"an integer from 0 to 2\*\*32 - 1. Received: seed=-1"),
+        ({"warmup_epochs": 3, "epochs": 3}, r"fewer than epochs=3"),
         ({"learning_rate": 1e308}, r"positive number up to 3.4e38.*learning_rate=1e\+308"),
         ({"weight_decay": float("inf")}, r"weight_decay=inf"),
         ({"fine_tune_lr": float("nan")}, r"fine_tune_lr=nan"),
@@ -54,3 +55,22 @@ def test_unknown_option_lists_valid_ones():
 def test_none_options_keep_the_base():
     base = with_options(Config(), epochs=7)
     assert with_options(base, epochs=None, model=None) == base
+
+
+def test_yaml_takes_values_as_a_person_writes_them(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("data:\n  image_size: 28\ntrain:\n  learning_rate: 1e-3\n  weight_decay: 5e-4\n")
+    cfg = load_config(path)
+    assert cfg.data.image_size == (28, 28) and cfg.train.learning_rate == 0.001 and cfg.train.weight_decay == 0.0005
+    path.write_text("data:\n  image_size: 48x64\n")
+    assert load_config(path).data.image_size == (48, 64)
+    path.write_text("train:\n  learning_rate: fast\n")
+    with pytest.raises(ConfigError, match=r"learning_rate must be of type float. Received: train.learning_rate='fast'"):
+        load_config(path)
+
+
+def test_a_config_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_bytes("train:\n  epochs: 3 # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"exp.yaml is not UTF-8 text .*Save it as UTF-8"):
+        load_config(path)

@@ -94,6 +94,15 @@ def test_resume_keeps_the_runs_own_settings_and_refuses_changes(tmp_path):
 
     with pytest.raises(imgclf.runs.RunError, match=r"model\.name='cnn': the run was started with model\.name='mlp'"):
         imgclf.train(data, model="cnn", epochs=3, out=run.path, resume=True, verbose=0, progress=False)
+    # The checkpoint's optimizer and its best epoch belong to the run's optimizer and monitor.
+    for change, message in (({"optimizer": "sgd", "momentum": 0.5}, r"train\.optimizer='sgd'"),
+                            ({"monitor": "val_accuracy"}, r"train\.monitor='val_accuracy': the run was started with "
+                                                          r"train\.monitor='val_loss'"),
+                            ({"weight_decay": 0.01}, r"train\.weight_decay=0\.01")):
+        with pytest.raises(imgclf.runs.RunError, match=message):
+            imgclf.train(data, epochs=3, out=run.path, resume=True, verbose=0, progress=False, **change)
+    with pytest.raises(ValueError, match="resume and overwrite contradict each other"):
+        imgclf.train(data, epochs=3, out=run.path, resume=True, overwrite=True, verbose=0, progress=False)
     make_class_folder(data, per_class=2, start=50)  # new images change the data
     with pytest.raises(imgclf.runs.RunError, match="images, labels or splits changed"):
         imgclf.train(data, epochs=3, out=run.path, resume=True, verbose=0, progress=False)
