@@ -341,6 +341,9 @@ def preprocessing_record(spec, cfg) -> dict:
         "input_layout": "NHWC",
         "scaling": "none: the model scales its uint8 input itself",
         "exif_orientation": "applied before resizing",
+        "high_bit_depth": ("16-bit images (I;16) shifted right by 8 bits (65535 -> 255); 32-bit integer images (I) "
+                           "shifted right by 8 bits if any value exceeds 255; float images (F) times 255 if all values "
+                           "are at most 1; then clipped to 0..255; never clipped first"),
         "transparency": {"composited_on": background},
         "output": "softmax probabilities, one per class, in the order of labels.json",
     }
@@ -401,7 +404,17 @@ from PIL import Image, ImageOps
 labels = json.load(open("labels.json"))
 pre = json.load(open("preprocessing.json"))
 image = ImageOps.exif_transpose(Image.open("photo.jpg"))
-image = image.convert("L" if pre["channels"] == 1 else "RGB")  # transparent images: composite on white first
+if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit or float: scaled to 0..255, as in training
+    a = np.asarray(image)
+    if image.mode == "F":
+        a = np.clip(a, 0, 1) * 255 if a.max(initial=0) <= 1 else np.clip(a, 0, 255)
+    else:
+        a = a.astype(np.int64) >> 8 if image.mode.startswith("I;16") or a.max(initial=0) > 255 else np.clip(a, 0, 255)
+    image = Image.fromarray(a.astype(np.uint8), mode="L")
+if image.mode in ("LA", "La", "RGBA", "RGBa", "PA") or (image.mode == "P" and "transparency" in image.info):
+    rgba = image.convert("RGBA")  # transparent pixels: composited on the background below
+    image = Image.alpha_composite(Image.new("RGBA", rgba.size, (*pre["transparency"]["composited_on"], 255)), rgba)
+image = image.convert("L" if pre["channels"] == 1 else "RGB")
 {_RESIZE_CODE[spec.resize]}
 x = np.asarray(image, dtype=np.uint8).reshape(1, pre["height"], pre["width"], pre["channels"])
 

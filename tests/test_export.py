@@ -4,7 +4,9 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import imgclf
 from imgclf import exporting
@@ -68,10 +70,31 @@ def test_quantizing_a_keras_export_is_refused(run, tmp_path):
         imgclf.export(run, format="keras", quantize="int8", out=tmp_path / "out")
 
 
-def test_the_readme_example_runs_with_only_litert_and_pillow(run, tmp_path):
+def _sixteen_bit(image):
+    sixteen = Image.fromarray(np.asarray(image.convert("L"), np.uint16) * 257)
+    assert sixteen.mode == "I;16"
+    return sixteen
+
+
+def _float(image):
+    return Image.fromarray(np.asarray(image.convert("L"), np.float32) / 255)
+
+
+def _transparent(image):
+    rgba = image.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
+    return rgba
+
+
+@pytest.mark.parametrize("kind, convert, suffix", [("8-bit", None, ".png"), ("16-bit", _sixteen_bit, ".png"),
+                                                   ("float", _float, ".tif"), ("transparent", _transparent, ".png")])
+def test_the_readme_example_runs_with_only_litert_and_pillow(run, tmp_path, kind, convert, suffix):
     folder = tmp_path / "out"
     imgclf.export(run, format="tflite", out=folder, progress=False)
     photo = next((run.path.parent / "data" / "square").glob("*.png"))
+    if convert is not None:  # the same picture stored another way: imgclf converts it to 8 bits as it trained
+        convert(Image.open(photo)).save(tmp_path / f"photo{suffix}")
+        photo = tmp_path / f"photo{suffix}"
     shutil.copy(photo, folder / "photo.jpg")  # the README's file name; Pillow reads the content
     readme = (folder / "README.txt").read_text()
     code = readme[readme.index("import json"):readme.index("Several images")]
