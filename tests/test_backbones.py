@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -240,3 +241,16 @@ def test_fine_tuning_runs_two_phases_in_one_history_and_resumes_in_phase_two(tmp
     steps = int(np.ceil(len(run.manifest().split("train")) / 8))
     # The optimizer of phase two was restored, not rebuilt: it counts the steps of both its epochs.
     assert int(last.optimizer.iterations) == 2 * steps
+
+
+def test_weights_of_another_model_are_refused_in_a_few_lines_with_the_fix(tmp_path):
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    other.save_weights(tmp_path / "other.weights.h5")
+    other.save(tmp_path / "model.keras")
+    for path, hint in ((tmp_path / "other.weights.h5", "saved from keras.applications' mobilenet_v2 without its top"),
+                       (tmp_path / "model.keras", "pass --weights run:DIR")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(WeightsError, match=f"does not hold weights of mobilenet_v2 .*{hint}") as error:
+                build_model(ModelConfig(name="mobilenet_v2", weights=str(path)), ImageSpec(32, 32, 3), 2)
+        assert not caught and len(str(error.value)) < 800

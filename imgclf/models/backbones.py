@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -259,9 +260,15 @@ def create_backbone(backbone: Backbone, weights: str | None, spec: ImageSpec) ->
     path = _weights_file(weights)
     model = backbone.constructor(input_shape=shape, include_top=False, weights=None)
     try:
-        model.load_weights(path)
+        with warnings.catch_warnings():  # a mismatch warns once per layer before it raises: the error says it all
+            warnings.simplefilter("ignore")
+            model.load_weights(path)
     except Exception as error:  # Keras raises ValueError or h5py errors, depending on the mismatch
-        raise WeightsError(f"{path} does not hold weights of {backbone.name}: {error}") from None
+        reason = str(error).split("\n")[0][:300]
+        hint = (f" It is a whole model (.keras): for a model trained by imgclf, pass --weights run:DIR with its run "
+                f"folder." if str(path).endswith(".keras") else "")
+        raise WeightsError(f"{path} does not hold weights of {backbone.name} ({reason}). Pass a .weights.h5 file "
+                           f"saved from keras.applications' {backbone.name} without its top.{hint}") from None
     return model
 
 
