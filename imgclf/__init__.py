@@ -279,7 +279,7 @@ def list_models():
     return registered()
 
 
-def load(run, *, workers: int | None = None):
+def load(run, *, workers: int | None = None, max_pixels: int | None = None):
     """Loads a run's model, with its class names and the way it reads images, for predicting.
 
     The model file is loaded in Keras' safe mode: a `.keras` file with a
@@ -290,6 +290,9 @@ def load(run, *, workers: int | None = None):
         run: a run directory (or `RunDir`) written by `imgclf.train`.
         workers: processes that decode many files. Defaults to `None`: one
             per CPU.
+        max_pixels: refuse larger images as decompression bombs. Defaults
+            to `None`: the run's own limit (89,478,485 unless it was trained
+            with another); raise it to predict a larger scan or panorama.
 
     Returns:
         A `Predictor`: `predict(images)` takes file paths, PIL images or
@@ -305,11 +308,11 @@ def load(run, *, workers: int | None = None):
     """
     from .prediction import load as load_run
 
-    return load_run(run, workers=workers)
+    return load_run(run, workers=workers, max_pixels=max_pixels)
 
 
 def predict(run, inputs, *, out=None, top_k: int = 3, batch_size: int = 64, format: str | None = None,
-            workers: int | None = None, progress: bool = True):
+            workers: int | None = None, max_pixels: int | None = None, progress: bool = True):
     """Predicts the class of every image in files, folders or CSV lists of paths.
 
     Folders are searched recursively with the rules of `imgclf.scan` (image
@@ -331,6 +334,7 @@ def predict(run, inputs, *, out=None, top_k: int = 3, batch_size: int = 64, form
         format: `"csv"` or `"json"`. Defaults to `None`: json for a `.json`
             `out`, else csv.
         workers: decoding processes. Defaults to `None`: one per CPU.
+        max_pixels: as in `imgclf.load`. Defaults to `None`: the run's limit.
         progress: show a progress bar with images/s on a terminal.
             Defaults to `True`.
 
@@ -351,7 +355,7 @@ def predict(run, inputs, *, out=None, top_k: int = 3, batch_size: int = 64, form
     from .prediction import predict as predict_files
 
     return predict_files(run, inputs, out=out, top_k=top_k, batch_size=batch_size, format=format, workers=workers,
-                         progress=progress)
+                         max_pixels=max_pixels, progress=progress)
 
 
 def export(run, *, format: str = "keras", quantize: str = "none", out=None, progress: bool = True):

@@ -230,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
     predict.add_argument("--format", choices=["csv", "json"], help="default: json for a .json --out, else csv")
     predict.add_argument("--workers", type=int, help="processes that decode images (default one per CPU)")
+    predict.add_argument("--max-pixels", type=int, help="larger images are refused as decompression bombs (default: "
+                         "the run's limit, 89,478,485 unless trained with another); raise it for a large scan")
     predict.set_defaults(handler=cmd_predict)
 
     export = _command(subparsers, "export", "Export a run's model for deployment, checked against the original.",
@@ -423,7 +425,7 @@ def cmd_predict(args) -> int:
     if to_file:
         check_file_target(args.out)
     counts = imgclf.predict(args.run, args.inputs, out=args.out or "-", top_k=args.top_k, batch_size=args.batch_size,
-                            format=args.format, workers=args.workers)
+                            format=args.format, workers=args.workers, max_pixels=args.max_pixels)
     say = sys.stdout if to_file else sys.stderr  # standard output may hold the rows
     if counts.images == 0:
         print(f"imgclf predict: no image files found in {' '.join(args.inputs)} (extensions: jpg, jpeg, png, bmp, "

@@ -621,7 +621,7 @@ def format_of(out, format: str | None) -> str:
 
 # The public entry points ------------------------------------------------------------
 
-def load(run, *, workers: int | None = None) -> Predictor:
+def load(run, *, workers: int | None = None, max_pixels: int | None = None) -> Predictor:
     """Loads a run's model with its classes and decode settings; see `imgclf.load`."""
     from .pipeline import limits_of
     from .runs import RunDir
@@ -634,11 +634,17 @@ def load(run, *, workers: int | None = None) -> Predictor:
     if model.output_shape[-1] != len(classes):
         raise ValueError(f"{run.model_path} predicts {model.output_shape[-1]} classes but {run.classes_path} "
                          f"names {len(classes)}. The run directory is inconsistent; train it again.")
-    return Predictor(model, classes, run_image_spec(cfg, model), limits=limits_of(cfg.data), workers=workers)
+    limits = limits_of(cfg.data)
+    if max_pixels is not None:
+        if max_pixels < 1:
+            raise ValueError(f"max_pixels must be a positive number of pixels. Received: max_pixels={max_pixels}")
+        limits = dataclasses.replace(limits, max_pixels=max_pixels)
+    return Predictor(model, classes, run_image_spec(cfg, model), limits=limits, workers=workers)
 
 
 def predict(run, inputs, *, out=None, top_k: int = DEFAULT_TOP_K, batch_size: int = DEFAULT_BATCH_SIZE,
-            format: str | None = None, workers: int | None = None, progress: bool = True):
+            format: str | None = None, workers: int | None = None, max_pixels: int | None = None,
+            progress: bool = True):
     """Predicts files, folders or CSV lists; see `imgclf.predict`."""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1. Received: top_k={top_k}")
@@ -647,7 +653,7 @@ def predict(run, inputs, *, out=None, top_k: int = DEFAULT_TOP_K, batch_size: in
     if format is not None and format not in FORMATS:
         raise ValueError(f"Unknown format {format!r}. Valid formats: {', '.join(FORMATS)}")
     owned = not isinstance(run, Predictor)
-    predictor = load(run, workers=workers) if owned else run
+    predictor = load(run, workers=workers, max_pixels=max_pixels) if owned else run
     top_k = min(top_k, len(predictor.classes))
     try:
         rows = _with_progress(predictor.predict_files(iter_inputs(inputs), batch_size=batch_size, top_k=top_k),

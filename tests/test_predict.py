@@ -208,3 +208,13 @@ def test_memory_stays_flat_from_10k_to_60k_files(run, tmp_path):
     # Six times the files: the main process may grow by the noise of TensorFlow's allocator, not per file.
     assert peaks[60_000][0] - peaks[10_000][0] < 40 * 1024
     assert peaks[60_000][1] - peaks[10_000][1] < 20 * 1024
+
+
+def test_max_pixels_lets_predict_read_an_image_larger_than_the_runs_limit(run, new_images, capsys):
+    big = new_images / "circle" / "circle_050.png"  # 20x20: 400 pixels
+    assert imgclf.predict(run, big, max_pixels=399, progress=False)[0]["status"] == "decompression_bomb"
+    assert imgclf.predict(run, big, max_pixels=400, progress=False)[0]["status"] == "ok"
+    assert main(["predict", str(run.path), str(big), "--max-pixels", "100"]) == 1
+    assert "decompression_bomb" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="max_pixels must be a positive number"):
+        imgclf.load(run, max_pixels=0)
