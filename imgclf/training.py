@@ -266,6 +266,8 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         print(f"model: {cfg.model.name}" + (f" (auto: {choice.reason})" if choice.reason else "")
               + f", weights {cfg.model.weights}, input {spec.height}x{spec.width}x{spec.channels}", flush=True)
         print(devices.describe() + (f"; {devices.note}" if devices.note else ""), flush=True)
+        for note in _unused_settings(cfg):
+            print(f"note: {note}", flush=True)
     with devices.scope():
         # The model comes before the images: weights that cannot be found fail before anything is decoded.
         model = (keras.saving.load_model(run.checkpoints / "last.keras") if resuming
@@ -315,6 +317,20 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         shutil.copyfile(best_path if best_path.exists() else run.checkpoints / "last.keras", tmp)
     manifest.to_csv(run.manifest_path)
     return run
+
+
+def _unused_settings(cfg: Config) -> list[str]:
+    """Settings that were given but do not apply to this model (they are kept in config.yaml as given)."""
+    defaults, notes = Config(), []
+    if cfg.model.name != "mlp" and cfg.model.hidden != defaults.model.hidden:
+        notes.append(f"hidden={list(cfg.model.hidden)} applies to the mlp model only; {cfg.model.name} ignores it")
+    if not _fine_tuned(cfg):
+        given = [f"{key}={getattr(cfg.train, key)!r}" for key in ("freeze_epochs", "unfreeze", "fine_tune_lr")
+                 if getattr(cfg.train, key) != getattr(defaults.train, key)]
+        if given:
+            notes.append(f"{', '.join(given)}: fine-tuning phases apply to a pretrained backbone only; "
+                         f"{cfg.model.name} without pretrained weights trains every layer in one phase")
+    return notes
 
 
 def _diverged(history: list[dict]) -> str:

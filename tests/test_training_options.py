@@ -282,3 +282,12 @@ def test_a_model_with_nan_weights_is_refused_when_loaded(tmp_path, data):
         imgclf.load(run)
     with pytest.raises(ValueError, match=r"NaN or infinite weights"):
         imgclf.evaluate(run, progress=False)
+
+
+def test_settings_the_model_does_not_use_are_named_when_training_starts(tmp_path, data, capsys):
+    imgclf.train(data, model="mlp", hidden=(16,), epochs=1, batch_size=8, freeze_epochs=1, unfreeze=2,
+                 out=tmp_path / "run", verbose=1, progress=False)
+    out = capsys.readouterr().out
+    assert ("note: freeze_epochs=1, unfreeze=2: fine-tuning phases apply to a pretrained backbone only; mlp without "
+            "pretrained weights trains every layer in one phase") in out
+    assert "hidden" not in out.split("note:")[1].split("\n")[0]  # mlp uses hidden
