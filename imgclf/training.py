@@ -31,7 +31,7 @@ from .distributed import fit_epochs
 from .config import Config, ImageSpec, TrainConfig
 from .manifest import Manifest
 from .models import ModelChoice, build_model, choose_model, default_image_size
-from .models.backbones import check_weights, describe_weights, get_backbone, set_trainable
+from .models.backbones import check_weights, describe_weights, find_backbone_layer, get_backbone, set_trainable
 from .monitoring import ResumableEarlyStopping, ValidationMacroF1, choose_monitor, monitor_mode
 from .phases import TRAIN, Phase, plan_phases, resolve_phases
 from .parallel import default_workers
@@ -272,6 +272,9 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         # The model comes before the images: weights that cannot be found fail before anything is decoded.
         model = (keras.saving.load_model(run.checkpoints / "last.keras") if resuming
                  else build_model(cfg.model, spec, len(classes)))
+    if verbose:
+        for note in _phase_notes(cfg, model):
+            print(f"note: {note}", flush=True)
 
     train_data = load_split(manifest, "train", classes, spec, data=cfg.data, progress=progress)
     val_data = load_split(manifest, "val", classes, spec, data=cfg.data, progress=progress)
@@ -330,6 +333,23 @@ def _unused_settings(cfg: Config) -> list[str]:
         if given:
             notes.append(f"{', '.join(given)}: fine-tuning phases apply to a pretrained backbone only; "
                          f"{cfg.model.name} without pretrained weights trains every layer in one phase")
+    return notes
+
+
+def _phase_notes(cfg: Config, model) -> list[str]:
+    """What the fine-tuning phases make of settings beyond what the run and the backbone hold."""
+    if not _fine_tuned(cfg):
+        return []
+    notes, train = [], cfg.train
+    if train.freeze_epochs is not None and train.freeze_epochs >= train.epochs and train.unfreeze != "none":
+        notes.append(f"freeze_epochs={train.freeze_epochs} is not below epochs={train.epochs}: every epoch trains "
+                     "the head only, and the backbone is never fine-tuned")
+    if isinstance(train.unfreeze, int):
+        backbone = get_backbone(cfg.model.name)
+        count = len(backbone.blocks(find_backbone_layer(model))) - 1  # the stem is not a block
+        if train.unfreeze > count:
+            notes.append(f"unfreeze={train.unfreeze} is more than the {count} blocks of {cfg.model.name}: "
+                         "fine-tuning trains all of them")
     return notes
 
 

@@ -254,3 +254,19 @@ def test_weights_of_another_model_are_refused_in_a_few_lines_with_the_fix(tmp_pa
             with pytest.raises(WeightsError, match=f"does not hold weights of mobilenet_v2 .*{hint}") as error:
                 build_model(ModelConfig(name="mobilenet_v2", weights=str(path)), ImageSpec(32, 32, 3), 2)
         assert not caught and len(str(error.value)) < 800
+
+
+def test_phase_settings_beyond_the_run_or_the_backbone_are_noted(tmp_path):
+    from imgclf.config import Config, with_options
+    from imgclf.training import _phase_notes
+
+    keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None).save_weights(
+        tmp_path / "mnv2.weights.h5")
+    cfg = with_options(Config(), model="mobilenet_v2", weights=str(tmp_path / "mnv2.weights.h5"), epochs=2,
+                       freeze_epochs=3, unfreeze=1000)
+    model = build_model(cfg.model, ImageSpec(32, 32, 3), 2)
+    blocks = len(get_backbone("mobilenet_v2").blocks(find_backbone_layer(model))) - 1
+    assert _phase_notes(cfg, model) == [
+        "freeze_epochs=3 is not below epochs=2: every epoch trains the head only, and the backbone is never fine-tuned",
+        f"unfreeze=1000 is more than the {blocks} blocks of mobilenet_v2: fine-tuning trains all of them"]
+    assert _phase_notes(with_options(cfg, freeze_epochs=1, unfreeze=2), model) == []
