@@ -262,6 +262,7 @@ def _head(path) -> bytes:
 
 
 _NOT_REGULAR = "not a regular file (a named pipe, socket or device)"
+_EMPTY = "the file is empty (0 bytes)"
 
 
 def _check_file(path) -> None:
@@ -275,7 +276,7 @@ def _check_file(path) -> None:
     if not stat.S_ISREG(status.st_mode):
         raise ImageDecodeError(path, ImageProblem.UNREADABLE, _NOT_REGULAR)
     if status.st_size == 0:
-        raise ImageDecodeError(path, ImageProblem.EMPTY_FILE, "the file is empty (0 bytes)")
+        raise ImageDecodeError(path, ImageProblem.EMPTY_FILE, _EMPTY)
 
 
 def _channels(mode: str) -> int:
@@ -554,7 +555,7 @@ def _read_once(path, limits: ImageLimits, target) -> tuple[FileCheck, np.ndarray
     header, pixels = None, None
     try:
         if not data:
-            raise ImageDecodeError(path, ImageProblem.EMPTY_FILE, "the file is empty (0 bytes)")
+            raise ImageDecodeError(path, ImageProblem.EMPTY_FILE, _EMPTY)
         with _open(io.BytesIO(data), path, limits) as image:
             header = _header_of(image, limits)
             if target is not None:
@@ -637,14 +638,12 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits(), draft: bool = Tru
         those of the full image in draft mode too.
     """
     try:
-        _check_file(path)
-        data = _read_bytes(path)
-    except ImageDecodeError as error:
-        sha1 = _sha1_or_none(path) if error.problem == ImageProblem.EMPTY_FILE else None
-        return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),))
+        data = _read_bytes(path)  # a missing file, a folder or a named pipe fails here, as in `_check_file`
     except OSError as error:
         return FileCheck(None, None, None, None, (Finding(ImageProblem.UNREADABLE, error.strerror or str(error)),))
     sha1 = hashlib.sha1(data).hexdigest()
+    if not data:
+        return FileCheck(sha1, None, None, None, (Finding(ImageProblem.EMPTY_FILE, _EMPTY),))
     try:
         with _open(io.BytesIO(data), path, limits) as opened:
             scaled = draft and opened.format == "JPEG"
@@ -658,10 +657,3 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits(), draft: bool = Tru
         width, height = full[::-1] if orientation in _SIDEWAYS_ORIENTATIONS else full
     findings += _shape_findings(width, height, limits)
     return FileCheck(sha1, width, height, _channels(stored_mode), tuple(findings))
-
-
-def _sha1_or_none(path) -> str | None:
-    try:
-        return hashlib.sha1(_read_bytes(path)).hexdigest()
-    except OSError:
-        return None
