@@ -177,6 +177,18 @@ class FileCheck:
 
 # Opening -------------------------------------------------------------------
 
+# The first bytes of the image formats imgclf reads (RIFF is checked for WEBP below).
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def _signature_format(head: bytes) -> str | None:
+    """The image format whose signature `head` starts with, or `None`."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for signature, name in _SIGNATURES if head.startswith(signature)), None)
+
+
 def _describe_non_image(head: bytes) -> str:
     text = head.lstrip().lower()
     for prefix, name in ((b"%pdf", "a PDF document"), (b"<svg", "an SVG drawing"), (b"<?xml", "an XML/SVG file"),
@@ -210,6 +222,10 @@ def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
                 image = Image.open(source)
             except UnidentifiedImageError:
                 head = source.getvalue()[:256] if isinstance(source, io.BytesIO) else _head(path)
+                image_format = _signature_format(head)
+                if image_format:  # an image file cut short before its header ends, or a damaged header
+                    raise ImageDecodeError(path, ImageProblem.TRUNCATED, f"the file starts as a {image_format} image but "
+                                           "Pillow cannot read its header: cut short or damaged") from None
                 raise ImageDecodeError(path, ImageProblem.NOT_AN_IMAGE, _describe_non_image(head)) from None
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
                 raise ImageDecodeError(path, ImageProblem.DECOMPRESSION_BOMB, _bomb_detail(error, limits)) from None

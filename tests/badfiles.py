@@ -68,6 +68,16 @@ def truncated_png(path):
     return write(path, data[: len(data) // 2])
 
 
+def header_only_png(path):
+    """A PNG cut right after its IHDR chunk: Pillow cannot even identify it."""
+    data = _png_bytes(_rgb((64, 64)))
+    return write(path, data[: 8 + 25])
+
+
+def signature_only_jpeg(path):
+    return write(path, _jpeg_bytes(_rgb())[:3])
+
+
 def bad_crc_png(path):
     data = bytearray(_png_bytes(_rgb((32, 32))))
     idat = data.index(b"IDAT")
@@ -207,6 +217,8 @@ BAD_FILES = {
     "document.jpg": (pdf, "error", "not_an_image"),
     "truncated.jpg": (truncated_jpeg, "error", "truncated"),
     "truncated.png": (truncated_png, "error", "truncated"),
+    "header_only.png": (header_only_png, "error", "truncated"),
+    "jpeg_signature_only.jpg": (signature_only_jpeg, "error", "truncated"),
     "bad_crc.png": (bad_crc_png, "error", "corrupt"),
     "garbled.png": (garbled_png, "error", "corrupt"),
     "rows_missing.png": (rows_missing_png, "error", "truncated"),
