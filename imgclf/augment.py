@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from albumentations.core.serialization import SERIALIZABLE_REGISTRY, shorten_class_name  # noqa: E402
 
-from .config import AugmentConfig, ConfigError  # noqa: E402
+from .config import AugmentConfig, ConfigError, load_yaml  # noqa: E402
 
 PRESETS = ("none", "light", "standard", "heavy")
 # The default: the preset chosen by the images' channels (`auto_preset`).
@@ -150,7 +150,7 @@ def augment_from_yaml(text: str, *, source: str = "augmentation YAML", flip: boo
         AugmentError: naming the transform and argument that are wrong.
     """
     try:
-        values = yaml.safe_load(text)
+        values = load_yaml(text)
     except yaml.YAMLError as error:
         raise AugmentError(f"{source} is not valid YAML: {error}") from None
     return pipeline_from_dict(values, source=source, flip=flip)

@@ -10,6 +10,7 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -480,7 +481,7 @@ def load_config(path) -> Config:
     """
     path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        values = load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"Config file not found: {path}. Check the path or omit --config.") from None
     except UnicodeDecodeError as error:
@@ -488,6 +489,28 @@ def load_config(path) -> Config:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     return Config.from_dict(values or {}, source=str(path))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        lines = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, Hashable) and key in lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice (lines {lines[key]} and "
+                    f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str):
+    """`yaml.safe_load` that refuses a key given twice in one mapping instead of keeping the last silently."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def dump_config(cfg: Config) -> str:

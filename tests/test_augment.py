@@ -97,6 +97,7 @@ def test_an_invalid_yaml_file_names_the_file_the_transform_and_the_argument(tmp_
     ("", "an augmentation pipeline must be a mapping with a 'transform' key (the format of a run's augment.yaml). Received: None"),
     ("preset: standard\n", "no 'transform' key"),
     ("transform: [\n", "is not valid YAML"),
+    ("transform:\n  __class_fullname__: Compose\n  transforms: []\n  transforms: []\n", "the key 'transforms' is given twice (lines 3 and 4)"),
 ])
 def test_a_file_that_is_not_a_pipeline_mapping_is_refused(tmp_path, text, message):
     path = tmp_path / "bad.yaml"

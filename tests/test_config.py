@@ -1,6 +1,6 @@
 import pytest
 
-from imgclf.config import Config, ConfigError, dump_config, load_config, with_options
+from imgclf.config import Config, ConfigError, dump_config, load_config, load_yaml, with_options
 
 
 def test_yaml_round_trip(tmp_path):
@@ -67,6 +67,15 @@ def test_yaml_takes_values_as_a_person_writes_them(tmp_path):
     path.write_text("train:\n  learning_rate: fast\n")
     with pytest.raises(ConfigError, match=r"learning_rate must be of type float. Received: train.learning_rate='fast'"):
         load_config(path)
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  epochs: 3\n  learning_rate: 0.01\n  epochs: 30\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml is not valid YAML: the key 'epochs' is given twice \(lines 2 and 4\)"):
+        load_config(path)
+    # A key merged in with `<<` may be overridden.
+    assert load_yaml("base: &b {epochs: 3}\ntrain:\n  <<: *b\n  epochs: 4\n")["train"] == {"epochs": 4}
 
 
 def test_a_config_that_is_not_utf8_names_the_file(tmp_path):
