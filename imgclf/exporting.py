@@ -39,8 +39,11 @@ FORMATS = ("keras", "savedmodel", "tflite")
 QUANTIZATIONS = ("none", "dynamic", "int8")
 FLOAT_TOLERANCE = 1e-4
 QUANTIZED_AGREEMENT = 0.99
-# The check predicts at most this many validation images (the first ones of the manifest).
+# The check predicts at most this many validation images (the first ones of the manifest)...
 MAX_CHECK_IMAGES = 2000
+# ...and at least this many when the run has them: a smaller validation split is topped up with test, then
+# training images, so that a 99% agreement means something.
+MIN_CHECK_IMAGES = 200
 # Training images that calibrate int8 activations.
 REPRESENTATIVE_IMAGES = 200
 _MODEL_FILES = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite"}
@@ -57,7 +60,8 @@ class ParityCheck:
 
     Attributes:
         images: images predicted by both.
-        split: the split they came from (`"val"`, else `"test"` or `"train"`).
+        split: the splits they came from: `"val"`, or e.g. `"val + train"`
+            when the validation split holds fewer than `MIN_CHECK_IMAGES`.
         max_abs_difference: largest absolute difference of any probability.
         top1_agreement: fraction of images with the same most probable class.
         metric: `"max_abs_difference"` (float export) or `"top1_agreement"`
@@ -206,16 +210,24 @@ def export(run, *, format: str = "keras", quantize: str = "none", out=None, prog
 # Images for the check and the calibration -------------------------------------
 
 def _check_images(run: RunDir, cfg, classes, spec, *, progress: bool) -> tuple[np.ndarray, str]:
-    """The first `MAX_CHECK_IMAGES` validation images (else test, else train), decoded through the cache."""
+    """The first `MAX_CHECK_IMAGES` validation images, topped up to `MIN_CHECK_IMAGES` with test, then training
+    images, decoded through the cache; and the splits they came from, e.g. `"val"` or `"val + train"`."""
     from .pipeline import load_split
 
     manifest = run.manifest()
+    parts, splits = [], []
     for split in ("val", "test", "train"):
+        taken = sum(map(len, parts))
+        if taken >= MIN_CHECK_IMAGES:
+            break
         if manifest.split(split):
             data = load_split(manifest, split, classes, spec, data=cfg.data, progress=progress)
             if len(data):
-                return np.asarray(data.images[:MAX_CHECK_IMAGES]), split
-    raise ValueError(f"{run.manifest_path} lists no usable image to check the export on. Train the run again.")
+                parts.append(np.asarray(data.images[:MAX_CHECK_IMAGES - taken]))
+                splits.append(split)
+    if not parts:
+        raise ValueError(f"{run.manifest_path} lists no usable image to check the export on. Train the run again.")
+    return np.concatenate(parts), " + ".join(splits)
 
 
 def _representative_images(run: RunDir, cfg, classes, spec, progress: bool) -> np.ndarray:
