@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sampler", choices=["shuffle", "balanced"], help="balanced: each epoch draws every class "
                        "evenly, with replacement for small ones (default shuffle)")
     train.add_argument("--mixed-precision", action="store_const", const=True,
-                       help="mixed_float16 on a GPU; ignored with a note on a CPU")
+                       help="mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bfloat16 instructions (AVX512_BF16, AMX); "
+                            "ignored with a note on other CPUs")
     train.add_argument("--strategy", choices=["auto", "default", "mirrored", "multi-worker"],
                        help="devices: mirrored copies the model to every GPU; multi-worker trains on several "
                        "machines, as TF_CONFIG describes; auto (default) picks mirrored with several GPUs")

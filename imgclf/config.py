@@ -255,8 +255,10 @@ class TrainConfig:
             the split holds, drawn evenly from every class, with
             replacement for classes too small). Defaults to `"shuffle"`.
         mixed_precision: compute in float16 with float32 weights
-            (`mixed_float16`) on a GPU. On a CPU it would be slower, so it
-            is ignored with a note. Defaults to `False`.
+            (`mixed_float16`) on a GPU, in bfloat16 (`mixed_bfloat16`) on a
+            CPU with bfloat16 instructions (AVX512_BF16 or AMX). On other
+            CPUs it would be slower, so it is ignored with a note.
+            `model.keras` computes in float32 either way. Defaults to `False`.
         strategy: how training is spread over devices: `"default"` (one
             device), `"mirrored"` (`tf.distribute.MirroredStrategy`: a copy of
             the model on every GPU, or on every logical CPU device without

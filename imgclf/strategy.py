@@ -27,7 +27,8 @@ class Devices:
         name: `"default"`, `"mirrored"` or `"multi-worker"`.
         strategy: the `tf.distribute.Strategy`.
         devices: names of this process's devices the model is copied to.
-        precision: the Keras dtype policy, `"float32"` or `"mixed_float16"`.
+        precision: the Keras dtype policy: `"float32"`, `"mixed_float16"`
+            (a GPU) or `"mixed_bfloat16"` (a CPU with bfloat16 instructions).
         note: why a requested setting was not used, or `None`.
         chief: whether this process writes the run directory (every
             process but the non-chief workers of a multi-worker cluster).
@@ -76,9 +77,10 @@ def choose_devices(strategy: str = "auto", *, mixed_precision: bool = False) -> 
             processes `TF_CONFIG` lists, each with its GPUs or its CPU) or
             `"auto"` (`"mirrored"` with several GPUs, else `"default"`).
             Defaults to `"auto"`.
-        mixed_precision: use `mixed_float16` on a GPU. Without a GPU it
-            would only be slower, so it is left out and `note` says so.
-            Defaults to `False`.
+        mixed_precision: use `mixed_float16` on a GPU, `mixed_bfloat16` on
+            a CPU that computes bfloat16 natively (`cpu_has_bfloat16`). On
+            any other CPU it would only be slower, so it is left out and
+            `note` says so. Defaults to `False`.
 
     Returns:
         A `Devices`.
@@ -112,9 +114,56 @@ def choose_devices(strategy: str = "auto", *, mixed_precision: bool = False) -> 
     if mixed_precision:
         if gpus:
             precision = "mixed_float16"
+        elif cpu_has_bfloat16():
+            precision = "mixed_bfloat16"
         else:
-            note = "mixed precision needs a GPU and would be slower on this CPU: training in float32"
+            note = ("mixed precision needs a GPU, or a CPU with bfloat16 instructions (AVX512_BF16 or AMX), and "
+                    "would be slower on this CPU: training in float32")
     return Devices(name, chosen, devices, precision, note, chief=name != "multi-worker" or is_chief(), workers=workers)
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (the `avx512_bf16` or `amx_bf16` flag of Linux's
+    /proc/cpuinfo), where `mixed_bfloat16` trains faster than float32; elsewhere TensorFlow would emulate it."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def float32_model(model):
+    """A copy of `model` whose every layer computes in float32, with the same weights.
+
+    A model trained under a mixed-precision policy keeps its weights in float32
+    but computes in float16 or bfloat16; the copy is what a run saves as
+    `model.keras`, so that predicting, evaluating and exporting it give the
+    same numbers on any machine.
+    """
+    if all(not layer.dtype_policy.name.startswith("mixed_") for layer in _all_layers(model)):
+        return model
+    copy = model.__class__.from_config(_float32_config(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+def _float32_config(value):
+    """`value` (a Keras config) with every mixed dtype policy replaced by float32."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "DTypePolicy" and str(value.get("config", {}).get("name", "")).startswith("mixed_"):
+            return {**value, "config": {**value["config"], "name": "float32"}}
+        return {key: _float32_config(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_float32_config(item) for item in value]
+    return value
 
 
 def _tf_config() -> dict:

@@ -38,7 +38,7 @@ from .parallel import default_workers
 from .pipeline import ImageBatches, SplitImages, load_split, resolve_image_spec
 from .progress import EpochProgress
 from .schedules import schedule_callbacks
-from .strategy import Devices, choose_devices
+from .strategy import Devices, choose_devices, float32_model
 from .files import atomic_path, read_json, write_csv, write_json, write_text
 from .runs import RunDir, RunError
 
@@ -316,8 +316,12 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     if diverged and verbose:
         print(f"training stopped: {diverged}; model.keras holds the best epoch before it "
               f"(by {checkpoint.monitor}). A lower learning rate (--lr) may train further.", flush=True)
-    with atomic_path(run.model_path) as tmp:
-        shutil.copyfile(best_path if best_path.exists() else run.checkpoints / "last.keras", tmp)
+    chosen = best_path if best_path.exists() else run.checkpoints / "last.keras"
+    if devices.precision == "float32":
+        with atomic_path(run.model_path) as tmp:
+            shutil.copyfile(chosen, tmp)
+    else:  # trained in mixed precision: model.keras computes in float32, as every run's does
+        run.save_model(float32_model(keras.saving.load_model(chosen)))
     manifest.to_csv(run.manifest_path)
     return run
 

@@ -9,7 +9,8 @@ from imgclf.cli import main
 from imgclf.runs import RunDir
 
 
-def test_train_flags_reach_config_yaml_and_the_log_has_one_line_per_epoch(tmp_path, capsys):
+def test_train_flags_reach_config_yaml_and_the_log_has_one_line_per_epoch(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("imgclf.strategy.cpu_has_bfloat16", lambda: False)
     data = make_class_folder(tmp_path / "data", per_class=10)
     status = main(["train", str(data), "--out", str(tmp_path / "run"), "--model", "mlp", "--hidden", "16",
                    "--epochs", "3", "--batch-size", "8", "--optimizer", "sgd", "--momentum", "0", "--lr", "0.05",

@@ -227,12 +227,32 @@ def test_tensorboard_event_files_hold_the_epoch_scalars(tmp_path, data):
     assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= tags
 
 
-def test_mixed_precision_on_cpu_trains_in_float32_with_a_note(tmp_path, data, capsys):
+def test_mixed_precision_on_a_cpu_without_bfloat16_trains_in_float32_with_a_note(tmp_path, data, capsys, monkeypatch):
+    monkeypatch.setattr("imgclf.strategy.cpu_has_bfloat16", lambda: False)
     run = imgclf.train(data, epochs=1, mixed_precision=True, out=tmp_path / "run", **{**TINY, "verbose": 2})
-    assert "mixed precision needs a GPU" in capsys.readouterr().out
+    assert "mixed precision needs a GPU, or a CPU with bfloat16 instructions" in capsys.readouterr().out
     env = json.loads(run.environment_path.read_text())
     assert env["precision"]["policy"] == "float32"
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_mixed_precision_on_a_cpu_with_bfloat16_trains_in_bfloat16_and_saves_a_float32_model(tmp_path, data, capsys,
+                                                                                             monkeypatch):
+    monkeypatch.setattr("imgclf.strategy.cpu_has_bfloat16", lambda: True)  # TensorFlow emulates it where it is not
+    run = imgclf.train(data, model="small_cnn", epochs=2, mixed_precision=True, image_size=(12, 12), batch_size=8,
+                       out=tmp_path / "run", verbose=2, progress=False)
+    out = capsys.readouterr().out
+    assert "mixed_bfloat16" in out and "needs a GPU" not in out
+    assert json.loads(run.environment_path.read_text())["precision"]["policy"] == "mixed_bfloat16"
+    trained = keras.saving.load_model(run.checkpoints / "best.keras")
+    conv = next(layer for layer in trained.layers if layer.name.startswith("conv2d"))
+    assert conv.compute_dtype == "bfloat16" and trained.get_layer("probabilities").compute_dtype == "float32"
+    saved = run.load_model()  # model.keras: the same weights, every layer in float32
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
+    for mine, theirs in zip(saved.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    assert keras.config.dtype_policy().name == "float32"
+    assert imgclf.evaluate(run, split="val", progress=False).error_rate is not None
 
 
 def test_on_a_terminal_each_epoch_has_a_bar_with_images_per_second(capsys):

@@ -18,6 +18,18 @@ AUTO = "auto"
 SCRATCH_DEFAULT = "small_cnn"
 
 
+def probabilities_layer(num_classes: int):
+    """The last layer of every model: a softmax `Dense` named `probabilities`.
+
+    It computes in float32 under a mixed-precision policy too, as Keras'
+    mixed-precision guide advises: probabilities in float16 or bfloat16 lose
+    the small values the loss and the confidence depend on.
+    """
+    from keras import layers
+
+    return layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")
+
+
 def _load_definitions() -> None:
     # Importing the modules runs their registrations.
     from . import backbones, scratch  # noqa: F401

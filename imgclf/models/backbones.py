@@ -27,7 +27,7 @@ import keras
 from keras import layers
 
 from ..config import ImageSpec, ModelConfig
-from . import MODELS
+from . import MODELS, probabilities_layer
 
 # ImageNet mean and standard deviation of RGB in [0, 1], for backbones trained in PyTorch's convention.
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -226,7 +226,7 @@ def classification_head(features, num_classes: int, *, dropout: float = 0.2):
     x = layers.GlobalAveragePooling2D(name="pool")(features)
     if dropout:
         x = layers.Dropout(dropout, name="head_dropout")(x)
-    return layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return probabilities_layer(num_classes)(x)
 
 
 def create_backbone(backbone: Backbone, weights: str | None, spec: ImageSpec) -> keras.Model:

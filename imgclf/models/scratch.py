@@ -6,7 +6,7 @@ import keras
 from keras import layers
 
 from ..config import ImageSpec, ModelConfig
-from . import MODELS
+from . import MODELS, probabilities_layer
 
 
 def _inputs(spec: ImageSpec):
@@ -29,7 +29,7 @@ def mlp(cfg: ModelConfig, spec: ImageSpec, num_classes: int) -> keras.Model:
         x = layers.Dense(width, activation="relu")(x)
         if rate:
             x = layers.Dropout(rate)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = probabilities_layer(num_classes)(x)
     return keras.Model(inputs, outputs, name="mlp")
 
 
@@ -44,7 +44,7 @@ def cnn(cfg: ModelConfig, spec: ImageSpec, num_classes: int) -> keras.Model:
     x = layers.Dropout(_dropout(cfg, 0.2))(x)
     x = layers.Flatten()(x)
     x = layers.Dense(128, activation="relu")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = probabilities_layer(num_classes)(x)
     return keras.Model(inputs, outputs, name="cnn")
 
 
@@ -61,5 +61,5 @@ def small_cnn(cfg: ModelConfig, spec: ImageSpec, num_classes: int) -> keras.Mode
             x = layers.MaxPooling2D(2)(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(_dropout(cfg, 0.3))(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = probabilities_layer(num_classes)(x)
     return keras.Model(inputs, outputs, name="small_cnn")
