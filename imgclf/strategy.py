@@ -141,18 +141,9 @@ def float32_model(model):
     `model.keras`, so that predicting, evaluating and exporting it give the
     same numbers on any machine.
     """
-    if all(not layer.dtype_policy.name.startswith("mixed_") for layer in _all_layers(model)):
-        return model
     copy = model.__class__.from_config(_float32_config(model.get_config()))
     copy.set_weights(model.get_weights())
     return copy
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
 
 
 def _float32_config(value):
