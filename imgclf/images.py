@@ -182,7 +182,7 @@ _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8
                (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 
 
-def _signature_format(head: bytes) -> str | None:
+def signature_format(head: bytes) -> str | None:
     """The image format whose signature `head` starts with, or `None`."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"
@@ -222,7 +222,7 @@ def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
                 image = Image.open(source)
             except UnidentifiedImageError:
                 head = source.getvalue()[:256] if isinstance(source, io.BytesIO) else _head(path)
-                image_format = _signature_format(head)
+                image_format = signature_format(head)
                 if image_format:  # an image file cut short before its header ends, or a damaged header
                     raise ImageDecodeError(path, ImageProblem.TRUNCATED, f"the file starts as a {image_format} image but "
                                            "Pillow cannot read its header: cut short or damaged") from None

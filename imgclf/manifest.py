@@ -10,15 +10,18 @@ import collections
 import csv
 import dataclasses
 import hashlib
+import io
 import math
 import os
+import unicodedata
 from pathlib import Path
 from typing import Sequence
 
 from .cache import StagedImages, scan_is_cached, scan_record
 from .config import ImageSpec
 from .files import escape_name, unescape_name, write_csv
-from .images import IMAGE_EXTENSIONS, FileCheck, ImageLimits, ImageProblem, Severity, check_header, inspect_file
+from .images import (IMAGE_EXTENSIONS, FileCheck, ImageLimits, ImageProblem, Severity, check_header, inspect_file,
+                     signature_format)
 from .parallel import parallel_map
 
 SPLITS = ("train", "val", "test")
@@ -340,9 +343,11 @@ def scan(
                               record=scan_record(root, cache_spec, limits, cache_dir))
     read_files(entries, limits=limits, decode=decode, workers=workers, progress=progress, staged=staged)
     flag_duplicates(entries)
+    given = {entry.split for entry in entries if entry.split}  # by the folders or the CSV
     assign_splits(entries, val=val, test=test, seed=seed)
     manifest = Manifest(entries, root=str(root), notes=notes, staged=staged)
     manifest.notes.extend(_class_size_notes(manifest))
+    manifest.notes.extend(_empty_split_notes(manifest, {"val": val, "test": test}, given))
     manifest.note_leaks()
     return manifest
 
@@ -481,7 +486,8 @@ def _entries_from_folder(root: Path) -> tuple[list[Entry], list[str]]:
         raise DatasetError(f"{escape_name(str(root))} has split folders {sorted(p.name for p in folders)} but no train/ folder. Add train/<class>/ images.")
 
     # A class is named after its folder; a folder name that is not valid UTF-8 becomes a label with the bytes escaped.
-    folders = [(str(folder), escape_name(folder.name), split) for parent, split in parents for folder in _class_folders(parent)]
+    folders = [(str(folder), class_name(escape_name(folder.name)), split)
+               for parent, split in parents for folder in _class_folders(parent)]
     images, others, notes, skipped = _walk_class_folders([(folder, label) for folder, label, _ in folders])
     entries = []
     for index, (folder, label, split) in enumerate(folders):
@@ -498,25 +504,59 @@ def _entries_from_folder(root: Path) -> tuple[list[Entry], list[str]]:
 
 
 def _entries_from_csv(path: Path) -> tuple[list[Entry], list[str]]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        fields = [f.strip().lower() for f in reader.fieldnames or []]
-        if "path" not in fields or "label" not in fields:
-            received = ", ".join(reader.fieldnames) if reader.fieldnames else "none (the file is empty)"
-            raise DatasetError(f"{escape_name(str(path))} needs a header with columns path,label (optional split). "
-                               f"Received columns: {received}")
-        rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
-    entries = []
+    reader = csv.DictReader(io.StringIO(_csv_text(path), newline=""))
+    fields = [f.strip().lower() for f in reader.fieldnames or []]
+    if "path" not in fields or "label" not in fields:
+        received = ", ".join(reader.fieldnames) if reader.fieldnames else "none (the file is empty)"
+        raise DatasetError(f"{escape_name(str(path))} needs a header with columns path,label (optional split). "
+                           f"Received columns: {received}")
+    rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    entries, first_line, repeats = [], {}, []
     for number, row in enumerate(rows, start=2):
         split = SPLIT_FOLDER_NAMES.get(row.get("split", "").lower(), None) if row.get("split") else ""
         if split is None:
-            raise DatasetError(f"{path}, line {number}: unknown split {row['split']!r}. Use train, val or test (or leave it empty).")
+            raise DatasetError(f"{escape_name(str(path))}, line {number}: unknown split {row['split']!r}. Use train, val or test (or leave it empty).")
         if not row["label"]:
-            raise DatasetError(f"{path}, line {number}: empty label for {row['path']!r}.")
+            raise DatasetError(f"{escape_name(str(path))}, line {number}: empty label for {row['path']!r}.")
         file = Path(unescape_name(row["path"]))
         file = file if file.is_absolute() else path.parent / file
-        entries.append(Entry(path=os.path.abspath(file), label=row["label"], split=split))
-    return entries, []
+        entry = Entry(path=os.path.abspath(file), label=class_name(row["label"]), split=split)
+        first = first_line.setdefault((entry.path, entry.label), number)
+        if first == number:
+            entries.append(entry)
+        else:
+            repeats.append((number, first))
+    if entries and all(entry.split in ("val", "test") for entry in entries):
+        raise DatasetError(f"{escape_name(str(path))}: the split column names only val and test, which leaves nothing to "
+                           "train on. Mark the training images train, or leave their split empty.")
+    notes = []
+    if repeats:
+        number, first = repeats[0]
+        notes.append(f"{len(repeats)} row(s) of {escape_name(str(path))} repeat a file and label of an earlier row (line "
+                     f"{number} repeats line {first}): each file is used once")
+    return entries, notes
+
+
+def _csv_text(path: Path) -> str:
+    """The text of a CSV dataset; an image, or a file that is not UTF-8, is refused with what to pass instead."""
+    data = path.read_bytes()
+    image_format = signature_format(data[:16])
+    if image_format:
+        raise DatasetError(f"{escape_name(str(path))} is a {image_format} image, not a dataset. Pass a folder with one "
+                           "subfolder per class, or a CSV with path,label columns; `imgclf predict RUN FILE` classifies "
+                           "single images.")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise DatasetError(f"{escape_name(str(path))}, line {line}: not UTF-8 text (byte {data[error.start]:#04x}). Save "
+                           "the CSV as UTF-8 (Excel: \"CSV UTF-8\").") from None
+
+
+def class_name(label: str) -> str:
+    """A class name as imgclf keeps it: in Unicode's composed form (NFC), so that "é" typed as one character and
+    "é" as "e" plus an accent (macOS writes folder names so) are the same class."""
+    return unicodedata.normalize("NFC", label)
 
 
 def _printable(label: str) -> str:
@@ -537,6 +577,15 @@ def _class_size_notes(manifest: Manifest) -> list[str]:
             effect = "the model cannot learn them" if split == "train" else f"their {split} results cannot be measured"
             notes.append(f"{len(missing)} class(es) have no {split} images ({', '.join(map(repr, missing))}): {effect}")
     return notes
+
+
+def _empty_split_notes(manifest: Manifest, fractions: dict[str, float], given: set[str]) -> list[str]:
+    """A split that was asked for (`fractions`, not `given` by the data) but holds no image: no class is large enough."""
+    return [f"no {split} images: --{split} {fraction:g} of each class rounds to 0 images here (a class needs at least "
+            f"3 distinct images to give one to val and test); add images, or results can only be measured on the "
+            "training images, which the model has learned"
+            for split, fraction in fractions.items()
+            if fraction > 0 and split not in given and manifest.usable and not manifest.split(split)]
 
 
 # Reading files ------------------------------------------------------------

@@ -333,3 +333,52 @@ def test_a_presplit_folder_with_one_picture_in_train_and_test_is_noted_by_the_sc
     assert "circle_000.png" in leaks[0] and "again.png" in leaks[0]
     assert m.cross_split_duplicates()[0][1] == sorted([str(tmp_path / "data" / "test" / "circle" / "again.png"),
                                                        str(tmp_path / "data" / "train" / "circle" / "circle_000.png")])
+
+
+def test_a_csv_dataset_that_is_not_utf8_or_is_an_image_says_what_to_pass(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=2, classes=["circle", "square"])
+    (tmp_path / "latin1.csv").write_bytes("path,label\ndata/circle/circle_000.png,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"latin1.csv, line 2: not UTF-8 text \(byte 0xe9\). Save the CSV as UTF-8"):
+        scan(tmp_path / "latin1.csv", progress=False)
+    with pytest.raises(DatasetError, match=r"circle_000.png is a PNG image, not a dataset. Pass a folder with one "
+                                           r"subfolder per class, or a CSV"):
+        scan(root / "circle" / "circle_000.png", progress=False)
+
+
+def test_a_csv_row_repeating_a_file_is_used_once_with_a_note(tmp_path):
+    make_class_folder(tmp_path / "data", per_class=4, classes=["circle", "square"])
+    rows = [f"data/{c}/{c}_{i:03d}.png,{c}" for c in ("circle", "square") for i in range(4)]
+    (tmp_path / "labels.csv").write_text("\n".join(["path,label", *rows, rows[0], rows[0]]) + "\n")
+    m = scan(tmp_path / "labels.csv", progress=False)
+    assert len(m.entries) == 8 and not any(e.problem == "duplicate" for e in m.entries)
+    assert "2 row(s) of" in " ".join(m.notes) and "(line 10 repeats line 2): each file is used once" in " ".join(m.notes)
+
+
+def test_a_csv_naming_only_val_and_test_splits_is_refused(tmp_path):
+    make_class_folder(tmp_path / "data", per_class=4, classes=["circle", "square"])
+    rows = [f"data/{c}/{c}_{i:03d}.png,{c},{'val' if i % 2 else 'test'}" for c in ("circle", "square") for i in range(4)]
+    (tmp_path / "labels.csv").write_text("\n".join(["path,label,split", *rows]) + "\n")
+    with pytest.raises(DatasetError, match="the split column names only val and test, which leaves nothing to train "
+                                           "on. Mark the training images train, or leave their split empty"):
+        scan(tmp_path / "labels.csv", progress=False)
+
+
+def test_a_split_asked_for_but_too_small_to_get_an_image_is_noted(tmp_path):
+    m = scan(make_class_folder(tmp_path / "data", per_class=2, classes=["circle", "square"]), progress=False)
+    notes = " ".join(m.notes)
+    assert "no val images: --val 0.15 of each class rounds to 0 images here" in notes and "no test images" in notes
+    quiet = scan(tmp_path / "data", val=0.15, test=0.0, progress=False)  # --test 0 is a choice
+    assert not any("no test images" in note for note in quiet.notes)
+
+
+def test_class_names_written_in_either_unicode_form_are_one_class(tmp_path):
+    import unicodedata
+
+    # "café" as typed on Linux (NFC), and as macOS writes folder names (NFD): two folders, one class.
+    for number, label in enumerate([unicodedata.normalize(form, "caf\u00e9") for form in ("NFC", "NFD")] + ["tea"]):
+        folder = tmp_path / "data" / label
+        folder.mkdir(parents=True)
+        for i in range(3):
+            draw_example(CLASS_STYLES["circle" if number < 2 else "square"], 10 * number + i).save(folder / f"{i}.png")
+    m = scan(tmp_path / "data", progress=False)
+    assert m.classes == ["caf\u00e9", "tea"] and len(m.usable) == 9
