@@ -215,6 +215,21 @@ class RunDir:
     def write_environment(self, *, seeds: dict, data_hash: str, extra: dict | None = None) -> None:
         write_json(self.environment_path, environment_record(seeds=seeds, data_hash=data_hash, extra=extra))
 
+    def remove_evaluations(self) -> list[str]:
+        """Removes `eval/` and `report.html`, which describe the `model.keras` a resumed run is about to replace.
+
+        Returns:
+            The names removed, e.g. `["eval/", "report.html"]`.
+        """
+        removed = []
+        if (self.path / "eval").is_dir():
+            shutil.rmtree(self.path / "eval")
+            removed.append("eval/")
+        if (self.path / "report.html").is_file():
+            (self.path / "report.html").unlink()
+            removed.append("report.html")
+        return removed
+
     def save_model(self, model, path=None) -> Path:
         """Saves a Keras model atomically, by default to `model.keras`."""
         path = Path(path or self.model_path)

@@ -316,6 +316,10 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     if diverged and verbose:
         print(f"training stopped: {diverged}; model.keras holds the best epoch before it "
               f"(by {checkpoint.monitor}). A lower learning rate (--lr) may train further.", flush=True)
+    removed = run.remove_evaluations()  # results of the model.keras replaced below
+    if removed and verbose:
+        print(f"removed {' and '.join(removed)} of the previous model.keras: run `imgclf evaluate {run.path}` again",
+              flush=True)
     chosen = best_path if best_path.exists() else run.checkpoints / "last.keras"
     if devices.precision == "float32":
         with atomic_path(run.model_path) as tmp:

@@ -108,6 +108,16 @@ def test_resume_keeps_the_runs_own_settings_and_refuses_changes(tmp_path):
         imgclf.train(data, epochs=3, out=run.path, resume=True, verbose=0, progress=False)
 
 
+def test_resuming_a_finished_run_removes_the_evaluations_of_its_previous_model(tmp_path, capsys):
+    data = make_class_folder(tmp_path / "data", per_class=10)
+    run = imgclf.train(data, model="mlp", hidden=(8,), epochs=1, out=tmp_path / "run", verbose=0, progress=False)
+    imgclf.report(run, imgclf.evaluate(run, split="test", progress=False))
+    assert (run.path / "eval" / "test" / "metrics.json").exists() and (run.path / "report.html").exists()
+    imgclf.train(data, epochs=3, out=run.path, resume=True, verbose=1, progress=False)  # a new model.keras
+    assert "removed eval/ and report.html of the previous model.keras" in capsys.readouterr().out
+    assert not (run.path / "eval").exists() and not (run.path / "report.html").exists()
+
+
 def test_history_row_of_an_unfinished_epoch_is_replaced_on_resume(tmp_path):
     data = make_class_folder(tmp_path / "data", per_class=10)
     run = imgclf.train(data, model="mlp", hidden=(16,), epochs=2, out=tmp_path / "run", verbose=0, progress=False)
