@@ -63,7 +63,10 @@ def wilson_interval(errors: int, total: int, z: float = _Z95) -> tuple[float, fl
     denominator = 1 + z * z / total
     center = (p + z * z / (2 * total)) / denominator
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return max(0.0, center - half), min(1.0, center + half)
+    # At 0 errors (or all wrong) the bound is exactly 0 (or 1); the formula leaves a rounding error like 5.6e-17.
+    low = 0.0 if errors == 0 else max(0.0, center - half)
+    high = 1.0 if errors == total else min(1.0, center + half)
+    return low, high
 
 
 def calibration_bins(y_true: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict]:

@@ -134,6 +134,12 @@ def test_wilson_interval_matches_published_values():
     assert wilson_interval(100, 100)[1] == 1.0
 
 
+def test_wilson_interval_is_exactly_0_at_no_errors_and_1_when_all_are_wrong():
+    # The formula leaves rounding errors (5.6e-17 for 0 of 3) that a report would print.
+    for total in range(1, 300):
+        assert wilson_interval(0, total)[0] == 0.0 and wilson_interval(total, total)[1] == 1.0
+
+
 def test_expected_calibration_error_matches_a_hand_computed_case():
     y_true = np.array([0, 1, 0, 0])
     probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.55, 0.45]])
