@@ -226,6 +226,19 @@ def test_confusion_matrix_labels_never_overlap(num_classes):
         plt.close(figure)
 
 
+def test_a_long_class_name_is_cut_on_the_confusion_matrix_axes():
+    import matplotlib.pyplot as plt
+
+    from imgclf.reporting import confusion_matrix_figure
+
+    figure = confusion_matrix_figure(_evaluation_of(3, name_length=200))
+    try:
+        labels = [t.get_text() for t in figure.axes[0].get_yticklabels() if t.get_text()]
+        assert labels[0] == "class_000_" + "x" * 21 + "…"  # 32 characters: the matrix keeps its room
+    finally:
+        plt.close(figure)
+
+
 def test_confusion_matrix_png_of_150_classes(tmp_path):
     from PIL import Image
 
@@ -267,6 +280,8 @@ def test_compare_puts_runs_side_by_side_and_marks_differences(reported_run, tmp_
     assert rows["model"]["run"] == "small_cnn" and rows["model"]["mlp-run"] == "mlp [16]"
     page = (tmp_path / "cmp" / "comparison.html").read_text(encoding="utf-8")
     assert '<tr class="differs"><th>model</th>' in page and "<script" not in page
+    for single in (str(other), other):  # one run given as a path, not a list of one
+        assert [values for _, name, values in imgclf.compare(single).rows if name == "model"] == [["mlp [16]"]]
 
     code = "import sys, imgclf.cli as c; s = c.main(sys.argv[1:]); assert 'tensorflow' not in sys.modules; sys.exit(s)"
     result = subprocess.run([sys.executable, "-c", code, "compare", str(run.path), str(other), "--out",

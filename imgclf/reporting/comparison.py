@@ -169,7 +169,8 @@ def compare(runs, *, out=None, html: bool = False) -> Comparison:
     beyond chance.
 
     Args:
-        runs: run directories (paths or `RunDir`s), at least one.
+        runs: run directories (paths or `RunDir`s), at least one; a single
+            path is one run.
         out: a folder to write `comparison.md` and `comparison.csv` to.
             Defaults to `None`: nothing is written.
         html: also write `comparison.html` (a self-contained page).
@@ -183,6 +184,8 @@ def compare(runs, *, out=None, html: bool = False) -> Comparison:
     >>> table = compare(["runs/mlp", "runs/cnn", "runs/cnn-augmented"], out="comparison")
     >>> print(table.markdown())
     """
+    if isinstance(runs, (str, os.PathLike, RunDir)):  # one run, not the characters of its path
+        runs = [runs]
     runs = [run if isinstance(run, RunDir) else RunDir(run) for run in runs]
     if not runs:
         raise ValueError("compare needs at least one run directory. Received: runs=[]")

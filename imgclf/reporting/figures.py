@@ -78,7 +78,8 @@ def confusion_matrix_figure(evaluation: Evaluation, *, normalized: bool = False)
     points, side = confusion_matrix_layout(n)
     figure = plt.figure(figsize=(side + 2.0, side + 1.0))
     axes = figure.add_axes((1.0 / (side + 2.0), 0.5 / (side + 1.0), side / (side + 2.0), side / (side + 1.0)))
-    display = ConfusionMatrixDisplay(matrix, display_labels=[_plain(c) for c in evaluation.classes])
+    # Long class names are cut, or they would push the matrix into a corner; per_class.csv has them whole.
+    display = ConfusionMatrixDisplay(matrix, display_labels=[_plain(_short(c, 32)) for c in evaluation.classes])
     display.plot(ax=axes, include_values=n <= _MAX_ANNOTATED_CLASSES, cmap="Blues", colorbar=False,
                  xticks_rotation="vertical", values_format=".2f" if normalized else "d")
     figure.colorbar(display.im_, ax=axes, fraction=0.04, pad=0.02)
