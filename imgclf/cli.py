@@ -56,6 +56,17 @@ def _image_size(text: str) -> tuple[int, int]:
     return size
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1 (1 works in this process; leave "
+                                         f"--workers out for one per CPU). Received: {text!r}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
@@ -118,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("data", help="folder with one subfolder per class, pre-split train/val/test folders, or a CSV with path,label")
     _add_options(scan, SPLIT_OPTIONS, defaults=True)
     scan.add_argument("--out", help="also write the manifest (path, label, split, sha1, ...) to this CSV")
-    scan.add_argument("--workers", type=int, help="processes that read files (default one per CPU)")
+    scan.add_argument("--workers", type=_workers, help="processes that read files (default one per CPU)")
     _add_options(scan, LIMIT_OPTIONS, defaults=True)
     scan.set_defaults(handler=cmd_scan)
 
@@ -129,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--quarantine", metavar="DIR", help="move files with errors into DIR (never deletes)")
     audit.add_argument("--strict", action="store_true", help="exit with status 1 if any file has an error")
     _add_options(audit, LIMIT_OPTIONS, defaults=True)
-    audit.add_argument("--workers", type=int, help="decoding processes (default one per CPU)")
+    audit.add_argument("--workers", type=_workers, help="decoding processes (default one per CPU)")
     _add_options(audit, SPLIT_OPTIONS, defaults=True)
     audit.set_defaults(handler=cmd_audit)
 
@@ -185,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--strategy", choices=["auto", "default", "mirrored", "multi-worker"],
                        help="devices: mirrored copies the model to every GPU; multi-worker trains on several "
                        "machines, as TF_CONFIG describes; auto (default) picks mirrored with several GPUs")
-    train.add_argument("--workers", type=int, help="processes that decode images (default one per CPU)")
+    train.add_argument("--workers", type=_workers, help="processes that decode images (default one per CPU)")
     _add_options(train, LIMIT_OPTIONS, defaults=False)
     _add_options(train, SPLIT_OPTIONS, defaults=False)
     train.add_argument("--strict", action="store_true", help="refuse to train if any file has an error")
@@ -230,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=3, help="classes listed per image, with probabilities (default 3)")
     predict.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
     predict.add_argument("--format", choices=["csv", "json"], help="default: json for a .json --out, else csv")
-    predict.add_argument("--workers", type=int, help="processes that decode images (default one per CPU)")
+    predict.add_argument("--workers", type=_workers, help="processes that decode images (default one per CPU)")
     predict.add_argument("--max-pixels", type=int, help="larger images are refused as decompression bombs (default: "
                          "the run's limit, 89,478,485 unless trained with another); raise it for a large scan")
     predict.set_defaults(handler=cmd_predict)
@@ -265,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--color-mode", choices=["auto", "rgb", "grayscale"], help="default auto: grayscale if every image is")
     preview.add_argument("--model", help="the model `imgclf train` would train; its size is the default (default auto)")
     preview.add_argument("--weights", help="backbone weights, as for `imgclf train` (they can decide the default size)")
-    preview.add_argument("--workers", type=int, help="processes that read files (default one per CPU)")
+    preview.add_argument("--workers", type=_workers, help="processes that read files (default one per CPU)")
     _add_options(preview, SPLIT_OPTIONS, defaults=False)
     preview.set_defaults(handler=cmd_augment_preview)
 
