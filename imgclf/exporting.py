@@ -16,13 +16,22 @@ and its probabilities must match the Keras model's (float: largest absolute
 difference at most 1e-4; quantized: the same top-1 class for at least 99% of
 the images). Everything is written into a hidden folder inside the output
 folder first and moved into place only after the check passes, so a failed
-export leaves nothing behind that looks valid. Only fixed file names are
-written; class names go into `labels.json`, never into paths.
+export leaves nothing behind that looks valid (and an output folder it
+created is removed again). Only fixed file names are written; class names go
+into `labels.json`, never into paths.
+
+The output folder holds one export at a time. Its `export.json` marks an
+earlier export, whose model files (`model.keras`, `model.tflite`,
+`saved_model/`) the new export removes when it moves into place; any other
+file or folder in the way of a name the export writes was not written by
+imgclf, and is refused before any work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -31,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import escape_name, write_json, write_text
+from .files import check_folder_target, escape_name, read_json, write_json, write_text
 from .prediction import load_keras_model, run_image_spec
 from .runs import RunDir
 
@@ -47,6 +56,7 @@ MIN_CHECK_IMAGES = 200
 # Training images that calibrate int8 activations.
 REPRESENTATIVE_IMAGES = 200
 _MODEL_FILES = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite"}
+_OTHER_FILES = ("labels.json", "preprocessing.json", "README.txt", "export.json")
 _BATCH = 64
 
 
@@ -105,6 +115,8 @@ class ExportResult:
         size_bytes: size of the model file (or folder).
         check: the `ParityCheck` it passed.
         files: every file and folder written.
+        replaced: the model files of an earlier export in the folder that
+            this one removed or overwrote.
     """
 
     folder: Path
@@ -114,15 +126,20 @@ class ExportResult:
     size_bytes: int
     check: ParityCheck
     files: tuple[Path, ...]
+    replaced: tuple[Path, ...] = ()
 
     def summary(self) -> str:
         kind = self.format + ("" if self.quantize == "none" else f" ({self.quantize} quantized)")
-        return "\n".join([
+        lines = [
             f"exported {kind}: {self.model_path} ({_size(self.size_bytes)})",
             f"check passed: {self.check.describe()}",
             "written: " + ", ".join(p.name + ("/" if p.is_dir() else "") for p in self.files),
-            f"how to use it: {self.folder / 'README.txt'}",
-        ])
+        ]
+        if self.replaced:
+            done = [("overwrote " if p.name == self.model_path.name else "removed ")
+                    + p.name + ("/" if p.name == _MODEL_FILES["savedmodel"] else "") for p in self.replaced]
+            lines.append(f"replaced an earlier export in {escape_name(str(self.folder))}: {', '.join(done)}")
+        return "\n".join([*lines, f"how to use it: {self.folder / 'README.txt'}"])
 
 
 def _size(n: int) -> str:
@@ -145,6 +162,8 @@ def export(run, *, format: str = "keras", quantize: str = "none", out=None, prog
     Raises:
         ValueError: for an unknown format or quantization, or quantization
             of a format other than tflite.
+        FileExistsError: before any work, if a file or folder that imgclf
+            did not write stands where the export writes one.
         ExportCheckError: if the exported model does not predict like the
             run's model; nothing is left in the output folder.
     """
@@ -157,13 +176,26 @@ def export(run, *, format: str = "keras", quantize: str = "none", out=None, prog
                          "pass --format tflite, or --quantize none.")
     run = run if isinstance(run, RunDir) else RunDir(run)
     run.require("model.keras", "classes.json", "config.yaml", "manifest.csv")
+    folder = Path(out) if out else run.path / "export" / (format if quantize == "none" else f"{format}-{quantize}")
+    _earlier_model_files(folder, _MODEL_FILES[format])  # refuses what is in the way before any work
     cfg = run.config()
     classes = run.classes()
     model = load_keras_model(run.model_path)
     spec = run_image_spec(cfg, model)
-    folder = Path(out) if out else run.path / "export" / (format if quantize == "none" else f"{format}-{quantize}")
+    created = list(itertools.takewhile(lambda path: not path.exists(), (folder, *folder.parents)))
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return _export_into(folder, run, model, cfg, classes, spec, format, quantize, progress)
+    except BaseException:
+        for path in created:  # innermost first; a folder that is not empty is not ours to remove
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
 
+
+def _export_into(folder: Path, run: RunDir, model, cfg, classes, spec, format: str, quantize: str,
+                 progress: bool) -> ExportResult:
+    """Writes and checks the export in a hidden folder inside `folder`, then moves it into place."""
     images, split = _check_images(run, cfg, classes, spec, progress=progress)
     expected = model.predict(images, batch_size=_BATCH, verbose=0)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder))  # inside the output folder, hidden
@@ -195,16 +227,61 @@ def export(run, *, format: str = "keras", quantize: str = "none", out=None, prog
             "format": format, "quantize": quantize, "model": artifact.name, "size_bytes": size,
             "run": os.path.abspath(run.path), "check": {**dataclasses.asdict(check), "passed": True},
         })
+        # The earlier export's model files go first and its export.json last: a folder left half-way by a
+        # killed process still holds an export.json, so the next export replaces what is there.
+        replaced = _earlier_model_files(folder, artifact.name)
+        for path in replaced:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.name != artifact.name:  # a file of the new model's name is replaced atomically below
+                path.unlink()
         written = []
-        for name in (artifact.name, "labels.json", "preprocessing.json", "README.txt", "export.json"):
-            target = folder / name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            os.replace(staging / name, target)
-            written.append(target)
+        for name in (artifact.name, *_OTHER_FILES):
+            os.replace(staging / name, folder / name)
+            written.append(folder / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(folder, folder / artifact.name, format, quantize, size, check, tuple(written))
+    return ExportResult(folder, folder / artifact.name, format, quantize, size, check, tuple(written),
+                        tuple(replaced))
+
+
+def _holds_export(folder: Path) -> bool:
+    """Whether `folder` holds an earlier export: an `export.json` as `export` writes it."""
+    try:
+        record = read_json(folder / "export.json")
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("model") in _MODEL_FILES.values()
+
+
+def _earlier_model_files(folder: Path, model_name: str) -> list[Path]:
+    """The model files of an earlier export in `folder`, which an export writing `model_name` replaces.
+
+    Raises:
+        NotADirectoryError: if `folder`, or a folder above it, is a file.
+        FileExistsError: if a file or folder stands where the export
+            writes one, and imgclf did not write it: `folder` holds no
+            earlier export, or it is a folder where an export writes a file
+            (or a file where it writes `saved_model/`).
+    """
+    check_folder_target(folder)
+    if not folder.is_dir():
+        return []
+    earlier = _holds_export(folder)
+    names = (*_MODEL_FILES.values(), *_OTHER_FILES) if earlier else (model_name, *_OTHER_FILES)
+    found = []
+    for name in names:
+        path = folder / name
+        if not os.path.lexists(path):
+            continue
+        is_folder = path.is_dir() and not path.is_symlink()
+        if not earlier or is_folder != (name == _MODEL_FILES["savedmodel"]):
+            where = "" if earlier else f" ({escape_name(str(folder))} holds no earlier export: no export.json)"
+            raise FileExistsError(f"{escape_name(str(path))} is a {'folder' if is_folder else 'file'} that imgclf "
+                                  f"export did not write{where}; choose another --out, or move it away")
+        if name in _MODEL_FILES.values():
+            found.append(path)
+    return found
 
 
 # Images for the check and the calibration -------------------------------------

@@ -63,7 +63,20 @@ def test_a_failed_check_is_an_error_and_leaves_nothing_behind(run, tmp_path, mon
     out = tmp_path / "out"
     with pytest.raises(ExportCheckError, match="does not predict like .*Nothing was written"):
         imgclf.export(run, format="keras", out=out, progress=False)
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # the export created it, and removed it again
+
+
+def test_a_failed_export_removes_only_the_folders_it_created(run, tmp_path, monkeypatch):
+    monkeypatch.setattr(exporting, "FLOAT_TOLERANCE", -1.0)
+    with pytest.raises(ExportCheckError):
+        imgclf.export(run, format="keras", out=tmp_path / "new" / "deploy", progress=False)
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(ExportCheckError, match=f"Nothing was written to {kept}"):
+        imgclf.export(run, format="keras", out=kept, progress=False)
+    assert [p.name for p in kept.iterdir()] == ["notes.txt"]
 
 
 def test_quantizing_a_keras_export_is_refused(run, tmp_path):
@@ -99,13 +112,16 @@ def test_the_readme_example_runs_with_only_litert_and_pillow(run, tmp_path, kind
     shutil.copy(photo, folder / "photo.jpg")  # the README's file name; Pillow reads the content
     readme = (folder / "README.txt").read_text()
     code = readme[readme.index("import json"):readme.index("Several images")]
+    code += "print(json.dumps([float(p) for p in probabilities]))\n"
     # imgclf is kept off the path: the exported folder must be usable without it.
     result = subprocess.run([sys.executable, "-I", "-c", code], cwd=folder, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    label, confidence = result.stdout.split()[-2:]
-    expected = imgclf.load(run).predict(photo)[0]
+    *printed, probabilities = result.stdout.splitlines()
+    label, confidence = printed[-1].split()
+    expected = imgclf.load(run).predict([photo])[0]
     assert label == run.classes()[int(expected.argmax())]
     assert float(confidence) == pytest.approx(float(expected.max()), abs=1e-4)
+    assert np.max(np.abs(np.array(json.loads(probabilities)) - expected)) <= 1e-4
 
 
 def test_cli_export_prints_the_check(run, tmp_path, capsys):
@@ -118,4 +134,69 @@ def test_cli_export_failed_check_exits_1(run, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(exporting, "QUANTIZED_AGREEMENT", 1.5)  # no model can pass
     assert main(["export", str(run.path), "--format", "tflite", "--quantize", "dynamic", "--out", str(tmp_path / "q")]) == 1
     assert "error: The exported tflite model" in capsys.readouterr().err
-    assert list((tmp_path / "q").iterdir()) == []
+    assert not (tmp_path / "q").exists()
+
+
+def _not_called(*args, **kwargs):
+    raise AssertionError("the export started its work before checking the output folder")
+
+
+@pytest.mark.parametrize("format, name, kind", [("keras", "model.keras", "folder"), ("tflite", "model.tflite", "folder"),
+                                                ("savedmodel", "saved_model", "folder"),
+                                                ("savedmodel", "saved_model", "file"),
+                                                ("keras", "labels.json", "folder"), ("keras", "README.txt", "file")])
+def test_a_file_or_folder_imgclf_did_not_write_is_refused_before_any_work(run, tmp_path, monkeypatch, format, name, kind):
+    out = tmp_path / "deploy"
+    out.mkdir()
+    target = out / name
+    if kind == "folder":
+        target.mkdir()
+        (target / "important.txt").write_text("keep me")
+    else:
+        target.write_text("keep me")
+    monkeypatch.setattr(exporting, "load_keras_model", _not_called)
+    with pytest.raises(FileExistsError) as raised:
+        imgclf.export(run, format=format, out=out, progress=False)
+    assert str(raised.value) == (f"{target} is a {kind} that imgclf export did not write ({out} holds no earlier "
+                                 "export: no export.json); choose another --out, or move it away")
+    assert [p.name for p in out.iterdir()] == [name]
+    assert (target / "important.txt" if kind == "folder" else target).read_text() == "keep me"
+
+
+def test_cli_export_names_a_saved_model_file_in_the_way(run, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "d3"
+    out.mkdir()
+    (out / "saved_model").write_text("x")
+    monkeypatch.setattr(exporting, "load_keras_model", _not_called)
+    assert main(["export", str(run.path), "--format", "savedmodel", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"imgclf export: error: {out / 'saved_model'} is a file that imgclf export did not write")
+    assert ".export-" not in err and len(err.splitlines()) == 1
+    assert (out / "saved_model").read_text() == "x"
+
+
+def test_an_earlier_export_is_replaced_by_one_consistent_export(run, tmp_path):
+    out = tmp_path / "deploy"
+    imgclf.export(run, format="savedmodel", out=out, progress=False)
+    (out / "notes.txt").write_text("mine")  # not a name an export writes: left alone
+    result = imgclf.export(run, format="keras", out=out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["model.keras", "labels.json", "preprocessing.json",
+                                                            "README.txt", "export.json", "notes.txt"])
+    assert json.loads((out / "export.json").read_text())["format"] == "keras"
+    assert f"replaced an earlier export in {out}: removed saved_model/" in result.summary().splitlines()
+    again = imgclf.export(run, format="tflite", out=out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["model.tflite", "labels.json", "preprocessing.json",
+                                                            "README.txt", "export.json", "notes.txt"])
+    assert f"replaced an earlier export in {out}: removed model.keras" in again.summary().splitlines()
+    assert "replaced an earlier export" not in imgclf.export(run, format="keras", out=tmp_path / "new",
+                                                             progress=False).summary()
+
+
+def test_an_earlier_export_with_a_folder_where_it_writes_a_file_is_refused(run, tmp_path):
+    out = tmp_path / "deploy"
+    imgclf.export(run, format="keras", out=out, progress=False)
+    (out / "model.tflite").mkdir()  # imgclf writes model.tflite as a file: this folder is someone else's
+    with pytest.raises(FileExistsError, match=r"model\.tflite is a folder that imgclf export did not write"):
+        imgclf.export(run, format="tflite", out=out, progress=False)
+    assert (out / "model.keras").is_file() and (out / "model.tflite").is_dir()
+
