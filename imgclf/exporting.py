@@ -429,6 +429,9 @@ def preprocessing_record(spec, cfg) -> dict:
         "input_range": [0, 255],
         "input_layout": "NHWC",
         "scaling": "none: the model scales its uint8 input itself",
+        "jpeg_draft": (f"image.draft(\"{'L' if spec.channels == 1 else 'RGB'}\", ({spec.width}, {spec.height})) on a JPEG "
+                       "file as opened (before EXIF orientation): Pillow decodes it at the smallest scale of 1/1, "
+                       "1/2, 1/4 or 1/8 that is at least width x height, directly in that mode; then resized"),
         "exif_orientation": "applied before resizing",
         "high_bit_depth": ("16-bit images (I;16) shifted right by 8 bits (65535 -> 255); 32-bit integer images (I) "
                            "shifted right by 8 bits if any value exceeds 255; float images (F) times 255 if all values "
@@ -492,7 +495,10 @@ from PIL import Image, ImageOps
 
 labels = json.load(open("labels.json"))
 pre = json.load(open("preprocessing.json"))
-image = ImageOps.exif_transpose(Image.open("photo.jpg"))
+image = Image.open("photo.jpg")
+if image.format == "JPEG":  # decoded at a reduced scale no smaller than the model's input, as in training
+    image.draft("L" if pre["channels"] == 1 else "RGB", (pre["width"], pre["height"]))
+image = ImageOps.exif_transpose(image)
 if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit or float: scaled to 0..255, as in training
     a = np.asarray(image)
     if image.mode == "F":

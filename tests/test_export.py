@@ -45,6 +45,7 @@ def test_every_format_round_trips_through_its_parity_check(run, tmp_path, format
     assert json.loads((tmp_path / "out" / "labels.json").read_text()) == run.classes()
     pre = json.loads((tmp_path / "out" / "preprocessing.json").read_text())
     assert (pre["height"], pre["width"], pre["channels"], pre["resize"], pre["input_dtype"]) == (12, 12, 3, "stretch", "uint8")
+    assert pre["jpeg_draft"].startswith('image.draft("RGB", (12, 12))')
     record = json.loads((tmp_path / "out" / "export.json").read_text())
     assert record["check"]["passed"] and record["size_bytes"] == result.size_bytes
     assert "check passed" in result.summary() and f"{check.top1_agreement:.2%}" in result.summary()
@@ -100,8 +101,16 @@ def _transparent(image):
     return rgba
 
 
+def _large(image):
+    """The picture as a 400x300 photo: imgclf decodes a JPEG this size at 1/8 scale (draft mode) before resizing."""
+    pixels = np.asarray(image.convert("RGB").resize((400, 300), Image.Resampling.BILINEAR), np.int16)
+    noise = np.random.default_rng(0).integers(-30, 30, pixels.shape)
+    return Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
+
+
 @pytest.mark.parametrize("kind, convert, suffix", [("8-bit", None, ".png"), ("16-bit", _sixteen_bit, ".png"),
-                                                   ("float", _float, ".tif"), ("transparent", _transparent, ".png")])
+                                                   ("float", _float, ".tif"), ("transparent", _transparent, ".png"),
+                                                   ("large JPEG", _large, ".jpg")])
 def test_the_readme_example_runs_with_only_litert_and_pillow(run, tmp_path, kind, convert, suffix):
     folder = tmp_path / "out"
     imgclf.export(run, format="tflite", out=folder, progress=False)
