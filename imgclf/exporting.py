@@ -35,6 +35,7 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -340,7 +341,8 @@ def _write_tflite(model, path: Path, staging: Path, spec, quantize: str, represe
     if quantize == "int8":
         # int8 weights and activations, ranges measured on training images; input stays uint8, output float.
         converter.representative_dataset = lambda: ([image[None]] for image in representative)
-    path.write_bytes(converter.convert())
+    with _native_logs_held():  # the quantizer prints its settings ("fully_quantize: 0, ...") at any log level
+        path.write_bytes(converter.convert())
     shutil.rmtree(saved)
 
 
@@ -354,6 +356,37 @@ def _predict_saved_model(path: Path, images: np.ndarray) -> np.ndarray:
     loaded = tf.saved_model.load(str(path))  # kept referenced: `serve` uses its variables
     return np.concatenate([loaded.serve(tf.constant(images[i:i + _BATCH])).numpy()
                            for i in range(0, len(images), _BATCH)])
+
+
+@contextlib.contextmanager
+def _native_logs_held():
+    """Holds back what native code writes to the process's stderr (file descriptor 2) while the block runs.
+
+    TensorFlow Lite's converter and interpreter print lines such as
+    `INFO: Created TensorFlow Lite XNNPACK delegate for CPU.` from C++,
+    whatever `TF_CPP_MIN_LOG_LEVEL` says. They are dropped when the block
+    succeeds, and written to stderr before its exception when it fails, so
+    an error keeps its details.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                held.seek(0)
+                with open(os.dup(2), "wb") as stderr:
+                    shutil.copyfileobj(held, stderr)
+                raise
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def tflite_interpreter(path):
@@ -378,6 +411,11 @@ def predict_tflite(path, images: np.ndarray, *, batch_size: int = _BATCH) -> np.
     Returns:
         float32 array `(N, classes)`.
     """
+    with _native_logs_held():  # the interpreter announces its XNNPACK delegate on stderr
+        return _predict_tflite(path, images, batch_size)
+
+
+def _predict_tflite(path, images: np.ndarray, batch_size: int) -> np.ndarray:
     interpreter = tflite_interpreter(path)
     source = interpreter.get_input_details()[0]
     size = min(batch_size, len(images))

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -209,3 +210,20 @@ def test_an_earlier_export_with_a_folder_where_it_writes_a_file_is_refused(run, 
         imgclf.export(run, format="tflite", out=out, progress=False)
     assert (out / "model.keras").is_file() and (out / "model.tflite").is_dir()
 
+
+def test_tflite_export_keeps_litert_log_lines_off_stderr(run, tmp_path, capfd):
+    imgclf.export(run, format="tflite", quantize="int8", out=tmp_path / "q", progress=False)
+    err = capfd.readouterr().err
+    assert "XNNPACK" not in err and "fully_quantize" not in err
+    print("stderr works again", file=sys.stderr)
+    assert capfd.readouterr().err == "stderr works again\n"
+
+
+def test_native_log_lines_are_kept_when_the_call_fails(capfd):
+    with exporting._native_logs_held():
+        os.write(2, b"INFO: dropped on success\n")
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        with exporting._native_logs_held():
+            os.write(2, b"error: the details of a failure\n")
+            raise RuntimeError("conversion failed")
+    assert capfd.readouterr().err == "error: the details of a failure\n"
