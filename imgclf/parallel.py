@@ -12,9 +12,11 @@ which threads would share.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
@@ -42,6 +44,66 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def resolve_workers(workers: int | None) -> int:
+    """The number of workers to use: `workers`, or one per CPU for `None`.
+
+    Raises:
+        ValueError: if `workers` is below 1.
+    """
+    if workers is None:
+        return default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError("workers must be a whole number of at least 1 (1 works in this process), or None for one "
+                         f"per CPU. Received: workers={workers!r}")
+    return workers
+
+
+class WorkerPool(ProcessPoolExecutor):
+    """A pool of spawned worker processes that leave Ctrl-C to this process.
+
+    Ctrl-C sends SIGINT to every process of the terminal's foreground group,
+    workers included, and a worker stopped by it prints a traceback of its
+    own. Each worker ignores SIGINT instead; the process that owns the pool
+    stops on it and shuts the workers down. A worker that is still starting
+    (importing Python's `site`) has no initializer yet, so SIGINT is blocked
+    in this thread while `submit` may start one: the new process inherits the
+    blocked signal.
+
+    "spawn", not "fork": this process may already run TensorFlow threads,
+    which a forked child would inherit in a broken state.
+
+    Args:
+        workers: processes.
+        initializer: called in each worker once it has started. Defaults to `None`.
+    """
+
+    def __init__(self, workers: int, *, initializer: Callable[[], object] | None = None):
+        super().__init__(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                         initargs=(initializer,))
+
+    def submit(self, fn, /, *args, **kwargs):
+        with _sigint_blocked():
+            return super().submit(fn, *args, **kwargs)
+
+
+def _start_worker(initializer: Callable[[], object] | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer()
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks, and no process groups to signal
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def parallel_map(
     fn: Callable[[T], R],
     items: Sequence[T],
@@ -57,8 +119,8 @@ def parallel_map(
     Args:
         fn: a picklable module-level function of one argument.
         items: the inputs.
-        workers: processes to use; `None` means one per CPU, 1 runs in
-            this process. Defaults to `None`.
+        workers: processes to use, at least 1; `None` means one per CPU, 1
+            runs in this process. Defaults to `None`.
         desc: label of the tqdm progress bar. Defaults to `None`.
         unit: what one item is, for the progress bar. Defaults to `"file"`.
         files_per_item: files one item stands for (a chunk of files counts
@@ -70,11 +132,12 @@ def parallel_map(
         An iterator over the results; nothing is held beyond a few chunks.
 
     Raises:
+        ValueError: if `workers` is below 1.
         WorkerDiedError: a worker process died, while starting (most often
             an unguarded main script) or while working (most often killed
             for lack of memory); the message says which and what to do.
     """
-    workers = workers or default_workers()
+    workers = resolve_workers(workers)
     # disable=None hides the bar when stderr is not a terminal (a log file, CI), where it is only noise.
     bar = tqdm(total=len(items), desc=desc, unit=unit, disable=None if progress else True, leave=False)
     with bar:
@@ -94,16 +157,14 @@ def _chunksize(items: Sequence, workers: int) -> int:
 
 
 def _process_map(fn: Callable[[T], R], items: Sequence[T], workers: int, what: str) -> Iterator[R]:
-    # "spawn", not "fork": the parent may already run TensorFlow threads,
-    # which a forked child would inherit in a broken state. An executor,
-    # not multiprocessing.Pool: a Pool waits forever for a worker that was
-    # killed, an executor says so.
-    context = multiprocessing.get_context("spawn")
+    # An executor, not multiprocessing.Pool: a Pool waits forever for a worker
+    # that was killed, an executor says so.
     # Set by the first worker that finishes starting. A spawned worker first
     # imports the main script again; one whose top level calls imgclf dies there.
-    started = context.Event()
+    started = multiprocessing.get_context("spawn").Event()
     done = 0
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=started.set) as executor:
+    executor = WorkerPool(workers, initializer=started.set)
+    try:
         try:
             for result in executor.map(fn, items, chunksize=_chunksize(items, workers)):
                 yield result
@@ -120,6 +181,9 @@ def _process_map(fn: Callable[[T], R], items: Sequence[T], workers: int, what: s
                 f"A worker process died after {done:,} of {len(items):,} {what}, most often killed by the "
                 "system for lack of memory. Run again with fewer workers, e.g. --workers 1."
             ) from None
+    finally:
+        # Stopped early (Ctrl-C, an error, a caller that stops reading): the chunks not started are dropped.
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _thread_map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[R]:

@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -6,6 +7,7 @@ import threading
 import pytest
 from conftest import make_class_folder
 
+from imgclf.cli import build_parser
 from imgclf.parallel import _MIN_FILES_FOR_PROCESSES, BACKEND_VARIABLE, WorkerDiedError, parallel_map
 
 
@@ -80,3 +82,33 @@ def test_the_advice_makes_the_script_work(folder_for_processes, tmp_path, guarde
     done = run_script(tmp_path / "example.py", readme_script(folder_for_processes, guarded=guarded, workers=workers))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "scanned 300 files"
+
+
+def ignores_ctrl_c(_):
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_worker_processes_leave_ctrl_c_to_the_parent():
+    # Ctrl-C signals every process of the terminal's group: a worker that took it would print a traceback.
+    assert all(parallel_map(ignores_ctrl_c, list(range(600)), workers=2, progress=False))
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # unblocked again here
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_workers_below_1_are_refused_by_the_api_and_every_command(capsys):
+    for workers in (0, -2):
+        with pytest.raises(ValueError, match=rf"workers must be a whole number of at least 1 \(1 works in this "
+                                             rf"process\), or None for one per CPU. Received: workers={workers}"):
+            list(parallel_map(square, [1, 2], workers=workers, progress=False))
+    assert list(parallel_map(square, [1, 2], workers=None, progress=False)) == [1, 4]
+    assert list(parallel_map(square, [1, 2], workers=1, progress=False)) == [1, 4]
+    commands = (["scan", "data"], ["audit", "data"], ["train", "data", "--out", "runs/x"], ["augment-preview", "data"],
+                ["predict", "runs/x", "a.png"])
+    for command in commands:
+        for value in ("0", "-2", "two"):
+            with pytest.raises(SystemExit):
+                build_parser().parse_args([*command, "--workers", value])
+            assert (f"imgclf {command[0]}: error: argument --workers: expected a whole number of at least 1 (1 works "
+                    f"in this process; leave --workers out for one per CPU). Received: '{value}'") in capsys.readouterr().err
+        assert build_parser().parse_args([*command, "--workers", "1"]).workers == 1
+        assert build_parser().parse_args(command).workers is None
