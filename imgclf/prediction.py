@@ -27,11 +27,12 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import functools
+import io
 import json
-import multiprocessing
 import os
 import sys
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -39,10 +40,10 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from .config import ImageSpec
-from .files import escape_name, unescape_name
-from .images import RESIZE_MODES, ImageDecodeError, ImageLimits, ImageProblem, load_image
+from .files import atomic_path, escape_name, unescape_name
+from .images import RESIZE_MODES, ImageDecodeError, ImageLimits, ImageProblem, load_image, read_header
 from .manifest import _is_dir, _is_ignored, _is_image_name
-from .parallel import WorkerDiedError, default_workers
+from .parallel import WorkerDiedError, WorkerPool, resolve_workers
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_TOP_K = 3
@@ -134,7 +135,7 @@ class Predictor:
         classes: class names; probability column i is class i.
         spec: the `ImageSpec` images are decoded to.
         limits: the `ImageLimits` of the run.
-        workers: decoding processes for many files.
+        workers: decoding processes for many files (1: decode in this process).
 
     Example:
 
@@ -152,7 +153,7 @@ class Predictor:
         self.classes = list(classes)
         self.spec = spec
         self.limits = limits
-        self.workers = workers or default_workers()
+        self.workers = resolve_workers(workers)
         self._function = None
         self._pool: Executor | None = None
         self._model_pool: ThreadPoolExecutor | None = None
@@ -167,13 +168,18 @@ class Predictor:
 
         Every image is decoded, converted and resized as the run's training
         images were (files with EXIF orientation applied; any size, any mode).
+        A PIL image of a JPEG that is not decoded yet (as `PIL.Image.open`
+        returns it) is decoded in draft mode as a file is, so it gives the
+        same probabilities as its path; the image passed in is left as it
+        is. A PIL image already decoded is used as it is.
 
         Args:
-            images: one image or a list of them: a file path, a
-                `PIL.Image.Image`, a uint8 array `(height, width)` or
-                `(height, width, channels)` of any size, or a uint8 batch
-                `(N, height, width, channels)` of the model's input size.
-            batch_size: images per model call. Defaults to 64.
+            images: one image or an iterable of them: a file path (`str` or
+                `os.PathLike`), a `PIL.Image.Image`, a uint8 array
+                `(height, width)` or `(height, width, channels)` of any size,
+                or a uint8 batch `(N, height, width, channels)` of the
+                model's input size.
+            batch_size: images per model call, at least 1. Defaults to 64.
 
         Returns:
             float32 array `(N, len(classes))`; rows sum to 1.
@@ -181,8 +187,12 @@ class Predictor:
         Raises:
             ImageDecodeError: if a file cannot be decoded (use
                 `imgclf.predict` to get a row per bad file instead).
-            ValueError: for an array that is not uint8 or has the wrong shape.
+            ValueError: for an array that is not uint8 or has the wrong
+                shape, or a `batch_size` below 1.
+            TypeError: for `None`, `bytes`, or anything else that is not an
+                image or an iterable of images.
         """
+        _check_batch_size(batch_size)
         if isinstance(images, np.ndarray) and images.ndim == 4:
             if images.dtype != np.uint8 or images.shape[1:] != self.spec.shape:
                 raise ValueError(f"A batch of images must be uint8 of shape (N, {', '.join(map(str, self.spec.shape))}). "
@@ -191,15 +201,20 @@ class Predictor:
         else:
             if isinstance(images, (str, os.PathLike, np.ndarray)) or _is_pil(images):
                 images = [images]
-            batch = np.stack([self._prepare(image) for image in images]) if len(images) else np.zeros((0, *self.spec.shape), np.uint8)
+            elif isinstance(images, (bytes, bytearray)):
+                raise TypeError(f"A path must be a str or a pathlib.Path, not bytes. Received: {images!r:.80}")
+            elif not hasattr(images, "__iter__"):
+                raise TypeError("images must be a file path, a PIL image, a uint8 array or an iterable of them. "
+                                f"Received: {type(images).__name__}")
+            images = list(images)
+            batch = np.stack([self._prepare(image) for image in images]) if images else np.zeros((0, *self.spec.shape), np.uint8)
         return np.concatenate([self._infer(batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)]
                               or [np.zeros((0, len(self.classes)), np.float32)])
 
     def _prepare(self, image) -> np.ndarray:
         spec = self.spec
         if isinstance(image, (str, os.PathLike)):
-            return load_image(image, size=(spec.height, spec.width), channels=spec.channels, resize=spec.resize,
-                              limits=self.limits)
+            return load_file(image, spec, self.limits)
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
                 raise ValueError("An image array must be uint8 of shape (height, width) or (height, width, 1|3|4). "
@@ -211,21 +226,31 @@ class Predictor:
             from PIL import Image
 
             image = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+        elif isinstance(image, (bytes, bytearray)):
+            raise TypeError(f"A path must be a str or a pathlib.Path, not bytes. Received: {image!r:.80}")
         elif not _is_pil(image):
-            raise ValueError("Each image must be a file path, a PIL image or a uint8 array. "
-                             f"Received: {type(image).__name__}")
+            raise TypeError("Each image must be a file path, a PIL image or a uint8 array. "
+                            f"Received: {type(image).__name__}")
         elif 0 in image.size:
             raise ValueError(f"An image must have at least 1x1 pixels. Received: a PIL image of size {image.size}")
+        elif image.format == "JPEG" and getattr(image, "tile", None) and getattr(image, "fp", None) is not None:
+            image = _draft_copy(image, spec)
         return resize_image(image, spec, self.limits)
 
     # The model ----------------------------------------------------------------
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities of one batch; a short batch is padded so the model is traced once per batch size."""
+        """Probabilities of one batch, as it is (a short last batch is not padded).
+
+        The model is traced for the first batch size, then once more with a
+        batch dimension of any size (`reduce_retracing`), so batches of other
+        sizes do not trace it again.
+        """
         if self._function is None:
             import tensorflow as tf
 
-            model = self.model
-            self._function = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+            # A partial, not a lambda: TensorFlow counts traces per Python code object, so the lambda of
+            # every Predictor would count as one function traced again and again, and warn after five.
+            self._function = tf.function(functools.partial(self.model, training=False), reduce_retracing=True)
         n = len(batch)
         if n == 0:
             return np.zeros((0, len(self.classes)), np.float32)
@@ -238,12 +263,13 @@ class Predictor:
 
         Args:
             paths: image files (an iterator is read lazily).
-            batch_size: images per model call. Defaults to 64.
+            batch_size: images per model call, at least 1. Defaults to 64.
             top_k: classes listed per image. Defaults to 3.
 
         Returns:
             An iterator of rows (see `imgclf.predict`).
         """
+        _check_batch_size(batch_size)
         top_k = max(1, min(top_k, len(self.classes)))
         # The model runs in a thread of its own: while it predicts one batch (TensorFlow releases the
         # GIL), this thread walks the folders and hands out the rows of the batch before.
@@ -318,11 +344,7 @@ class Predictor:
 
     def _executor(self) -> Executor:
         if self._pool is None:
-            if self.workers == 1:
-                self._pool = _InlineExecutor()
-            else:
-                # "spawn": this process runs TensorFlow threads, which a forked child would inherit broken.
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = _InlineExecutor() if self.workers == 1 else WorkerPool(self.workers)
         return self._pool
 
     def start_workers(self) -> None:
@@ -374,6 +396,32 @@ def _is_pil(value) -> bool:
     return module.startswith("PIL.") and hasattr(value, "mode") and hasattr(value, "size")
 
 
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1. Received: batch_size={batch_size}")
+
+
+def _draft_copy(image, spec: ImageSpec):
+    """A JPEG opened but not decoded yet, opened again from its bytes and set to draft mode as a file is.
+
+    Draft mode changes the image it is set on (its size, its mode), so it is
+    set on a new image of the same bytes, and the caller's stays as it was.
+    """
+    from PIL import Image
+
+    handle = image.fp
+    position = handle.tell()
+    try:
+        handle.seek(0)
+        data = handle.read()
+    finally:
+        handle.seek(position)
+    copy = Image.open(io.BytesIO(data))
+    # As images._decode_opened does for every JPEG file: DCT scaling to the smallest scale at least this size.
+    copy.draft("L" if spec.channels == 1 else "RGB", (spec.width, spec.height))
+    return copy
+
+
 def resize_image(image, spec: ImageSpec, limits: ImageLimits = ImageLimits()) -> np.ndarray:
     """A PIL image in memory, converted and resized as `images.load_image` does a file.
 
@@ -394,6 +442,8 @@ def resize_image(image, spec: ImageSpec, limits: ImageLimits = ImageLimits()) ->
     image = ImageOps.exif_transpose(image)
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
+    if image.mode == "La":  # premultiplied alpha, which Pillow converts only to LA
+        image = image.convert("LA")
     image = _convert(image, spec.channels, limits)
     size = (spec.width, spec.height)
     if spec.resize == "stretch":
@@ -405,6 +455,22 @@ def resize_image(image, spec: ImageSpec, limits: ImageLimits = ImageLimits()) ->
         image = ImageOps.pad(image, size, Image.Resampling.BILINEAR, color=fill)
     array = np.asarray(image, dtype=np.uint8)
     return array[..., None] if spec.channels == 1 else array
+
+
+def load_file(path, spec: ImageSpec, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+    """An image file decoded and resized for the model, as `images.load_image` does.
+
+    `load_image` hands a plain PNG of exactly the model's size to OpenCV,
+    which does not check the pixel limit. Such a file is over the limit
+    only when the model's input itself is, so only then is the header read
+    first, to refuse every file over the limit as Pillow does.
+
+    Raises:
+        ImageDecodeError: as `images.load_image`.
+    """
+    if spec.height * spec.width > limits.max_pixels:
+        read_header(path, limits=limits)
+    return load_image(path, size=(spec.height, spec.width), channels=spec.channels, resize=spec.resize, limits=limits)
 
 
 def decode_batch(job) -> tuple[np.ndarray, list[tuple[int, tuple[str, str]]]]:
@@ -422,8 +488,7 @@ def decode_batch(job) -> tuple[np.ndarray, list[tuple[int, tuple[str, str]]]]:
     failures = []
     for i, path in enumerate(paths):
         try:
-            images[i] = load_image(path, size=(spec.height, spec.width), channels=spec.channels, resize=spec.resize,
-                                   limits=limits)
+            images[i] = load_file(path, spec, limits)
         except ImageDecodeError as error:
             failures.append((i, (error.problem.value, error.detail)))
     return images, failures
@@ -456,16 +521,19 @@ def iter_inputs(inputs) -> Iterator[str]:
             of `imgclf scan`: image extensions only, hidden and junk files
             such as `.DS_Store` and `Thumbs.db` skipped, symlinked folders
             walked once), or a `.csv` file listing paths (a `path` column,
-            or else the first column; relative paths are relative to the
-            CSV file; escaped names as imgclf writes them are read back).
+            or else the first column; a relative path is looked up beside
+            the CSV file first, then from the current folder, so that a
+            predictions CSV written by `imgclf predict` reads back; escaped
+            names as imgclf writes them are read back).
 
     Returns:
         An iterator of file paths; a path that does not exist is yielded as
         it is, and its row says `unreadable`.
+
+    Raises:
+        TypeError: for `None`, or a path given as `bytes`.
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    for item in inputs:
+    for item in _input_list(inputs):
         item = os.fspath(item)
         if os.path.isdir(item):
             yield from _walk_folder(item)
@@ -503,6 +571,14 @@ def _walk_folder(top: str) -> Iterator[str]:
             continue
 
 
+def _input_list(inputs) -> Iterable:
+    """`inputs` as an iterable of paths: one path becomes a list of one."""
+    if inputs is None or isinstance(inputs, (bytes, bytearray)):
+        raise TypeError("inputs must be a path (str or pathlib.Path) or a list of paths. "
+                        f"Received: {inputs!r:.80}")
+    return [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
+
+
 def _paths_from_csv(path: str) -> Iterator[str]:
     base = os.path.dirname(os.path.abspath(path))
     with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -516,14 +592,52 @@ def _paths_from_csv(path: str) -> Iterator[str]:
                     continue
             if len(row) <= column or not row[column].strip():
                 continue
-            path = os.path.join(base, unescape_name(row[column]))  # an absolute path stays as it is
-            if row[column] != row[column].strip() and not os.path.lexists(path):  # spaces a spreadsheet added
-                path = os.path.join(base, unescape_name(row[column].strip()))
-            yield path
+            yield _csv_path(base, row[column])
 
 
-def count_inputs(inputs) -> int:
-    """How many files `iter_inputs(inputs)` yields (one walk, nothing kept)."""
+def _csv_path(base: str, cell: str) -> str:
+    """The file a CSV cell names: beside the CSV, else from the current folder (as imgclf predict wrote it).
+
+    The cell as written comes first, then without the spaces a spreadsheet
+    may have added around it. An absolute path stays as it is. A file found
+    nowhere is named beside the CSV, where its row says it is missing.
+    """
+    names = [unescape_name(cell)]
+    if cell != cell.strip():
+        names.append(unescape_name(cell.strip()))
+    candidates = [os.path.join(base, name) for name in names] + [name for name in names if not os.path.isabs(name)]
+    return next((path for path in candidates if os.path.lexists(path)), candidates[0])
+
+
+def check_inputs_kept(inputs, out) -> None:
+    """Refuses an output file that is also one of `inputs`, before anything is read or written.
+
+    Only the paths given are compared (a list, a tuple or one path), not the
+    files that folders or CSV lists name; an iterator is not read here.
+
+    Raises:
+        ValueError: naming the file.
+    """
+    if out is None or str(out) == "-" or not os.path.isfile(out):
+        return
+    if not isinstance(inputs, (str, os.PathLike, list, tuple)):
+        return
+    for item in _input_list(inputs):
+        if isinstance(item, (str, os.PathLike)) and os.path.exists(item) and os.path.samefile(item, out):
+            named = "" if os.fspath(item) == os.fspath(out) else f" ({escape_name(os.fspath(item))})"
+            raise ValueError(f"The output file {escape_name(os.fspath(out))} is also an input{named}: writing the "
+                             "predictions would replace it before it is read. Choose another output file (--out).")
+
+
+def count_inputs(inputs) -> int | None:
+    """How many files `iter_inputs(inputs)` yields (one walk, nothing kept); `None` for a one-shot iterator.
+
+    A path, a list or a tuple can be walked twice; an iterator or generator
+    is never read here, since its items would then be missing from the
+    walk that predicts them.
+    """
+    if not isinstance(inputs, (str, os.PathLike, list, tuple)):
+        return None
     return sum(1 for _ in iter_inputs(inputs))
 
 
@@ -553,12 +667,15 @@ class PredictionCounts:
 
 
 def write_rows(rows: Iterable[dict], out, *, top_k: int, format: str = "csv") -> PredictionCounts:
-    """Writes rows as they come, flushing each batch, to a file or standard output.
+    """Writes rows as they come, to a file or standard output.
 
     A CSV row flattens the top-k list into `class_K,probability_K` columns;
     JSON is a list of objects, one per line, with `top_k` as a list of
     `{"class", "probability"}`. Paths are escaped with `files.escape_name`.
-    A stopped run leaves the rows written so far, each complete.
+    Standard output gets the rows as they come, flushed every 256 rows. A
+    file is written row by row under a temporary name beside it, which
+    replaces it once every row is written: a stopped or failed run leaves
+    an existing file as it was, and no partial file.
 
     Args:
         rows: rows from `Predictor.predict_files`.
@@ -571,11 +688,13 @@ def write_rows(rows: Iterable[dict], out, *, top_k: int, format: str = "csv") ->
     """
     if format not in FORMATS:
         raise ValueError(f"Unknown format {format!r}. Valid formats: {', '.join(FORMATS)}")
-    to_stdout = out is None or str(out) == "-"
-    counts = PredictionCounts(path=None if to_stdout else Path(out))
-    if not to_stdout:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-    handle = sys.stdout if to_stdout else open(out, "w", newline="", encoding="utf-8")
+    if out is None or str(out) == "-":
+        return _write_rows(rows, sys.stdout, top_k, format, PredictionCounts())
+    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        return _write_rows(rows, handle, top_k, format, PredictionCounts(path=Path(out)))
+
+
+def _write_rows(rows: Iterable[dict], handle, top_k: int, format: str, counts: PredictionCounts) -> PredictionCounts:
     try:
         writer = csv.writer(handle, lineterminator="\n") if format == "csv" else None
         if writer:
@@ -601,10 +720,7 @@ def write_rows(rows: Iterable[dict], out, *, top_k: int, format: str = "csv") ->
         if not writer:
             handle.write("\n]\n")
     finally:
-        if to_stdout:
-            handle.flush()
-        else:
-            handle.close()
+        handle.flush()
     return counts
 
 
@@ -652,6 +768,8 @@ def predict(run, inputs, *, out=None, top_k: int = DEFAULT_TOP_K, batch_size: in
         raise ValueError(f"batch_size must be at least 1. Received: batch_size={batch_size}")
     if format is not None and format not in FORMATS:
         raise ValueError(f"Unknown format {format!r}. Valid formats: {', '.join(FORMATS)}")
+    _input_list(inputs)  # None or bytes: refused before the model loads
+    check_inputs_kept(inputs, out)
     owned = not isinstance(run, Predictor)
     predictor = load(run, workers=workers, max_pixels=max_pixels) if owned else run
     top_k = min(top_k, len(predictor.classes))
@@ -667,7 +785,10 @@ def predict(run, inputs, *, out=None, top_k: int = DEFAULT_TOP_K, batch_size: in
 
 
 def _with_progress(rows: Iterator[dict], inputs, progress: bool) -> Iterator[dict]:
-    """Rows with a progress bar (images/s) on a terminal; the files are counted first only then."""
+    """Rows with a progress bar (images/s) on a terminal; the files are counted first only then.
+
+    An iterator of inputs is not counted (see `count_inputs`): its bar has no total.
+    """
     if not (progress and sys.stderr.isatty()):
         yield from rows
         return

@@ -1,8 +1,10 @@
 import csv
+import io
 import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -218,3 +220,185 @@ def test_max_pixels_lets_predict_read_an_image_larger_than_the_runs_limit(run, n
     assert "decompression_bomb" in capsys.readouterr().out
     with pytest.raises(ValueError, match="max_pixels must be a positive number"):
         imgclf.load(run, max_pixels=0)
+
+
+def _tiny_pngs(folder, n):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+    return folder
+
+
+def test_an_out_file_that_is_an_input_is_refused_before_it_is_touched(run, new_images, tmp_path, capsys):
+    listing = tmp_path / "list.csv"
+    text = f"path\n{new_images / 'circle' / 'circle_050.png'}\n"
+    listing.write_text(text, encoding="utf-8")
+    assert main(["predict", str(run.path), str(listing), "--out", str(listing)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"imgclf predict: error: The output file {listing} is also an input: writing the predictions would replace "
+        "it before it is read. Choose another output file (--out).")
+    assert listing.read_text(encoding="utf-8") == text
+    image = new_images / "circle" / "circle_051.png"
+    before = image.read_bytes()
+    link = tmp_path / "link.png"
+    os.symlink(image, link)
+    with pytest.raises(ValueError, match=rf"The output file {link} is also an input \({image}\)"):
+        imgclf.predict(run, [new_images / "square" / "square_050.png", image], out=link, progress=False)
+    assert image.read_bytes() == before
+
+
+def test_a_failed_predict_leaves_an_existing_out_file_as_it_was(run, new_images, tmp_path):
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "p.csv"
+    out.write_text("old rows\n", encoding="utf-8")
+
+    def inputs_that_fail():
+        yield str(new_images / "circle" / "circle_050.png")
+        raise RuntimeError("the input list broke")
+
+    with pytest.raises(RuntimeError, match="the input list broke"):
+        imgclf.predict(run, inputs_that_fail(), out=out, batch_size=1, progress=False)
+    assert out.read_text(encoding="utf-8") == "old rows\n"
+    assert os.listdir(tmp_path / "out") == ["p.csv"]  # no temporary file left
+    assert imgclf.predict(run, new_images / "triangle", out=out, progress=False).images == 2
+    assert out.read_text(encoding="utf-8").startswith("path,predicted,")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_generator_of_inputs_gives_every_row_on_a_terminal(run, new_images, monkeypatch):
+    paths = [str(path) for path in sorted((new_images / "circle").glob("*.png"))]
+    monkeypatch.setattr(sys, "stderr", _Terminal())  # the progress bar is shown
+    rows = imgclf.predict(run, (path for path in paths), workers=1)
+    assert [row["path"] for row in rows] == paths
+    assert "predict" in sys.stderr.getvalue()  # the bar, without a total
+    assert [row["path"] for row in imgclf.predict(run, paths, workers=1)] == paths
+
+
+def test_load_predict_refuses_a_batch_size_below_1(run):
+    clf = imgclf.load(run, workers=1)
+    images = [np.zeros((12, 12), np.uint8)] * 3
+    for batch_size in (0, -1):
+        with pytest.raises(ValueError, match=rf"^batch_size must be at least 1. Received: batch_size={batch_size}$"):
+            clf.predict(images, batch_size=batch_size)
+    assert clf.predict(images, batch_size=2).shape == (3, 3)
+
+
+def test_a_jpeg_opened_with_pil_gives_the_probabilities_of_its_path(run, tmp_path):
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:300, 0:400]
+    pixels = np.stack([x * 255 // 400, y * 255 // 300, (x + y) * 127 // 700 + rng.integers(0, 60, (300, 400))], -1)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
+    clf = imgclf.load(run, workers=1)
+    image = Image.open(path)
+    np.testing.assert_array_equal(clf.predict(image), clf.predict(path))
+    assert image.size == (400, 300) and image.mode == "RGB"  # the caller's image is not changed
+    image.load()  # decoded at full size by the caller: used as it is
+    assert clf.predict(image).shape == (1, 3)
+
+
+def test_a_predictions_csv_reads_back_as_an_input_list(run, new_images, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", str(run.path), "new/circle/circle_050.png", "new/triangle", "--out", "out/first.csv"]) == 0
+    first = (tmp_path / "out" / "first.csv").read_text(encoding="utf-8")
+    assert main(["predict", str(run.path), "out/first.csv", "--out", "second.csv"]) == 0
+    assert (tmp_path / "second.csv").read_text(encoding="utf-8") == first
+    assert [line.split(",")[0] for line in first.splitlines()][:2] == ["path", "new/circle/circle_050.png"]
+    assert first.count(",ok,") == 3
+    # A path beside the CSV comes first.
+    (tmp_path / "out" / "new" / "circle").mkdir(parents=True)
+    shutil.copy(new_images / "square" / "square_050.png", tmp_path / "out" / "new" / "circle" / "circle_050.png")
+    rows = imgclf.predict(run, "out/first.csv", progress=False)
+    assert rows[0]["path"] == str(tmp_path / "out" / "new" / "circle" / "circle_050.png")
+
+
+def test_workers_below_1_are_refused_before_any_row(run, new_images, tmp_path, capsys):
+    for value in ("0", "-2"):
+        with pytest.raises(SystemExit) as exited:
+            main(["predict", str(run.path), str(new_images), "--workers", value, "--out", str(tmp_path / "p.csv")])
+        assert exited.value.code == 2
+        assert "argument --workers: expected a whole number of at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
+    with pytest.raises(ValueError, match=r"workers must be a whole number of at least 1 .*Received: workers=0"):
+        imgclf.load(run, workers=0)
+    with pytest.raises(ValueError, match=r"Received: workers=-2"):
+        imgclf.predict(run, new_images, workers=-2)
+    assert imgclf.load(run, workers=1).workers == 1
+    assert imgclf.load(run).workers >= 1
+
+
+def test_load_predict_takes_any_iterable_and_explains_what_it_refuses(run, new_images):
+    clf = imgclf.load(run, workers=1)
+    path = str(new_images / "circle" / "circle_050.png")
+    expected = clf.predict([path, path])
+    np.testing.assert_array_equal(clf.predict(p for p in [path, path]), expected)
+    np.testing.assert_array_equal(clf.predict(map(str, [path, path])), expected)
+    with pytest.raises(TypeError, match="A path must be a str or a pathlib.Path, not bytes"):
+        clf.predict(path.encode())
+    with pytest.raises(TypeError, match="images must be a file path, a PIL image, a uint8 array or an iterable of "
+                                        "them. Received: NoneType"):
+        clf.predict(None)
+    with pytest.raises(TypeError, match="inputs must be a path .* Received: b'"):
+        imgclf.predict(run, path.encode())
+    premultiplied = Image.new("La", (20, 20), (128, 255))
+    np.testing.assert_array_equal(clf.predict(premultiplied), clf.predict(premultiplied.convert("LA")))
+
+
+LOOP_SCRIPT = textwrap.dedent("""
+    import sys
+    import imgclf
+
+    for path in sys.argv[2:] * 4:
+        assert imgclf.predict(sys.argv[1], path, workers=1, progress=False)[0]["status"] == "ok"
+""")
+
+
+def test_predicting_in_a_loop_does_not_warn_of_retracing(run, new_images, tmp_path):
+    # A fresh process: TensorFlow warns at most twice per traced Python function in a process.
+    script = tmp_path / "loop.py"
+    script.write_text(LOOP_SCRIPT)
+    paths = [str(path) for path in sorted((new_images / "triangle").glob("*.png"))]
+    done = subprocess.run([sys.executable, str(script), str(run.path), *paths], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "retracing" not in done.stderr
+
+
+def test_max_pixels_applies_to_a_png_of_the_models_size(run, tmp_path):
+    path = tmp_path / "plain.png"  # 12x12 grey: the model's input, decoded by OpenCV
+    Image.fromarray(np.full((12, 12), 90, np.uint8)).save(path)
+    row = imgclf.predict(run, path, max_pixels=100, progress=False)[0]
+    assert (row["status"], row["detail"]) == ("decompression_bomb", "144 pixels exceeds max_pixels=100")
+    with pytest.raises(imgclf.images.ImageDecodeError, match="144 pixels exceeds max_pixels=100"):
+        imgclf.load(run, max_pixels=100).predict(path)
+    assert imgclf.predict(run, path, max_pixels=144, progress=False)[0]["status"] == "ok"
+
+
+def test_ctrl_c_stops_predict_with_one_line_and_no_worker_traceback(run, tmp_path):
+    folder = _tiny_pngs(tmp_path / "many", 3000)
+    command = [sys.executable, "-m", "imgclf", "predict", str(run.path), str(folder), str(folder), str(folder),
+               "--batch-size", "4", "--workers", "2"]
+    # A session of its own, as a terminal's foreground group: Ctrl-C signals every process in it.
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        rows = 0
+        for _ in process.stdout:  # rows come in flushes of 256, once the workers decode
+            rows += 1
+            if rows > 300:
+                break
+        assert rows > 300, process.stderr.read()
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Fatal Python error" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "imgclf predict: interrupted"
