@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run", help="run directory written by `imgclf train`")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched like `imgclf scan` "
                          "does) or CSV files with a path column")
-    predict.add_argument("--out", help="CSV or JSON file to write rows to as they are predicted (default: standard output)")
+    predict.add_argument("--out", help="CSV or JSON file for the rows, written under a temporary name that replaces "
+                         "it once all are written; not one of the inputs (default: standard output, row by row)")
     predict.add_argument("--top-k", type=int, default=3, help="classes listed per image, with probabilities (default 3)")
     predict.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
     predict.add_argument("--format", choices=["csv", "json"], help="default: json for a .json --out, else csv")
