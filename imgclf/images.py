@@ -490,7 +490,8 @@ def load_image(path, *, size: tuple[int, int], channels: int = 3, resize: str = 
             data = _read_bytes(path)
         except OSError as error:
             raise ImageDecodeError(path, ImageProblem.UNREADABLE, error.strerror or str(error)) from None
-        pixels = opencv_decode.plain_png(data, size, channels)
+        # A PNG of the model's size is within the pixel limit unless the model's input is not: then Pillow refuses it.
+        pixels = opencv_decode.plain_png(data, size, channels) if size[0] * size[1] <= limits.max_pixels else None
         if pixels is not None:
             return pixels
         source = io.BytesIO(data) if data else path

@@ -41,7 +41,7 @@ import numpy as np
 
 from .config import ImageSpec
 from .files import atomic_path, escape_name, unescape_name
-from .images import RESIZE_MODES, ImageDecodeError, ImageLimits, ImageProblem, load_image, read_header
+from .images import RESIZE_MODES, ImageDecodeError, ImageLimits, ImageProblem, load_image
 from .manifest import _is_dir, _is_ignored, _is_image_name
 from .parallel import WorkerDiedError, WorkerPool, resolve_workers
 
@@ -214,7 +214,8 @@ class Predictor:
     def _prepare(self, image) -> np.ndarray:
         spec = self.spec
         if isinstance(image, (str, os.PathLike)):
-            return load_file(image, spec, self.limits)
+            return load_image(image, size=(spec.height, spec.width), channels=spec.channels, resize=spec.resize,
+                              limits=self.limits)
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
                 raise ValueError("An image array must be uint8 of shape (height, width) or (height, width, 1|3|4). "
@@ -457,22 +458,6 @@ def resize_image(image, spec: ImageSpec, limits: ImageLimits = ImageLimits()) ->
     return array[..., None] if spec.channels == 1 else array
 
 
-def load_file(path, spec: ImageSpec, limits: ImageLimits = ImageLimits()) -> np.ndarray:
-    """An image file decoded and resized for the model, as `images.load_image` does.
-
-    `load_image` hands a plain PNG of exactly the model's size to OpenCV,
-    which does not check the pixel limit. Such a file is over the limit
-    only when the model's input itself is, so only then is the header read
-    first, to refuse every file over the limit as Pillow does.
-
-    Raises:
-        ImageDecodeError: as `images.load_image`.
-    """
-    if spec.height * spec.width > limits.max_pixels:
-        read_header(path, limits=limits)
-    return load_image(path, size=(spec.height, spec.width), channels=spec.channels, resize=spec.resize, limits=limits)
-
-
 def decode_batch(job) -> tuple[np.ndarray, list[tuple[int, tuple[str, str]]]]:
     """Decodes one batch of files (in a worker process); failed rows are zero.
 
@@ -488,7 +473,8 @@ def decode_batch(job) -> tuple[np.ndarray, list[tuple[int, tuple[str, str]]]]:
     failures = []
     for i, path in enumerate(paths):
         try:
-            images[i] = load_file(path, spec, limits)
+            images[i] = load_image(path, size=(spec.height, spec.width), channels=spec.channels, resize=spec.resize,
+                                   limits=limits)
         except ImageDecodeError as error:
             failures.append((i, (error.problem.value, error.detail)))
     return images, failures
