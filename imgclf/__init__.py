@@ -323,11 +323,13 @@ def predict(run, inputs, *, out=None, top_k: int = 3, batch_size: int = 64, form
 
     Args:
         run: a run directory, or a `Predictor` from `imgclf.load`.
-        inputs: a path or a list of paths: image files, folders, or `.csv`
-            files with a `path` column (else the first column is the path).
+        inputs: a path or an iterable of paths: image files, folders, or
+            `.csv` files with a `path` column (else the first column is the
+            path).
         out: a `.csv` or `.json` file to write rows to as they are
-            predicted (`"-"` for standard output). Defaults to `None`: the
-            rows are returned.
+            predicted, under a temporary name that replaces `out` at the end
+            (`"-"` for standard output). Defaults to `None`: the rows are
+            returned.
         top_k: classes listed per image, most probable first.
             Defaults to 3.
         batch_size: images per model call. Defaults to 64.

@@ -481,14 +481,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    if args.command in _TENSORFLOW_COMMANDS:
-        _quiet_tensorflow()
     from .config import ConfigError
     from .manifest import DatasetError
     from .parallel import WorkerDiedError
     from .runs import RunError
 
     try:
+        if args.command in _TENSORFLOW_COMMANDS:
+            _quiet_tensorflow()
         return args.handler(args)
     except (ConfigError, DatasetError, RunError, WorkerDiedError, FileNotFoundError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
