@@ -199,10 +199,8 @@ class Predictor:
                                  f"Received: dtype={images.dtype}, shape={images.shape}")
             batch = images
         else:
-            if isinstance(images, (str, os.PathLike, np.ndarray)) or _is_pil(images):
-                images = [images]
-            elif isinstance(images, (bytes, bytearray)):
-                raise TypeError(f"A path must be a str or a pathlib.Path, not bytes. Received: {images!r:.80}")
+            if isinstance(images, (str, os.PathLike, np.ndarray, bytes, bytearray)) or _is_pil(images):
+                images = [images]  # one image (bytes: refused as a path by _prepare)
             elif not hasattr(images, "__iter__"):
                 raise TypeError("images must be a file path, a PIL image, a uint8 array or an iterable of them. "
                                 f"Received: {type(images).__name__}")
@@ -750,8 +748,7 @@ def predict(run, inputs, *, out=None, top_k: int = DEFAULT_TOP_K, batch_size: in
     """Predicts files, folders or CSV lists; see `imgclf.predict`."""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1. Received: top_k={top_k}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1. Received: batch_size={batch_size}")
+    _check_batch_size(batch_size)
     if format is not None and format not in FORMATS:
         raise ValueError(f"Unknown format {format!r}. Valid formats: {', '.join(FORMATS)}")
     _input_list(inputs)  # None or bytes: refused before the model loads
