@@ -435,11 +435,14 @@ def evaluate(run, split: str = "test", *, data=None, batch_size: int = 64, galle
 
 def _folder_manifest(data, classes: Sequence[str], cfg, *, progress: bool):
     """Scans `data` and puts every usable image into the test split; returns it and the eval folder name."""
-    from .manifest import DatasetError, scan
+    from .manifest import DatasetError, class_name, scan
     from .pipeline import limits_of
 
     manifest = scan(data, val=0.0, test=0.0, seed=cfg.data.seed, limits=limits_of(cfg.data),
                     workers=cfg.data.workers, progress=progress)
+    spelled = {class_name(name): name for name in classes}  # a run may predate class names kept in NFC
+    for entry in manifest.entries:
+        entry.label = spelled.get(entry.label, entry.label)
     unknown = sorted(set(manifest.classes) - set(classes))
     if unknown:
         raise DatasetError(

@@ -282,6 +282,24 @@ def test_evaluate_on_another_folder_skips_bad_files(tiny_run, tmp_path):
     assert next(r for r in csv.DictReader(open(folder / "per_class.csv")) if r["class"] == "triangle")["error_rate"] == ""
 
 
+def test_evaluate_on_a_folder_matches_class_names_in_either_unicode_form(tmp_path):
+    import shutil
+    import unicodedata
+
+    import imgclf
+    from conftest import make_class_folder
+
+    data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
+    run = imgclf.train(data, model="mlp", hidden=(8,), epochs=1, out=tmp_path / "run", verbose=0, progress=False)
+    decomposed = unicodedata.normalize("NFD", "caf\u00e9")  # as a run trained before names were kept in NFC has it
+    run.write_classes([decomposed, "square"])
+    new = tmp_path / "new"
+    shutil.copytree(data / "circle", new / "caf\u00e9")  # typed on Linux: NFC
+    shutil.copytree(data / "square", new / "square")
+    evaluation = imgclf.evaluate(run, data=new, progress=False)
+    assert evaluation.classes == [decomposed, "square"] and len(evaluation.y_true) == 12
+
+
 def test_evaluate_on_a_folder_with_an_unknown_class_names_it(tiny_run, tmp_path):
     import imgclf
     from conftest import make_class_folder
