@@ -361,7 +361,12 @@ def apply_augment(pipeline: A.Compose, images: np.ndarray) -> np.ndarray:
         except Exception as error:
             raise AugmentError(f"The augmentation pipeline failed on a {'x'.join(map(str, image.shape))} image: "
                                f"{type(error).__name__}: {error}") from error
-        if result.size != image.size:
+        if result.dtype != np.uint8:
+            raise AugmentError(
+                f"The augmentation pipeline returned {result.dtype} pixels; it must return uint8 images (0-255), "
+                "which the model scales itself. Leave out transforms that make floats (Normalize, ToFloat)."
+            )
+        if result.shape[:2] != image.shape[:2] or result.size != image.size:  # (H, W) for (H, W, 1) is the same
             raise AugmentError(
                 f"The augmentation pipeline changed an image of {'x'.join(map(str, image.shape))} to "
                 f"{'x'.join(map(str, result.shape))}; it must keep the size the model sees. Give crops and resizes "

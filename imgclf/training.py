@@ -15,10 +15,12 @@ number format), `distributed` (the epochs of a multi-worker cluster, where
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import math
 import os
+import re
 import shutil
 import tempfile
 
@@ -26,7 +28,7 @@ import keras
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
-from .augment import AUTO as AUTO_AUGMENT, augment_to_yaml, auto_preset, build_augment
+from .augment import AUTO as AUTO_AUGMENT, AugmentError, augment_to_yaml, auto_preset, build_augment
 from .distributed import fit_epochs
 from .config import Config, ImageSpec, TrainConfig
 from .manifest import Manifest
@@ -441,16 +443,32 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
         training = batches.training(start)
         callbacks = _callbacks(cfg, phase, batches, checkpoint, training,
                                restored if phase.name == loaded_phase else {}, verbose=verbose, progress=progress)
-        if devices.name == "multi-worker":
-            fit_epochs(model, training, batches.validation(), strategy=devices.strategy, epochs=phase.end,
-                       initial_epoch=start, callbacks=callbacks, class_weight=class_weight)
-        else:
-            # shuffle=False: the batches shuffle themselves, seeded by the epoch; Keras' own shuffling of the batch
-            # order draws from the global random state, which a resumed process does not share.
-            model.fit(training, validation_data=batches.validation(), epochs=phase.end, initial_epoch=start,
-                      class_weight=class_weight, callbacks=callbacks, verbose=0, shuffle=False)
+        with _augment_errors_unwrapped():
+            if devices.name == "multi-worker":
+                fit_epochs(model, training, batches.validation(), strategy=devices.strategy, epochs=phase.end,
+                           initial_epoch=start, callbacks=callbacks, class_weight=class_weight)
+            else:
+                # shuffle=False: the batches shuffle themselves, seeded by the epoch; Keras' own shuffling of the
+                # batch order draws from the global random state, which a resumed process does not share.
+                model.fit(training, validation_data=batches.validation(), epochs=phase.end, initial_epoch=start,
+                          class_weight=class_weight, callbacks=callbacks, verbose=0, shuffle=False)
         if checkpoint.history and not math.isfinite(float(checkpoint.history[-1].get("loss", 0))):
             break  # StopOnNaN stopped the run; a later phase would start from the same broken weights
+
+
+@contextlib.contextmanager
+def _augment_errors_unwrapped():
+    """An `AugmentError` raised while a batch is made (a transform that, now and then, changes the size) reaches
+    the caller as itself: TensorFlow wraps it in a graph error of many lines, with the message inside."""
+    try:
+        yield
+    except AugmentError:
+        raise
+    except Exception as error:
+        found = re.search(r"AugmentError: (.+)", str(error))
+        if not found:
+            raise
+        raise AugmentError(found[1]) from None
 
 
 def _callbacks(cfg: Config, phase: Phase, batches: _Batches, checkpoint: RunCheckpoint, training: ImageBatches,

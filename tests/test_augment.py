@@ -163,6 +163,28 @@ def test_a_pipeline_that_changes_the_image_size_is_refused_with_the_sizes():
         apply_augment(pipeline, images(2))
 
 
+def test_a_pipeline_that_turns_or_floats_the_images_is_refused():
+    tall = np.zeros((2, 24, 12, 3), np.uint8)
+    with pytest.raises(AugmentError, match="changed an image of 24x12x3 to 12x24x3"):  # same pixel count, turned
+        apply_augment(A.Compose([A.Transpose(p=1)]), tall)
+    with pytest.raises(AugmentError, match="returned float32 pixels; it must return uint8 images .* Leave out "
+                                           r"transforms that make floats \(Normalize, ToFloat\)"):
+        apply_augment(A.Compose([A.Normalize(p=1)]), images(2))
+
+
+def test_a_transform_that_changes_the_size_now_and_then_stops_training_with_one_message(tmp_path):
+    import imgclf
+    from conftest import make_class_folder
+
+    # Rare enough that the first batch, which Keras makes before training, passes: a later one fails in TensorFlow.
+    pipeline = A.Compose([A.OneOf([A.Resize(height=8, width=8)], p=0.05)])
+    (tmp_path / "aug.yaml").write_text(augment_to_yaml(pipeline))
+    data = make_class_folder(tmp_path / "data", per_class=10)
+    with pytest.raises(AugmentError, match=r"^The augmentation pipeline changed an image of 16x16x3 to 8x8x3"):
+        imgclf.train(data, model="mlp", hidden=(8,), epochs=3, batch_size=2, augment=str(tmp_path / "aug.yaml"),
+                     out=tmp_path / "run", verbose=0, progress=False)
+
+
 def test_same_seed_gives_the_same_augmented_batches_whatever_the_threads_and_the_order():
     split = SplitImages(images(40), np.arange(40, dtype=np.int32) % 4, entries=[None] * 40)
     pipeline = build_augment("heavy", seed=0)
