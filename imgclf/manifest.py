@@ -580,10 +580,13 @@ def _class_size_notes(manifest: Manifest) -> list[str]:
 
 
 def _empty_split_notes(manifest: Manifest, fractions: dict[str, float], given: set[str]) -> list[str]:
-    """A split that was asked for (`fractions`, not `given` by the data) but holds no image: no class is large enough."""
-    return [f"no {split} images: --{split} {fraction:g} of each class rounds to 0 images here (a class needs at least "
-            f"3 distinct images to give one to val and test); add images, or results can only be measured on the "
-            "training images, which the model has learned"
+    """A split that was asked for (`fractions`, not `given` by the data) but holds no image."""
+    broken = len(manifest.entries) - len(manifest.usable)
+    why = "a class needs at least 3 distinct images to give one to val and test"
+    if broken:  # their places in the order count, so they can take a small class's val or test place
+        why += f", and the {broken} file(s) with errors keep their places in the split without an image"
+    return [f"no {split} images although --{split} {fraction:g} asked for some ({why}): add or repair images, or "
+            "results can only be measured on the training images, which the model has learned"
             for split, fraction in fractions.items()
             if fraction > 0 and split not in given and manifest.usable and not manifest.split(split)]
 

@@ -31,6 +31,7 @@ from .sizing import limits_of, resolve_image_spec
 MARGIN = 4  # pixels around and between tiles
 MIN_TILE = 96  # tiles are enlarged to at least this many pixels on their longer side
 MAX_ZOOM = 8
+MAX_PICTURE_PIXELS = 100_000_000  # about 300 MB of RGB: far beyond any screen, well within memory
 BACKGROUND = (230, 230, 230)
 INK = (20, 20, 20)
 
@@ -188,6 +189,10 @@ def augment_preview(
     originals = np.stack(originals)
     augmented = np.stack([apply_augment(pipeline, np.repeat(image[None], versions, axis=0)) for image in originals])
     zoom = zoom or min(MAX_ZOOM, max(1, math.ceil(MIN_TILE / max(spec.height, spec.width))))
+    pixels = len(originals) * (1 + versions) * spec.height * spec.width * zoom * zoom
+    if pixels > MAX_PICTURE_PIXELS:
+        raise ConfigError(f"The preview would be a picture of {pixels / 1e6:,.0f} million pixels (at most "
+                          f"{MAX_PICTURE_PIXELS / 1e6:,.0f} million): lower --zoom ({zoom}), --n or --versions.")
     title = (f"augment {_describe_augment(cfg.augment.preset)}, flips {'kept' if cfg.augment.flip else 'removed'}, "
              f"{spec.height}x{spec.width}x{spec.channels}, resize {spec.resize}, seed {cfg.train.seed}; "
              "first column: original")

@@ -366,7 +366,8 @@ def test_a_csv_naming_only_val_and_test_splits_is_refused(tmp_path):
 def test_a_split_asked_for_but_too_small_to_get_an_image_is_noted(tmp_path):
     m = scan(make_class_folder(tmp_path / "data", per_class=2, classes=["circle", "square"]), progress=False)
     notes = " ".join(m.notes)
-    assert "no val images: --val 0.15 of each class rounds to 0 images here" in notes and "no test images" in notes
+    assert ("no val images although --val 0.15 asked for some (a class needs at least 3 distinct images to give one "
+            "to val and test)") in notes and "no test images" in notes
     quiet = scan(tmp_path / "data", val=0.15, test=0.0, progress=False)  # --test 0 is a choice
     assert not any("no test images" in note for note in quiet.notes)
 

@@ -92,6 +92,14 @@ def test_bad_options_and_bad_yaml_are_refused_before_the_folder_is_read(tmp_path
         augment_preview(tmp_path / "not-read", versions=0)
 
 
+def test_a_preview_too_large_to_draw_is_refused_with_the_options_to_lower(folder, tmp_path):
+    with pytest.raises(ValueError, match=r"The preview would be a picture of 2,304 million pixels \(at most 100 "
+                                         r"million\): lower --zoom \(1000\), --n or --versions"):
+        augment_preview(folder, out=tmp_path / "p.png", n=2, versions=1, image_size=(24, 24), zoom=1000,
+                        progress=False)
+    assert not (tmp_path / "p.png").exists()
+
+
 def test_cli_writes_the_png_without_importing_tensorflow(folder, tmp_path):
     code = ("import sys\n"
             "from imgclf.cli import main\n"
