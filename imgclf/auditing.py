@@ -134,10 +134,11 @@ def audit(
     >>> result = audit("photos/", out="audit/")
     >>> print(result.summary())
     """
-    if quarantine and not isinstance(data, Manifest) and os.path.isdir(data) and is_inside(quarantine, data):
-        raise ValueError(f"The quarantine folder {escape_name(os.fspath(quarantine))} is inside the dataset "
-                         f"{escape_name(os.fspath(data))}: the next scan would read it as a class. Choose a folder "
-                         "outside it, e.g. beside it.")
+    for folder, what in ((quarantine, "quarantine folder"), (out, "audit folder")):
+        if folder and not isinstance(data, Manifest) and os.path.isdir(data) and is_inside(folder, data):
+            raise ValueError(f"The {what} {escape_name(os.fspath(folder))} is inside the dataset "
+                             f"{escape_name(os.fspath(data))}: the next scan would read it as a class. Choose a "
+                             "folder outside it, e.g. beside it.")
     if isinstance(data, Manifest):
         manifest = data
         read_files(manifest.entries, limits=limits, decode=True, workers=workers, progress=progress)

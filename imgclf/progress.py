@@ -21,7 +21,8 @@ def epoch_line(epoch: int, epochs: int, phase: str, logs: dict, seconds: float, 
     values = " ".join(f"{key} {float(logs[key]):.4f}" for key in _SHOWN if key in logs)
     rate = images / seconds if seconds > 0 else 0.0
     learning_rate = f" lr {float(logs['learning_rate']):.3g}" if "learning_rate" in logs else ""
-    return f"epoch {epoch + 1}/{epochs} ({phase}): {values}{learning_rate}, {seconds:.1f} s, {rate:,.0f} images/s"
+    shown = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2g}"  # 0.45, not 0, for a slow first epoch
+    return f"epoch {epoch + 1}/{epochs} ({phase}): {values}{learning_rate}, {seconds:.1f} s, {shown} images/s"
 
 
 class EpochProgress(keras.callbacks.Callback):

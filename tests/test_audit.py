@@ -178,6 +178,9 @@ def test_quarantine_inside_the_dataset_is_refused_and_shared_files_outside_stay(
     root = make_class_folder(tmp_path / "data", per_class=4)
     with pytest.raises(ValueError, match="quarantine folder .* is inside the dataset"):
         imgclf.audit(root, quarantine=root / "quarantine", progress=False)
+    with pytest.raises(ValueError, match="audit folder .* is inside the dataset .*: the next scan would read it"):
+        imgclf.audit(root, out=root / "audit", progress=False)
+    assert not (root / "audit").exists()
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"cut")

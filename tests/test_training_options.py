@@ -212,6 +212,8 @@ def test_epoch_line_reads_like_a_log():
     line = epoch_line(2, 10, "fine_tune", {"loss": 0.5, "accuracy": 0.75, "val_loss": 0.6, "learning_rate": 1e-4},
                       seconds=2.0, images=1000)
     assert line == "epoch 3/10 (fine_tune): loss 0.5000 accuracy 0.7500 val_loss 0.6000 lr 0.0001, 2.0 s, 500 images/s"
+    slow = epoch_line(0, 2, "train", {"loss": 1.0}, seconds=17.9, images=8)  # a first epoch that traces the model
+    assert slow.endswith("17.9 s, 0.45 images/s")
 
 
 def test_tensorboard_event_files_hold_the_epoch_scalars(tmp_path, data):
