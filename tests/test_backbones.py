@@ -150,6 +150,19 @@ def test_missing_imagenet_weights_fail_before_any_image_is_decoded(keras_cache, 
     assert not (tmp_path / "run").exists()
 
 
+def test_a_damaged_cached_weights_file_is_named_as_damaged(keras_cache, monkeypatch):
+    for variable in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):  # the download fails at once
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    spec = ImageSpec(224, 224, 3)
+    damaged = keras_cache / get_backbone("mobilenet_v3_small").weights_filename(spec)  # Keras checks its hash
+    damaged.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(1000))  # a copy cut short
+    with pytest.raises(WeightsError, match=r"was incomplete or damaged \(its hash is not the one Keras expects\), "
+                                           r"so Keras removed it, and downloading it again failed"):
+        build_model(ModelConfig(name="mobilenet_v3_small", weights="imagenet"), spec, 3)
+
+
 def test_auto_without_cached_weights_trains_small_cnn_and_records_why(tmp_path):
     data = make_class_folder(tmp_path / "data", per_class=6)
     run = imgclf.train(data, epochs=1, out=tmp_path / "run", verbose=0, progress=False)

@@ -276,12 +276,18 @@ def _imagenet_backbone(backbone: Backbone, spec: ImageSpec) -> keras.Model:
     """Through Keras's own download and cache; offline and uncached, fails at once naming the file."""
     filename = backbone.weights_filename(spec)
     folder = weights_cache_dir()
+    cached = (folder / filename).is_file()
     try:
         return backbone.constructor(input_shape=(spec.height, spec.width, 3), include_top=False, weights="imagenet")
     except Exception as error:  # keras' get_file raises a bare Exception ("URL fetch failure ...")
         if (folder / filename).is_file():
             raise WeightsError(f"ImageNet weights of {backbone.name} in {folder / filename} could not be loaded: {error}. "
                                "Delete the file to download it again.") from None
+        if cached:  # Keras checks the file's hash, removes a file that fails it, then tries to download it again
+            raise WeightsError(
+                f"{folder / filename} was incomplete or damaged (its hash is not the one Keras expects), so Keras "
+                f"removed it, and downloading it again failed: {(str(error).splitlines() or [''])[0][:200]}. Copy "
+                "a complete file there (compare its size with the original), or pass --weights none.") from None
         reason = re.sub(r" on \S+?: ", ": ", (str(error).splitlines() or [type(error).__name__])[0])  # the URL is long
         raise WeightsError(
             f"ImageNet weights of {backbone.name} are not in the Keras cache and could not be downloaded "
