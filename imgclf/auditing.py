@@ -158,8 +158,9 @@ def audit(
         result.quarantined = _quarantine(broken, Path(manifest.root), result.quarantine_dir)
         outside = len([e for e in broken if e.path not in result.quarantined and os.path.lexists(e.path)])
         if outside:
+            how = "a CSV path that leaves its folder" if Path(manifest.root).is_file() else "a symlink"
             manifest.notes.append(f"{outside:,} file(s) with errors left where they are: they lie outside the dataset "
-                                  "folder (reached through a symlink), and quarantine moves only the dataset's own files")
+                                  f"folder (reached through {how}), and quarantine moves only the dataset's own files")
     if out:
         out = Path(out)
         rows = ([escape_name(e.path), e.label, e.split, e.status, e.problem, e.detail, e.width, e.height, e.sha1,

@@ -191,3 +191,17 @@ def test_quarantine_inside_the_dataset_is_refused_and_shared_files_outside_stay(
     assert [os.path.basename(p) for p in result.quarantined] == ["own_broken.png"]
     assert "1 file(s) with errors left where they are: they lie outside the dataset folder" in result.summary()
     assert "3 classes; imbalance ratio 1.0 (every class 4 images)" in result.summary()
+
+
+def test_quarantine_names_csv_paths_outside_the_csv_folder_as_such(tmp_path):
+    from badfiles import truncated_png
+
+    make_class_folder(tmp_path / "imgs", per_class=4, classes=["circle", "square"])
+    truncated_png(tmp_path / "imgs" / "circle" / "cut.png")
+    (tmp_path / "meta").mkdir()
+    rows = [f"../imgs/{p.parent.name}/{p.name},{p.parent.name}" for p in sorted((tmp_path / "imgs").rglob("*.png"))]
+    (tmp_path / "meta" / "labels.csv").write_text("\n".join(["path,label", *rows]) + "\n")
+    result = imgclf.audit(tmp_path / "meta" / "labels.csv", quarantine=tmp_path / "q", progress=False)
+    assert any("1 file(s) with errors left where they are" in note and "a CSV path that leaves its folder" in note
+               for note in result.manifest.notes)
+    assert (tmp_path / "imgs" / "circle" / "cut.png").exists()
