@@ -246,38 +246,45 @@ def _export_into(folder: Path, run: RunDir, model, cfg, classes, spec, format: s
                         tuple(replaced))
 
 
-def _holds_export(folder: Path) -> bool:
-    """Whether `folder` holds an earlier export: an `export.json` as `export` writes it."""
+def _earlier_export(folder: Path) -> tuple[str | None, str]:
+    """The model file an earlier export in `folder` wrote (named by its `export.json`), or `None` and why not."""
+    if not os.path.lexists(folder / "export.json"):
+        return None, "no export.json"
     try:
         record = read_json(folder / "export.json")
     except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and record.get("model") in _MODEL_FILES.values()
+        return None, "its export.json is not one imgclf export wrote"
+    model = record.get("model") if isinstance(record, dict) else None
+    return (model, "") if model in _MODEL_FILES.values() else (None, "its export.json is not one imgclf export wrote")
 
 
 def _earlier_model_files(folder: Path, model_name: str) -> list[Path]:
-    """The model files of an earlier export in `folder`, which an export writing `model_name` replaces.
+    """The model file of an earlier export in `folder`, which an export writing `model_name` replaces.
+
+    Only what an earlier export wrote may go: its `export.json` names its
+    model file, and the other files every export writes.
 
     Raises:
         NotADirectoryError: if `folder`, or a folder above it, is a file.
         FileExistsError: if a file or folder stands where the export
-            writes one, and imgclf did not write it: `folder` holds no
-            earlier export, or it is a folder where an export writes a file
-            (or a file where it writes `saved_model/`).
+            writes one, and imgclf did not write it (a run's own
+            `model.keras` included), or it is a folder where an export
+            writes a file (or a file where it writes `saved_model/`).
     """
     check_folder_target(folder)
     if not folder.is_dir():
         return []
-    earlier = _holds_export(folder)
-    names = (*_MODEL_FILES.values(), *_OTHER_FILES) if earlier else (model_name, *_OTHER_FILES)
+    earlier, why = _earlier_export(folder)
     found = []
-    for name in names:
+    for name in dict.fromkeys((model_name, *_OTHER_FILES, *([earlier] if earlier else []))):
         path = folder / name
         if not os.path.lexists(path):
             continue
         is_folder = path.is_dir() and not path.is_symlink()
-        if not earlier or is_folder != (name == _MODEL_FILES["savedmodel"]):
-            where = "" if earlier else f" ({escape_name(str(folder))} holds no earlier export: no export.json)"
+        written = earlier is not None and (name == earlier or name in _OTHER_FILES)
+        if not written or is_folder != (name == _MODEL_FILES["savedmodel"]):
+            where = (f" ({escape_name(str(folder))}: {why})" if earlier is None else
+                     f" (the earlier export in {escape_name(str(folder))} wrote {earlier})" if not written else "")
             raise FileExistsError(f"{escape_name(str(path))} is a {'folder' if is_folder else 'file'} that imgclf "
                                   f"export did not write{where}; choose another --out, or move it away")
         if name in _MODEL_FILES.values():

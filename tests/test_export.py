@@ -167,8 +167,8 @@ def test_a_file_or_folder_imgclf_did_not_write_is_refused_before_any_work(run, t
     monkeypatch.setattr(exporting, "load_keras_model", _not_called)
     with pytest.raises(FileExistsError) as raised:
         imgclf.export(run, format=format, out=out, progress=False)
-    assert str(raised.value) == (f"{target} is a {kind} that imgclf export did not write ({out} holds no earlier "
-                                 "export: no export.json); choose another --out, or move it away")
+    assert str(raised.value) == (f"{target} is a {kind} that imgclf export did not write ({out}: no export.json); "
+                                 "choose another --out, or move it away")
     assert [p.name for p in out.iterdir()] == [name]
     assert (target / "important.txt" if kind == "folder" else target).read_text() == "keep me"
 
@@ -209,6 +209,28 @@ def test_an_earlier_export_with_a_folder_where_it_writes_a_file_is_refused(run, 
     with pytest.raises(FileExistsError, match=r"model\.tflite is a folder that imgclf export did not write"):
         imgclf.export(run, format="tflite", out=out, progress=False)
     assert (out / "model.keras").is_file() and (out / "model.tflite").is_dir()
+
+
+def test_only_the_model_file_an_earlier_export_wrote_is_replaced(run, tmp_path):
+    folder = tmp_path / "run-copy"
+    shutil.copytree(run.path, folder)  # exporting into a run's own folder, beside its model.keras
+    imgclf.export(folder, format="tflite", out=folder, progress=False)
+    with pytest.raises(FileExistsError, match=r"model\.keras is a file that imgclf export did not write \(the "
+                                              r"earlier export in .* wrote model\.tflite\)"):
+        imgclf.export(folder, format="keras", out=folder, progress=False)
+    result = imgclf.export(folder, format="savedmodel", out=folder, progress=False)
+    assert "removed model.tflite" in result.summary() and (folder / "model.keras").is_file()
+    imgclf.load(folder)  # the run still has its model
+
+
+@pytest.mark.parametrize("text", ['{"model": "model.keras",', '{"format": "keras"}'])
+def test_an_export_json_imgclf_did_not_write_is_named(run, tmp_path, text):
+    out = tmp_path / "deploy"
+    out.mkdir()
+    (out / "export.json").write_text(text)
+    with pytest.raises(FileExistsError, match=r"export\.json is a file that imgclf export did not write \(.*: its "
+                                              r"export\.json is not one imgclf export wrote\)"):
+        imgclf.export(run, format="keras", out=out, progress=False)
 
 
 def test_tflite_export_keeps_litert_log_lines_off_stderr(run, tmp_path, capfd):
