@@ -674,7 +674,11 @@ def write_rows(rows: Iterable[dict], out, *, top_k: int, format: str = "csv") ->
         raise ValueError(f"Unknown format {format!r}. Valid formats: {', '.join(FORMATS)}")
     if out is None or str(out) == "-":
         return _write_rows(rows, sys.stdout, top_k, format, PredictionCounts())
-    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+    target = os.path.realpath(out)  # a symlink's target is written, and the link stays
+    if os.path.exists(target) and not os.path.isfile(target):  # a device or a pipe (/dev/null): written to as it is
+        with open(target, "w", newline="", encoding="utf-8") as handle:
+            return _write_rows(rows, handle, top_k, format, PredictionCounts(path=Path(out)))
+    with atomic_path(target) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         return _write_rows(rows, handle, top_k, format, PredictionCounts(path=Path(out)))
 
 

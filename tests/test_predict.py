@@ -265,6 +265,23 @@ def test_a_failed_predict_leaves_an_existing_out_file_as_it_was(run, new_images,
     assert out.read_text(encoding="utf-8").startswith("path,predicted,")
 
 
+def test_an_out_link_is_written_through_and_a_device_or_pipe_is_written_to(run, new_images, tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "link.csv").symlink_to(tmp_path / "shared" / "p.csv")
+    imgclf.predict(run, new_images / "triangle", out=tmp_path / "link.csv", progress=False)
+    assert (tmp_path / "link.csv").is_symlink()
+    assert (tmp_path / "shared" / "p.csv").read_text(encoding="utf-8").startswith("path,predicted,")
+    import threading
+
+    pipe, received = tmp_path / "pipe", []
+    os.mkfifo(pipe)
+    reader = threading.Thread(target=lambda: received.append(pipe.read_text(encoding="utf-8")), daemon=True)
+    reader.start()
+    imgclf.predict(run, new_images / "triangle", out=pipe, progress=False)
+    reader.join(timeout=30)
+    assert received and received[0].startswith("path,predicted,") and pipe.is_fifo()
+
+
 class _Terminal(io.StringIO):
     def isatty(self):
         return True
