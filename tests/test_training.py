@@ -113,6 +113,8 @@ def test_resuming_a_finished_run_removes_the_evaluations_of_its_previous_model(t
     run = imgclf.train(data, model="mlp", hidden=(8,), epochs=1, out=tmp_path / "run", verbose=0, progress=False)
     imgclf.report(run, imgclf.evaluate(run, split="test", progress=False))
     assert (run.path / "eval" / "test" / "metrics.json").exists() and (run.path / "report.html").exists()
+    imgclf.train(data, out=run.path, resume=True, verbose=1, progress=False)  # nothing to resume: the same model
+    assert "removed" not in capsys.readouterr().out and (run.path / "eval" / "test" / "metrics.json").exists()
     imgclf.train(data, epochs=3, out=run.path, resume=True, verbose=1, progress=False)  # a new model.keras
     assert "removed eval/ and report.html of the previous model.keras" in capsys.readouterr().out
     assert not (run.path / "eval").exists() and not (run.path / "report.html").exists()
