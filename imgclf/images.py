@@ -221,11 +221,13 @@ def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
             try:
                 image = Image.open(source)
             except UnidentifiedImageError:
-                head = source.getvalue()[:256] if isinstance(source, io.BytesIO) else _head(path)
+                head, tail = _ends(source, path)
                 image_format = signature_format(head)
-                if image_format:  # an image file cut short before its header ends, or a damaged header
-                    raise ImageDecodeError(path, ImageProblem.TRUNCATED, f"the file starts as a {image_format} image but "
-                                           "Pillow cannot read its header: cut short or damaged") from None
+                if image_format:  # an image whose header cannot be read: cut short, or damaged in place
+                    cut = not tail.rstrip(b"\0").endswith(_END_MARKERS.get(image_format, b""))
+                    raise ImageDecodeError(path, ImageProblem.TRUNCATED if cut else ImageProblem.CORRUPT,
+                                           f"the file starts as a {image_format} image but Pillow cannot read its "
+                                           f"header: {'cut short' if cut else 'damaged'}") from None
                 raise ImageDecodeError(path, ImageProblem.NOT_AN_IMAGE, _describe_non_image(head)) from None
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
                 raise ImageDecodeError(path, ImageProblem.DECOMPRESSION_BOMB, _bomb_detail(error, limits)) from None
@@ -272,9 +274,19 @@ def _bomb_detail(error: Exception, limits: ImageLimits) -> str:
     return f"{int(found[1]):,} pixels exceeds max_pixels={limits.max_pixels:,}" if found else str(error)
 
 
-def _head(path) -> bytes:
+# The last bytes of a complete file of these formats (others have no fixed end, so they count as complete).
+_END_MARKERS = {"PNG": b"IEND\xaeB`\x82", "JPEG": b"\xff\xd9", "GIF": b";"}
+
+
+def _ends(source, path) -> tuple[bytes, bytes]:
+    """The first 256 and the last 16 bytes of a file, or of the bytes read from it."""
+    if isinstance(source, io.BytesIO):
+        data = source.getvalue()
+        return data[:256], data[-16:]
     with open(path, "rb") as handle:
-        return handle.read(256)
+        head = handle.read(256)
+        handle.seek(max(0, os.fstat(handle.fileno()).st_size - 16))
+        return head, handle.read()
 
 
 _NOT_REGULAR = "not a regular file (a named pipe, socket or device)"

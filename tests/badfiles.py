@@ -74,6 +74,13 @@ def header_only_png(path):
     return write(path, data[: 8 + 25])
 
 
+def bad_chunk_name_png(path):
+    """A PNG of full length whose IHDR chunk name is damaged: Pillow cannot identify it."""
+    data = bytearray(_png_bytes(_rgb((32, 32))))
+    data[12:16] = b"XXXX"
+    return write(path, bytes(data))
+
+
 def signature_only_jpeg(path):
     return write(path, _jpeg_bytes(_rgb())[:3])
 
@@ -219,6 +226,7 @@ BAD_FILES = {
     "truncated.png": (truncated_png, "error", "truncated"),
     "header_only.png": (header_only_png, "error", "truncated"),
     "jpeg_signature_only.jpg": (signature_only_jpeg, "error", "truncated"),
+    "bad_chunk_name.png": (bad_chunk_name_png, "error", "corrupt"),
     "bad_crc.png": (bad_crc_png, "error", "corrupt"),
     "garbled.png": (garbled_png, "error", "corrupt"),
     "rows_missing.png": (rows_missing_png, "error", "truncated"),
