@@ -399,7 +399,7 @@ def _build(cls, values: dict, *, prefix: str, source: str):
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the file'} must be a mapping. Received: {values!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(set(values) - set(fields), key=str)  # YAML keys may be numbers too
     if unknown:
         raise ConfigError(
             f"{source}: unknown key {prefix}{unknown[0]!s}. Valid keys under "

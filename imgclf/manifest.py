@@ -521,9 +521,13 @@ def _entries_from_csv(path: Path) -> tuple[list[Entry], list[str]]:
         file = Path(unescape_name(row["path"]))
         file = file if file.is_absolute() else path.parent / file
         entry = Entry(path=os.path.abspath(file), label=class_name(row["label"]), split=split)
-        first = first_line.setdefault((entry.path, entry.label), number)
+        first, first_split = first_line.setdefault((entry.path, entry.label), (number, split))
         if first == number:
             entries.append(entry)
+        elif split != first_split:
+            raise DatasetError(f"{escape_name(str(path))}, line {number}: {row['path']!r} is listed for split "
+                               f"{split or '(empty)'!r}, and on line {first} for {first_split or '(empty)'!r}. A file "
+                               "belongs to one split: keep one of the two rows.")
         else:
             repeats.append((number, first))
     if entries and all(entry.split in ("val", "test") for entry in entries):
@@ -545,6 +549,9 @@ def _csv_text(path: Path) -> str:
         raise DatasetError(f"{escape_name(str(path))} is a {image_format} image, not a dataset. Pass a folder with one "
                            "subfolder per class, or a CSV with path,label columns; `imgclf predict RUN FILE` classifies "
                            "single images.")
+    if b"\0" in data[:4096]:  # UTF-16 or UTF-32 text, or a binary file: both decode as UTF-8 where ASCII
+        raise DatasetError(f"{escape_name(str(path))} is not UTF-8 text (it holds NUL bytes, as UTF-16 text or a "
+                           "binary file does). Save the CSV as UTF-8 (Excel: \"CSV UTF-8\").")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:

@@ -78,6 +78,13 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
     assert load_yaml("base: &b {epochs: 3}\ntrain:\n  <<: *b\n  epochs: 4\n")["train"] == {"epochs": 4}
 
 
+def test_unknown_keys_of_mixed_types_are_named(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  epochs: 1\n  1: a\n  foo: b\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: unknown key train.1. Valid keys under train"):
+        load_config(path)
+
+
 def test_a_config_that_is_not_utf8_names_the_file(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_bytes("train:\n  epochs: 3 # caf\xe9\n".encode("latin-1"))

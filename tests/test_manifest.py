@@ -340,6 +340,9 @@ def test_a_csv_dataset_that_is_not_utf8_or_is_an_image_says_what_to_pass(tmp_pat
     (tmp_path / "latin1.csv").write_bytes("path,label\ndata/circle/circle_000.png,caf\xe9\n".encode("latin-1"))
     with pytest.raises(DatasetError, match=r"latin1.csv, line 2: not UTF-8 text \(byte 0xe9\). Save the CSV as UTF-8"):
         scan(tmp_path / "latin1.csv", progress=False)
+    (tmp_path / "utf16.csv").write_bytes("path,label\ndata/circle/circle_000.png,circle\n".encode("utf-16-le"))
+    with pytest.raises(DatasetError, match=r"utf16.csv is not UTF-8 text \(it holds NUL bytes"):
+        scan(tmp_path / "utf16.csv", progress=False)
     with pytest.raises(DatasetError, match=r"circle_000.png is a PNG image, not a dataset. Pass a folder with one "
                                            r"subfolder per class, or a CSV"):
         scan(root / "circle" / "circle_000.png", progress=False)
@@ -352,6 +355,15 @@ def test_a_csv_row_repeating_a_file_is_used_once_with_a_note(tmp_path):
     m = scan(tmp_path / "labels.csv", progress=False)
     assert len(m.entries) == 8 and not any(e.problem == "duplicate" for e in m.entries)
     assert "2 row(s) of" in " ".join(m.notes) and "(line 10 repeats line 2): each file is used once" in " ".join(m.notes)
+
+
+def test_a_csv_listing_a_file_for_two_splits_is_refused(tmp_path):
+    make_class_folder(tmp_path / "data", per_class=4, classes=["circle", "square"])
+    rows = [f"data/{c}/{c}_{i:03d}.png,{c},train" for c in ("circle", "square") for i in range(4)]
+    (tmp_path / "labels.csv").write_text("\n".join(["path,label,split", *rows, "data/circle/circle_000.png,circle,test"]))
+    with pytest.raises(DatasetError, match=r"labels.csv, line 10: 'data/circle/circle_000.png' is listed for split "
+                                           r"'test', and on line 2 for 'train'. A file belongs to one split"):
+        scan(tmp_path / "labels.csv", progress=False)
 
 
 def test_a_csv_naming_only_val_and_test_splits_is_refused(tmp_path):
