@@ -337,8 +337,11 @@ def cmd_train(args) -> int:
     data = args.data
     if args.manifest:
         from .images import ImageLimits
+        from .manifest import class_name
 
         data = Manifest.read_csv(args.manifest)
+        for entry in data.entries:  # as a scan names classes, whatever wrote the file
+            entry.label = class_name(entry.label)
         limits = {key: getattr(args, key) for key in ("max_pixels", "min_side", "max_aspect") if getattr(args, key) is not None}
         data.recheck_changed(os.stat(args.manifest).st_mtime, limits=ImageLimits(**limits), workers=args.workers)
     run = imgclf.train(data, out=args.out, config=args.config, resume=args.resume, overwrite=args.overwrite,

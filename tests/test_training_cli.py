@@ -35,3 +35,17 @@ def test_a_bad_schedule_value_is_refused_by_the_parser(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--schedule", "linear"])
     assert "invalid choice: 'linear'" in capsys.readouterr().err
+
+
+def test_train_with_a_manifest_keeps_class_names_as_a_scan_does(tmp_path):
+    import json
+    import unicodedata
+
+    data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
+    assert main(["scan", str(data), "--out", str(tmp_path / "m.csv")]) == 0
+    decomposed = unicodedata.normalize("NFD", "c\u00edrcle")  # a label written by a tool on macOS
+    text = (tmp_path / "m.csv").read_text(encoding="utf-8").replace(",circle,", f",{decomposed},")
+    (tmp_path / "m.csv").write_text(text, encoding="utf-8")
+    assert main(["train", str(data), "--manifest", str(tmp_path / "m.csv"), "--model", "mlp", "--hidden", "8",
+                 "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "classes.json").read_text(encoding="utf-8")) == ["c\u00edrcle", "square"]
