@@ -269,6 +269,7 @@ def test_compare_puts_runs_side_by_side_and_marks_differences(reported_run, tmp_
     assert table["model"] == ["small_cnn", "mlp [16]"]
     assert table["augmentation"] == ["standard", "standard"]  # "auto" for colour images
     assert table["epochs"] == ["1", "1"] and table["schedule"][0] == "train 1 ep @ 0.001"
+    assert table["precision"] == ["float32", "float32"]
     assert table["error rate"][0].endswith("%") and table["error rate"][1] == ""
     assert "–" in table["error rate, 95% interval"][0]
     assert table["evaluated on"][1].startswith("not evaluated")

@@ -131,6 +131,7 @@ def _column(run: RunDir) -> dict[tuple[str, str], str]:
         ("settings", "epochs"): f"{len(history)} of {cfg.train.epochs}" if len(history) != cfg.train.epochs
         else str(cfg.train.epochs),
         ("settings", "batch size"): str(cfg.train.batch_size),
+        ("settings", "precision"): (environment.get("precision") or {}).get("policy", ""),  # what training used
         ("settings", "optimizer"): f"{cfg.train.optimizer}, lr {cfg.train.learning_rate:g}",
         ("settings", "schedule"): _schedule(history, cfg.train.learning_rate),
         ("settings", "class weights"): "yes" if cfg.train.class_weight else "no",
@@ -161,8 +162,9 @@ def compare(runs, *, out=None, html: bool = False) -> Comparison:
     """Puts runs side by side: their key settings and their results, differences marked.
 
     Settings: model, weights, image size, augmentation, epochs, batch size,
-    optimizer, schedule (the phases and their learning rates, from
-    `history.csv`), class weights, split and data hash. Results, from each
+    precision (the dtype policy training used), optimizer, schedule (the
+    phases and their learning rates, from `history.csv`), class weights,
+    split and data hash. Results, from each
     run's test evaluation (else its first): error rate with its 95% Wilson
     interval, macro F1, balanced accuracy, log loss, calibration error and
     training time. Two error rates whose intervals overlap may not differ
