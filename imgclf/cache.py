@@ -49,7 +49,7 @@ import numpy as np
 
 from .config import ImageSpec
 from .images import FileCheck, ImageDecodeError, ImageLimits, load_image, scan_and_load
-from .parallel import chunked, default_workers, parallel_map
+from .parallel import chunked, parallel_map, resolve_workers
 from .files import atomic_path, read_json, write_json
 
 _CHUNK = 64  # files per job at most: a job opens the memmap once
@@ -82,7 +82,7 @@ def cache_key(sha1s: Sequence[str], spec: ImageSpec, limits: ImageLimits) -> str
 def chunk_size(files: int, workers: int | None) -> int:
     """Files per job: at most `_CHUNK`, and at least 8 jobs per worker, so that no worker is left with
     a long last job while the others wait (300 phone photos make 16 jobs of 19, not 5 of 64)."""
-    return max(1, min(_CHUNK, -(-files // (8 * (workers or default_workers())))))
+    return max(1, min(_CHUNK, -(-files // (8 * resolve_workers(workers)))))
 
 
 def _decode_rows(job) -> list[tuple[int, str, str]]:

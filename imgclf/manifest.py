@@ -541,6 +541,9 @@ def _entries_from_csv(path: Path) -> tuple[list[Entry], list[str]]:
     return entries, notes
 
 
+_SAVE_AS_UTF8 = 'Save the CSV as UTF-8 (Excel: "CSV UTF-8").'
+
+
 def _csv_text(path: Path) -> str:
     """The text of a CSV dataset; an image, or a file that is not UTF-8, is refused with what to pass instead."""
     data = path.read_bytes()
@@ -551,13 +554,13 @@ def _csv_text(path: Path) -> str:
                            "single images.")
     if b"\0" in data[:4096]:  # UTF-16 or UTF-32 text, or a binary file: both decode as UTF-8 where ASCII
         raise DatasetError(f"{escape_name(str(path))} is not UTF-8 text (it holds NUL bytes, as UTF-16 text or a "
-                           "binary file does). Save the CSV as UTF-8 (Excel: \"CSV UTF-8\").")
+                           f"binary file does). {_SAVE_AS_UTF8}")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data[:error.start].count(b"\n") + 1
-        raise DatasetError(f"{escape_name(str(path))}, line {line}: not UTF-8 text (byte {data[error.start]:#04x}). Save "
-                           "the CSV as UTF-8 (Excel: \"CSV UTF-8\").") from None
+        raise DatasetError(f"{escape_name(str(path))}, line {line}: not UTF-8 text (byte {data[error.start]:#04x}). "
+                           f"{_SAVE_AS_UTF8}") from None
 
 
 def class_name(label: str) -> str:

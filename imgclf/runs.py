@@ -115,11 +115,7 @@ class RunDir:
         """
         if self.check_start(overwrite=overwrite):
             for name in RUN_CONTENTS:
-                target = self.path / name
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target)
-                elif os.path.lexists(target):
-                    target.unlink()
+                _remove(self.path / name)
         self.path.mkdir(parents=True, exist_ok=True)
 
     def check_start(self, *, overwrite: bool = False) -> bool:
@@ -221,14 +217,7 @@ class RunDir:
         Returns:
             The names removed, e.g. `["eval/", "report.html"]`.
         """
-        removed = []
-        if (self.path / "eval").is_dir():
-            shutil.rmtree(self.path / "eval")
-            removed.append("eval/")
-        if (self.path / "report.html").is_file():
-            (self.path / "report.html").unlink()
-            removed.append("report.html")
-        return removed
+        return [shown for name, shown in (("eval", "eval/"), ("report.html", "report.html")) if _remove(self.path / name)]
 
     def save_model(self, model, path=None) -> Path:
         """Saves a Keras model atomically, by default to `model.keras`."""
@@ -236,6 +225,17 @@ class RunDir:
         with atomic_path(path) as tmp:
             model.save(tmp)
         return path
+
+
+def _remove(target: Path) -> bool:
+    """Removes a file, a link or a folder with its contents; returns whether there was one."""
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif os.path.lexists(target):
+        target.unlink()
+    else:
+        return False
+    return True
 
 
 def _version(package: str) -> str | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import filecmp
 import math
 import os
 import re
@@ -320,7 +319,9 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         print(f"training stopped: {diverged}; model.keras holds the best epoch before it "
               f"(by {checkpoint.monitor}). A lower learning rate (--lr) may train further.", flush=True)
     chosen = best_path if best_path.exists() else run.checkpoints / "last.keras"
-    if not _holds_weights_of(run.model_path, chosen):  # a resumed run may find no better epoch: nothing changes
+    # A resumed run that found no better epoch keeps its model.keras, and the evaluations of it.
+    unchanged = run.model_path.exists() and best_path.exists() and checkpoint.best == state.get("best")
+    if not unchanged:
         removed = run.remove_evaluations()  # results of the model.keras replaced below
         if removed and verbose:
             print(f"removed {' and '.join(removed)} of the previous model.keras: run `imgclf evaluate {run.path}` "
@@ -332,16 +333,6 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
             run.save_model(float32_model(keras.saving.load_model(chosen)))
     manifest.to_csv(run.manifest_path)
     return run
-
-
-def _holds_weights_of(model_path, checkpoint) -> bool:
-    """Whether `model.keras` exists and holds the weights of `checkpoint` (a copy, or its float32 version)."""
-    if not model_path.exists():
-        return False
-    if filecmp.cmp(model_path, checkpoint, shallow=False):
-        return True
-    saved, trained = keras.saving.load_model(model_path).weights, keras.saving.load_model(checkpoint).weights
-    return len(saved) == len(trained) and all(np.array_equal(a, b) for a, b in zip(saved, trained))
 
 
 def _unused_settings(cfg: Config) -> list[str]:
