@@ -346,6 +346,9 @@ def cmd_train(args) -> int:
         data.recheck_changed(os.stat(args.manifest).st_mtime, limits=ImageLimits(**limits), workers=args.workers)
     run = imgclf.train(data, out=args.out, config=args.config, resume=args.resume, overwrite=args.overwrite,
                        strict=args.strict, verbose=2, **options)
+    if not run.model_path.exists():  # a worker of a multi-worker cluster other than the chief
+        print(f"\nthis worker's part is done; the chief of the cluster writes the run to {run.path}")
+        return 0
     manifest = run.manifest()
     if any(not entry.usable for entry in manifest.entries):
         print(f"files left out have status 'error' in {run.manifest_path}; `imgclf audit` explains each one")
@@ -498,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imgclf {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"imgclf {args.command}: interrupted", file=sys.stderr)
+        resume = " (the same command with --resume continues from the last finished epoch)" if args.command == "train" else ""
+        print(f"imgclf {args.command}: interrupted{resume}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `imgclf models | head`: the reader left; nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

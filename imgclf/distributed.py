@@ -93,25 +93,43 @@ def _step_functions(model, strategy):
 
 
 def _distributed(batches, strategy, class_weight):
-    """The batches of a `PyDataset` as a distributed dataset, with per-image weights from `class_weight`."""
+    """The batches of a `PyDataset` as a distributed dataset, with per-image weights from `class_weight`.
+
+    Every replica must get at least one image of each batch (a replica with
+    none fails in its layers, or gives a NaN loss): a last batch smaller than
+    the number of replicas goes into the batch before it.
+    """
     import tensorflow as tf
 
+    replicas = strategy.num_replicas_in_sync
     first = batches[0]  # read once, for the signature and as the first batch: decoding it twice would cost a batch
     images, labels = first
+    if len(images) < replicas:
+        raise ValueError(f"Multi-worker training splits each batch across its {replicas} replicas, but a batch holds "
+                         f"{len(images)} image(s). Pass a --batch-size of at least {replicas}, and have at least "
+                         f"{replicas} images in each split.")
     signature = (tf.TensorSpec((None, *images.shape[1:]), tf.as_dtype(images.dtype)),
                  tf.TensorSpec((None, *labels.shape[1:]), tf.as_dtype(labels.dtype)))
     if class_weight is not None:
         signature += (tf.TensorSpec((None,), tf.float32),)
         table = np.array([class_weight[c] for c in range(len(class_weight))], dtype=np.float32)
 
+    def weighted(images, labels):
+        if class_weight is None:
+            return images, labels
+        classes = labels if labels.ndim == 1 else np.argmax(labels, axis=-1)
+        return images, labels, table[classes]
+
     def generate():
-        for index in range(len(batches)):
-            images, labels = first if index == 0 else batches[index]
-            if class_weight is None:
-                yield images, labels
+        held = first
+        for index in range(1, len(batches)):
+            batch = batches[index]
+            if len(batch[0]) < replicas:  # only the last batch can be short
+                batch = tuple(np.concatenate(pair) for pair in zip(held, batch))
             else:
-                classes = labels if labels.ndim == 1 else np.argmax(labels, axis=-1)
-                yield images, labels, table[classes]
+                yield weighted(*held)
+            held = batch
+        yield weighted(*held)
 
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
     options = tf.data.Options()

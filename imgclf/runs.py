@@ -113,7 +113,7 @@ class RunDir:
                 stopped before it finished, and `overwrite` is false; or if
                 it is not a run but holds names a run writes.
         """
-        if self.check_start(overwrite=overwrite):
+        if self._check_contents(overwrite=overwrite):
             for name in RUN_CONTENTS:
                 _remove(self.path / name)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -121,8 +121,13 @@ class RunDir:
     def check_start(self, *, overwrite: bool = False) -> bool:
         """Raises the `RunError` that `start` would, changing nothing; returns whether `start` would remove a run.
 
-        Called before a dataset is scanned, so a wrong `--out` fails at once.
+        Called before a dataset is scanned, so a wrong `--out` fails at once;
+        a run that another process is training is refused as in use.
         """
+        self._refuse_in_use()
+        return self._check_contents(overwrite=overwrite)
+
+    def _check_contents(self, *, overwrite: bool) -> bool:
         state = self.checkpoints / "state.json"
         self._refuse_a_file()
         is_run = any(p.exists() for p in (self.environment_path, self.model_path, state))
@@ -161,14 +166,28 @@ class RunDir:
         self._refuse_a_file()
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.path / ".lock", "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RunError(f"{self.path} is in use by another imgclf process; wait for it or choose another --out.") from None
+            self._take_lock(handle)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _refuse_in_use(self) -> None:
+        """Raises `RunError` if another process holds `lock()` on this run (and changes nothing)."""
+        try:
+            handle = open(self.path / ".lock")
+        except OSError:  # no lock file (no run yet), or one `lock()` will report on
+            return
+        with handle:  # closing the file lets go of the lock taken here
+            self._take_lock(handle)
+
+    def _take_lock(self, handle) -> None:
+        import fcntl
+
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{self.path} is in use by another imgclf process; wait for it or choose another --out.") from None
 
     # Reading --------------------------------------------------------------
     def require(self, *names: str) -> None:

@@ -17,6 +17,8 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
+import threading
 
 
 @dataclasses.dataclass
@@ -98,7 +100,8 @@ def choose_devices(strategy: str = "auto", *, mixed_precision: bool = False) -> 
     if strategy == "multi-worker":
         # Created before the devices are listed: listing them starts TensorFlow's runtime, which a
         # multi-worker strategy must configure first.
-        chosen = tf.distribute.MultiWorkerMirroredStrategy()
+        with _stoppable_while_waiting():
+            chosen = tf.distribute.MultiWorkerMirroredStrategy()
     gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
     cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
     name = ("mirrored" if len(gpus) > 1 else "default") if strategy == "auto" else strategy
@@ -120,6 +123,21 @@ def choose_devices(strategy: str = "auto", *, mixed_precision: bool = False) -> 
             note = ("mixed precision needs a GPU, or a CPU with bfloat16 instructions (AVX512_BF16 or AMX), and "
                     "would be slower on this CPU: training in float32")
     return Devices(name, chosen, devices, precision, note, chief=name != "multi-worker" or is_chief(), workers=workers)
+
+
+@contextlib.contextmanager
+def _stoppable_while_waiting():
+    """Ctrl-C and SIGTERM end the process at once while TensorFlow waits, inside one call, for the other workers of
+    the cluster to start: Python's own handlers would only run once that call returns, which may be never."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {number: signal.signal(number, signal.SIG_DFL) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
 
 
 def cpu_has_bfloat16() -> bool:
@@ -183,8 +201,17 @@ def cluster_workers() -> int:
     Raises:
         ValueError: if `TF_CONFIG` is missing or does not describe this task.
     """
+    return len(cluster_addresses())
+
+
+def cluster_addresses() -> list[str]:
+    """The `host:port` of every process training in the cluster of `TF_CONFIG` (chief and workers).
+
+    Raises:
+        ValueError: if `TF_CONFIG` is missing or does not describe this task.
+    """
     cluster = _tf_config()["cluster"]
-    return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
+    return [str(address) for kind in ("chief", "worker") for address in cluster.get(kind, [])]
 
 
 def is_chief() -> bool:

@@ -40,13 +40,17 @@ from .parallel import default_workers
 from .pipeline import ImageBatches, SplitImages, load_split, resolve_image_spec
 from .progress import EpochProgress
 from .schedules import schedule_callbacks
-from .strategy import Devices, choose_devices, float32_model
+from .strategy import Devices, choose_devices, cluster_addresses, float32_model
 from .files import atomic_path, read_json, write_csv, write_json, write_text
 from .runs import RunDir, RunError
 
 
 class TrainingDivergedError(RunError):
     """The loss became NaN or infinite before any epoch could be kept as the model."""
+
+
+class TrainingOutOfMemoryError(RunError):
+    """The model, or a batch of images through it, needs more memory than the machine has."""
 
 
 class RunCheckpoint(keras.callbacks.Callback):
@@ -257,8 +261,16 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     default_size = None if cfg.data.image_size else default_image_size(choice.config)
     spec = resolve_image_spec(cfg.data, manifest, default_size=default_size)
     cfg = _resolve_config(cfg, choice, spec)
+    state = read_json(state_path) if resuming else {}
     if resuming:
         _refuse_changed_settings(run, cfg)
+        if cfg.train.epochs < state["epoch"] + 1:
+            raise RunError(f"Cannot resume {run.path} with epochs={cfg.train.epochs}: it has trained "
+                           f"{state['epoch'] + 1} epoch(s) already. Leave --epochs out to keep the run's own, or pass "
+                           f"--epochs {state['epoch'] + 1} or more.")
+    if cfg.train.strategy == "multi-worker" and verbose:
+        print(f"joining the cluster of TF_CONFIG ({', '.join(cluster_addresses())}): this waits until every worker "
+              "has started", flush=True)
     devices = choose_devices(cfg.train.strategy, mixed_precision=cfg.train.mixed_precision)
     if resume and not devices.chief and not resuming:
         raise RunError(f"Cannot resume in {run.path}: no checkpoint of the chief there. Every worker of a multi-worker "
@@ -270,7 +282,7 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         print(devices.describe() + (f"; {devices.note}" if devices.note else ""), flush=True)
         for note in _unused_settings(cfg):
             print(f"note: {note}", flush=True)
-    with devices.scope():
+    with devices.scope(), _out_of_memory_named(cfg, spec):
         # The model comes before the images: weights that cannot be found fail before anything is decoded.
         model = (keras.saving.load_model(run.checkpoints / "last.keras") if resuming
                  else build_model(cfg.model, spec, len(classes)))
@@ -292,15 +304,17 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     if devices.chief:
         _write_run_files(run, cfg, classes, manifest, augment, spec, choice, devices)
 
-    state = read_json(state_path) if resuming else {}
     if resuming and state["epoch"] + 1 >= cfg.train.epochs and verbose:
         print(f"nothing to resume: all {state['epoch'] + 1} epoch(s) of {run.path} are done "
               "(pass --epochs N to train further)", flush=True)
     history = _finished_history(run, state["epoch"]) if resuming else []
-    checkpoint = RunCheckpoint(run, choose_monitor(cfg.train.monitor, len(val_data) > 0), best=state.get("best"),
-                               history=history, write=devices.chief)
+    monitor = choose_monitor(cfg.train.monitor, len(val_data) > 0)
+    if monitor != cfg.train.monitor and verbose:
+        print(f"note: there is no validation split: the training loss takes the place of {cfg.train.monitor} "
+              "(for the best epoch, early stopping and the plateau schedule)", flush=True)
+    checkpoint = RunCheckpoint(run, monitor, best=state.get("best"), history=history, write=devices.chief)
     batches = _Batches(cfg, train_data, val_data, augment, len(classes))
-    with devices.scope():
+    with devices.scope(), _out_of_memory_named(cfg, spec):
         if "seed_generators" in state:
             restore_seed_generators(model, state["seed_generators"])
         _train_in_phases(model, cfg, batches, checkpoint, devices, first_epoch=state.get("epoch", -1) + 1,
@@ -314,10 +328,10 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     if diverged and not best_path.exists():
         raise TrainingDivergedError(
             f"Training diverged: {diverged}, before any epoch had a finite {checkpoint.monitor}, so no model.keras "
-            f"was written in {run.path}. Train again with a lower learning rate (--lr) and --overwrite.")
+            f"was written in {run.path}. Train again with {_steadier(cfg.train)} and --overwrite.")
     if diverged and verbose:
         print(f"training stopped: {diverged}; model.keras holds the best epoch before it "
-              f"(by {checkpoint.monitor}). A lower learning rate (--lr) may train further.", flush=True)
+              f"(by {checkpoint.monitor}). Training with {_steadier(cfg.train)} may go further.", flush=True)
     chosen = best_path if best_path.exists() else run.checkpoints / "last.keras"
     # A resumed run that found no better epoch keeps its model.keras, and the evaluations of it.
     unchanged = run.model_path.exists() and best_path.exists() and checkpoint.best == state.get("best")
@@ -333,6 +347,13 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
             run.save_model(float32_model(keras.saving.load_model(chosen)))
     manifest.to_csv(run.manifest_path)
     return run
+
+
+def _steadier(train: TrainConfig) -> str:
+    """The settings that can make a loss diverge, as advice: "a lower learning rate (--lr)", and any others given."""
+    others = [f"--{name.replace('_', '-')} (now {value:g})" for name, value in
+              (("weight_decay", train.weight_decay), ("momentum", train.momentum)) if value]
+    return "a lower learning rate (--lr)" + "".join(f" or a smaller {other}" for other in others)
 
 
 def _unused_settings(cfg: Config) -> list[str]:
@@ -437,15 +458,22 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
         start = max(first_epoch, phase.start)
         if start >= phase.end:
             continue
+        restored_here = restored if phase.name == loaded_phase else {}
+        if _stopped_early(restored_here.get("early_stopping"), cfg.train.patience):
+            if verbose:
+                print(f"nothing to resume in phase {phase.name}: it stopped early after epoch {start} (no better "
+                      f"{checkpoint.monitor} in {cfg.train.patience} epoch(s)); pass a larger --patience to train "
+                      "it further", flush=True)
+            continue
         if phase.name != loaded_phase:
             _enter_phase(model, phase, cfg)
         if verbose:
             print(f"phase {phase.name}: epochs {start + 1}-{phase.end} of {cfg.train.epochs}, {_trains(phase)}, "
-                  f"learning rate {phase.learning_rate:g}" + _scheduled(cfg.train), flush=True)
+                  f"learning rate {phase.learning_rate:g}" + _scheduled(cfg.train, checkpoint.monitor), flush=True)
         checkpoint.phase = phase.name
         training = batches.training(start)
-        callbacks = _callbacks(cfg, phase, batches, checkpoint, training,
-                               restored if phase.name == loaded_phase else {}, verbose=verbose, progress=progress)
+        callbacks = _callbacks(cfg, phase, batches, checkpoint, training, restored_here, verbose=verbose,
+                               progress=progress)
         with _augment_errors_unwrapped():
             if devices.name == "multi-worker":
                 fit_epochs(model, training, batches.validation(), strategy=devices.strategy, epochs=phase.end,
@@ -457,6 +485,32 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
                           class_weight=class_weight, callbacks=callbacks, verbose=0, shuffle=False)
         if checkpoint.history and not math.isfinite(float(checkpoint.history[-1].get("loss", 0))):
             break  # StopOnNaN stopped the run; a later phase would start from the same broken weights
+        stopping = checkpoint.stateful.get("early_stopping")
+        if verbose and stopping is not None and stopping.stopped_epoch:
+            print(f"phase {phase.name} stopped early after epoch {stopping.stopped_epoch + 1}: no better "
+                  f"{checkpoint.monitor} in {cfg.train.patience} epoch(s) (best: epoch {stopping.best_epoch + 1})",
+                  flush=True)
+
+
+def _stopped_early(early_stopping: dict | None, patience: int | None) -> bool:
+    """Whether the early-stopping state saved at a run's last epoch ended its phase (as Keras' `EarlyStopping` does
+    once `wait` reaches `patience`)."""
+    return bool(patience) and early_stopping is not None and early_stopping.get("wait", 0) >= patience
+
+
+@contextlib.contextmanager
+def _out_of_memory_named(cfg: Config, spec: ImageSpec):
+    """TensorFlow's out-of-memory error (a traceback of many lines) as one `TrainingOutOfMemoryError` with the fix."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.ResourceExhaustedError, MemoryError) as error:
+        found = re.search(r"tensor with shape\s*\[[\d,]*\]", str(error))
+        raise TrainingOutOfMemoryError(
+            f"Out of memory training {cfg.model.name} on {spec.height}x{spec.width}x{spec.channels} images in batches "
+            f"of {cfg.train.batch_size}" + (f" (allocating a {found[0]})" if found else "")
+            + ". Pass a smaller --image-size or --batch-size.") from None
 
 
 @contextlib.contextmanager
@@ -506,13 +560,13 @@ def _callbacks(cfg: Config, phase: Phase, batches: _Batches, checkpoint: RunChec
     return callbacks
 
 
-def _scheduled(train: TrainConfig) -> str:
+def _scheduled(train: TrainConfig, monitor: str) -> str:
     if train.schedule == "cosine":
         return f", cosine schedule ({train.warmup_epochs} warm-up epoch(s))" if train.warmup_epochs else ", cosine schedule"
     if train.schedule == "step":
         return f", times {train.lr_factor:g} every {train.lr_step_epochs} epoch(s)"
     if train.schedule == "plateau":
-        return f", times {train.lr_factor:g} after {train.lr_patience} epoch(s) without a better {train.monitor}"
+        return f", times {train.lr_factor:g} after {train.lr_patience} epoch(s) without a better {monitor}"
     return ""
 
 
@@ -535,13 +589,15 @@ def _enter_phase(model, phase: Phase, cfg: Config) -> None:
 # Settings that do not change what a run learns, so a resumed run may use others.
 _FREE_ON_RESUME = {("data", "workers"), ("data", "cache_dir")}
 # Training settings the saved checkpoint is built for (its compiled loss and optimizer, its layers' number format),
-# and the metric its best epoch and early-stopping counter were measured by.
+# the metric its best epoch and early-stopping counter were measured by, and what the loss weighs and draws.
 _FIXED_ON_RESUME = {("train", "label_smoothing"), ("train", "mixed_precision"), ("train", "optimizer"),
-                    ("train", "momentum"), ("train", "weight_decay"), ("train", "monitor")}
+                    ("train", "momentum"), ("train", "weight_decay"), ("train", "monitor"), ("train", "class_weight"),
+                    ("train", "sampler")}
 
 
 def _refuse_changed_settings(run: RunDir, cfg: Config) -> None:
-    """Raises `RunError` if the data, model, augmentation, loss, optimizer, monitor or precision settings differ from the run's own."""
+    """Raises `RunError` if the data, model, augmentation, loss, optimizer, monitor, class weighting, sampler or precision
+    settings differ from the run's own."""
     saved, new = run.config().to_dict(), cfg.to_dict()
     for section in ("data", "model", "augment", "train"):
         for key, value in saved[section].items():

@@ -101,14 +101,24 @@ def main(argv=None) -> int:
     parser.add_argument("--test", type=float, default=0.15,
                         help="test fraction for a folder without its own test split (default 0.15)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of training (default 0)")
-    parser.add_argument("--steps", type=int, nargs="+", help="run only these steps, counted from 1")
+    parser.add_argument("--steps", type=int, nargs="+", choices=range(1, len(STEPS) + 1), metavar="STEP",
+                        help=f"run only these steps, counted from 1 (1 to {len(STEPS)})")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args(argv)
 
     import imgclf
 
     dataset = Path(args.data).name
-    manifest = imgclf.scan(args.data, val=0.0, test=args.test, seed=args.seed, progress=False)
+    try:
+        manifest = imgclf.scan(args.data, val=0.0, test=args.test, seed=args.seed, progress=False)
+    except (ValueError, OSError) as error:
+        parser.error(str(error))
+    if len(manifest.classes) < 2:
+        parser.error(f"{args.data} holds {len(manifest.classes)} class(es) with usable images; the experiments "
+                     "need at least 2 class folders.")
+    if not manifest.split("test"):
+        parser.error(f"{args.data} has no test images, and the experiments report test error: give a folder with "
+                     "test/ images or a --test fraction above 0 (classes need at least 3 images each).")
     chosen = [STEPS[i - 1] for i in args.steps] if args.steps else STEPS
     rows = []
     for number, step in enumerate(chosen, 1):

@@ -54,6 +54,18 @@ def test_lock_refuses_a_second_holder(tmp_path):
                 pass
 
 
+def test_a_run_being_trained_is_named_in_use_not_stopped(tmp_path):
+    run = RunDir(tmp_path)
+    write_json(run.checkpoints / "state.json", {"epoch": 2})
+    with run.lock():
+        with pytest.raises(RunError, match="in use by another imgclf process"):
+            RunDir(tmp_path).check_start()
+        with pytest.raises(RunError, match="stopped after 3 epoch"):
+            run.start()  # the holder of the lock is not stopped by it
+    with pytest.raises(RunError, match="stopped after 3 epoch"):
+        RunDir(tmp_path).check_start()
+
+
 def test_missing_run_names_the_command_to_make_it(tmp_path):
     with pytest.raises(RunError, match="imgclf train"):
         RunDir(tmp_path / "none").classes()

@@ -206,3 +206,42 @@ def test_multi_worker_without_tf_config_names_the_variable(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}')
     with pytest.raises(ValueError, match="not a usable cluster description"):
         choose_devices("multi-worker")
+
+
+# A last batch smaller than the number of replicas would leave a replica with no image (a crash in its layers, or a
+# NaN loss); `fit_epochs` reads batches through `_distributed`, which puts such a batch into the one before it.
+SHORT_LAST_BATCH = textwrap.dedent("""
+    import json
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from imgclf.distributed import _distributed
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    def batches(*sizes):
+        return [(np.full((n, 4, 4, 1), i, np.uint8), np.full((n,), i, np.int32)) for i, n in enumerate(sizes)]
+
+    def steps(sizes):
+        return [[int(x.shape[0]) for x in strategy.experimental_local_results(images)]
+                for images, _ in _distributed(batches(*sizes), strategy, None)]
+
+    try:
+        _distributed(batches(1), strategy, None)
+        refused = ""
+    except ValueError as error:
+        refused = str(error)
+    print(json.dumps({"8,8,1": steps((8, 8, 1)), "8,8,2": steps((8, 8, 2)), "refused": refused}))
+""")
+
+
+def test_a_last_batch_smaller_than_the_replicas_joins_the_batch_before_it(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", SHORT_LAST_BATCH], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["8,8,1"] == [[4, 4], [5, 4]]  # 17 images in two steps, every replica with some
+    assert result["8,8,2"] == [[4, 4], [4, 4], [1, 1]]
+    assert "batch holds 1 image(s)" in result["refused"] and "--batch-size of at least 2" in result["refused"]

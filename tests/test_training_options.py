@@ -17,6 +17,7 @@ from imgclf.progress import epoch_line
 from imgclf.sampling import balanced_order
 from imgclf.prediction import load_keras_model
 from imgclf.schedules import learning_rate_at
+from imgclf.runs import RunError
 from imgclf.training import TrainingDivergedError
 
 TINY = dict(model="mlp", hidden=(16,), batch_size=8, verbose=0, progress=False)
@@ -142,6 +143,51 @@ def test_early_stopping_on_accuracy_keeps_the_best_epochs_weights(tmp_path, data
     best = keras.saving.load_model(run.checkpoints / "best.keras")
     for a, b in zip(model.get_weights(), best.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_run_that_stopped_early_says_so_and_resuming_it_trains_nothing_unless_patience_grows(tmp_path, data,
+                                                                                               capsys):
+    options = dict(TINY, epochs=30, learning_rate=0.01, monitor="val_accuracy", patience=2, verbose=1)
+    run = imgclf.train(data, out=tmp_path / "run", **options)
+    epochs = len(read_history(run))
+    assert epochs < 30
+    assert f"phase train stopped early after epoch {epochs}: no better val_accuracy in 2 epoch(s)" in capsys.readouterr().out
+
+    model_time = run.model_path.stat().st_mtime_ns
+    imgclf.train(data, out=run.path, resume=True, **options)
+    assert (f"nothing to resume in phase train: it stopped early after epoch {epochs} (no better val_accuracy in 2 "
+            "epoch(s)); pass a larger --patience") in capsys.readouterr().out
+    assert len(read_history(run)) == epochs and run.model_path.stat().st_mtime_ns == model_time
+
+    imgclf.train(data, out=run.path, resume=True, **{**options, "patience": 4})
+    assert len(read_history(run)) > epochs
+
+
+def test_resuming_with_fewer_epochs_than_trained_or_another_class_weighting_is_refused(tmp_path, data):
+    run = imgclf.train(data, epochs=3, out=tmp_path / "run", **TINY)
+    config = run.config_path.read_text()
+    with pytest.raises(RunError, match=r"epochs=2: it has trained 3 epoch\(s\) already.*--epochs 3 or more"):
+        imgclf.train(data, epochs=2, out=run.path, resume=True, **TINY)
+    with pytest.raises(RunError, match=r"train.class_weight=True: the run was started with train.class_weight=False"):
+        imgclf.train(data, epochs=4, class_weight=True, out=run.path, resume=True, **TINY)
+    with pytest.raises(RunError, match=r"train.sampler='balanced'"):
+        imgclf.train(data, epochs=4, sampler="balanced", out=run.path, resume=True, **TINY)
+    assert run.config_path.read_text() == config
+
+
+def test_running_out_of_memory_names_the_image_size_and_batch_size(tmp_path, data, monkeypatch):
+    import tensorflow as tf
+
+    import imgclf.training
+
+    def exhausted(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[9000000,784] and "
+                                               "type float on /job:localhost/replica:0/task:0/device:CPU:0")
+    monkeypatch.setattr(imgclf.training, "build_model", exhausted)
+    with pytest.raises(imgclf.training.TrainingOutOfMemoryError,
+                       match=r"^Out of memory training mlp on 16x16x3 images in batches of 8 \(allocating a tensor "
+                             r"with shape\[9000000,784\]\)\. Pass a smaller --image-size or --batch-size\.$"):
+        imgclf.train(data, epochs=1, out=tmp_path / "run", **TINY)
 
 
 def test_label_smoothing_weight_decay_and_momentum_reach_the_compiled_model(tmp_path, data):

@@ -1,0 +1,43 @@
+"""scripts/course_experiments.py: the course's sequence as imgclf runs, and the inputs it refuses."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_class_folder
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import course_experiments  # noqa: E402
+
+
+def test_a_step_prints_its_row_beside_the_course_and_writes_json(tmp_path, capsys):
+    data = make_class_folder(tmp_path / "data", per_class=10, classes=["circle", "square"])
+    assert course_experiments.main([str(data), "--out", str(tmp_path / "runs"), "--steps", "5",
+                                    "--json", str(tmp_path / "rows.json")]) == 0
+    table = capsys.readouterr().out
+    assert "| step (data) | test error | epochs | s/epoch | course (MNIST) |" in table
+    row = json.loads((tmp_path / "rows.json").read_text())["rows"][0]
+    assert row["step"] == "SGD instead of Adam" and row["epochs"] == 2 and f"| {row['test_error']:.2f}% | 2 |" in table
+    assert (row["options"]["optimizer"], row["options"]["momentum"], row["options"]["learning_rate"]) == ("sgd", 0.0, 0.01)
+
+
+@pytest.mark.parametrize("arguments, named", [
+    (["--steps", "8"], "argument --steps: invalid choice: 8"),
+    (["--steps", "0"], "argument --steps: invalid choice: 0"),
+    (["--test", "0"], "has no test images, and the experiments report test error"),
+])
+def test_arguments_that_cannot_give_the_table_are_refused_before_training(tmp_path, capsys, arguments, named):
+    data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
+    with pytest.raises(SystemExit):
+        course_experiments.main([str(data), "--out", str(tmp_path / "runs"), *arguments])
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_one_class_is_refused_naming_the_folder(tmp_path, capsys):
+    data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle"])
+    with pytest.raises(SystemExit):
+        course_experiments.main([str(data), "--out", str(tmp_path / "runs")])
+    assert f"{data} holds 1 class(es) with usable images" in capsys.readouterr().err
