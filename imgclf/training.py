@@ -468,8 +468,13 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
         if phase.name != loaded_phase:
             _enter_phase(model, phase, cfg)
         if verbose:
+            lowered = ""
+            if phase.name == loaded_phase and cfg.train.schedule == "plateau":  # the rate the plateaus left
+                current = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+                lowered = f" (resuming at {current:g})" if not math.isclose(current, phase.learning_rate) else ""
             print(f"phase {phase.name}: epochs {start + 1}-{phase.end} of {cfg.train.epochs}, {_trains(phase)}, "
-                  f"learning rate {phase.learning_rate:g}" + _scheduled(cfg.train, checkpoint.monitor), flush=True)
+                  f"learning rate {phase.learning_rate:g}{lowered}" + _scheduled(cfg.train, checkpoint.monitor),
+                  flush=True)
         checkpoint.phase = phase.name
         training = batches.training(start)
         callbacks = _callbacks(cfg, phase, batches, checkpoint, training, restored_here, verbose=verbose,

@@ -83,6 +83,16 @@ def test_plateau_schedule_lowers_the_rate_after_patience_epochs_without_improvem
     assert set(state["callbacks"]["schedule"]) == {"wait", "best", "cooldown_counter"}
 
 
+def test_a_resumed_plateau_run_says_the_rate_it_resumes_at(tmp_path, data, capsys):
+    options = dict(TINY, learning_rate=0.01, schedule="plateau", lr_patience=1, lr_factor=0.5, monitor="val_accuracy")
+    run = imgclf.train(data, epochs=6, out=tmp_path / "run", **options)
+    assert min(rates(run)) < 0.01
+    imgclf.train(data, epochs=7, out=run.path, resume=True, **{**options, "verbose": 1})
+    resumed_at = rates(run)[6]
+    assert resumed_at < 0.01
+    assert f"learning rate 0.01 (resuming at {resumed_at:g}), times 0.5 after 1 epoch(s)" in capsys.readouterr().out
+
+
 def assert_same_history(resumed, uninterrupted):
     assert [(r["epoch"], r["phase"]) for r in resumed] == [(r["epoch"], r["phase"]) for r in uninterrupted]
     assert list(resumed[0]) == list(uninterrupted[0])
