@@ -441,10 +441,10 @@ def _coerce(value, kind, key: str, source: str):
         return tuple(_coerce(v, item, key, source) for v in value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if kind is float and isinstance(value, str):
-        # YAML 1.1 (PyYAML) reads 1e-3, without a dot, as text: take it as the number it names.
+    if kind in (int, float) and isinstance(value, str):
+        # YAML 1.1 (PyYAML) reads 1e-3, without a dot, as text, and a quoted '3' is text: take the number it names.
         try:
-            return float(value)
+            return kind(value)
         except ValueError:
             pass
     if kind is bool and not isinstance(value, bool):

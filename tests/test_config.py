@@ -67,6 +67,11 @@ def test_yaml_takes_values_as_a_person_writes_them(tmp_path):
     path.write_text("train:\n  learning_rate: fast\n")
     with pytest.raises(ConfigError, match=r"learning_rate must be of type float. Received: train.learning_rate='fast'"):
         load_config(path)
+    path.write_text("train:\n  patience: '3'\n  lr_factor: '0.5'\n")  # quoted numbers, ints and floats alike
+    assert (load_config(path).train.patience, load_config(path).train.lr_factor) == (3, 0.5)
+    path.write_text("train:\n  patience: '3.5'\n")
+    with pytest.raises(ConfigError, match=r"patience must be of type int. Received: train.patience='3.5'"):
+        load_config(path)
 
 
 def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
