@@ -346,7 +346,7 @@ def cmd_train(args) -> int:
         data.recheck_changed(os.stat(args.manifest).st_mtime, limits=ImageLimits(**limits), workers=args.workers)
     run = imgclf.train(data, out=args.out, config=args.config, resume=args.resume, overwrite=args.overwrite,
                        strict=args.strict, verbose=2, **options)
-    if not run.model_path.exists():  # a worker of a multi-worker cluster other than the chief
+    if _another_worker(run):
         print(f"\nthis worker's part is done; the chief of the cluster writes the run to {run.path}")
         return 0
     manifest = run.manifest()
@@ -356,6 +356,17 @@ def cmd_train(args) -> int:
     split = next((s for s in ("test", "val", "train") if manifest.split(s)), "train")
     print(f"next: imgclf evaluate {run.path} --split {split}")
     return 0
+
+
+def _another_worker(run) -> bool:
+    """Whether this process trained `run` as a worker of a multi-worker cluster other than its chief."""
+    from .strategy import is_chief
+
+    if not os.environ.get("TF_CONFIG", "").strip():
+        return False
+    if run.config_path.exists() and run.config().train.strategy != "multi-worker":
+        return False
+    return not is_chief()  # config.yaml is the chief's, on storage this worker may not share
 
 
 def cmd_augment_preview(args) -> int:
@@ -501,7 +512,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imgclf {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        resume = " (the same command with --resume continues from the last finished epoch)" if args.command == "train" else ""
+        resume = ""
+        if args.command == "train":
+            how = "with --resume in place of --overwrite" if args.overwrite else "with --resume"
+            resume = f" (the same command {how} continues from the last finished epoch)"
         print(f"imgclf {args.command}: interrupted{resume}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `imgclf models | head`: the reader left; nothing more to say

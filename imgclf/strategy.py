@@ -127,17 +127,17 @@ def choose_devices(strategy: str = "auto", *, mixed_precision: bool = False) -> 
 
 @contextlib.contextmanager
 def _stoppable_while_waiting():
-    """Ctrl-C and SIGTERM end the process at once while TensorFlow waits, inside one call, for the other workers of
-    the cluster to start: Python's own handlers would only run once that call returns, which may be never."""
+    """Ctrl-C ends the process at once while TensorFlow waits, inside one call, for the other workers of the cluster
+    to start: Python's own handler would only run once that call returns, which may be never. (SIGTERM cannot be
+    given back the same way: TensorFlow installs a handler of its own for it inside that call.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    handlers = {number: signal.signal(number, signal.SIG_DFL) for number in (signal.SIGINT, signal.SIGTERM)}
+    handler = signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         yield
     finally:
-        for number, handler in handlers.items():
-            signal.signal(number, handler)
+        signal.signal(signal.SIGINT, handler)
 
 
 def cpu_has_bfloat16() -> bool:

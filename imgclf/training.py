@@ -115,9 +115,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             return
         checkpoints = self.run.checkpoints
         self.run.save_model(self.model, checkpoints / "last.keras")
-        # An epoch whose loss is NaN or infinite has broken weights, whatever its accuracy says.
-        finite = all(math.isfinite(float(logs[key])) for key in ("loss", "val_loss", self.monitor) if key in logs)
-        if finite and self._improved(value):
+        if _finite_epoch(logs, self.monitor) and self._improved(value):
             self.best = value
             with atomic_path(checkpoints / "best.keras") as tmp:
                 shutil.copyfile(checkpoints / "last.keras", tmp)
@@ -127,6 +125,12 @@ class RunCheckpoint(keras.callbacks.Callback):
                    {"epoch": epoch, "phase": self.phase, "monitor": self.monitor, "best": self.best,
                     "callbacks": {name: callback.state() for name, callback in self.stateful.items()},
                     "seed_generators": [state.tolist() for state in seed_generator_states(self.model)]})
+
+
+def _finite_epoch(logs: dict, monitor: str) -> bool:
+    """Whether an epoch's numbers are finite: one whose loss is NaN or infinite has broken weights, whatever its
+    accuracy says."""
+    return all(math.isfinite(float(logs[key])) for key in ("loss", "val_loss", monitor) if key in logs)
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -267,7 +271,7 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         if cfg.train.epochs < state["epoch"] + 1:
             raise RunError(f"Cannot resume {run.path} with epochs={cfg.train.epochs}: it has trained "
                            f"{state['epoch'] + 1} epoch(s) already. Leave --epochs out to keep the run's own, or pass "
-                           f"--epochs {state['epoch'] + 1} or more.")
+                           f"--epochs {state['epoch'] + 2} or more to train further.")
     if cfg.train.strategy == "multi-worker" and verbose:
         print(f"joining the cluster of TF_CONFIG ({', '.join(cluster_addresses())}): this waits until every worker "
               "has started", flush=True)
@@ -299,6 +303,9 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         _refuse_changed_data(run, manifest)
     if len(train_data) == 0:
         raise ValueError("The train split has no usable images. Lower --val/--test or add images.")
+    if devices.name == "multi-worker":
+        _refuse_batches_below_replicas(cfg.train.batch_size, {"train": len(train_data), "val": len(val_data)},
+                                       devices.replicas)
 
     augment = build_augment(cfg.augment, channels=spec.channels, seed=cfg.train.seed)
     if devices.chief:
@@ -321,14 +328,17 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
                          loaded_phase=state.get("phase", TRAIN) if resuming else None,
                          restored=state.get("callbacks", {}), verbose=verbose, progress=progress)
 
-    if not devices.chief:
-        return run
     best_path = run.checkpoints / "best.keras"
     diverged = _diverged(checkpoint.history)
-    if diverged and not best_path.exists():
+    # Every worker of a cluster knows whether an epoch was kept; only the chief has the file to show it.
+    kept = (best_path.exists() if devices.chief
+            else any(_finite_epoch(row, checkpoint.monitor) for row in checkpoint.history))
+    if diverged and not kept:
         raise TrainingDivergedError(
             f"Training diverged: {diverged}, before any epoch had a finite {checkpoint.monitor}, so no model.keras "
             f"was written in {run.path}. Train again with {_steadier(cfg.train)} and --overwrite.")
+    if not devices.chief:
+        return run
     if diverged and verbose:
         print(f"training stopped: {diverged}; model.keras holds the best epoch before it "
               f"(by {checkpoint.monitor}). Training with {_steadier(cfg.train)} may go further.", flush=True)
@@ -347,6 +357,18 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
             run.save_model(float32_model(keras.saving.load_model(chosen)))
     manifest.to_csv(run.manifest_path)
     return run
+
+
+def _refuse_batches_below_replicas(batch_size: int, split_sizes: dict[str, int], replicas: int) -> None:
+    """Raises `ValueError` before training if a batch could leave a replica of the cluster without an image."""
+    if batch_size < replicas:
+        raise ValueError(f"Multi-worker training splits each batch across its {replicas} replicas: pass a --batch-size "
+                         f"of at least {replicas}. Received: --batch-size {batch_size}")
+    for split, size in split_sizes.items():
+        if 0 < size < replicas:
+            raise ValueError(f"Multi-worker training splits each batch across its {replicas} replicas, but the {split} "
+                             f"split holds {size} image(s). " + ("Pass --val 0, or a larger --val." if split == "val"
+                                                                 else "Add images, or lower --val/--test."))
 
 
 def _steadier(train: TrainConfig) -> str:
@@ -459,11 +481,12 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
         if start >= phase.end:
             continue
         restored_here = restored if phase.name == loaded_phase else {}
-        if _stopped_early(restored_here.get("early_stopping"), cfg.train.patience):
+        waited = (restored_here.get("early_stopping") or {}).get("wait", 0)
+        if cfg.train.patience and waited >= cfg.train.patience:  # what Keras' EarlyStopping stops at
             if verbose:
-                print(f"nothing to resume in phase {phase.name}: it stopped early after epoch {start} (no better "
-                      f"{checkpoint.monitor} in {cfg.train.patience} epoch(s)); pass a larger --patience to train "
-                      "it further", flush=True)
+                print(f"nothing to resume in phase {phase.name}: early stopping ends it after epoch {start} "
+                      f"({waited} epoch(s) without a better {checkpoint.monitor}, patience {cfg.train.patience}); "
+                      "pass a larger --patience to train it further", flush=True)
             continue
         if phase.name != loaded_phase:
             _enter_phase(model, phase, cfg)
@@ -491,16 +514,11 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
         if checkpoint.history and not math.isfinite(float(checkpoint.history[-1].get("loss", 0))):
             break  # StopOnNaN stopped the run; a later phase would start from the same broken weights
         stopping = checkpoint.stateful.get("early_stopping")
-        if verbose and stopping is not None and stopping.stopped_epoch:
+        if verbose and stopping is not None and 0 < stopping.stopped_epoch < phase.end - 1:
             print(f"phase {phase.name} stopped early after epoch {stopping.stopped_epoch + 1}: no better "
                   f"{checkpoint.monitor} in {cfg.train.patience} epoch(s) (best: epoch {stopping.best_epoch + 1})",
                   flush=True)
 
-
-def _stopped_early(early_stopping: dict | None, patience: int | None) -> bool:
-    """Whether the early-stopping state saved at a run's last epoch ended its phase (as Keras' `EarlyStopping` does
-    once `wait` reaches `patience`)."""
-    return bool(patience) and early_stopping is not None and early_stopping.get("wait", 0) >= patience
 
 
 @contextlib.contextmanager
@@ -515,7 +533,8 @@ def _out_of_memory_named(cfg: Config, spec: ImageSpec):
         raise TrainingOutOfMemoryError(
             f"Out of memory training {cfg.model.name} on {spec.height}x{spec.width}x{spec.channels} images in batches "
             f"of {cfg.train.batch_size}" + (f" (allocating a {found[0]})" if found else "")
-            + ". Pass a smaller --image-size or --batch-size.") from None
+            + ". Pass a smaller --image-size or --batch-size"
+            + (", or smaller --hidden widths." if cfg.model.name == "mlp" else ".")) from None
 
 
 @contextlib.contextmanager

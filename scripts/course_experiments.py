@@ -105,6 +105,8 @@ def main(argv=None) -> int:
                         help=f"run only these steps, counted from 1 (1 to {len(STEPS)})")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args(argv)
+    if not 0 <= args.test < 1:
+        parser.error(f"--test is the fraction of the images held out for testing, from 0 to below 1. Received: {args.test}")
 
     import imgclf
 

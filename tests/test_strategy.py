@@ -245,3 +245,14 @@ def test_a_last_batch_smaller_than_the_replicas_joins_the_batch_before_it(tmp_pa
     assert result["8,8,1"] == [[4, 4], [5, 4]]  # 17 images in two steps, every replica with some
     assert result["8,8,2"] == [[4, 4], [4, 4], [1, 1]]
     assert "batch holds 1 image(s)" in result["refused"] and "--batch-size of at least 2" in result["refused"]
+
+
+def test_splits_or_batches_smaller_than_the_replicas_are_refused_before_training():
+    from imgclf.training import _refuse_batches_below_replicas
+
+    _refuse_batches_below_replicas(8, {"train": 17, "val": 2}, 2)
+    _refuse_batches_below_replicas(8, {"train": 17, "val": 0}, 2)  # no validation split: nothing to split
+    with pytest.raises(ValueError, match=r"the val split holds 1 image\(s\). Pass --val 0, or a larger --val"):
+        _refuse_batches_below_replicas(8, {"train": 17, "val": 1}, 2)
+    with pytest.raises(ValueError, match=r"pass a --batch-size of at least 2. Received: --batch-size 1"):
+        _refuse_batches_below_replicas(1, {"train": 17, "val": 2}, 2)

@@ -165,8 +165,8 @@ def test_a_run_that_stopped_early_says_so_and_resuming_it_trains_nothing_unless_
 
     model_time = run.model_path.stat().st_mtime_ns
     imgclf.train(data, out=run.path, resume=True, **options)
-    assert (f"nothing to resume in phase train: it stopped early after epoch {epochs} (no better val_accuracy in 2 "
-            "epoch(s)); pass a larger --patience") in capsys.readouterr().out
+    assert (f"nothing to resume in phase train: early stopping ends it after epoch {epochs} (2 epoch(s) without a "
+            "better val_accuracy, patience 2); pass a larger --patience") in capsys.readouterr().out
     assert len(read_history(run)) == epochs and run.model_path.stat().st_mtime_ns == model_time
 
     imgclf.train(data, out=run.path, resume=True, **{**options, "patience": 4})
@@ -176,13 +176,22 @@ def test_a_run_that_stopped_early_says_so_and_resuming_it_trains_nothing_unless_
 def test_resuming_with_fewer_epochs_than_trained_or_another_class_weighting_is_refused(tmp_path, data):
     run = imgclf.train(data, epochs=3, out=tmp_path / "run", **TINY)
     config = run.config_path.read_text()
-    with pytest.raises(RunError, match=r"epochs=2: it has trained 3 epoch\(s\) already.*--epochs 3 or more"):
+    with pytest.raises(RunError, match=r"epochs=2: it has trained 3 epoch\(s\) already.*--epochs 4 or more"):
         imgclf.train(data, epochs=2, out=run.path, resume=True, **TINY)
     with pytest.raises(RunError, match=r"train.class_weight=True: the run was started with train.class_weight=False"):
         imgclf.train(data, epochs=4, class_weight=True, out=run.path, resume=True, **TINY)
     with pytest.raises(RunError, match=r"train.sampler='balanced'"):
         imgclf.train(data, epochs=4, sampler="balanced", out=run.path, resume=True, **TINY)
     assert run.config_path.read_text() == config
+
+
+def test_resuming_with_a_config_file_of_fewer_epochs_than_trained_keeps_the_runs_own(tmp_path, data, capsys):
+    config = tmp_path / "exp.yaml"
+    config.write_text("train:\n  epochs: 2\n")
+    run = imgclf.train(data, config=config, epochs=3, out=tmp_path / "run", **TINY)  # extended past the file's 2
+    imgclf.train(data, config=config, out=run.path, resume=True, **{**TINY, "verbose": 1})
+    assert "nothing to resume: all 3 epoch(s)" in capsys.readouterr().out
+    assert imgclf.load_config(run.config_path).train.epochs == 3 and len(read_history(run)) == 3
 
 
 def test_running_out_of_memory_names_the_image_size_and_batch_size(tmp_path, data, monkeypatch):
@@ -196,7 +205,8 @@ def test_running_out_of_memory_names_the_image_size_and_batch_size(tmp_path, dat
     monkeypatch.setattr(imgclf.training, "build_model", exhausted)
     with pytest.raises(imgclf.training.TrainingOutOfMemoryError,
                        match=r"^Out of memory training mlp on 16x16x3 images in batches of 8 \(allocating a tensor "
-                             r"with shape\[9000000,784\]\)\. Pass a smaller --image-size or --batch-size\.$"):
+                             r"with shape\[9000000,784\]\)\. Pass a smaller --image-size or --batch-size, or smaller "
+                             r"--hidden widths\.$"):
         imgclf.train(data, epochs=1, out=tmp_path / "run", **TINY)
 
 
