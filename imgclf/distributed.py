@@ -97,17 +97,14 @@ def _distributed(batches, strategy, class_weight):
 
     Every replica must get at least one image of each batch (a replica with
     none fails in its layers, or gives a NaN loss): a last batch smaller than
-    the number of replicas goes into the batch before it.
+    the number of replicas goes into the batch before it. (Training refuses
+    batch sizes and splits smaller than that before it starts.)
     """
     import tensorflow as tf
 
     replicas = strategy.num_replicas_in_sync
     first = batches[0]  # read once, for the signature and as the first batch: decoding it twice would cost a batch
     images, labels = first
-    if len(images) < replicas:
-        raise ValueError(f"Multi-worker training splits each batch across its {replicas} replicas, but a batch holds "
-                         f"{len(images)} image(s). Pass a --batch-size of at least {replicas}, and have at least "
-                         f"{replicas} images in each split.")
     signature = (tf.TensorSpec((None, *images.shape[1:]), tf.as_dtype(images.dtype)),
                  tf.TensorSpec((None, *labels.shape[1:]), tf.as_dtype(labels.dtype)))
     if class_weight is not None:

@@ -520,7 +520,6 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
                   flush=True)
 
 
-
 @contextlib.contextmanager
 def _out_of_memory_named(cfg: Config, spec: ImageSpec):
     """TensorFlow's out-of-memory error (a traceback of many lines) as one `TrainingOutOfMemoryError` with the fix."""
