@@ -174,6 +174,9 @@ class RunDir:
 
     def _refuse_in_use(self) -> None:
         """Raises `RunError` if another process holds `lock()` on this run (and changes nothing)."""
+        if (self.path / ".lock").is_dir():
+            raise RunError(f"{self.path / '.lock'} is a folder, where imgclf keeps the lock file of a run. Move it "
+                           "away, or choose another --out.")
         try:
             handle = open(self.path / ".lock")
         except OSError:  # no lock file (no run yet), or one `lock()` will report on

@@ -66,6 +66,12 @@ def test_a_run_being_trained_is_named_in_use_not_stopped(tmp_path):
         RunDir(tmp_path).check_start()
 
 
+def test_a_folder_named_like_the_lock_file_is_named_before_the_scan(tmp_path):
+    (tmp_path / ".lock").mkdir()
+    with pytest.raises(RunError, match=r"\.lock is a folder, where imgclf keeps the lock file of a run"):
+        RunDir(tmp_path).check_start()
+
+
 def test_missing_run_names_the_command_to_make_it(tmp_path):
     with pytest.raises(RunError, match="imgclf train"):
         RunDir(tmp_path / "none").classes()
