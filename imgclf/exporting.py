@@ -253,9 +253,11 @@ def _earlier_export(folder: Path) -> tuple[str | None, str]:
     try:
         record = read_json(folder / "export.json")
     except (OSError, ValueError):
-        return None, "its export.json is not one imgclf export wrote"
+        record = None
     model = record.get("model") if isinstance(record, dict) else None
-    return (model, "") if model in _MODEL_FILES.values() else (None, "its export.json is not one imgclf export wrote")
+    if model in _MODEL_FILES.values():
+        return model, ""
+    return None, "its export.json is not one imgclf export wrote"
 
 
 def _earlier_model_files(folder: Path, model_name: str) -> list[Path]:
