@@ -551,7 +551,7 @@ if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit or flo
     if image.mode == "F":
         a = np.clip(a, 0, 1) * 255 if a.max(initial=0) <= 1 else np.clip(a, 0, 255)
     else:
-        a = a.astype(np.int64) >> 8 if image.mode.startswith("I;16") or a.max(initial=0) > 255 else np.clip(a, 0, 255)
+        a = np.clip(a.astype(np.int64) >> 8 if image.mode.startswith("I;16") or a.max(initial=0) > 255 else a, 0, 255)
     image = Image.fromarray(a.astype(np.uint8), mode="L")
 if image.mode in ("LA", "La", "RGBA", "RGBa", "PA") or (image.mode == "P" and "transparency" in image.info):
     rgba = image.convert("RGBA")  # transparent pixels: composited on the background below

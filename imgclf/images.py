@@ -375,7 +375,13 @@ def _convert(image: Image.Image, channels: int, limits: ImageLimits) -> Image.Im
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit and 32-bit images scaled to 0..255 (65535 → 255), not clipped."""
+    """16-bit and 32-bit images as 8 bits, as `preprocessing.json` of an export describes it.
+
+    16-bit images are shifted right by 8 bits (65535 → 255); 32-bit integer
+    images too when any value exceeds 255; float images are multiplied by 255
+    when no value exceeds 1. The result is then clipped to 0..255, so values
+    beyond 65535 or below 0 saturate instead of wrapping around.
+    """
     array = np.asarray(image)
     if image.mode == "F":
         scaled = np.clip(array, 0.0, 1.0) * 255 if array.max(initial=0) <= 1.0 else np.clip(array, 0, 255)
@@ -383,7 +389,7 @@ def _to_8bit(image: Image.Image) -> Image.Image:
         scaled = array.astype(np.uint32) >> 8
     else:
         high = int(array.max(initial=0))
-        scaled = array.astype(np.int64) >> 8 if high > 255 else np.clip(array, 0, 255)
+        scaled = np.clip(array.astype(np.int64) >> 8 if high > 255 else array, 0, 255)
     return Image.fromarray(np.asarray(scaled, dtype=np.uint8), mode="L")
 
 

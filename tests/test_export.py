@@ -13,6 +13,7 @@ import imgclf
 from imgclf import exporting
 from imgclf.cli import main
 from imgclf.exporting import ExportCheckError
+from imgclf.images import load_image
 
 from conftest import make_class_folder
 
@@ -92,6 +93,14 @@ def _sixteen_bit(image):
     return sixteen
 
 
+def _thirty_two_bit(image):
+    """Depth-map-like values from -5000 to 250000: beyond 16 bits they saturate at 255, below 0 at 0."""
+    values = np.asarray(image.convert("L"), np.int32) * 1000 - 5000
+    deep = Image.fromarray(values)
+    assert deep.mode == "I"
+    return deep
+
+
 def _float(image):
     return Image.fromarray(np.asarray(image.convert("L"), np.float32) / 255)
 
@@ -110,8 +119,8 @@ def _large(image):
 
 
 @pytest.mark.parametrize("kind, convert, suffix", [("8-bit", None, ".png"), ("16-bit", _sixteen_bit, ".png"),
-                                                   ("float", _float, ".tif"), ("transparent", _transparent, ".png"),
-                                                   ("large JPEG", _large, ".jpg")])
+                                                   ("32-bit", _thirty_two_bit, ".tif"), ("float", _float, ".tif"),
+                                                   ("transparent", _transparent, ".png"), ("large JPEG", _large, ".jpg")])
 def test_the_readme_example_runs_with_only_litert_and_pillow(run, tmp_path, kind, convert, suffix):
     folder = tmp_path / "out"
     imgclf.export(run, format="tflite", out=folder, progress=False)
@@ -122,12 +131,18 @@ def test_the_readme_example_runs_with_only_litert_and_pillow(run, tmp_path, kind
     shutil.copy(photo, folder / "photo.jpg")  # the README's file name; Pillow reads the content
     readme = (folder / "README.txt").read_text()
     code = readme[readme.index("import json"):readme.index("Several images")]
-    code += "print(json.dumps([float(p) for p in probabilities]))\n"
+    code += "print(json.dumps(x.tolist()))\nprint(json.dumps([float(p) for p in probabilities]))\n"
     # imgclf is kept off the path: the exported folder must be usable without it.
     result = subprocess.run([sys.executable, "-I", "-c", code], cwd=folder, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    *printed, probabilities = result.stdout.splitlines()
+    *printed, pixels, probabilities = result.stdout.splitlines()
     label, confidence = printed[-1].split()
+    pixels = np.array(json.loads(pixels), np.uint8)[0]
+    assert np.array_equal(pixels, load_image(photo, size=(12, 12)))  # the pixels imgclf gives the model
+    if kind == "32-bit":  # as preprocessing.json says: shifted right by 8 bits, then clipped to 0..255
+        clipped = np.clip(np.asarray(Image.open(photo)).astype(np.int64) >> 8, 0, 255).astype(np.uint8)
+        documented = Image.fromarray(clipped).convert("RGB").resize((12, 12), Image.Resampling.BILINEAR)
+        assert np.array_equal(pixels, np.asarray(documented))
     expected = imgclf.load(run).predict([photo])[0]
     assert label == run.classes()[int(expected.argmax())]
     assert float(confidence) == pytest.approx(float(expected.max()), abs=1e-4)

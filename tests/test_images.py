@@ -96,6 +96,16 @@ def test_conversions_give_expected_pixels(tmp_path):
     assert inspect_file(tmp_path / "rot.jpg").width == 8
 
 
+def test_32_bit_values_beyond_16_bits_saturate_instead_of_wrapping_around(tmp_path):
+    values = np.array([[0, 1000, 65535, 65536, 70000, 200000, -5]], np.int32)
+    Image.fromarray(values).save(tmp_path / "depth.tif")
+    expected = [0, 3, 255, 255, 255, 255, 0]  # shifted right by 8 bits, then clipped to 0..255
+    predicted = load_image(tmp_path / "depth.tif", size=(1, 7), channels=1)
+    check, trained, error = scan_and_load(tmp_path / "depth.tif", size=(1, 7), channels=1)
+    assert error is None and check.findings[0].problem == ImageProblem.HIGH_BIT_DEPTH
+    assert predicted[0, :, 0].tolist() == trained[0, :, 0].tolist() == expected
+
+
 def test_header_reports_channels(tmp_path):
     Image.new("L", (10, 12)).save(tmp_path / "gray.png")
     header = read_header(tmp_path / "gray.png")
