@@ -333,6 +333,13 @@ def scan(
     if not entries and root.is_file():
         raise DatasetError(f"{escape_name(str(root))} lists no images: add a row per image under its path,label header.")
     if not entries:
+        loose = len(_loose_images(root))
+        if loose:
+            raise DatasetError(
+                f"{escape_name(str(root))} holds {loose:,} image(s) but no class folders: put the images of each class "
+                "in a subfolder named after it (root/<class>/<image files>). To classify images without labels, use "
+                f"`imgclf predict RUN {escape_name(str(root))}`."
+            )
         raise DatasetError(
             f"No images found under {escape_name(str(root))}. Expected one subfolder per class (root/<class>/<image files>) "
             f"with extensions {', '.join(sorted(IMAGE_EXTENSIONS))}."
@@ -346,7 +353,7 @@ def scan(
     given = {entry.split for entry in entries if entry.split}  # by the folders or the CSV
     assign_splits(entries, val=val, test=test, seed=seed)
     manifest = Manifest(entries, root=str(root), notes=notes, staged=staged)
-    manifest.notes.extend(_class_size_notes(manifest))
+    manifest.notes.extend(class_size_notes(manifest))
     manifest.notes.extend(_empty_split_notes(manifest, {"val": val, "test": test}, given))
     manifest.note_leaks()
     return manifest
@@ -464,6 +471,11 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
     return images, others, notes, skipped
 
 
+def _loose_images(folder: Path) -> list[Path]:
+    """Image files directly in `folder`, outside any class folder."""
+    return [p for p in folder.iterdir() if p.is_file() and not _is_ignored(p.name) and _is_image_name(p.name)]
+
+
 def _class_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not _is_ignored(p.name))
 
@@ -495,7 +507,7 @@ def _entries_from_folder(root: Path) -> tuple[list[Entry], list[str]]:
             notes.append(f"empty class folder {escape_name(folder)} left out")
         entries.extend(Entry(path=path, label=label, split=split) for path in images[index])
     for parent, _ in parents:
-        loose = [p for p in parent.iterdir() if p.is_file() and not _is_ignored(p.name) and _is_image_name(p.name)]
+        loose = _loose_images(parent)
         if loose:
             notes.append(f"{len(loose)} image(s) directly in {escape_name(str(parent))} ignored: put them in a class folder")
     if others:
@@ -574,10 +586,14 @@ def _printable(label: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in label)
 
 
-def _class_size_notes(manifest: Manifest) -> list[str]:
+def class_size_notes(manifest: Manifest) -> list[str]:
+    """Notes on classes too small to learn or to measure: with no usable image, with 1, or missing from a split."""
     sizes = collections.Counter(e.label for e in manifest.usable)
-    notes = [f"class '{label}' has only {n} usable image(s); it needs at least 2 to be learned and evaluated"
-             for label, n in sorted(sizes.items()) if n < 2]
+    listed = collections.Counter(e.label for e in manifest.entries)
+    notes = [f"class '{label}' has no usable image ({n} file(s) with errors) and is left out; `imgclf audit` says why"
+             for label, n in sorted(listed.items()) if not sizes[label]]
+    notes += [f"class '{label}' has only {n} usable image(s); it needs at least 2 to be learned and evaluated"
+              for label, n in sorted(sizes.items()) if n < 2]
     for split in SPLITS:
         counts = collections.Counter(e.label for e in manifest.split(split))
         if not counts:

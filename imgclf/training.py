@@ -15,6 +15,7 @@ number format), `distributed` (the epochs of a multi-worker cluster, where
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import dataclasses
@@ -31,7 +32,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from .augment import AUTO as AUTO_AUGMENT, AugmentError, augment_to_yaml, auto_preset, build_augment
 from .distributed import fit_epochs
 from .config import Config, ImageSpec, TrainConfig
-from .manifest import Manifest
+from .images import ImageProblem, Severity
+from .manifest import Manifest, class_size_notes
 from .models import ModelChoice, build_model, choose_model, default_image_size
 from .models.backbones import check_weights, describe_weights, find_backbone_layer, get_backbone, set_trainable
 from .monitoring import ResumableEarlyStopping, ValidationMacroF1, choose_monitor, monitor_mode
@@ -294,11 +296,16 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         for note in _phase_notes(cfg, model):
             print(f"note: {note}", flush=True)
 
+    usable_before = {id(entry) for entry in manifest.usable}
     train_data = load_split(manifest, "train", classes, spec, data=cfg.data, progress=progress)
     val_data = load_split(manifest, "val", classes, spec, data=cfg.data, progress=progress)
     # The test images are decoded now too, so manifest.csv marks every file that cannot be
     # decoded, and evaluation later finds them in the cache.
-    load_split(manifest, "test", classes, spec, data=cfg.data, progress=progress)
+    test_data = load_split(manifest, "test", classes, spec, data=cfg.data, progress=progress)
+    if verbose:
+        for line in _decode_failures(manifest, usable_before, {"train": len(train_data), "val": len(val_data),
+                                                               "test": len(test_data)}):
+            print(line, flush=True)
     if resuming:
         _refuse_changed_data(run, manifest)
     if len(train_data) == 0:
@@ -407,6 +414,20 @@ def _phase_notes(cfg: Config, model) -> list[str]:
             notes.append(f"unfreeze={train.unfreeze} is more than the {count} blocks of {cfg.model.name}: "
                          "fine-tuning trains all of them")
     return notes
+
+
+def _decode_failures(manifest: Manifest, usable_before: set[int], sizes: dict[str, int]) -> list[str]:
+    """What decoding took out of the scan's counts: files whose header passed the scan but whose pixels do not
+    decode (cut short, corrupt), the splits that remain, and the classes left too small by it."""
+    failed = [entry for entry in manifest.entries if id(entry) in usable_before and not entry.usable]
+    if not failed:
+        return []
+    errors = collections.Counter(slug for entry in failed for slug in entry.problem.split(";")
+                                 if slug and ImageProblem(slug).severity == Severity.ERROR)
+    described = ", ".join(f"{slug} {n:,}" for slug, n in errors.most_common())
+    lines = [f"{len(failed):,} more file(s) could not be decoded and are left out ({described}): training uses "
+             + ", ".join(f"{split} {n:,}" for split, n in sizes.items()) + " images"]
+    return lines + [f"note: {note}" for note in class_size_notes(manifest) if note not in manifest.notes]
 
 
 def _diverged(history: list[dict]) -> str:

@@ -97,6 +97,24 @@ def test_missing_folder_and_folder_without_images_are_clear_errors(tmp_path):
         scan(tmp_path / "empty", progress=False)
 
 
+def test_a_folder_of_images_without_class_folders_says_so_and_points_to_predict(tmp_path):
+    make_class_folder(tmp_path / "data", per_class=3, classes=["circle"])
+    folder = tmp_path / "data" / "circle"
+    with pytest.raises(DatasetError, match=r"circle holds 3 image\(s\) but no class folders: put the images of each "
+                                           r"class in a subfolder named after it .* use `imgclf predict RUN .*circle`"):
+        scan(folder, progress=False)
+
+
+def test_a_class_folder_whose_files_are_all_broken_is_named(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=3, classes=["circle", "square"])
+    (root / "broken").mkdir()
+    (root / "broken" / "x.png").write_text("not an image")
+    (root / "broken" / "y.jpg").write_bytes(b"")
+    m = scan(root, progress=False)
+    assert m.classes == ["circle", "square"]
+    assert "class 'broken' has no usable image (2 file(s) with errors) and is left out; `imgclf audit` says why" in m.notes
+
+
 def test_split_is_stratified_with_every_split_in_every_class(tmp_path):
     root = make_class_folder(tmp_path / "data", per_class=40)
     m = scan(root, val=0.2, test=0.2, progress=False)

@@ -379,3 +379,18 @@ def test_settings_the_model_does_not_use_are_named_when_training_starts(tmp_path
     assert ("note: freeze_epochs=1, unfreeze=2: fine-tuning phases apply to a pretrained backbone only; mlp without "
             "pretrained weights trains every layer in one phase") in out
     assert "hidden" not in out.split("note:")[1].split("\n")[0]  # mlp uses hidden
+
+
+def test_files_that_pass_the_scan_but_fail_to_decode_are_counted_before_training(tmp_path, capsys):
+    from badfiles import truncated_png
+
+    root = make_class_folder(tmp_path / "data", per_class=8, classes=["circle", "square"])
+    for i in range(3):
+        truncated_png(root / "circle" / f"cut_{i}.png")
+    run = imgclf.train(root, epochs=1, out=tmp_path / "run", **{**TINY, "verbose": 1})
+    out = capsys.readouterr().out
+    found = [line for line in out.splitlines() if "could not be decoded" in line]
+    assert len(found) == 1 and found[0].startswith("3 more file(s) could not be decoded and are left out (truncated 3): "
+                                                   "training uses train ")
+    sizes = [int(n) for n in found[0].split("training uses ")[1].replace(" images", "").replace(",", "").split()[1::2]]
+    assert sum(sizes) == 16 and sum(1 for e in run.manifest().entries if not e.usable) == 3
