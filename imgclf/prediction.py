@@ -42,7 +42,7 @@ import numpy as np
 from .config import ImageSpec
 from .files import atomic_path, escape_name, unescape_name
 from .images import RESIZE_MODES, ImageDecodeError, ImageLimits, ImageProblem, load_image
-from .manifest import _is_dir, _is_ignored, _is_image_name
+from .manifest import _contains_link, _is_dir, _is_ignored, _is_image_name
 from .parallel import WorkerDiedError, WorkerPool, resolve_workers
 
 DEFAULT_BATCH_SIZE = 64
@@ -496,7 +496,7 @@ def _chain(first: list, rest: Iterator) -> Iterator:
 
 # Inputs ---------------------------------------------------------------------------
 
-def iter_inputs(inputs) -> Iterator[str]:
+def iter_inputs(inputs, *, notes: list | None = None) -> Iterator[str]:
     """The image files that `inputs` name, lazily, for `imgclf predict`.
 
     Args:
@@ -504,11 +504,14 @@ def iter_inputs(inputs) -> Iterator[str]:
             its extension), a folder (every image below it, with the rules
             of `imgclf scan`: image extensions only, hidden and junk files
             such as `.DS_Store` and `Thumbs.db` skipped, symlinked folders
-            walked once), or a `.csv` file listing paths (a `path` column,
+            walked once, a symlink to a folder that contains it not
+            followed), or a `.csv` file listing paths (a `path` column,
             or else the first column; a relative path is looked up beside
             the CSV file first, then from the current folder, so that a
             predictions CSV written by `imgclf predict` reads back; escaped
             names as imgclf writes them are read back).
+        notes: a list that gets a note for each symlink not followed, as
+            `imgclf scan` words it. Defaults to `None` (no notes).
 
     Returns:
         An iterator of file paths; a path that does not exist is yielded as
@@ -517,27 +520,40 @@ def iter_inputs(inputs) -> Iterator[str]:
     Raises:
         TypeError: for `None`, or a path given as `bytes`.
     """
+    notes = [] if notes is None else notes
     for item in _input_list(inputs):
         item = os.fspath(item)
         if os.path.isdir(item):
-            yield from _walk_folder(item)
+            yield from _walk_folder(item, notes)
         elif item.lower().endswith(".csv") and os.path.isfile(item):
             yield from _paths_from_csv(item)
         else:
             yield item
 
 
-def _walk_folder(top: str) -> Iterator[str]:
+def _walk_folder(top: str, notes: list) -> Iterator[str]:
     """Image files below `top`, in the order the file system lists them.
 
     Nothing is listed ahead or sorted, so a folder of a million files costs
-    no more memory than one of a hundred. Each real folder is walked once,
-    so a symlink loop ends.
+    no more memory than one of a hundred. As `imgclf scan` does, the real
+    folders are walked first and symlinks to folders after them, each real
+    folder once, and a symlink to a folder that contains it (a loop) is not
+    followed but named in `notes`. `top` itself is walked even if it is
+    such a link: it was named.
     """
     seen = set()
     stack = [top]
-    while stack:
-        folder = stack.pop()
+    links: collections.deque[str] = collections.deque()
+    while stack or links:
+        if stack:
+            folder = stack.pop()
+        else:
+            folder = links.popleft()
+            target = os.path.realpath(folder)
+            if _contains_link(folder, target):
+                notes.append(f"symlink loop {escape_name(folder)} → {escape_name(target)} not followed: "
+                             "it points to a folder that contains it")
+                continue
         real = os.path.realpath(folder)
         if real in seen:
             continue
@@ -548,7 +564,7 @@ def _walk_folder(top: str) -> Iterator[str]:
                     if _is_ignored(entry.name):
                         continue
                     if _is_dir(entry):
-                        stack.append(entry.path)
+                        (links if entry.is_symlink() else stack).append(entry.path)
                     elif _is_image_name(entry.name):
                         yield entry.path
         except OSError:
@@ -760,15 +776,17 @@ def predict(run, inputs, *, out=None, top_k: int = DEFAULT_TOP_K, batch_size: in
     owned = not isinstance(run, Predictor)
     predictor = load(run, workers=workers, max_pixels=max_pixels) if owned else run
     top_k = min(top_k, len(predictor.classes))
+    notes = []
     try:
-        rows = _with_progress(predictor.predict_files(iter_inputs(inputs), batch_size=batch_size, top_k=top_k),
-                              inputs, progress)
-        if out is None:
-            return list(rows)
-        return write_rows(rows, out, top_k=top_k, format=format_of(out, format))
+        rows = _with_progress(predictor.predict_files(iter_inputs(inputs, notes=notes), batch_size=batch_size,
+                                                      top_k=top_k), inputs, progress)
+        result = list(rows) if out is None else write_rows(rows, out, top_k=top_k, format=format_of(out, format))
     finally:
         if owned:
             predictor.close()
+    for note in notes:  # on standard error: standard output may hold the rows
+        print(f"note: {note}", file=sys.stderr)
+    return result
 
 
 def _with_progress(rows: Iterator[dict], inputs, progress: bool) -> Iterator[dict]:

@@ -120,6 +120,33 @@ def test_a_csv_of_paths_keeps_spaces_that_are_part_of_a_name(run, new_images, tm
     assert [r["status"] for r in rows] == ["ok", "ok"]
 
 
+def test_a_symlink_to_a_folder_that_contains_it_is_not_followed(run, new_images, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(new_images / "circle" / "circle_050.png", folder / "one.png")
+    os.symlink("..", folder / "up")
+    os.symlink(".", folder / "self")
+    (tmp_path / "other").mkdir()  # a sibling folder that the loop would reach, besides new_images
+    for name in ("square_050.png", "square_051.png"):
+        shutil.copy(new_images / "square" / name, tmp_path / "other" / name)
+    assert main(["predict", str(run.path), "photos", "--out", "p.csv"]) == 0
+    rows = (tmp_path / "p.csv").read_text(encoding="utf-8").splitlines()
+    assert [row.split(",")[0] for row in rows] == ["path", "photos/one.png"]
+    captured = capsys.readouterr()
+    assert "1 of 1 images predicted, 0 could not be read" in captured.out
+    for link, target in (("up", tmp_path), ("self", folder)):
+        assert (f"note: symlink loop photos/{link} → {target} not followed: it points to a folder that contains it"
+                in captured.err.splitlines())
+    # A link to a folder elsewhere is still followed, after the folder's own files.
+    os.symlink(tmp_path / "other", folder / "shared")
+    rows = imgclf.predict(run, "photos", progress=False)
+    assert [row["path"] for row in rows][0] == "photos/one.png"
+    assert sorted(row["path"] for row in rows)[1:] == ["photos/shared/square_050.png", "photos/shared/square_051.png"]
+    # The folder named is walked even when it is such a link itself.
+    assert len(imgclf.predict(run, "photos/self", progress=False)) == len(rows)
+
+
 def test_load_predict_agrees_on_a_path_a_pil_image_and_an_array(run, new_images):
     clf = imgclf.load(run)
     path = new_images / "triangle" / "triangle_051.png"
