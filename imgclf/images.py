@@ -36,6 +36,7 @@ _HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
 _EXIF_ORIENTATION = 0x0112
 _SIDEWAYS_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+_PNG_RAW_EXIF = "Raw profile type exif"  # the text chunk in which ImageMagick stores a PNG's EXIF
 
 
 class Severity(str, enum.Enum):
@@ -320,8 +321,10 @@ def read_header(path, *, limits: ImageLimits = ImageLimits()) -> ImageHeader:
 
     Returns:
         An `ImageHeader` with the warnings the header shows. A PNG's EXIF
-        orientation is left to the full decode: Pillow finds it only by
-        decoding the whole file.
+        orientation is reported when its EXIF comes before the pixel data
+        (an eXIf chunk, or the "Raw profile type exif" text chunk that
+        ImageMagick writes, for which Pillow decodes the file); EXIF stored
+        after the pixel data is left to the full decode.
 
     Raises:
         ImageDecodeError: for an empty, unreadable, non-image or too-large file.
@@ -337,7 +340,8 @@ def _header_of(image: Image.Image, limits: ImageLimits) -> ImageHeader:
     if getattr(image, "is_animated", False):
         findings.append(Finding(ImageProblem.ANIMATED, "animated; the first frame is used"))
     width, height = image.size
-    orientation = 1 if image.format == "PNG" and "exif" not in image.info else _exif_orientation(image)
+    png_without_exif = image.format == "PNG" and "exif" not in image.info and _PNG_RAW_EXIF not in image.info
+    orientation = 1 if png_without_exif else _exif_orientation(image)
     if orientation != 1:
         findings.append(Finding(ImageProblem.EXIF_ORIENTATION, f"EXIF orientation {orientation} applied"))
         if orientation in _SIDEWAYS_ORIENTATIONS:

@@ -19,6 +19,10 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 # Chunks that make Pillow's pixels differ from the stored ones: transparency, EXIF orientation, animation.
 _PNG_CHUNKS_NEEDING_PILLOW = (b"tRNS", b"eXIf", b"acTL")
+# Keywords of the tEXt, zTXt or iTXt chunk in which ImageMagick and exiftool store EXIF, orientation
+# included (a keyword is never compressed). Pillow reads "exif" as the file's EXIF; a file with the older
+# "APP1" name goes to Pillow too, so that whatever Pillow makes of it is what imgclf gives.
+_PNG_TEXT_KEYWORDS_NEEDING_PILLOW = (b"Raw profile type exif", b"Raw profile type APP1")
 
 
 def plain_png(data: bytes, size: tuple[int, int], channels: int) -> np.ndarray | None:
@@ -26,7 +30,8 @@ def plain_png(data: bytes, size: tuple[int, int], channels: int) -> np.ndarray |
 
     Such a file is 8-bit grey (`channels=1`) or 8-bit RGB (`channels=3`) of
     exactly `size`, complete (it ends with its IEND chunk) and free of the
-    chunks that Pillow's path would act on. A chunk name found by chance
+    chunks that Pillow's path would act on (EXIF in a "Raw profile type
+    exif" text chunk included). A chunk name or keyword found by chance
     inside compressed data only sends the file to Pillow.
 
     Args:
@@ -42,7 +47,7 @@ def plain_png(data: bytes, size: tuple[int, int], channels: int) -> np.ndarray |
     width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
     if (height, width) != tuple(size) or depth != 8 or colour != (0 if channels == 1 else 2):
         return None
-    if any(chunk in data for chunk in _PNG_CHUNKS_NEEDING_PILLOW):
+    if any(name in data for name in _PNG_CHUNKS_NEEDING_PILLOW + _PNG_TEXT_KEYWORDS_NEEDING_PILLOW):
         return None
     import cv2
 

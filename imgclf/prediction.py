@@ -505,11 +505,12 @@ def iter_inputs(inputs, *, notes: list | None = None) -> Iterator[str]:
             of `imgclf scan`: image extensions only, hidden and junk files
             such as `.DS_Store` and `Thumbs.db` skipped, symlinked folders
             walked once, a symlink to a folder that contains it not
-            followed), or a `.csv` file listing paths (a `path` column,
-            or else the first column; a relative path is looked up beside
-            the CSV file first, then from the current folder, so that a
-            predictions CSV written by `imgclf predict` reads back; escaped
-            names as imgclf writes them are read back).
+            followed), or a `.csv` file listing paths (a `path` column, else
+            a `file`, `filename`, `image` or `image_path` column, else the
+            first column; a relative path is looked up beside the CSV file
+            first, then from the current folder, so that a predictions CSV
+            written by `imgclf predict` reads back; escaped names as imgclf
+            writes them are read back).
         notes: a list that gets a note for each symlink not followed, as
             `imgclf scan` words it. Defaults to `None` (no notes).
 
@@ -579,6 +580,10 @@ def _input_list(inputs) -> Iterable:
     return [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
 
 
+# The header names of the path column in a CSV list of inputs, in order of preference.
+_PATH_COLUMNS = ("path", "file", "filename", "image", "image_path")
+
+
 def _paths_from_csv(path: str) -> Iterator[str]:
     base = os.path.dirname(os.path.abspath(path))
     with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -587,8 +592,9 @@ def _paths_from_csv(path: str) -> Iterator[str]:
         for number, row in enumerate(reader):
             if number == 0:
                 names = [cell.strip().lower() for cell in row]
-                if "path" in names:
-                    column = names.index("path")
+                header = next((name for name in _PATH_COLUMNS if name in names), None)
+                if header:
+                    column = names.index(header)
                     continue
             if len(row) <= column or not row[column].strip():
                 continue

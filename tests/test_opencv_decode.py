@@ -5,11 +5,11 @@ import struct
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps, PngImagePlugin
 
 import badfiles
 from imgclf import opencv_decode
-from imgclf.images import ImageDecodeError, load_image, scan_and_load
+from imgclf.images import ImageDecodeError, ImageProblem, check_header, load_image, scan_and_load
 
 
 def _by_pillow_only(monkeypatch, decode):
@@ -52,6 +52,16 @@ def _exif(orientation: int) -> Image.Exif:
     return exif
 
 
+def _raw_profile_exif(image: Image.Image, orientation: int, zip: bool = True) -> bytes:
+    """A PNG whose EXIF sits in a "Raw profile type exif" text chunk, as ImageMagick and exiftool write it."""
+    raw = b"Exif\x00\x00" + _exif(orientation).tobytes()
+    hexed = raw.hex()
+    text = f"\nexif\n{len(raw):8d}\n" + "\n".join(hexed[i:i + 72] for i in range(0, len(hexed), 72)) + "\n"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type exif", text, zip=zip)
+    return _png(image, pnginfo=info)
+
+
 PNGS = {
     "grey": lambda image: _png(image.convert("L")),
     "rgb": _png,
@@ -60,6 +70,7 @@ PNGS = {
     "grey_transparent_colour": lambda image: _png_with_chunk(image.convert("L"), b"tRNS", b"\x00\x80"),
     "rgb_transparent_colour": lambda image: _png_with_chunk(image, b"tRNS", b"\x00\x80\x00\x80\x00\x80"),
     "rgb_exif_rotated": lambda image: _png(image, exif=_exif(6)),
+    "rgb_raw_profile_exif_rotated": lambda image: _raw_profile_exif(image, 6),
     "rgb_gamma": lambda image: _png_with_chunk(image, b"gAMA", struct.pack(">I", 100000)),
     "sixteen_bit": lambda image: _png(Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)),
     "interlaced_grey": lambda image: badfiles.interlaced_png(np.asarray(image.convert("L"))),
@@ -91,6 +102,24 @@ def test_only_plain_pngs_of_the_model_size_take_the_shortcut(tmp_path):
     assert opencv_decode.plain_png(data, (12, 20), 3) is None  # grey to RGB: Pillow converts
     assert opencv_decode.plain_png(PNGS["grey_transparent_colour"](_noise(12, 20)), (12, 20), 1) is None
     assert opencv_decode.plain_png(data[:-1], (12, 20), 1) is None
+
+
+@pytest.mark.parametrize("zip", [True, False], ids=["zTXt", "tEXt"])
+def test_exif_in_a_raw_profile_text_chunk_is_applied_at_any_size(tmp_path, zip):
+    picture = np.zeros((16, 16, 3), np.uint8)
+    picture[:, :8] = 255  # left half white: rotated by orientation 6, the top half is white
+    path = badfiles.write(tmp_path / "converted.png", _raw_profile_exif(Image.fromarray(picture), 6, zip=zip))
+    assert opencv_decode.plain_png(path.read_bytes(), (16, 16), 3) is None
+    shown = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    at_input_size = load_image(path, size=(16, 16))
+    assert np.array_equal(at_input_size, np.asarray(shown)) and at_input_size[:8].min() == 255
+    check, first_run, _ = scan_and_load(path, size=(16, 16))
+    assert np.array_equal(first_run, at_input_size)
+    smaller = np.asarray(shown.resize((8, 8), Image.Resampling.BILINEAR))
+    assert np.array_equal(load_image(path, size=(8, 8)), smaller)
+    for scanned in (check, check_header(path)):  # the first run's scan, and `imgclf scan`'s
+        assert [(f.problem, f.detail) for f in scanned.findings] == [(ImageProblem.EXIF_ORIENTATION,
+                                                                      "EXIF orientation 6 applied")]
 
 
 @pytest.mark.parametrize("name", sorted(badfiles.BAD_FILES))
