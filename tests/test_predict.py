@@ -123,14 +123,14 @@ def test_a_csv_of_paths_keeps_spaces_that_are_part_of_a_name(run, new_images, tm
 def test_a_csv_of_paths_with_a_filename_header_predicts_only_the_files(run, new_images, tmp_path, monkeypatch,
                                                                        capsys):
     monkeypatch.chdir(tmp_path)
-    for header in ("filename,note", "note,Image", "File"):
-        cells = ["new/circle/circle_050.png", "new/square/square_050.png"]
-        rows = [c if header == "File" else (f"{c},x" if header.startswith("filename") else f"x,{c}") for c in cells]
-        (tmp_path / "list.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
-        assert main(["predict", str(run.path), "list.csv"]) == 0
+    first, second = "new/circle/circle_050.png", "new/square/square_050.png"
+    for listing in (f"filename,note\n{first},x\n{second},y\n", f"note,Image\nx,{first}\ny,{second}\n",
+                    f"File\n{first}\n{second}\n"):
+        (tmp_path / "list.csv").write_text(listing, encoding="utf-8")
+        assert main(["predict", str(run.path), "list.csv"]) == 0, listing
         captured = capsys.readouterr()
         lines = captured.out.splitlines()
-        assert [line.split(",")[0] for line in lines] == ["path", *(str(tmp_path / c) for c in cells)], header
+        assert [line.split(",")[0] for line in lines] == ["path", str(tmp_path / first), str(tmp_path / second)]
         assert [line.split(",")[-2] for line in lines[1:]] == ["ok", "ok"]
         assert "2 of 2 images predicted, 0 could not be read" in captured.err
 
