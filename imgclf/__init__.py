@@ -134,7 +134,9 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
         cfg = with_options(cfg, epochs=max(cfg.train.epochs, done))
     if not (resume and run.resumable) and not (cfg.train.strategy == "multi-worker" and not is_chief()):
         run.check_start(overwrite=overwrite)  # a wrong --out fails before the folder is scanned
-    _refuse_a_run_inside(data, out)
+    _refuse_a_run_inside(data.root if isinstance(data, Manifest) else data, out)
+    if isinstance(data, Manifest):
+        cfg = _with_the_split_of(data, cfg, options, verbose=verbose)
     limits = limits_of(cfg.data)
     if not isinstance(data, Manifest):
         # When the size and colour mode the model sees do not depend on the images, the scan decodes them
@@ -155,6 +157,23 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
                 print(f"nothing to resume in {run.path} (no finished epoch): a new run starts", flush=True)
             run.start(overwrite=overwrite)
         return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress)
+
+
+def _with_the_split_of(manifest, cfg, options: dict, *, verbose):
+    """The config with the split settings a Manifest was made with, which are what the run records; options
+    that would split it otherwise are refused."""
+    from .config import ConfigError
+
+    given = [key for key in ("val", "test") if options.get(key) is not None]
+    if given:
+        raise ConfigError(f"{' and '.join(given)} cannot apply to a manifest: its images are split already. Pass them "
+                          "to imgclf.scan (imgclf scan --val/--test), or train on the folder instead.")
+    if manifest.split_settings is None:
+        if verbose:
+            print("note: the splits are the manifest's own, which config.yaml's data.val, data.test and data.seed do "
+                  "not describe: --manifest RUN/manifest.csv with --config RUN/config.yaml repeats this run", flush=True)
+        return cfg
+    return cfg.replace(data=manifest.split_settings)
 
 
 def _refuse_a_run_inside(data, out) -> None:

@@ -340,6 +340,7 @@ def cmd_train(args) -> int:
         from .manifest import class_name
 
         data = Manifest.read_csv(args.manifest)
+        data.root = args.data  # the folder it lists: a run folder inside it is refused as for a scan
         for entry in data.entries:  # as a scan names classes, whatever wrote the file
             entry.label = class_name(entry.label)
         limits = {key: getattr(args, key) for key in ("max_pixels", "min_side", "max_aspect") if getattr(args, key) is not None}

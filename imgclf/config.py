@@ -48,7 +48,8 @@ def _check_seed(seed) -> None:
 
 
 def _check_fraction(key: str, value: float) -> None:
-    _check(0.0 <= value < 1.0, key, value, "a fraction in [0, 1)")
+    _check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0, key, value,
+           "a fraction in [0, 1)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .cache import StagedImages, scan_is_cached, scan_record
-from .config import ImageSpec
+from .config import DataConfig, ImageSpec
 from .files import escape_name, unescape_name, write_csv
 from .images import (IMAGE_EXTENSIONS, FileCheck, ImageLimits, ImageProblem, Severity, check_header, inspect_file,
                      signature_format)
@@ -84,12 +84,16 @@ class Manifest:
         staged: the images a scan with `cache_spec` decoded while it read
             the files (`cache.StagedImages`), for the decoded-image cache;
             `None` otherwise. Not written to CSV.
+        split_settings: the `val`, `test` and `seed` of the scan that split
+            the entries, e.g. `{"val": 0.15, "test": 0.15, "seed": 0}`;
+            `None` for a manifest read from CSV. Not written to CSV.
     """
 
     entries: list[Entry]
     root: str = ""
     notes: list[str] = dataclasses.field(default_factory=list)
     staged: StagedImages | None = dataclasses.field(default=None, repr=False, compare=False)
+    split_settings: dict | None = dataclasses.field(default=None, compare=False)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -146,7 +150,9 @@ class Manifest:
         """Reads a manifest written by `to_csv`.
 
         Raises:
-            DatasetError: if the file lacks a column of `COLUMNS`.
+            DatasetError: if the file lacks a column of `COLUMNS`, or a row
+                lacks a value, or holds an unknown split or a size that is
+                not a whole number (naming the line).
         """
         path = Path(path)
         with open(path, newline="", encoding="utf-8") as handle:
@@ -156,11 +162,20 @@ class Manifest:
                 raise DatasetError(f"{path} is not an imgclf manifest: it lacks the columns {missing}.")
             entries = []
             for number, row in enumerate(({c: r[c] for c in COLUMNS} for r in reader), start=2):
+                fields = sum(value is not None for value in row.values())
+                if fields < len(COLUMNS):
+                    raise DatasetError(f"{escape_name(str(path))}, line {number}: the row has {fields} of the "
+                                       f"{len(COLUMNS)} columns: the file may be cut short. Restore it, or remove the row.")
                 if row["split"] not in (*SPLITS, ""):
                     raise DatasetError(f"{escape_name(str(path))}, line {number}: unknown split {row['split']!r}. "
                                        f"Valid splits: {', '.join(SPLITS)} (lower case), or empty for a file with errors.")
-                entries.append(Entry(**{**row, "path": unescape_name(row["path"]), "width": int(row["width"] or 0),
-                                        "height": int(row["height"] or 0), "channels": int(row["channels"] or 0)}))
+                try:
+                    sizes = {key: int(row[key] or 0) for key in ("width", "height", "channels")}
+                except ValueError:
+                    raise DatasetError(f"{escape_name(str(path))}, line {number}: width, height and channels must be "
+                                       f"whole numbers. Received: {row['width']!r}, {row['height']!r}, "
+                                       f"{row['channels']!r}.") from None
+                entries.append(Entry(**{**row, "path": unescape_name(row["path"]), **sizes}))
         return cls(entries, root=str(path))
 
     def recheck_changed(self, since: float, *, limits: ImageLimits = ImageLimits(), workers: int | None = None,
@@ -323,6 +338,7 @@ def scan(
     >>> m = scan("photos/", val=0.15, test=0.15, seed=0)
     >>> print(m.summary())
     """
+    DataConfig(val=val, test=test, seed=seed)  # training's checks: a fraction of each class, a seed
     root = Path(root)
     if not root.exists():
         raise DatasetError(f"Dataset not found: {escape_name(str(root))}. Pass a folder with one subfolder per class, or a CSV with path,label columns.")
@@ -352,7 +368,8 @@ def scan(
     flag_duplicates(entries)
     given = {entry.split for entry in entries if entry.split}  # by the folders or the CSV
     assign_splits(entries, val=val, test=test, seed=seed)
-    manifest = Manifest(entries, root=str(root), notes=notes, staged=staged)
+    manifest = Manifest(entries, root=str(root), notes=notes, staged=staged,
+                        split_settings={"val": val, "test": test, "seed": seed})
     manifest.notes.extend(class_size_notes(manifest))
     manifest.notes.extend(_empty_split_notes(manifest, {"val": val, "test": test}, given))
     manifest.note_leaks()

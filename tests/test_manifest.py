@@ -1,12 +1,14 @@
 import collections
 import hashlib
 import os
+import re
 import shutil
 
 import pytest
 
 from conftest import CLASS_STYLES, draw_example, make_class_folder
-from imgclf.manifest import DatasetError, Entry, Manifest, assign_splits, scan, split_sizes
+from imgclf.config import ConfigError
+from imgclf.manifest import COLUMNS, DatasetError, Entry, Manifest, assign_splits, scan, split_sizes
 
 
 def splits_by_path(manifest):
@@ -317,6 +319,34 @@ def test_a_manifest_with_an_unknown_split_names_the_line(tmp_path):
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(DatasetError, match=r"m.csv, line 4: unknown split 'VAL'. Valid splits: train, val, test"):
         Manifest.read_csv(tmp_path / "m.csv")
+
+
+def test_a_manifest_cut_short_or_with_a_bad_size_names_the_line(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=3)
+    scan(root, progress=False).to_csv(tmp_path / "m.csv")
+    text = (tmp_path / "m.csv").read_text()
+    (tmp_path / "cut.csv").write_text(text[:text.rindex(",", 0, len(text) - 60)])
+    with pytest.raises(DatasetError, match=r"cut.csv, line 10: the row has \d of the 10 columns: the file may be cut "
+                                           r"short. Restore it, or remove the row."):
+        Manifest.read_csv(tmp_path / "cut.csv")
+    lines = text.splitlines()
+    cells = lines[2].split(",")
+    cells[COLUMNS.index("width")] = "wide"
+    (tmp_path / "bad.csv").write_text("\n".join([*lines[:2], ",".join(cells), *lines[3:]]) + "\n")
+    with pytest.raises(DatasetError, match=r"bad.csv, line 3: width, height and channels must be whole numbers. "
+                                           r"Received: 'wide'"):
+        Manifest.read_csv(tmp_path / "bad.csv")
+
+
+def test_scan_checks_its_split_fractions_and_seed_as_training_does(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=3)
+    for options, message in [({"val": 15}, "Invalid val: expected a fraction in [0, 1). Received: val=15"),
+                             ({"val": "0.1"}, "Invalid val: expected a fraction in [0, 1). Received: val='0.1'"),
+                             ({"val": 0.5, "test": 0.5}, "Invalid val+test: expected less than 1"),
+                             ({"seed": -1}, "Invalid seed: expected an integer from 0 to 2**32 - 1. Received: seed=-1")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            scan(root, progress=False, **options)
+    assert scan(root, val=0.2, test=0.3, seed=4, progress=False).split_settings == {"val": 0.2, "test": 0.3, "seed": 4}
 
 
 def test_classes_missing_from_a_split_are_named(tmp_path):

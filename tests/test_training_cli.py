@@ -49,3 +49,15 @@ def test_train_with_a_manifest_keeps_class_names_as_a_scan_does(tmp_path):
     assert main(["train", str(data), "--manifest", str(tmp_path / "m.csv"), "--model", "mlp", "--hidden", "8",
                  "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
     assert json.loads((tmp_path / "run" / "classes.json").read_text(encoding="utf-8")) == ["c\u00edrcle", "square"]
+
+
+def test_train_with_a_manifest_refuses_a_run_inside_the_folder_and_split_flags(tmp_path, capsys):
+    data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
+    assert main(["scan", str(data), "--out", str(tmp_path / "m.csv")]) == 0
+    common = ["--manifest", str(tmp_path / "m.csv"), "--model", "mlp", "--hidden", "8", "--epochs", "1"]
+    assert main(["train", str(data), *common, "--out", str(data / "run")]) == 1
+    assert "is inside the dataset" in capsys.readouterr().err and not (data / "run").exists()
+    assert main(["train", str(data), *common, "--val", "0.3", "--out", str(tmp_path / "run")]) == 1
+    assert "val cannot apply to a manifest: its images are split already" in capsys.readouterr().err
+    assert main(["train", str(data), *common, "--out", str(tmp_path / "run")]) == 0
+    assert "note: the splits are the manifest's own" in capsys.readouterr().out

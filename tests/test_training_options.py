@@ -394,3 +394,20 @@ def test_files_that_pass_the_scan_but_fail_to_decode_are_counted_before_training
                                                    "training uses train ")
     sizes = [int(n) for n in found[0].split("training uses ")[1].replace(" images", "").replace(",", "").split()[1::2]]
     assert sum(sizes) == 16 and sum(1 for e in run.manifest().entries if not e.usable) == 3
+
+
+def test_a_manifest_trains_on_its_own_split_and_the_run_records_it_for_a_repeat(tmp_path):
+    data = make_class_folder(tmp_path / "data", per_class=8)
+    manifest = imgclf.scan(data, val=0.25, test=0.25, seed=3, progress=False)
+    run = imgclf.train(manifest, epochs=1, seed=5, out=tmp_path / "run", **TINY)
+    cfg = run.config()
+    assert (cfg.data.val, cfg.data.test, cfg.data.seed, cfg.train.seed) == (0.25, 0.25, 3, 5)
+    repeat = imgclf.train(data, config=run.config_path, out=tmp_path / "repeat", **TINY)
+    splits = lambda r: sorted((e.path, e.split) for e in r.manifest().entries)  # noqa: E731
+    assert splits(repeat) == splits(run)
+    with pytest.raises(ConfigError, match=r"val cannot apply to a manifest: its images are split already. Pass them "
+                                          r"to imgclf.scan"):
+        imgclf.train(manifest, val=0.4, out=tmp_path / "refused", **TINY)
+    with pytest.raises(ValueError, match="is inside the dataset"):
+        imgclf.train(manifest, out=data / "run", **TINY)
+    assert not (data / "run").exists() and not (tmp_path / "refused").exists()
