@@ -330,3 +330,21 @@ def test_evaluate_command_no_report_keeps_the_page_and_report_adds_the_new_evalu
     assert result.returncode == 0, result.stderr[-2000:]
     after = page.read_text(encoding="utf-8")
     assert "Evaluation: val" in after and "Evaluation: train" in after
+
+
+def test_an_evaluation_of_another_run_is_refused(reported_run, tmp_path):
+    import imgclf
+
+    run, evaluation, _ = reported_run
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        data = make_class_folder(tmp_path / "data", per_class=8)
+        other = imgclf.train(data, model="mlp", hidden=(16,), epochs=1, batch_size=8, out=tmp_path / "other",
+                             verbose=0, progress=False)
+        other_evaluation = imgclf.evaluate(other, "train", progress=False)
+    pictures = sorted(p.name for p in run.eval_dir("train").iterdir())
+    with pytest.raises(ValueError, match=r"The evaluation of train passed is not one of .*run: its classes or numbers "
+                                         r"differ from .*metrics.json. Pass the evaluation that imgclf.evaluate"):
+        imgclf.report(run, other_evaluation)
+    assert sorted(p.name for p in run.eval_dir("train").iterdir()) == pictures
+    assert imgclf.report(run, evaluation)[-1].name == "report.html"

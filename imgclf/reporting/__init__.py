@@ -35,10 +35,28 @@ def report(run, evaluation=None, *, html: bool = True) -> list[Path]:
         The files written: the confusion matrix (counts) first when an
         evaluation was drawn, `report.html` last.
     """
+    if evaluation is not None:
+        _refuse_another_runs_evaluation(run, evaluation)
     written = save_figures(run, evaluation) if evaluation is not None else []
     if html:
         written.append(write_report(run))
     return written
+
+
+def _refuse_another_runs_evaluation(run, evaluation) -> None:
+    """An evaluation is drawn into the run that `imgclf.evaluate` wrote its numbers to, and no other: the page would
+    show one model's numbers above another's pictures."""
+    from ..files import escape_name, read_json
+    from ..runs import RunDir
+
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    saved = run.eval_dir(evaluation.split) / "metrics.json"
+    numbers = read_json(saved) if saved.is_file() else {}
+    if (run.classes() != list(evaluation.classes) or numbers.get("images") != len(evaluation.y_true)
+            or abs(numbers.get("accuracy", -1.0) - evaluation.accuracy) > 1e-5):
+        raise ValueError(f"The evaluation of {escape_name(evaluation.split)} passed is not one of "
+                         f"{escape_name(str(run.path))}: its classes or numbers differ from {escape_name(str(saved))}. "
+                         f"Pass the evaluation that imgclf.evaluate({escape_name(str(run.path))!r}) returns.")
 
 
 __all__ = ["report", "save_figures", "write_report", "build_report", "plot_confusion_matrix", "plot_history",
