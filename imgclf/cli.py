@@ -407,8 +407,10 @@ def cmd_evaluate(args) -> int:
     if len(evaluation.skipped) > 10:
         print(f"... {len(evaluation.skipped) - 10:,} more skipped files in skipped.csv")
     folder = os.path.join(str(args.run), "eval", evaluation.split)
-    print(f"files:  {folder}{os.sep} (metrics.json, confusion_matrix.csv/.png, per_class.csv, most_confused.csv, "
-          "misclassified.csv, gallery.png, calibration.png)")
+    gallery = ["gallery.png"] if any(path.name == "gallery.png" for path in written) else []  # none without mistakes
+    files = ["metrics.json", "confusion_matrix.csv/.png", "per_class.csv", "most_confused.csv", "misclassified.csv",
+             *gallery, "calibration.png", *(["skipped.csv"] if evaluation.skipped else [])]
+    print(f"files:  {folder}{os.sep} ({', '.join(files)})")
     if not args.no_report:
         print(f"report: {written[-1]}")
     return 0

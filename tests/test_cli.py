@@ -89,6 +89,8 @@ def test_train_then_evaluate_end_to_end(tmp_path):
     assert "error rate" in result.stdout
     metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
     assert metrics["error_rate"] == pytest.approx(1 - metrics["accuracy"])
+    # The files line names the gallery of mistakes only when there is one.
+    assert ("gallery.png" in result.stdout) == (run / "eval" / "test" / "gallery.png").exists()
     assert metrics["images"] == sum(1 for row in csv.DictReader(open(run / "manifest.csv")) if row["split"] == "test")
     matrix = list(csv.reader(open(run / "eval" / "test" / "confusion_matrix.csv")))
     assert matrix[0][1:] == ["circle", "square", "triangle"]
