@@ -69,7 +69,8 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     Args:
         data: a `Manifest`, or a folder/CSV to scan with the config's split.
         out: the run directory to write, e.g. `"runs/flowers"`.
-        config: a `Config`, a YAML file, or `None` for the defaults.
+        config: a `Config`, a YAML file, a dict of its sections (as
+            `config.yaml` holds them), or `None` for the defaults.
             Defaults to `None`.
         resume: continue a killed run from its last checkpoint, with the
             settings saved in its `config.yaml` (options may change the
@@ -115,12 +116,15 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     from .strategy import is_chief
     from .training import check_choices, fit
 
+    _check_paths(data, out)
     if resume and overwrite:
         raise ValueError("resume and overwrite contradict each other: --resume continues the run in --out, "
                          "--overwrite replaces it. Pass one of them.")
     if config is None:
         saved = RunDir(out).config_path  # a resumed run keeps its own settings
         config = load_config(saved) if resume and saved.exists() else Config()
+    elif isinstance(config, dict):
+        config = Config.from_dict(config)
     elif not isinstance(config, Config):
         config = load_config(config)
     cfg = with_options(config, **options)
@@ -157,6 +161,19 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
                 print(f"nothing to resume in {run.path} (no finished epoch): a new run starts", flush=True)
             run.start(overwrite=overwrite)
         return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress)
+
+
+def _check_paths(data, out) -> None:
+    """Raises `TypeError` for a `data` or an `out` that is not a path (or, for `data`, a `Manifest`)."""
+    import os
+
+    from .manifest import Manifest
+
+    if not isinstance(data, (str, os.PathLike, Manifest)):
+        raise TypeError("data must be a folder with one subfolder per class, a CSV of path,label rows, or the Manifest "
+                        f"imgclf.scan returns. Received: data={data!r}")
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be the path of the run folder to write, e.g. out='runs/NAME'. Received: out={out!r}")
 
 
 def _with_the_split_of(manifest, cfg, options: dict, *, verbose):

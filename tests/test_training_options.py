@@ -411,3 +411,15 @@ def test_a_manifest_trains_on_its_own_split_and_the_run_records_it_for_a_repeat(
     with pytest.raises(ValueError, match="is inside the dataset"):
         imgclf.train(manifest, out=data / "run", **TINY)
     assert not (data / "run").exists() and not (tmp_path / "refused").exists()
+
+
+def test_the_api_takes_a_config_dict_and_names_a_wrong_data_or_out(tmp_path):
+    data = make_class_folder(tmp_path / "data", per_class=6)
+    run = imgclf.train(data, config={"train": {"epochs": 1, "learning_rate": 0.01}}, out=tmp_path / "run", **TINY)
+    assert (run.config().train.epochs, run.config().train.learning_rate) == (1, 0.01)
+    with pytest.raises(TypeError, match=r"out must be the path of the run folder to write, e.g. out='runs/NAME'. "
+                                        r"Received: out=None"):
+        imgclf.train(data, out=None, **TINY)
+    with pytest.raises(TypeError, match=r"data must be a folder with one subfolder per class, a CSV of path,label "
+                                        r"rows, or the Manifest imgclf.scan returns. Received: data=\['a'\]"):
+        imgclf.train(["a"], out=tmp_path / "other", **TINY)
