@@ -35,6 +35,8 @@ def _check(condition: bool, key: str, value: Any, expected: str) -> None:
 
 
 _FLOAT32_MAX = 3.4e38
+# Far beyond any training; TensorFlow cannot count epochs past 2**63.
+MAX_EPOCHS = 1_000_000
 
 
 def _positive(value, *, zero: bool = False) -> bool:
@@ -295,7 +297,7 @@ class TrainConfig:
     strategy: str = "auto"
 
     def __post_init__(self):
-        _check(self.epochs >= 1, "epochs", self.epochs, "a positive integer")
+        _check(1 <= self.epochs <= MAX_EPOCHS, "epochs", self.epochs, f"a positive integer up to {MAX_EPOCHS:,}")
         _check_seed(self.seed)
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "a positive integer")
         _check(_positive(self.learning_rate), "learning_rate", self.learning_rate, "a positive number up to 3.4e38")

@@ -32,6 +32,7 @@ def test_unknown_key_is_named(tmp_path):
         ({"image_size": (0, 64)}, r"image_size=\(0, 64\)"),
         ({"val": 1.5}, r"val=1.5"),
         ({"epochs": 0}, r"epochs=0"),
+        ({"epochs": 2**63}, r"a positive integer up to 1,000,000. Received: epochs=9223372036854775808"),
         ({"color_mode": "cmyk"}, r"color_mode='cmyk'"),
         ({"epochs": "ten"}, r"epochs='ten'"),
         ({"learning_rate": float("inf")}, r"learning_rate=inf"),
