@@ -39,6 +39,14 @@ _SIDEWAYS_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and h
 _PNG_RAW_EXIF = "Raw profile type exif"  # the text chunk in which ImageMagick stores a PNG's EXIF
 
 
+def _unreadable(path, error: OSError) -> str:
+    """Why a file cannot be read, e.g. "No such file or directory (a symlink to /gone.png, which does not exist)"."""
+    reason = error.strerror or str(error)
+    if isinstance(error, FileNotFoundError) and os.path.islink(path):
+        reason += f" (a symlink to {escape_name(os.fsdecode(os.readlink(path)))}, which does not exist)"
+    return reason
+
+
 class Severity(str, enum.Enum):
     """How bad a finding is: `ok`, `warning` (converted and used) or `error` (left out)."""
 
@@ -233,7 +241,7 @@ def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
                 raise ImageDecodeError(path, ImageProblem.DECOMPRESSION_BOMB, _bomb_detail(error, limits)) from None
             except (PermissionError, FileNotFoundError, IsADirectoryError) as error:
-                raise ImageDecodeError(path, ImageProblem.UNREADABLE, error.strerror or str(error)) from None
+                raise ImageDecodeError(path, ImageProblem.UNREADABLE, _unreadable(path, error)) from None
             except Exception as error:  # noqa: BLE001 - see _corrupt
                 raise _corrupt(path, error, "unreadable header: ") from None
             with image:
@@ -299,7 +307,7 @@ def _check_file(path) -> None:
     try:
         status = os.stat(path)
     except OSError as error:
-        raise ImageDecodeError(path, ImageProblem.UNREADABLE, error.strerror or str(error)) from None
+        raise ImageDecodeError(path, ImageProblem.UNREADABLE, _unreadable(path, error)) from None
     if stat.S_ISDIR(status.st_mode):
         raise ImageDecodeError(path, ImageProblem.UNREADABLE, "is a directory")
     if not stat.S_ISREG(status.st_mode):
@@ -511,7 +519,7 @@ def load_image(path, *, size: tuple[int, int], channels: int = 3, resize: str = 
         try:
             data = _read_bytes(path)
         except OSError as error:
-            raise ImageDecodeError(path, ImageProblem.UNREADABLE, error.strerror or str(error)) from None
+            raise ImageDecodeError(path, ImageProblem.UNREADABLE, _unreadable(path, error)) from None
         # A PNG of the model's size is within the pixel limit unless the model's input is not: then Pillow refuses it.
         pixels = opencv_decode.plain_png(data, size, channels) if size[0] * size[1] <= limits.max_pixels else None
         if pixels is not None:
@@ -589,7 +597,7 @@ def _read_once(path, limits: ImageLimits, target) -> tuple[FileCheck, np.ndarray
     try:
         data = _read_bytes(path)
     except OSError as error:
-        return FileCheck(None, None, None, None, (Finding(ImageProblem.UNREADABLE, error.strerror or str(error)),)), None, None
+        return FileCheck(None, None, None, None, (Finding(ImageProblem.UNREADABLE, _unreadable(path, error)),)), None, None
     sha1 = hashlib.sha1(data).hexdigest()
     header, pixels = None, None
     try:
@@ -679,7 +687,7 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits(), draft: bool = Tru
     try:
         data = _read_bytes(path)  # a missing file, a folder or a named pipe fails here, as in `_check_file`
     except OSError as error:
-        return FileCheck(None, None, None, None, (Finding(ImageProblem.UNREADABLE, error.strerror or str(error)),))
+        return FileCheck(None, None, None, None, (Finding(ImageProblem.UNREADABLE, _unreadable(path, error)),))
     sha1 = hashlib.sha1(data).hexdigest()
     if not data:
         return FileCheck(sha1, None, None, None, (Finding(ImageProblem.EMPTY_FILE, _EMPTY),))

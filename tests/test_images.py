@@ -207,3 +207,12 @@ def test_damaged_files_of_every_format_are_reported_never_raised(tmp_path):
             except ImageDecodeError as error:
                 assert error.problem.severity.value == "error"
     assert any("IndexError" in d for d in details)  # damaged GIF frames
+
+
+def test_a_dangling_symlink_is_named_as_one_with_its_target(tmp_path):
+    link = tmp_path / "photo.png"
+    link.symlink_to(tmp_path / "gone" / "photo.png")
+    with pytest.raises(ImageDecodeError, match=r"unreadable \(No such file or directory \(a symlink to .*gone/photo.png, "
+                                               r"which does not exist\)\)"):
+        load_image(link, size=(8, 8))
+    assert "a symlink to" in inspect_file(link).findings[0].detail
