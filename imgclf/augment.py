@@ -318,7 +318,8 @@ def pin_augment(augment: AugmentConfig) -> AugmentConfig:
         augment: the config; a preset name is returned unchanged.
 
     Returns:
-        The config with `sha256` set for a file.
+        The config with `sha256` set for a file, whose path is made
+        absolute.
 
     Raises:
         AugmentError: for a missing file, or one that changed since its
@@ -337,7 +338,8 @@ def pin_augment(augment: AugmentConfig) -> AugmentConfig:
             f"A run's exact pipeline is in its augment.yaml: start a new run with --augment RUN/augment.yaml, or name "
             f"the file again (--augment {path}) to use it as it is now."
         )
-    return dataclasses.replace(augment, sha256=digest)
+    # The absolute path: the run's config.yaml repeats it from any folder.
+    return dataclasses.replace(augment, preset=os.path.abspath(path), sha256=digest)
 
 
 def apply_augment(pipeline: A.Compose, images: np.ndarray) -> np.ndarray:

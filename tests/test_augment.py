@@ -138,6 +138,15 @@ def test_no_flip_removes_mirrors_from_presets_and_files_at_any_depth(tmp_path):
     assert np.array_equal(apply_augment(build_augment(only_flips, flip=False), batch), batch)
 
 
+def test_a_yaml_file_named_by_a_relative_path_is_recorded_by_its_absolute_path(tmp_path, monkeypatch):
+    (tmp_path / "aug.yaml").write_text(augment_to_yaml(build_augment("light")))
+    monkeypatch.chdir(tmp_path)
+    pinned = pin_augment(AugmentConfig(preset="aug.yaml"))
+    assert pinned.preset == str(tmp_path / "aug.yaml")
+    monkeypatch.chdir("/")
+    assert pin_augment(pinned) == pinned  # the run's config.yaml names the file from any folder
+
+
 def test_flip_and_a_yaml_file_are_recorded_in_the_config(tmp_path):
     path = tmp_path / "aug.yaml"
     path.write_text(augment_to_yaml(build_augment("light")))
