@@ -72,6 +72,10 @@ class Entry:
             self.status = Severity.WARNING.value
 
 
+# Class names longer than this are cut in the class table (the names themselves are kept whole).
+TABLE_NAME_COLUMNS = 48
+
+
 @dataclasses.dataclass
 class Manifest:
     """A table of images with labels, splits, hashes and problems.
@@ -238,11 +242,12 @@ class Manifest:
 
     def class_table(self) -> list[str]:
         """Lines of a table: usable images per class and split, with totals."""
-        counts = {_printable(label): row for label, row in self.counts().items()}
-        width = max([5] + [len(c) for c in counts])
+        counts = {_cut(_printable(label), TABLE_NAME_COLUMNS): row for label, row in self.counts().items()}
+        width = max([5] + [_columns(c) for c in counts])
         lines = [f"{'class':<{width}}  {'train':>6}  {'val':>6}  {'test':>6}  {'total':>6}"]
         for label, row in counts.items():
-            lines.append(f"{label:<{width}}  {row['train']:>6}  {row['val']:>6}  {row['test']:>6}  {sum(row.values()):>6}")
+            padded = label + " " * (width - _columns(label))
+            lines.append(f"{padded}  {row['train']:>6}  {row['val']:>6}  {row['test']:>6}  {sum(row.values()):>6}")
         totals = {s: sum(row[s] for row in counts.values()) for s in SPLITS}
         lines.append(f"{'total':<{width}}  {totals['train']:>6}  {totals['val']:>6}  {totals['test']:>6}  {sum(totals.values()):>6}")
         return lines
@@ -486,6 +491,21 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
     for index, link in links:  # the list grows while linked folders are walked
         follow(index, link)
     return images, others, notes, skipped
+
+
+def _cut(text: str, columns: int) -> str:
+    """`text` cut to at most `columns` terminal columns, with "…" where it was cut."""
+    if _columns(text) <= columns:
+        return text
+    while _columns(text) > columns - 1:
+        text = text[:-1]
+    return text + "…"
+
+
+def _columns(text: str) -> int:
+    """The terminal columns `text` takes: two for each wide character (CJK, most emoji), none for combining marks."""
+    return sum(0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1
+               for char in text)
 
 
 def _loose_images(folder: Path) -> list[Path]:

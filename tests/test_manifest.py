@@ -443,3 +443,17 @@ def test_class_names_written_in_either_unicode_form_are_one_class(tmp_path):
             draw_example(CLASS_STYLES["circle" if number < 2 else "square"], 10 * number + i).save(folder / f"{i}.png")
     m = scan(tmp_path / "data", progress=False)
     assert m.classes == ["caf\u00e9", "tea"] and len(m.usable) == 9
+
+
+def test_the_class_table_lines_up_wide_characters_and_cuts_long_names(tmp_path):
+    from imgclf.manifest import _columns
+
+    long_name = "x" * 200
+    root = make_class_folder(tmp_path / "data", per_class=3, classes=["circle", "square"])
+    for offset, name in enumerate(("日本", "emoji\U0001F600", long_name)):
+        (root / name).mkdir()
+        for i in range(3):
+            draw_example(CLASS_STYLES["triangle"], 10 * offset + i).save(root / name / f"{i}.png")
+    lines = scan(root, progress=False).class_table()
+    assert len({_columns(line) for line in lines}) == 1  # every row as wide as the header, on a terminal
+    assert any(line.startswith("x" * 47 + "…") for line in lines) and not any(long_name in line for line in lines)
