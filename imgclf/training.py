@@ -115,6 +115,9 @@ class RunCheckpoint(keras.callbacks.Callback):
             with tempfile.TemporaryDirectory(prefix="imgclf-worker-") as scratch:
                 self.model.save(os.path.join(scratch, "last.keras"))
             return
+        if not self.run.config_path.exists():  # each write below would make its folder again
+            raise RunError(f"{self.run.path} lost its config.yaml while training (was the folder deleted or moved?): "
+                           "training stops. Start the run again, with --overwrite.")
         checkpoints = self.run.checkpoints
         self.run.save_model(self.model, checkpoints / "last.keras")
         if _finite_epoch(logs, self.monitor) and self._improved(value):

@@ -423,3 +423,23 @@ def test_the_api_takes_a_config_dict_and_names_a_wrong_data_or_out(tmp_path):
     with pytest.raises(TypeError, match=r"data must be a folder with one subfolder per class, a CSV of path,label "
                                         r"rows, or the Manifest imgclf.scan returns. Received: data=\['a'\]"):
         imgclf.train(["a"], out=tmp_path / "other", **TINY)
+
+
+def test_a_run_folder_deleted_while_training_stops_it_with_an_error(tmp_path, monkeypatch):
+    import shutil
+
+    from imgclf import training
+
+    data = make_class_folder(tmp_path / "data", per_class=6)
+    end_of_epoch = training.RunCheckpoint.on_epoch_end
+
+    def deleting_the_folder(self, epoch, logs=None):
+        if epoch == 1:
+            shutil.rmtree(tmp_path / "run")
+        return end_of_epoch(self, epoch, logs)
+
+    monkeypatch.setattr(training.RunCheckpoint, "on_epoch_end", deleting_the_folder)
+    with pytest.raises(RunError, match=r"run lost its config.yaml while training \(was the folder deleted or moved\?\): "
+                                       r"training stops"):
+        imgclf.train(data, epochs=3, out=tmp_path / "run", **TINY)
+    assert not (tmp_path / "run" / "model.keras").exists()
