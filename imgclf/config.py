@@ -419,7 +419,8 @@ def _build(cls, values: dict, *, prefix: str, source: str):
     try:
         return cls(**kwargs)
     except ConfigError as error:
-        raise ConfigError(f"{source}: {error}") from None
+        section = f", section {prefix.rstrip('.')}" if prefix else ""  # data.seed and train.seed are both "seed"
+        raise ConfigError(f"{source}{section}: {error}") from None
 
 
 def _coerce(value, kind, key: str, source: str):

@@ -19,6 +19,13 @@ def test_missing_keys_keep_defaults(tmp_path):
     assert cfg.model.name == Config().model.name
 
 
+def test_an_invalid_value_names_its_section(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("data:\n  seed: -1\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml, section data: Invalid seed: expected an integer"):
+        load_config(path)
+
+
 def test_unknown_key_is_named(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("train:\n  epoch: 3\n")
