@@ -181,7 +181,7 @@ def export(run, *, format: str = "keras", quantize: str = "none", out=None, prog
     _earlier_model_files(folder, _MODEL_FILES[format])  # refuses what is in the way before any work
     cfg = run.config()
     classes = run.classes()
-    model = load_keras_model(run.model_path)
+    model = run.load_model()
     spec = run_image_spec(cfg, model)
     created = list(itertools.takewhile(lambda path: not path.exists(), (folder, *folder.parents)))
     folder.mkdir(parents=True, exist_ok=True)

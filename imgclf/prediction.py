@@ -756,7 +756,7 @@ def load(run, *, workers: int | None = None, max_pixels: int | None = None) -> P
     run.require("model.keras", "classes.json", "config.yaml")
     cfg = run.config()
     classes = run.classes()
-    model = load_keras_model(run.model_path)
+    model = run.load_model()
     if model.output_shape[-1] != len(classes):
         raise ValueError(f"{run.model_path} predicts {model.output_shape[-1]} classes but {run.classes_path} "
                          f"names {len(classes)}. The run directory is inconsistent; train it again.")

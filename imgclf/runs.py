@@ -18,13 +18,14 @@ import platform
 import shutil
 import socket
 import sys
+import zipfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from .config import Config, dump_config, load_config
-from .files import atomic_path, read_json, write_json, write_text
+from .files import atomic_path, escape_name, read_json, write_json, write_text
 
 # What a run writes into its folder; `RunDir.start(overwrite=True)` removes these and nothing else.
 RUN_CONTENTS = ("config.yaml", "environment.json", "manifest.csv", "classes.json", "augment.yaml", "history.csv",
@@ -217,11 +218,28 @@ class RunDir:
         return Manifest.read_csv(self.manifest_path)
 
     def load_model(self):
-        """Loads `model.keras` (the best checkpoint of the run), as `prediction.load_keras_model` does."""
+        """Loads `model.keras` (the best checkpoint of the run), as `prediction.load_keras_model` does.
+
+        Raises:
+            RunError: if the run has no `model.keras`, or the file is
+                damaged: cut short, empty, or a part of it fails its
+                checksum (a `.keras` file is a zip archive).
+        """
         from .prediction import load_keras_model
 
         self.require("model.keras")
-        return load_keras_model(self.model_path)
+        path = self.model_path
+        if path.is_file() and not zipfile.is_zipfile(path):
+            size = path.stat().st_size
+            raise self._damaged_model(f"{size:,} bytes that are not a zip archive: cut short?" if size else "it is empty")
+        try:
+            return load_keras_model(path)
+        except zipfile.BadZipFile as error:
+            raise self._damaged_model(str(error)) from None
+
+    def _damaged_model(self, reason: str) -> RunError:
+        return RunError(f"{escape_name(str(self.model_path))} is damaged: it is not a valid .keras file ({reason}). "
+                        "Train the run again, or copy model.keras again from where the run was trained.")
 
     # Writing --------------------------------------------------------------
     def write_config(self, cfg: Config) -> None:

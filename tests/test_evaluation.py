@@ -345,3 +345,26 @@ def test_an_empty_split_is_named_with_the_splits_that_hold_images(tmp_path):
                        progress=False)
     with pytest.raises(ValueError, match=r"The test split of .* holds no images.*--split val or --split train"):
         imgclf.evaluate(run, progress=False)
+
+
+def _copy_of(run, folder):
+    """A copy of a run without its evaluations, to damage."""
+    import shutil
+
+    from imgclf.runs import RunDir
+
+    shutil.copytree(run.path, folder, ignore=shutil.ignore_patterns(".lock", "eval", "report.html"))
+    return RunDir(folder)
+
+
+def test_cli_evaluate_names_a_damaged_model_keras(tiny_run, tmp_path, capsys):
+    from imgclf.cli import main
+
+    _, run, _ = tiny_run
+    copy = _copy_of(run, tmp_path / "run")
+    copy.model_path.write_bytes(run.model_path.read_bytes()[:3000])
+    assert main(["evaluate", str(copy.path), "--no-report"]) == 1
+    assert capsys.readouterr().err == (
+        f"imgclf evaluate: error: {copy.model_path} is damaged: it is not a valid .keras file (3,000 bytes that are not "
+        "a zip archive: cut short?). Train the run again, or copy model.keras again from where the run was trained.\n")
+

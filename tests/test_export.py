@@ -14,6 +14,7 @@ from imgclf import exporting
 from imgclf.cli import main
 from imgclf.exporting import ExportCheckError
 from imgclf.images import load_image
+from imgclf.runs import RunDir
 
 from conftest import make_class_folder
 
@@ -179,7 +180,7 @@ def test_a_file_or_folder_imgclf_did_not_write_is_refused_before_any_work(run, t
         (target / "important.txt").write_text("keep me")
     else:
         target.write_text("keep me")
-    monkeypatch.setattr(exporting, "load_keras_model", _not_called)
+    monkeypatch.setattr(RunDir, "load_model", _not_called)
     with pytest.raises(FileExistsError) as raised:
         imgclf.export(run, format=format, out=out, progress=False)
     assert str(raised.value) == (f"{target} is a {kind} that imgclf export did not write ({out}: no export.json); "
@@ -192,7 +193,7 @@ def test_cli_export_names_a_saved_model_file_in_the_way(run, tmp_path, capsys, m
     out = tmp_path / "d3"
     out.mkdir()
     (out / "saved_model").write_text("x")
-    monkeypatch.setattr(exporting, "load_keras_model", _not_called)
+    monkeypatch.setattr(RunDir, "load_model", _not_called)
     assert main(["export", str(run.path), "--format", "savedmodel", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"imgclf export: error: {out / 'saved_model'} is a file that imgclf export did not write")
@@ -264,3 +265,20 @@ def test_native_log_lines_are_kept_when_the_call_fails(capfd):
             os.write(2, b"error: the details of a failure\n")
             raise RuntimeError("conversion failed")
     assert capfd.readouterr().err == "error: the details of a failure\n"
+
+
+def _copy_of(run, folder):
+    shutil.copytree(run.path, folder, ignore=shutil.ignore_patterns(".lock", "export", "eval"))
+    return RunDir(folder)
+
+
+def test_cli_export_names_a_damaged_model_keras(run, tmp_path, capsys):
+    copy = _copy_of(run, tmp_path / "run")
+    copy.model_path.write_bytes(b"")
+    out = tmp_path / "deploy"
+    assert main(["export", str(copy.path), "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (
+        f"imgclf export: error: {copy.model_path} is damaged: it is not a valid .keras file (it is empty). "
+        "Train the run again, or copy model.keras again from where the run was trained.\n")
+    assert not out.exists()
+

@@ -461,3 +461,28 @@ def test_ctrl_c_stops_predict_with_one_line_and_no_worker_traceback(run, tmp_pat
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "Fatal Python error" not in stderr, stderr
     assert stderr.strip().splitlines()[-1] == "imgclf predict: interrupted"
+
+
+def _flip_bytes_inside_the_weights(path):
+    """Damages a .keras file as a bad disk or copy does: the zip holds, a CRC check fails."""
+    import zipfile
+
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        weights = archive.getinfo("model.weights.h5")
+    middle = weights.header_offset + weights.compress_size // 2
+    data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, reason", [(_flip_bytes_inside_the_weights, "Bad CRC-32 for file 'model.weights.h5'"),
+                                            (lambda path: path.write_bytes(b""), "it is empty")])
+def test_cli_predict_names_a_damaged_model_keras_in_one_line(run, new_images, tmp_path, capsys, damage, reason):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run.path, damaged, ignore=shutil.ignore_patterns(".lock"))
+    damage(damaged / "model.keras")
+    assert main(["predict", str(damaged), str(new_images / "circle" / "circle_050.png")]) == 1
+    assert capsys.readouterr().err == (
+        f"imgclf predict: error: {damaged / 'model.keras'} is damaged: it is not a valid .keras file ({reason}). "
+        "Train the run again, or copy model.keras again from where the run was trained.\n")
+

@@ -75,3 +75,28 @@ def test_a_folder_named_like_the_lock_file_is_named_before_the_scan(tmp_path):
 def test_missing_run_names_the_command_to_make_it(tmp_path):
     with pytest.raises(RunError, match="imgclf train"):
         RunDir(tmp_path / "none").classes()
+
+
+def _tiny_model_file(path):
+    import keras
+
+    inputs = keras.Input((4, 4, 1), dtype="uint8")
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs)))
+    keras.Model(inputs, outputs).save(path)
+
+
+def test_a_cut_short_or_empty_model_keras_is_named_as_damaged_and_a_missing_one_as_missing(tmp_path):
+    run = RunDir(tmp_path)
+    _tiny_model_file(run.model_path)
+    whole = run.model_path.read_bytes()
+    assert run.load_model().output_shape == (None, 3)
+    fix = "Train the run again, or copy model.keras again from where the run was trained."
+    for damaged, reason in ((whole[:3000], "3,000 bytes that are not a zip archive: cut short?"), (b"", "it is empty")):
+        run.model_path.write_bytes(damaged)
+        with pytest.raises(RunError) as raised:
+            run.load_model()
+        assert str(raised.value) == f"{run.model_path} is damaged: it is not a valid .keras file ({reason}). {fix}"
+    run.model_path.unlink()
+    with pytest.raises(RunError, match=r"has no model\.keras; it is not a finished run"):
+        run.load_model()
+
