@@ -403,23 +403,19 @@ def evaluate(run, split: str = "test", *, data=None, batch_size: int = 64, galle
     run = run if isinstance(run, RunDir) else RunDir(run)
     run.require("model.keras", "manifest.csv", "classes.json", "config.yaml")
     cfg = run.config()
-    classes = run.classes()
+    model, classes = run.load_model_and_classes()
     if data is not None:
         manifest = _folder_manifest(data, classes, cfg, progress=progress)
         split_name, source = "test", os.path.abspath(data)
         name = _data_eval_name(run, source)
     else:
-        manifest, name, split_name, source = run.manifest(), split, split, ""
+        manifest, name, split_name, source = run.manifest(classes), split, split, ""
         if not manifest.split(split):
             others = [s for s in ("test", "val", "train") if s != split and manifest.split(s)]
             raise ValueError(f"The {split} split of {run.path} holds no images (the split was empty when the run was "
                              f"trained). Evaluate {' or '.join(f'--split {s}' for s in others) or 'another split'}, "
                              "or a folder with --data DIR.")
-        unknown = sorted({e.label for e in manifest.split(split)} - set(classes))
-        if unknown:
-            raise ValueError(f"The {split} split has classes the model was not trained on: {unknown}.")
     candidates = [e for e in manifest.entries if e.split == split_name or (data is not None and not e.usable)]
-    model = run.load_model()
     height, width, channels = model.input_shape[1:]
     spec = ImageSpec(height, width, channels, cfg.data.resize)
     images = load_split(manifest, split_name, classes, spec, data=cfg.data, progress=progress)

@@ -180,8 +180,7 @@ def export(run, *, format: str = "keras", quantize: str = "none", out=None, prog
     folder = Path(out) if out else run.path / "export" / (format if quantize == "none" else f"{format}-{quantize}")
     _earlier_model_files(folder, _MODEL_FILES[format])  # refuses what is in the way before any work
     cfg = run.config()
-    classes = run.classes()
-    model = run.load_model()
+    model, classes = run.load_model_and_classes()
     spec = run_image_spec(cfg, model)
     created = list(itertools.takewhile(lambda path: not path.exists(), (folder, *folder.parents)))
     folder.mkdir(parents=True, exist_ok=True)
@@ -301,7 +300,7 @@ def _check_images(run: RunDir, cfg, classes, spec, *, progress: bool) -> tuple[n
     images, decoded through the cache; and the splits they came from, e.g. `"val"` or `"val + train"`."""
     from .pipeline import load_split
 
-    manifest = run.manifest()
+    manifest = run.manifest(classes)
     parts, splits = [], []
     for split in ("val", "test", "train"):
         taken = sum(map(len, parts))
@@ -321,7 +320,7 @@ def _representative_images(run: RunDir, cfg, classes, spec, progress: bool) -> n
     """A seeded sample of the run's training images, for int8 calibration."""
     from .pipeline import load_split
 
-    data = load_split(run.manifest(), "train", classes, spec, data=cfg.data, progress=progress)
+    data = load_split(run.manifest(classes), "train", classes, spec, data=cfg.data, progress=progress)
     if not len(data):
         raise ValueError(f"{run.manifest_path} lists no training image to calibrate int8 quantization on.")
     rng = np.random.default_rng(cfg.train.seed)

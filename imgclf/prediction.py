@@ -755,11 +755,7 @@ def load(run, *, workers: int | None = None, max_pixels: int | None = None) -> P
     run = run if isinstance(run, RunDir) else RunDir(run)
     run.require("model.keras", "classes.json", "config.yaml")
     cfg = run.config()
-    classes = run.classes()
-    model = run.load_model()
-    if model.output_shape[-1] != len(classes):
-        raise ValueError(f"{run.model_path} predicts {model.output_shape[-1]} classes but {run.classes_path} "
-                         f"names {len(classes)}. The run directory is inconsistent; train it again.")
+    model, classes = run.load_model_and_classes()
     limits = limits_of(cfg.data)
     if max_pixels is not None:
         if max_pixels < 1:

@@ -12,7 +12,9 @@ leaves a half-written file behind.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import json
 import os
 import platform
 import shutil
@@ -208,14 +210,51 @@ class RunDir:
         return load_config(self.config_path)
 
     def classes(self) -> list[str]:
-        self.require("classes.json")
-        return list(read_json(self.classes_path))
+        """The class names of `classes.json`: output i of the model is class i.
 
-    def manifest(self):
+        Raises:
+            RunError: if the file is missing, is not JSON, or does not hold
+                a list of distinct names.
+        """
+        self.require("classes.json")
+        shown = escape_name(str(self.classes_path))
+        fix = "Restore it from a copy of the run, or train the run again."
+        try:
+            classes = read_json(self.classes_path)
+        except ValueError as error:  # not JSON, or not UTF-8
+            raise RunError(f"{shown} is not valid JSON ({error}); it should hold the run's class names, "
+                           f'e.g. ["cat", "dog"]. {fix}') from None
+        if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+            held = json.dumps(classes, ensure_ascii=False)
+            raise RunError(f"{shown} should hold a list of class names, e.g. [\"cat\", \"dog\"]; it holds "
+                           f"{held if len(held) <= 60 else held[:57] + '...'}. {fix}")
+        repeated = sorted(name for name, count in collections.Counter(classes).items() if count > 1)
+        if repeated:
+            raise RunError(f"{shown} names {repeated} more than once; each class has one output of the model. {fix}")
+        return classes
+
+    def manifest(self, classes: Sequence[str] | None = None):
+        """The run's `manifest.csv`.
+
+        Args:
+            classes: the run's class names; when given, a usable image of
+                any other class is refused (`classes.json` was edited or
+                replaced). Defaults to `None`.
+
+        Raises:
+            RunError: if the manifest lists usable images of a class not in
+                `classes`.
+        """
         from .manifest import Manifest
 
         self.require("manifest.csv")
-        return Manifest.read_csv(self.manifest_path)
+        manifest = Manifest.read_csv(self.manifest_path)
+        unknown = sorted(set(manifest.classes) - set(classes)) if classes is not None else []
+        if unknown:
+            raise RunError(f"{escape_name(str(self.manifest_path))} lists images of {unknown}, which "
+                           f"{escape_name(str(self.classes_path))} does not name (it names {list(classes)}). "
+                           "The run directory is inconsistent; train it again.")
+        return manifest
 
     def load_model(self):
         """Loads `model.keras` (the best checkpoint of the run), as `prediction.load_keras_model` does.
@@ -240,6 +279,24 @@ class RunDir:
     def _damaged_model(self, reason: str) -> RunError:
         return RunError(f"{escape_name(str(self.model_path))} is damaged: it is not a valid .keras file ({reason}). "
                         "Train the run again, or copy model.keras again from where the run was trained.")
+
+    def load_model_and_classes(self):
+        """Loads `model.keras` and `classes.json`, checked against each other.
+
+        Returns:
+            `(model, classes)`: the `keras.Model` and its class names.
+
+        Raises:
+            RunError: if either file is missing or damaged, or the model's
+                outputs and the names differ in number.
+        """
+        classes = self.classes()
+        model = self.load_model()
+        if model.output_shape[-1] != len(classes):
+            raise RunError(f"{escape_name(str(self.model_path))} predicts {model.output_shape[-1]} classes but "
+                           f"{escape_name(str(self.classes_path))} names {len(classes)}. The run directory is "
+                           "inconsistent; train it again.")
+        return model, classes
 
     # Writing --------------------------------------------------------------
     def write_config(self, cfg: Config) -> None:

@@ -357,6 +357,29 @@ def _copy_of(run, folder):
     return RunDir(folder)
 
 
+@pytest.mark.parametrize("text, message", [
+    ('["circle", "square", "triangle", "star"]', "{model} predicts 3 classes but {classes} names 4. The run directory "
+                                                 "is inconsistent; train it again."),
+    ('["circle", "square"]', "{model} predicts 3 classes but {classes} names 2. The run directory is inconsistent; "
+                             "train it again."),
+    ('["x", "y", "z"]', "{manifest} lists images of ['circle', 'square', 'triangle'], which {classes} does not name "
+                        "(it names ['x', 'y', 'z']). The run directory is inconsistent; train it again."),
+    ('["circle", "square",', "{classes} is not valid JSON (Expecting value: line 1 column 21 (char 20)); it should hold "
+                             "the run's class names, e.g. [\"cat\", \"dog\"]. Restore it from a copy of the run, or "
+                             "train the run again."),
+], ids=["more", "fewer", "renamed", "not_json"])
+def test_cli_evaluate_refuses_a_classes_json_that_does_not_fit_the_model(tiny_run, tmp_path, capsys, text, message):
+    from imgclf.cli import main
+
+    _, run, _ = tiny_run
+    copy = _copy_of(run, tmp_path / "run")
+    copy.classes_path.write_text(text)
+    assert main(["evaluate", str(copy.path), "--no-report"]) == 1
+    expected = message.format(model=copy.model_path, classes=copy.classes_path, manifest=copy.manifest_path)
+    assert capsys.readouterr().err == f"imgclf evaluate: error: {expected}\n"
+    assert not (copy.path / "eval").exists()
+
+
 def test_cli_evaluate_names_a_damaged_model_keras(tiny_run, tmp_path, capsys):
     from imgclf.cli import main
 

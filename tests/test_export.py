@@ -272,6 +272,24 @@ def _copy_of(run, folder):
     return RunDir(folder)
 
 
+@pytest.mark.parametrize("text, message", [
+    ('["circle", "square", "triangle", "star"]', "{model} predicts 3 classes but {classes} names 4. The run directory "
+                                                 "is inconsistent; train it again."),
+    ('["x", "y", "z"]', "{manifest} lists images of ['circle', 'square', 'triangle'], which {classes} does not name "
+                        "(it names ['x', 'y', 'z']). The run directory is inconsistent; train it again."),
+    ('["circle"', "{classes} is not valid JSON (Expecting ',' delimiter: line 1 column 10 (char 9)); it should hold the "
+                  "run's class names, e.g. [\"cat\", \"dog\"]. Restore it from a copy of the run, or train the run again."),
+], ids=["more", "renamed", "not_json"])
+def test_cli_export_never_ships_labels_that_do_not_fit_the_model(run, tmp_path, capsys, text, message):
+    copy = _copy_of(run, tmp_path / "run")
+    copy.classes_path.write_text(text)
+    out = tmp_path / "deploy"
+    assert main(["export", str(copy.path), "--out", str(out)]) == 1
+    expected = message.format(model=copy.model_path, classes=copy.classes_path, manifest=copy.manifest_path)
+    assert capsys.readouterr().err == f"imgclf export: error: {expected}\n"
+    assert not out.exists()
+
+
 def test_cli_export_names_a_damaged_model_keras(run, tmp_path, capsys):
     copy = _copy_of(run, tmp_path / "run")
     copy.model_path.write_bytes(b"")

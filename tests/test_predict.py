@@ -486,3 +486,18 @@ def test_cli_predict_names_a_damaged_model_keras_in_one_line(run, new_images, tm
         f"imgclf predict: error: {damaged / 'model.keras'} is damaged: it is not a valid .keras file ({reason}). "
         "Train the run again, or copy model.keras again from where the run was trained.\n")
 
+
+def test_cli_predict_names_a_classes_json_that_does_not_fit_the_model(run, new_images, tmp_path, capsys):
+    edited = tmp_path / "edited"
+    shutil.copytree(run.path, edited, ignore=shutil.ignore_patterns(".lock"))
+    (edited / "classes.json").write_text('["circle", "square", "triangle", "star"]')
+    image = str(new_images / "circle" / "circle_050.png")
+    assert main(["predict", str(edited), image]) == 1
+    assert capsys.readouterr().err == (
+        f"imgclf predict: error: {edited / 'model.keras'} predicts 3 classes but {edited / 'classes.json'} names 4. "
+        "The run directory is inconsistent; train it again.\n")
+    (edited / "classes.json").write_text('"circle"')
+    assert main(["predict", str(edited), image]) == 1
+    assert capsys.readouterr().err == (
+        f'imgclf predict: error: {edited / "classes.json"} should hold a list of class names, e.g. ["cat", "dog"]; it '
+        'holds "circle". Restore it from a copy of the run, or train the run again.\n')

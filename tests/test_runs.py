@@ -77,6 +77,21 @@ def test_missing_run_names_the_command_to_make_it(tmp_path):
         RunDir(tmp_path / "none").classes()
 
 
+@pytest.mark.parametrize("text, problem", [
+    ('["a","b",', "is not valid JSON (Expecting value: line 1 column 10 (char 9)); it should hold the run's class "
+                  'names, e.g. ["cat", "dog"].'),
+    ('{"a": 0}', 'should hold a list of class names, e.g. ["cat", "dog"]; it holds {"a": 0}.'),
+    ('["a", 1]', 'should hold a list of class names, e.g. ["cat", "dog"]; it holds ["a", 1].'),
+    ('["a", "b", "a"]', "names ['a'] more than once; each class has one output of the model."),
+], ids=["not_json", "not_a_list", "not_text", "repeated"])
+def test_a_damaged_classes_json_is_named_with_the_fix(tmp_path, text, problem):
+    (tmp_path / "classes.json").write_text(text)
+    with pytest.raises(RunError) as raised:
+        RunDir(tmp_path).classes()
+    assert str(raised.value) == (f"{tmp_path / 'classes.json'} {problem} "
+                                 "Restore it from a copy of the run, or train the run again.")
+
+
 def _tiny_model_file(path):
     import keras
 
@@ -99,4 +114,29 @@ def test_a_cut_short_or_empty_model_keras_is_named_as_damaged_and_a_missing_one_
     run.model_path.unlink()
     with pytest.raises(RunError, match=r"has no model\.keras; it is not a finished run"):
         run.load_model()
+
+
+def test_a_model_and_classes_json_of_different_lengths_are_refused(tmp_path):
+    run = RunDir(tmp_path)
+    _tiny_model_file(run.model_path)
+    run.write_classes(["a", "b", "c"])
+    model, classes = run.load_model_and_classes()
+    assert classes == ["a", "b", "c"] and model.output_shape == (None, 3)
+    run.write_classes(["a", "b", "c", "d"])
+    with pytest.raises(RunError) as raised:
+        run.load_model_and_classes()
+    assert str(raised.value) == (f"{run.model_path} predicts 3 classes but {run.classes_path} names 4. "
+                                 "The run directory is inconsistent; train it again.")
+
+
+def test_a_manifest_with_classes_that_classes_json_does_not_name_is_refused(tmp_path):
+    from imgclf.manifest import Entry, Manifest
+
+    run = RunDir(tmp_path)
+    Manifest([Entry(path=f"/data/{label}/1.png", label=label, split="test") for label in ("a", "b")]).to_csv(run.manifest_path)
+    assert [e.label for e in run.manifest(["a", "b"]).entries] == ["a", "b"]
+    with pytest.raises(RunError) as raised:
+        run.manifest(["a", "x"])
+    assert str(raised.value) == (f"{run.manifest_path} lists images of ['b'], which {run.classes_path} does not name "
+                                 "(it names ['a', 'x']). The run directory is inconsistent; train it again.")
 
