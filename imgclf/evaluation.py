@@ -416,9 +416,12 @@ def evaluate(run, split: str = "test", *, data=None, batch_size: int = 64, galle
                              f"trained). Evaluate {' or '.join(f'--split {s}' for s in others) or 'another split'}, "
                              "or a folder with --data DIR.")
     candidates = [e for e in manifest.entries if e.split == split_name or (data is not None and not e.usable)]
+    entries = manifest.split(split_name)
     height, width, channels = model.input_shape[1:]
     spec = ImageSpec(height, width, channels, cfg.data.resize)
     images = load_split(manifest, split_name, classes, spec, data=cfg.data, progress=progress)
+    if not len(images):
+        _refuse_no_images(run, data, split, entries)
     probabilities = model.predict(ImageBatches(images, batch_size=batch_size), verbose=0)
     evaluation = evaluate_predictions(images.labels, probabilities, classes, paths=[e.path for e in images.entries],
                                       split=name, top_k=cfg.eval.top_k)
@@ -427,6 +430,18 @@ def evaluate(run, split: str = "test", *, data=None, batch_size: int = 64, galle
     evaluation.gallery = _gallery(evaluation, images.images, model, gallery)
     evaluation.save(run.eval_dir(name))
     return evaluation
+
+
+def _refuse_no_images(run: RunDir, data, split: str, entries) -> None:
+    """Explains why not one of `entries` could be decoded: the data folder moved, or every file is broken."""
+    if data is None:
+        run.check_images_exist(split, entries, "Put the folder back where it was, or evaluate the images where "
+                                               f"they are now with `imgclf evaluate {escape_name(str(run.path))} "
+                                               "--data NEWFOLDER` (every image in it, not one split).")
+    where = f"the {split} split of {escape_name(str(run.manifest_path))}" if data is None else escape_name(os.fspath(data))
+    example = entries[0]
+    raise ValueError(f"None of the {len(entries)} images of {where} could be read (e.g. {escape_name(example.path)}: "
+                     f"{example.detail or example.problem or example.status}): there is nothing to evaluate.")
 
 
 def _folder_manifest(data, classes: Sequence[str], cfg, *, progress: bool):

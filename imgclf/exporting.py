@@ -306,11 +306,15 @@ def _check_images(run: RunDir, cfg, classes, spec, *, progress: bool) -> tuple[n
         taken = sum(map(len, parts))
         if taken >= MIN_CHECK_IMAGES:
             break
-        if manifest.split(split):
+        entries = manifest.split(split)
+        if entries:
             data = load_split(manifest, split, classes, spec, data=cfg.data, progress=progress)
             if len(data):
                 parts.append(np.asarray(data.images[:MAX_CHECK_IMAGES - taken]))
                 splits.append(split)
+            else:
+                run.check_images_exist(split, entries, "Put the data folder back where it was: an export is "
+                                                       "checked on the run's own images.")
     if not parts:
         raise ValueError(f"{run.manifest_path} lists no usable image to check the export on. Train the run again.")
     return np.concatenate(parts), " + ".join(splits)

@@ -298,6 +298,17 @@ class RunDir:
                            "inconsistent; train it again.")
         return model, classes
 
+    def check_images_exist(self, split: str, entries, fix: str) -> None:
+        """Raises `RunError` if not one of `entries`, the images of `split` in `manifest.csv`, exists.
+
+        Called when none of them could be read: then the data folder has
+        most likely moved, which `fix` tells the user what to do about.
+        """
+        if entries and not any(os.path.lexists(entry.path) for entry in entries):
+            raise RunError(f"None of the {len(entries)} {split} images listed in {escape_name(str(self.manifest_path))} "
+                           f"exist (e.g. {escape_name(entries[0].path)}): the data folder may have moved, or been "
+                           f"deleted, since the run was trained. {fix}")
+
     # Writing --------------------------------------------------------------
     def write_config(self, cfg: Config) -> None:
         write_text(self.config_path, dump_config(cfg))

@@ -391,3 +391,44 @@ def test_cli_evaluate_names_a_damaged_model_keras(tiny_run, tmp_path, capsys):
         f"imgclf evaluate: error: {copy.model_path} is damaged: it is not a valid .keras file (3,000 bytes that are not "
         "a zip archive: cut short?). Train the run again, or copy model.keras again from where the run was trained.\n")
 
+
+def _move_images(run, old, new, *, only=None):
+    """Rewrites the paths of `manifest.csv` as if the files under `old` were now under `new` (all, or `only`)."""
+    from imgclf.manifest import Manifest
+
+    manifest = Manifest.read_csv(run.manifest_path)
+    for entry in manifest.entries:
+        if only is None or entry.path == only:
+            entry.path = str(new / Path(entry.path).relative_to(old))
+    manifest.to_csv(run.manifest_path)
+    return manifest
+
+
+def test_cli_evaluate_after_the_data_folder_moved_says_so_with_a_cold_cache(tiny_run, tmp_path, capsys):
+    from imgclf.cli import main
+
+    root, run, _ = tiny_run
+    copy = _copy_of(run, tmp_path / "run")
+    manifest = _move_images(copy, root / "data", tmp_path / "moved")  # the cache of this test is empty
+    test = manifest.split("test")
+    assert main(["evaluate", str(copy.path), "--no-report"]) == 1
+    assert capsys.readouterr().err == (
+        f"imgclf evaluate: error: None of the {len(test)} test images listed in {copy.manifest_path} exist "
+        f"(e.g. {test[0].path}): the data folder may have moved, or been deleted, since the run was trained. Put the "
+        f"folder back where it was, or evaluate the images where they are now with `imgclf evaluate {copy.path} "
+        "--data NEWFOLDER` (every image in it, not one split).\n")
+
+
+def test_evaluate_with_some_images_gone_lists_them_in_skipped_csv(tiny_run, tmp_path):
+    import imgclf
+
+    root, run, _ = tiny_run
+    from imgclf.manifest import Manifest
+
+    copy = _copy_of(run, tmp_path / "run")
+    first = Manifest.read_csv(copy.manifest_path).split("test")[0].path
+    _move_images(copy, root / "data", tmp_path / "moved", only=first)
+    ev = imgclf.evaluate(copy, progress=False)
+    gone = str(tmp_path / "moved" / Path(first).relative_to(root / "data"))
+    assert [row["path"] for row in ev.skipped] == [gone] and ev.skipped[0]["problem"] == "unreadable"
+    assert list(csv.reader(open(copy.eval_dir("test") / "skipped.csv")))[1][0] == gone

@@ -14,6 +14,7 @@ from imgclf import exporting
 from imgclf.cli import main
 from imgclf.exporting import ExportCheckError
 from imgclf.images import load_image
+from imgclf.manifest import Manifest
 from imgclf.runs import RunDir
 
 from conftest import make_class_folder
@@ -300,3 +301,23 @@ def test_cli_export_names_a_damaged_model_keras(run, tmp_path, capsys):
         "Train the run again, or copy model.keras again from where the run was trained.\n")
     assert not out.exists()
 
+
+def test_cli_export_after_the_data_folder_moved_says_so_with_a_cold_cache(run, tmp_path, capsys):
+    copy = _copy_of(run, tmp_path / "run")
+    config = copy.config_path.read_text()
+    cache = str(run.path.parent / "cache")
+    assert cache in config
+    copy.config_path.write_text(config.replace(cache, str(tmp_path / "cold-cache")))  # as on another machine
+    data = run.path.parent / "data"
+    manifest = Manifest.read_csv(copy.manifest_path)
+    for entry in manifest.entries:
+        entry.path = str(tmp_path / "moved" / os.path.relpath(entry.path, data))
+    manifest.to_csv(copy.manifest_path)
+    val = manifest.split("val")
+    out = tmp_path / "deploy"
+    assert main(["export", str(copy.path), "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (
+        f"imgclf export: error: None of the {len(val)} val images listed in {copy.manifest_path} exist "
+        f"(e.g. {val[0].path}): the data folder may have moved, or been deleted, since the run was trained. "
+        "Put the data folder back where it was: an export is checked on the run's own images.\n")
+    assert not out.exists()

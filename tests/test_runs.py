@@ -140,3 +140,16 @@ def test_a_manifest_with_classes_that_classes_json_does_not_name_is_refused(tmp_
     assert str(raised.value) == (f"{run.manifest_path} lists images of ['b'], which {run.classes_path} does not name "
                                  "(it names ['a', 'x']). The run directory is inconsistent; train it again.")
 
+
+def test_images_of_a_split_that_all_are_gone_name_the_moved_folder(tmp_path):
+    from imgclf.manifest import Entry
+
+    run = RunDir(tmp_path)
+    (tmp_path / "kept.png").write_bytes(b"x")
+    gone = [Entry(path=str(tmp_path / "data" / f"{i}.png"), label="a", split="test") for i in range(3)]
+    with pytest.raises(RunError) as raised:
+        run.check_images_exist("test", gone, "Move it back.")
+    assert str(raised.value) == (f"None of the 3 test images listed in {run.manifest_path} exist (e.g. {gone[0].path}): "
+                                 "the data folder may have moved, or been deleted, since the run was trained. Move it back.")
+    run.check_images_exist("test", [*gone, Entry(path=str(tmp_path / "kept.png"), label="a", split="test")], "")
+    run.check_images_exist("test", [], "")
