@@ -432,3 +432,23 @@ def test_evaluate_with_some_images_gone_lists_them_in_skipped_csv(tiny_run, tmp_
     gone = str(tmp_path / "moved" / Path(first).relative_to(root / "data"))
     assert [row["path"] for row in ev.skipped] == [gone] and ev.skipped[0]["problem"] == "unreadable"
     assert list(csv.reader(open(copy.eval_dir("test") / "skipped.csv")))[1][0] == gone
+
+
+def test_evaluate_when_every_image_of_the_split_is_broken_names_one(tiny_run, tmp_path):
+    import shutil
+
+    import imgclf
+
+    root, run, _ = tiny_run
+    copy = _copy_of(run, tmp_path / "run")
+    shutil.copytree(root / "data", tmp_path / "copied")
+    manifest = _move_images(copy, root / "data", tmp_path / "copied")
+    test = manifest.split("test")
+    for entry in test:
+        Path(entry.path).write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really")
+    with pytest.raises(ValueError) as raised:
+        imgclf.evaluate(copy, progress=False)
+    message = str(raised.value)
+    assert message.startswith(f"None of the {len(test)} images of the test split of {copy.manifest_path} could be read "
+                              f"(e.g. {test[0].path}: ")
+    assert message.endswith("): there is nothing to evaluate.")
