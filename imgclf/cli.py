@@ -402,6 +402,9 @@ def cmd_evaluate(args) -> int:
     pairs = evaluation.most_confused(5)
     if pairs:
         print("most confused (true → predicted): " + ", ".join(f"{t} → {p} ({n})" for t, p, n in pairs))
+    if evaluation.changed:
+        print(f"note: {len(evaluation.changed):,} file(s) of the split changed since the run was trained (e.g. "
+              f"{escape_name(evaluation.changed[0])}): evaluated as they are now")
     for row in evaluation.skipped[:10]:
         print(f"skipped {escape_name(row['path'])}: {row['problem']}")
     if len(evaluation.skipped) > 10:

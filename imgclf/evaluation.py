@@ -139,6 +139,9 @@ class Evaluation:
         source: the folder evaluated with `data=`; empty for a split.
         skipped: files that could not be used, one dict each with `path`
             and `problem`.
+        changed: files of the split modified since the run was trained,
+            evaluated as they are now (a file that is gone is in
+            `skipped`).
         gallery: the highest-loss mistakes with their pixels, one dict each
             with `index` (into `paths`), `image` (uint8 `(H, W, C)`) and
             `heatmap` (Grad-CAM, floats in [0, 1], or `None` for a model
@@ -160,6 +163,7 @@ class Evaluation:
     top_k: tuple[int, float] | None
     source: str = ""
     skipped: list[dict] = dataclasses.field(default_factory=list)
+    changed: list[str] = dataclasses.field(default_factory=list)
     gallery: list[dict] = dataclasses.field(default_factory=list)
 
     @property
@@ -398,7 +402,7 @@ def evaluate(run, split: str = "test", *, data=None, batch_size: int = 64, galle
     >>> ev = evaluate("runs/digits", data="data/digits-scanned")   # eval/digits-scanned/
     """
     from .config import ImageSpec
-    from .pipeline import ImageBatches, load_split
+    from .pipeline import ImageBatches, limits_of, load_split
 
     run = run if isinstance(run, RunDir) else RunDir(run)
     run.require("model.keras", "manifest.csv", "classes.json", "config.yaml")
@@ -417,6 +421,14 @@ def evaluate(run, split: str = "test", *, data=None, batch_size: int = 64, galle
                              "or a folder with --data DIR.")
     candidates = [e for e in manifest.entries if e.split == split_name or (data is not None and not e.usable)]
     entries = manifest.split(split_name)
+    changed = []
+    if data is None:
+        # A file rewritten since training would be read from the cache by its old hash, or decoded anew into it
+        # under that hash: its new content, hashed again, is what is evaluated, whatever the cache holds.
+        hashes = {id(entry): entry.sha1 for entry in entries}
+        rechecked = manifest.recheck_changed(os.stat(run.manifest_path).st_mtime, entries=entries,
+                                             limits=limits_of(cfg.data), workers=cfg.data.workers, progress=False)
+        changed = [entry.path for entry in rechecked if entry.usable and entry.sha1 != hashes[id(entry)]]
     height, width, channels = model.input_shape[1:]
     spec = ImageSpec(height, width, channels, cfg.data.resize)
     images = load_split(manifest, split_name, classes, spec, data=cfg.data, progress=progress)
@@ -427,6 +439,7 @@ def evaluate(run, split: str = "test", *, data=None, batch_size: int = 64, galle
                                       split=name, top_k=cfg.eval.top_k)
     evaluation.source = source
     evaluation.skipped = [{"path": e.path, "problem": e.problem or e.status} for e in candidates if not e.usable]
+    evaluation.changed = changed
     evaluation.gallery = _gallery(evaluation, images.images, model, gallery)
     evaluation.save(run.eval_dir(name))
     return evaluation

@@ -183,7 +183,7 @@ class Manifest:
         return cls(entries, root=str(path))
 
     def recheck_changed(self, since: float, *, limits: ImageLimits = ImageLimits(), workers: int | None = None,
-                        progress: bool = True) -> list[Entry]:
+                        progress: bool = True, entries: Sequence[Entry] | None = None) -> list[Entry]:
         """Checks again the usable files that are gone or were modified after `since`.
 
         A reused manifest (`imgclf train --manifest`) names files by path and
@@ -199,12 +199,14 @@ class Manifest:
             limits: image limits. Defaults to `ImageLimits()`.
             workers: processes. Defaults to `None`: one per CPU.
             progress: show a progress bar. Defaults to `True`.
+            entries: check only these (e.g. one split's). Defaults to
+                `None`: every usable entry.
 
         Returns:
             The entries checked again.
         """
         changed = []
-        for entry in self.usable:
+        for entry in self.usable if entries is None else [e for e in entries if e.usable]:
             try:
                 modified = os.stat(entry.path).st_mtime
             except OSError:

@@ -452,3 +452,26 @@ def test_evaluate_when_every_image_of_the_split_is_broken_names_one(tiny_run, tm
     assert message.startswith(f"None of the {len(test)} images of the test split of {copy.manifest_path} could be read "
                               f"(e.g. {test[0].path}: ")
     assert message.endswith("): there is nothing to evaluate.")
+
+
+def test_a_test_image_rewritten_since_training_is_evaluated_as_it_is_now_whatever_the_cache(tmp_path, monkeypatch):
+    import os
+    import time
+
+    import imgclf
+    from conftest import CLASS_STYLES, draw_example, make_class_folder
+
+    data = make_class_folder(tmp_path / "data", per_class=10)
+    run = imgclf.train(data, model="mlp", hidden=(16,), epochs=3, batch_size=8, out=tmp_path / "run", verbose=0,
+                       progress=False)
+    before = imgclf.evaluate(run, progress=False)
+    rewritten = next(e.path for e in run.manifest().split("test") if e.label == "circle")
+    draw_example(CLASS_STYLES["square"], 99).save(rewritten)  # now a square, still labelled circle
+    later = time.time() + 5
+    os.utime(rewritten, (later, later))
+    warm = imgclf.evaluate(run, progress=False)  # the training cache holds the old pixels under the old hash
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cold"))
+    cold = imgclf.evaluate(run, progress=False)
+    assert warm.changed == cold.changed == [rewritten] and before.changed == []
+    assert warm.probabilities.tolist() == cold.probabilities.tolist()
+    assert warm.probabilities.tolist() != before.probabilities.tolist()
