@@ -189,7 +189,29 @@ def write_csv(path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
     return write_text(path, buffer.getvalue())
 
 
+class DamagedFileError(ValueError):
+    """A file imgclf wrote cannot be read back (cut short, or edited by hand); the message names it and the fix.
+
+    Attributes:
+        path: the file.
+        reason: what is wrong, e.g. "Expecting value: line 1 column 10 (char 9)".
+    """
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{escape_name(os.fspath(path))} is not valid JSON ({reason}): it was cut short or edited by "
+                         "hand. Restore it from a copy, or run again the command that wrote it.")
+
+
 def read_json(path):
-    """Reads a JSON file written by `write_json`."""
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    """Reads a JSON file written by `write_json`.
+
+    Raises:
+        DamagedFileError: (a `ValueError`) for a file that is not UTF-8 JSON.
+    """
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        return json.loads(data.decode("utf-8"))
+    except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        raise DamagedFileError(path, str(error)) from None

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .config import Config, dump_config, load_config
-from .files import atomic_path, escape_name, read_json, write_json, write_text
+from .files import DamagedFileError, atomic_path, escape_name, read_json, write_json, write_text
 
 # What a run writes into its folder; `RunDir.start(overwrite=True)` removes these and nothing else.
 RUN_CONTENTS = ("config.yaml", "environment.json", "manifest.csv", "classes.json", "augment.yaml", "history.csv",
@@ -221,8 +221,8 @@ class RunDir:
         fix = "Restore it from a copy of the run, or train the run again."
         try:
             classes = read_json(self.classes_path)
-        except ValueError as error:  # not JSON, or not UTF-8
-            raise RunError(f"{shown} is not valid JSON ({error}); it should hold the run's class names, "
+        except DamagedFileError as error:  # not JSON, or not UTF-8
+            raise RunError(f"{shown} is not valid JSON ({error.reason}); it should hold the run's class names, "
                            f'e.g. ["cat", "dog"]. {fix}') from None
         if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
             held = json.dumps(classes, ensure_ascii=False)

@@ -55,3 +55,13 @@ def test_a_name_near_the_length_limit_is_written_atomically(tmp_path):
     wide = tmp_path / ("é" * 123 + ".txt")  # 250 bytes of two-byte characters: the cut may fall inside one
     write_text(wide, "x")
     assert wide.read_text() == "x"
+
+
+def test_a_damaged_json_file_is_named_with_the_fix(tmp_path):
+    from imgclf.files import DamagedFileError, read_json
+
+    (tmp_path / "metrics.json").write_text('{"accuracy": 0.9, "spl')
+    with pytest.raises(DamagedFileError, match=r"metrics.json is not valid JSON \(Unterminated string .*\): it was cut "
+                                               r"short or edited by hand. Restore it from a copy, or run again"):
+        read_json(tmp_path / "metrics.json")
+    assert issubclass(DamagedFileError, ValueError)  # the command line prints it as one line
