@@ -158,8 +158,13 @@ class RunDir:
         return False
 
     def _refuse_a_file(self) -> None:
-        if self.path.exists() and not self.path.is_dir():
-            raise RunError(f"{self.path} is a file, not a folder. Choose another --out (a new or empty folder).")
+        """A run folder that is a file, or below one (`notes.txt/run`), cannot be made."""
+        for folder in (self.path, *self.path.parents):
+            if folder.exists():
+                if not folder.is_dir():
+                    what = "is a file" if folder == self.path else f"is inside {folder}, which is a file"
+                    raise RunError(f"{self.path} {what}, not a folder. Choose another --out (a new or empty folder).")
+                return
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -198,6 +203,9 @@ class RunDir:
     # Reading --------------------------------------------------------------
     def require(self, *names: str) -> None:
         """Raises `RunError` naming the first of `names` missing from the run."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"{self.path} is a file, not a run folder. Pass the folder `imgclf train DATA --out RUN` "
+                           "wrote.")
         if not self.path.is_dir():
             raise RunError(f"Run directory not found: {self.path}. Train one with `imgclf train DIR --out {self.path}`.")
         for name in names:

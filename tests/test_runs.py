@@ -153,3 +153,13 @@ def test_images_of_a_split_that_all_are_gone_name_the_moved_folder(tmp_path):
                                  "the data folder may have moved, or been deleted, since the run was trained. Move it back.")
     run.check_images_exist("test", [*gone, Entry(path=str(tmp_path / "kept.png"), label="a", split="test")], "")
     run.check_images_exist("test", [], "")
+
+
+def test_a_run_path_that_is_a_file_or_below_one_is_named_as_such(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(RunError, match=r"notes.txt is a file, not a run folder. Pass the folder `imgclf train DATA "
+                                       r"--out RUN` wrote."):
+        RunDir(tmp_path / "notes.txt").require("model.keras")
+    with pytest.raises(RunError, match=r"notes.txt/run is inside .*notes.txt, which is a file, not a folder. Choose "
+                                       r"another --out"):
+        RunDir(tmp_path / "notes.txt" / "run").check_start()
