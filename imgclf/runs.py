@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .config import Config, dump_config, load_config
-from .files import DamagedFileError, atomic_path, escape_name, read_json, write_json, write_text
+from .files import DamagedFileError, atomic_path, check_folder_target, escape_name, read_json, write_json, write_text
 
 # What a run writes into its folder; `RunDir.start(overwrite=True)` removes these and nothing else.
 RUN_CONTENTS = ("config.yaml", "environment.json", "manifest.csv", "classes.json", "augment.yaml", "history.csv",
@@ -159,12 +159,12 @@ class RunDir:
 
     def _refuse_a_file(self) -> None:
         """A run folder that is a file, or below one (`notes.txt/run`), cannot be made."""
-        for folder in (self.path, *self.path.parents):
-            if folder.exists():
-                if not folder.is_dir():
-                    what = "is a file" if folder == self.path else f"is inside {folder}, which is a file"
-                    raise RunError(f"{self.path} {what}, not a folder. Choose another --out (a new or empty folder).")
-                return
+        try:
+            check_folder_target(self.path)
+        except NotADirectoryError as error:
+            file = Path(error.filename)
+            what = "is a file" if file == self.path else f"is inside {file}, which is a file"
+            raise RunError(f"{self.path} {what}, not a folder. Choose another --out (a new or empty folder).") from None
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
