@@ -177,20 +177,22 @@ def _check_paths(data, out) -> None:
 
 
 def _with_the_split_of(manifest, cfg, options: dict, *, verbose):
-    """The config with the split settings a Manifest was made with, which are what the run records; options
-    that would split it otherwise are refused."""
+    """The config with the split settings a Manifest was made with, which are what the run records; `val` or `test`
+    options that would split it otherwise are refused."""
     from .config import ConfigError
 
-    given = [key for key in ("val", "test") if options.get(key) is not None]
+    settings = manifest.split_settings
+    given = [key for key in ("val", "test")
+             if options.get(key) is not None and (settings is None or options[key] != settings[key])]
     if given:
         raise ConfigError(f"{' and '.join(given)} cannot apply to a manifest: its images are split already. Pass them "
                           "to imgclf.scan (imgclf scan --val/--test), or train on the folder instead.")
-    if manifest.split_settings is None:
+    if settings is None:
         if verbose:
             print("note: the splits are the manifest's own, which config.yaml's data.val, data.test and data.seed do "
                   "not describe: --manifest RUN/manifest.csv with --config RUN/config.yaml repeats this run", flush=True)
         return cfg
-    return cfg.replace(data=manifest.split_settings)
+    return cfg.replace(data=settings)
 
 
 def _refuse_a_run_inside(data, out) -> None:
