@@ -61,6 +61,14 @@ def make_class_folder(root: Path, per_class: int = 12, *, classes=None, size: in
     return root
 
 
+def copy_of_run(run, folder: Path):
+    """A copy of a run's files without its evaluations, exports and page, to damage or edit; returns its `RunDir`."""
+    from imgclf.runs import RunDir
+
+    shutil.copytree(run.path, folder, ignore=shutil.ignore_patterns(".lock", "eval", "export", "report.html"))
+    return RunDir(folder)
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     """Keeps the decoded-image cache of every test inside its own tmp_path."""

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from conftest import copy_of_run
 from imgclf.evaluation import evaluate_predictions
 
 CLASSES = ["cat", "dog", "fox", "owl"]
@@ -347,16 +348,6 @@ def test_an_empty_split_is_named_with_the_splits_that_hold_images(tmp_path):
         imgclf.evaluate(run, progress=False)
 
 
-def _copy_of(run, folder):
-    """A copy of a run without its evaluations, to damage."""
-    import shutil
-
-    from imgclf.runs import RunDir
-
-    shutil.copytree(run.path, folder, ignore=shutil.ignore_patterns(".lock", "eval", "report.html"))
-    return RunDir(folder)
-
-
 @pytest.mark.parametrize("text, message", [
     ('["circle", "square", "triangle", "star"]', "{model} predicts 3 classes but {classes} names 4. The run directory "
                                                  "is inconsistent; train it again."),
@@ -372,7 +363,7 @@ def test_cli_evaluate_refuses_a_classes_json_that_does_not_fit_the_model(tiny_ru
     from imgclf.cli import main
 
     _, run, _ = tiny_run
-    copy = _copy_of(run, tmp_path / "run")
+    copy = copy_of_run(run, tmp_path / "run")
     copy.classes_path.write_text(text)
     assert main(["evaluate", str(copy.path), "--no-report"]) == 1
     expected = message.format(model=copy.model_path, classes=copy.classes_path, manifest=copy.manifest_path)
@@ -384,7 +375,7 @@ def test_cli_evaluate_names_a_damaged_model_keras(tiny_run, tmp_path, capsys):
     from imgclf.cli import main
 
     _, run, _ = tiny_run
-    copy = _copy_of(run, tmp_path / "run")
+    copy = copy_of_run(run, tmp_path / "run")
     copy.model_path.write_bytes(run.model_path.read_bytes()[:3000])
     assert main(["evaluate", str(copy.path), "--no-report"]) == 1
     assert capsys.readouterr().err == (
@@ -408,7 +399,7 @@ def test_cli_evaluate_after_the_data_folder_moved_says_so_with_a_cold_cache(tiny
     from imgclf.cli import main
 
     root, run, _ = tiny_run
-    copy = _copy_of(run, tmp_path / "run")
+    copy = copy_of_run(run, tmp_path / "run")
     manifest = _move_images(copy, root / "data", tmp_path / "moved")  # the cache of this test is empty
     test = manifest.split("test")
     assert main(["evaluate", str(copy.path), "--no-report"]) == 1
@@ -425,7 +416,7 @@ def test_evaluate_with_some_images_gone_lists_them_in_skipped_csv(tiny_run, tmp_
     root, run, _ = tiny_run
     from imgclf.manifest import Manifest
 
-    copy = _copy_of(run, tmp_path / "run")
+    copy = copy_of_run(run, tmp_path / "run")
     first = Manifest.read_csv(copy.manifest_path).split("test")[0].path
     _move_images(copy, root / "data", tmp_path / "moved", only=first)
     ev = imgclf.evaluate(copy, progress=False)
@@ -440,7 +431,7 @@ def test_evaluate_when_every_image_of_the_split_is_broken_names_one(tiny_run, tm
     import imgclf
 
     root, run, _ = tiny_run
-    copy = _copy_of(run, tmp_path / "run")
+    copy = copy_of_run(run, tmp_path / "run")
     shutil.copytree(root / "data", tmp_path / "copied")
     manifest = _move_images(copy, root / "data", tmp_path / "copied")
     test = manifest.split("test")

@@ -17,7 +17,7 @@ from imgclf.images import load_image
 from imgclf.manifest import Manifest
 from imgclf.runs import RunDir
 
-from conftest import make_class_folder
+from conftest import copy_of_run, make_class_folder
 
 
 @pytest.fixture(scope="module")
@@ -268,11 +268,6 @@ def test_native_log_lines_are_kept_when_the_call_fails(capfd):
     assert capfd.readouterr().err == "error: the details of a failure\n"
 
 
-def _copy_of(run, folder):
-    shutil.copytree(run.path, folder, ignore=shutil.ignore_patterns(".lock", "export", "eval"))
-    return RunDir(folder)
-
-
 @pytest.mark.parametrize("text, message", [
     ('["circle", "square", "triangle", "star"]', "{model} predicts 3 classes but {classes} names 4. The run directory "
                                                  "is inconsistent; train it again."),
@@ -282,7 +277,7 @@ def _copy_of(run, folder):
                   "run's class names, e.g. [\"cat\", \"dog\"]. Restore it from a copy of the run, or train the run again."),
 ], ids=["more", "renamed", "not_json"])
 def test_cli_export_never_ships_labels_that_do_not_fit_the_model(run, tmp_path, capsys, text, message):
-    copy = _copy_of(run, tmp_path / "run")
+    copy = copy_of_run(run, tmp_path / "run")
     copy.classes_path.write_text(text)
     out = tmp_path / "deploy"
     assert main(["export", str(copy.path), "--out", str(out)]) == 1
@@ -292,7 +287,7 @@ def test_cli_export_never_ships_labels_that_do_not_fit_the_model(run, tmp_path, 
 
 
 def test_cli_export_names_a_damaged_model_keras(run, tmp_path, capsys):
-    copy = _copy_of(run, tmp_path / "run")
+    copy = copy_of_run(run, tmp_path / "run")
     copy.model_path.write_bytes(b"")
     out = tmp_path / "deploy"
     assert main(["export", str(copy.path), "--out", str(out)]) == 1
@@ -303,7 +298,7 @@ def test_cli_export_names_a_damaged_model_keras(run, tmp_path, capsys):
 
 
 def test_cli_export_after_the_data_folder_moved_says_so_with_a_cold_cache(run, tmp_path, capsys):
-    copy = _copy_of(run, tmp_path / "run")
+    copy = copy_of_run(run, tmp_path / "run")
     config = copy.config_path.read_text()
     cache = str(run.path.parent / "cache")
     assert cache in config
