@@ -399,6 +399,15 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
+def symlink_loop_note(link: str) -> str | None:
+    """The note for a directory symlink that points to a folder holding it, which a walk does not follow; `None`
+    for any other link."""
+    target = os.path.realpath(link)
+    if not _contains_link(link, target):
+        return None
+    return f"symlink loop {escape_name(link)} → {escape_name(target)} not followed: it points to a folder that contains it"
+
+
 def _contains_link(link: str, target: str) -> bool:
     """Whether `target`, the real path of the directory symlink `link`, is a folder that holds the link.
 
@@ -480,10 +489,9 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
         return True
 
     def follow(index: int, link: str) -> bool:
-        target = os.path.realpath(link)
-        if _contains_link(link, target):
-            notes.append(f"symlink loop {escape_name(link)} → {escape_name(target)} not followed: "
-                         "it points to a folder that contains it")
+        loop = symlink_loop_note(link)
+        if loop:
+            notes.append(loop)
             return False
         return walk(index, link)
 

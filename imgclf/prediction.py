@@ -42,7 +42,7 @@ import numpy as np
 from .config import ImageSpec
 from .files import atomic_path, escape_name, unescape_name
 from .images import RESIZE_MODES, ImageDecodeError, ImageLimits, ImageProblem, load_image
-from .manifest import _contains_link, _is_dir, _is_ignored, _is_image_name
+from .manifest import _is_dir, _is_ignored, _is_image_name, symlink_loop_note
 from .parallel import WorkerDiedError, WorkerPool, resolve_workers
 
 DEFAULT_BATCH_SIZE = 64
@@ -550,10 +550,9 @@ def _walk_folder(top: str, notes: list) -> Iterator[str]:
             folder = stack.pop()
         else:
             folder = links.popleft()
-            target = os.path.realpath(folder)
-            if _contains_link(folder, target):
-                notes.append(f"symlink loop {escape_name(folder)} → {escape_name(target)} not followed: "
-                             "it points to a folder that contains it")
+            loop = symlink_loop_note(folder)
+            if loop:
+                notes.append(loop)
                 continue
         real = os.path.realpath(folder)
         if real in seen:
