@@ -270,8 +270,9 @@ def audit(data, *, out=None, quarantine=None, limits=None, val: float = 0.15, te
                        seed=seed, workers=workers, progress=progress)
 
 
-def evaluate(run, split: str = "test", *, data=None, progress: bool = True):
-    """Evaluates a run's model on a split, or on another folder of the same classes.
+def evaluate(run, split: str | None = None, *, data=None, progress: bool = True):
+    """Evaluates a run's model on a split (by default the run's `eval.split`, `"test"` unless its config says
+    otherwise), or on another folder of the same classes.
 
     Writes the numbers to `eval/<split>/` (`eval/<folder name>/` with `data`);
     see `imgclf.evaluation.evaluate`. `imgclf.report` draws them.

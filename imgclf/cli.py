@@ -209,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "imgclf evaluate runs/digits --split test\n"
                         "imgclf evaluate runs/digits --data data/digits-new      # writes runs/digits/eval/digits-new/")
     evaluate.add_argument("run", help="run directory written by `imgclf train`")
-    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate (default test)")
+    evaluate.add_argument("--split", choices=["train", "val", "test"],
+                          help="split to evaluate (default: the run's eval.split in config.yaml, test unless set)")
     evaluate.add_argument("--data", metavar="DIR", help="evaluate on this folder of the same classes instead of a split "
                           "(written to eval/<folder name>/)")
     evaluate.add_argument("--no-report", action="store_true", help="do not write RUN/report.html")

@@ -341,7 +341,8 @@ class EvalConfig:
     """How a model is evaluated.
 
     Args:
-        split: which split to evaluate. Defaults to `"test"`.
+        split: the split `imgclf evaluate RUN` (and `imgclf.evaluate(run)`)
+            evaluates when none is named. Defaults to `"test"`.
         top_k: also report top-k accuracy for this k. Defaults to 5.
     """
 

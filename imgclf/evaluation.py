@@ -368,7 +368,7 @@ def evaluate_predictions(
     )
 
 
-def evaluate(run, split: str = "test", *, data=None, batch_size: int = 64, gallery: int = GALLERY_SIZE,
+def evaluate(run, split: str | None = None, *, data=None, batch_size: int = 64, gallery: int = GALLERY_SIZE,
              progress: bool = True) -> Evaluation:
     """Evaluates a run's `model.keras` on one split of its manifest, or on another folder.
 
@@ -381,7 +381,8 @@ def evaluate(run, split: str = "test", *, data=None, batch_size: int = 64, galle
 
     Args:
         run: a `RunDir` or the path of one.
-        split: `"train"`, `"val"` or `"test"`. Defaults to `"test"`.
+        split: `"train"`, `"val"` or `"test"`. Defaults to `None`: the
+            run's `eval.split` in `config.yaml` (`"test"` unless set).
         data: a folder with one subfolder per class (or a `path,label` CSV)
             to evaluate instead of a split; every class in it must be one the
             model knows. Files that cannot be read are reported in
@@ -407,6 +408,7 @@ def evaluate(run, split: str = "test", *, data=None, batch_size: int = 64, galle
     run = run if isinstance(run, RunDir) else RunDir(run)
     run.require("model.keras", "manifest.csv", "classes.json", "config.yaml")
     cfg = run.config()
+    split = split or cfg.eval.split
     model, classes = run.load_model_and_classes()
     if data is not None:
         manifest = _folder_manifest(data, classes, cfg, progress=progress)

@@ -466,3 +466,14 @@ def test_a_test_image_rewritten_since_training_is_evaluated_as_it_is_now_whateve
     assert warm.changed == cold.changed == [rewritten] and before.changed == []
     assert warm.probabilities.tolist() == cold.probabilities.tolist()
     assert warm.probabilities.tolist() != before.probabilities.tolist()
+
+
+def test_the_split_evaluated_by_default_is_the_runs_eval_split(tmp_path):
+    import imgclf
+    from conftest import make_class_folder
+
+    data = make_class_folder(tmp_path / "data", per_class=8)
+    config = {"eval": {"split": "val"}, "train": {"epochs": 1}}
+    run = imgclf.train(data, config=config, model="mlp", hidden=(8,), out=tmp_path / "run", verbose=0, progress=False)
+    assert imgclf.evaluate(run, progress=False).split == "val"
+    assert imgclf.evaluate(run, "test", progress=False).split == "test"
