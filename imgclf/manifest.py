@@ -244,13 +244,14 @@ class Manifest:
 
     def class_table(self) -> list[str]:
         """Lines of a table: usable images per class and split, with totals."""
-        counts = {_cut(_printable(label), TABLE_NAME_COLUMNS): row for label, row in self.counts().items()}
-        width = max([5] + [_columns(c) for c in counts])
+        # A list, not a dict: two long names may be cut to the same text.
+        rows = [(_cut(_printable(label), TABLE_NAME_COLUMNS), row) for label, row in self.counts().items()]
+        width = max([5] + [_columns(label) for label, _ in rows])
         lines = [f"{'class':<{width}}  {'train':>6}  {'val':>6}  {'test':>6}  {'total':>6}"]
-        for label, row in counts.items():
+        for label, row in rows:
             padded = label + " " * (width - _columns(label))
             lines.append(f"{padded}  {row['train']:>6}  {row['val']:>6}  {row['test']:>6}  {sum(row.values()):>6}")
-        totals = {s: sum(row[s] for row in counts.values()) for s in SPLITS}
+        totals = {s: sum(row[s] for _, row in rows) for s in SPLITS}
         lines.append(f"{'total':<{width}}  {totals['train']:>6}  {totals['val']:>6}  {totals['test']:>6}  {sum(totals.values()):>6}")
         return lines
 

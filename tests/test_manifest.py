@@ -450,10 +450,11 @@ def test_the_class_table_lines_up_wide_characters_and_cuts_long_names(tmp_path):
 
     long_name = "x" * 200
     root = make_class_folder(tmp_path / "data", per_class=3, classes=["circle", "square"])
-    for offset, name in enumerate(("日本", "emoji\U0001F600", long_name)):
+    for offset, name in enumerate(("日本", "emoji\U0001F600", long_name, long_name + "2")):
         (root / name).mkdir()
         for i in range(3):
             draw_example(CLASS_STYLES["triangle"], 10 * offset + i).save(root / name / f"{i}.png")
     lines = scan(root, progress=False).class_table()
     assert len({_columns(line) for line in lines}) == 1  # every row as wide as the header, on a terminal
-    assert any(line.startswith("x" * 47 + "…") for line in lines) and not any(long_name in line for line in lines)
+    assert sum(line.startswith("x" * 47 + "…") for line in lines) == 2  # both long names, cut alike, keep a row
+    assert not any(long_name in line for line in lines) and lines[-1].split()[-1] == "18"
