@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
-from .augment import AUTO as AUTO_AUGMENT, AugmentError, augment_to_yaml, auto_preset, build_augment
+from .augment import AUTO as AUTO_AUGMENT, AugmentError, augment_to_yaml, auto_preset, build_augment, is_augment_file
 from .distributed import fit_epochs
 from .config import Config, ImageSpec, TrainConfig
 from .images import ImageProblem, Severity
@@ -646,6 +646,8 @@ def _refuse_changed_settings(run: RunDir, cfg: Config) -> None:
     """Raises `RunError` if the data, model, augmentation, loss, optimizer, monitor, class weighting, sampler or precision
     settings differ from the run's own."""
     saved, new = run.config().to_dict(), cfg.to_dict()
+    if is_augment_file(saved["augment"]["preset"]):  # a run started before YAML paths were recorded absolute
+        saved["augment"]["preset"] = os.path.abspath(saved["augment"]["preset"])
     for section in ("data", "model", "augment", "train"):
         for key, value in saved[section].items():
             fixed = (section, key) in _FIXED_ON_RESUME or (section != "train" and (section, key) not in _FREE_ON_RESUME)

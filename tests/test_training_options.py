@@ -443,3 +443,15 @@ def test_a_run_folder_deleted_while_training_stops_it_with_an_error(tmp_path, mo
                                        r"training stops"):
         imgclf.train(data, epochs=3, out=tmp_path / "run", **TINY)
     assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_a_run_that_recorded_its_augment_file_by_a_relative_path_still_resumes(tmp_path, monkeypatch):
+    data = make_class_folder(tmp_path / "data", per_class=6)
+    (tmp_path / "aug.yaml").write_text("transform:\n  __class_fullname__: Compose\n  transforms: []\n")
+    monkeypatch.chdir(tmp_path)
+    run = imgclf.train(data, epochs=1, augment="aug.yaml", out=tmp_path / "run", **TINY)
+    text = run.config_path.read_text()
+    assert f"preset: {tmp_path / 'aug.yaml'}" in text
+    run.config_path.write_text(text.replace(f"preset: {tmp_path / 'aug.yaml'}", "preset: aug.yaml"))  # as recorded before
+    resumed = imgclf.train(data, epochs=2, out=tmp_path / "run", resume=True, **TINY)
+    assert len(read_history(resumed)) == 2
