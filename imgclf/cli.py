@@ -385,6 +385,16 @@ def cmd_augment_preview(args) -> int:
     return 0
 
 
+def _interrupted(args) -> int:
+    """The one line of a command stopped by Ctrl-C, and its exit status."""
+    resume = ""
+    if args.command == "train":
+        how = "with --resume in place of --overwrite" if args.overwrite else "with --resume"
+        resume = f" (the same command {how} continues from the last finished epoch)"
+    print(f"imgclf {args.command}: interrupted{resume}", file=sys.stderr)
+    return 130
+
+
 def cmd_evaluate(args) -> int:
     import imgclf
     from .files import escape_name
@@ -519,12 +529,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imgclf {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        resume = ""
-        if args.command == "train":
-            how = "with --resume in place of --overwrite" if args.overwrite else "with --resume"
-            resume = f" (the same command {how} continues from the last finished epoch)"
-        print(f"imgclf {args.command}: interrupted{resume}", file=sys.stderr)
-        return 130
+        return _interrupted(args)
+    except RuntimeError as error:
+        # Ctrl-C that lands inside threading.Condition.wait (waiting on a thread's result) can leave the condition's
+        # lock released and surface as "cannot release un-acquired lock", with the KeyboardInterrupt as its context.
+        if isinstance(error.__context__, KeyboardInterrupt):
+            return _interrupted(args)
+        raise
     except BrokenPipeError:  # `imgclf models | head`: the reader left; nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

@@ -185,3 +185,17 @@ def test_train_refuses_a_run_folder_inside_the_dataset(tmp_path, capsys):
     data = make_class_folder(tmp_path / "data", per_class=2)
     assert main(["train", str(data), "--out", str(data / "myrun")]) == 1
     assert "is inside the dataset" in capsys.readouterr().err and not (data / "myrun").exists()
+
+
+def test_ctrl_c_inside_a_wait_on_a_thread_is_reported_as_an_interrupt(tmp_path, capsys, monkeypatch):
+    from imgclf import cli
+
+    def interrupted_inside_a_wait(args):  # what Condition.wait raises when Ctrl-C lands as it releases its lock
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("cannot release un-acquired lock")
+
+    monkeypatch.setattr(cli, "cmd_scan", interrupted_inside_a_wait)
+    assert main(["scan", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "imgclf scan: interrupted\n"
