@@ -197,5 +197,5 @@ def test_ctrl_c_inside_a_wait_on_a_thread_is_reported_as_an_interrupt(tmp_path, 
             raise RuntimeError("cannot release un-acquired lock")
 
     monkeypatch.setattr(cli, "cmd_scan", interrupted_inside_a_wait)
-    assert main(["scan", str(tmp_path)]) == 130
+    assert cli.main(["scan", str(tmp_path)]) == 130
     assert capsys.readouterr().err == "imgclf scan: interrupted\n"
