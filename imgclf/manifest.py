@@ -276,13 +276,19 @@ class Manifest:
         lines = self.class_table()
         lines.append(f"{len(self.classes)} classes, {len(self.usable):,} usable images; "
                      f"{errors:,} left out with errors, {warnings:,} with warnings.")
-        counts = self.problem_counts()
         for severity in (Severity.ERROR, Severity.WARNING):
-            found = [f"{slug} {n:,}" for slug, n in counts.items() if ImageProblem(slug).severity == severity]
+            found = describe_problems(self.entries, severity)
             if found:
-                lines.append(f"{severity.value}s: {', '.join(found)}")
+                lines.append(f"{severity.value}s: {found}")
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
+
+
+def describe_problems(entries: Sequence[Entry], severity: Severity) -> str:
+    """The problems of one severity among `entries`, most frequent first, e.g. "truncated 12, corrupt 2"."""
+    counts = collections.Counter(slug for entry in entries for slug in entry.problem.split(";")
+                                 if slug and ImageProblem(slug).severity == severity)
+    return ", ".join(f"{slug} {n:,}" for slug, n in counts.most_common())
 
 
 # Scanning -----------------------------------------------------------------

@@ -15,7 +15,6 @@ number format), `distributed` (the epochs of a multi-worker cluster, where
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import csv
 import dataclasses
@@ -32,8 +31,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from .augment import AUTO as AUTO_AUGMENT, AugmentError, augment_to_yaml, auto_preset, build_augment, is_augment_file
 from .distributed import fit_epochs
 from .config import Config, ImageSpec, TrainConfig
-from .images import ImageProblem, Severity
-from .manifest import Manifest, class_size_notes
+from .images import Severity
+from .manifest import Manifest, class_size_notes, describe_problems
 from .models import ModelChoice, build_model, choose_model, default_image_size
 from .models.backbones import check_weights, describe_weights, find_backbone_layer, get_backbone, set_trainable
 from .monitoring import ResumableEarlyStopping, ValidationMacroF1, choose_monitor, monitor_mode
@@ -425,9 +424,7 @@ def _decode_failures(manifest: Manifest, usable_before: set[int], sizes: dict[st
     failed = [entry for entry in manifest.entries if id(entry) in usable_before and not entry.usable]
     if not failed:
         return []
-    errors = collections.Counter(slug for entry in failed for slug in entry.problem.split(";")
-                                 if slug and ImageProblem(slug).severity == Severity.ERROR)
-    described = ", ".join(f"{slug} {n:,}" for slug, n in errors.most_common())
+    described = describe_problems(failed, Severity.ERROR)
     lines = [f"{len(failed):,} more file(s) could not be decoded and are left out ({described}): training uses "
              + ", ".join(f"{split} {n:,}" for split, n in sizes.items()) + " images"]
     return lines + [f"note: {note}" for note in class_size_notes(manifest) if note not in manifest.notes]
