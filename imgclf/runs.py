@@ -210,8 +210,28 @@ class RunDir:
             raise RunError(f"Run directory not found: {self.path}. Train one with `imgclf train DIR --out {self.path}`.")
         for name in names:
             if not (self.path / name).exists():
+                stopped = self.unfinished() if name == "model.keras" else None
+                if stopped:
+                    raise RunError(f"{self.path} has no model.keras yet: {stopped}")
                 raise RunError(f"{self.path} has no {name}; it is not a finished run, i.e. a folder that "
                                "`imgclf train DATA --out RUN` wrote. Pass a run folder, or train one.")
+
+    def unfinished(self) -> str | None:
+        """How far the training of a run without `model.keras` got, and the command that continues it; `None`
+        for a run that has its model or never finished an epoch."""
+        state = self.checkpoints / "state.json"
+        if self.model_path.exists() or not state.is_file():
+            return None
+        try:
+            done = read_json(state).get("epoch", -1) + 1
+        except (DamagedFileError, AttributeError):
+            return None
+        try:
+            of = f" of {load_config(self.config_path).train.epochs}"
+        except Exception:  # a damaged or missing config.yaml: the command can still be given
+            of = ""
+        return (f"its training stopped after epoch {done}{of}. Continue it with `imgclf train DATA --out "
+                f"{escape_name(str(self.path))} --resume`, DATA being the folder it was trained on.")
 
     def config(self) -> Config:
         self.require("config.yaml")

@@ -163,3 +163,19 @@ def test_a_run_path_that_is_a_file_or_below_one_is_named_as_such(tmp_path):
     with pytest.raises(RunError, match=r"notes.txt/run is inside .*notes.txt, which is a file, not a folder. Choose "
                                        r"another --out"):
         RunDir(tmp_path / "notes.txt" / "run").check_start()
+
+
+def test_a_run_whose_training_stopped_says_how_far_it_got_and_how_to_continue_it(tmp_path):
+    from imgclf.config import Config, TrainConfig
+
+    run = RunDir(tmp_path / "run")
+    run.write_config(Config(train=TrainConfig(epochs=30)))
+    write_json(run.checkpoints / "state.json", {"epoch": 2})
+    expected = (f"{run.path} has no model.keras yet: its training stopped after epoch 3 of 30. Continue it with "
+                f"`imgclf train DATA --out {run.path} --resume`, DATA being the folder it was trained on.")
+    with pytest.raises(RunError) as raised:
+        run.load_model()
+    assert str(raised.value) == expected
+    assert run.unfinished() == expected.split("yet: ")[1]
+    _tiny_model_file(run.model_path)
+    assert run.unfinished() is None
