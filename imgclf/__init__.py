@@ -160,6 +160,7 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
             if resume and verbose:
                 print(f"nothing to resume in {run.path} (no finished epoch): a new run starts", flush=True)
             run.start(overwrite=overwrite)
+        run.remove_temporaries()
         return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress)
 
 

@@ -105,6 +105,23 @@ def _create_temporary(path: Path) -> Path:
         return tmp
 
 
+_TEMPORARY_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp(\.[^.]*)?$")
+
+
+def remove_temporaries(folder) -> list[Path]:
+    """Removes from `folder` (not below it) the temporary files `atomic_path` left behind when a process was killed
+    while writing; returns them.
+
+    Call it only where no other process can be writing into `folder`: its
+    temporary files would go too.
+    """
+    folder = Path(folder)
+    found = [p for p in folder.iterdir() if _TEMPORARY_NAME.match(p.name) and p.is_file()] if folder.is_dir() else []
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
+
+
 def is_inside(path, folder) -> bool:
     """Whether `path` is `folder` or below it, once both are resolved (symlinks followed, `..` removed)."""
     path, folder = os.path.realpath(path), os.path.realpath(folder)

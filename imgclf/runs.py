@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .config import Config, dump_config, load_config
-from .files import DamagedFileError, atomic_path, check_folder_target, escape_name, read_json, write_json, write_text
+from .files import (DamagedFileError, atomic_path, check_folder_target, escape_name, read_json, remove_temporaries,
+                    write_json, write_text)
 
 # What a run writes into its folder; `RunDir.start(overwrite=True)` removes these and nothing else.
 RUN_CONTENTS = ("config.yaml", "environment.json", "manifest.csv", "classes.json", "augment.yaml", "history.csv",
@@ -129,6 +130,12 @@ class RunDir:
         """
         self._refuse_in_use()
         return self._check_contents(overwrite=overwrite)
+
+    def remove_temporaries(self) -> None:
+        """Removes the temporary files that a process killed while writing left in the run folder and its
+        `checkpoints/`; call it while holding `lock()`."""
+        for folder in (self.path, self.checkpoints):
+            remove_temporaries(folder)
 
     def _check_contents(self, *, overwrite: bool) -> bool:
         state = self.checkpoints / "state.json"

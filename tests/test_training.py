@@ -133,3 +133,19 @@ def test_history_row_of_an_unfinished_epoch_is_replaced_on_resume(tmp_path):
     assert list(history[0]) == ["epoch", "phase", "accuracy", "learning_rate", "loss", "val_accuracy", "val_loss"]
     assert {row["phase"] for row in history} == {"train"}
     assert all(float(row["loss"]) > 0 for row in history)
+
+
+def test_resume_and_overwrite_remove_temporary_files_that_killed_writes_left(tmp_path):
+    data = make_class_folder(tmp_path / "data", per_class=10)
+    run = imgclf.train(data, model="mlp", hidden=(8,), epochs=1, out=tmp_path / "run", verbose=0, progress=False)
+    leftovers = [run.path / ".model.0123abcd.tmp.keras", run.path / ".report.89abcdef.tmp.html",
+                 run.checkpoints / ".last.00ff00ff.tmp.keras"]
+    mine = [run.path / "notes.tmp", run.path / ".notes.txt"]
+    for path in leftovers + mine:
+        path.write_bytes(b"x")
+    run.model_path.unlink()  # as if killed after the first epoch
+    imgclf.train(data, epochs=2, out=run.path, resume=True, verbose=0, progress=False)
+    assert [p.exists() for p in leftovers + mine] == [False, False, False, True, True]
+    leftovers[0].write_bytes(b"x")
+    imgclf.train(data, model="mlp", hidden=(8,), epochs=1, out=run.path, overwrite=True, verbose=0, progress=False)
+    assert not leftovers[0].exists() and all(p.exists() for p in mine)
