@@ -244,8 +244,11 @@ class Manifest:
 
     def class_table(self) -> list[str]:
         """Lines of a table: usable images per class and split, with totals."""
-        # A list, not a dict: two long names may be cut to the same text.
-        rows = [(_cut(_printable(label), TABLE_NAME_COLUMNS), row) for label, row in self.counts().items()]
+        names = {label: _printable(label) for label in self.classes}
+        cut = {label: _cut(name, TABLE_NAME_COLUMNS) for label, name in names.items()}
+        shared = collections.Counter(cut.values())
+        # Names alike in both their start and their end are shown whole, so that every row stays distinct.
+        rows = [(cut[label] if shared[cut[label]] == 1 else names[label], row) for label, row in self.counts().items()]
         width = max([5] + [_columns(label) for label, _ in rows])
         lines = [f"{'class':<{width}}  {'train':>6}  {'val':>6}  {'test':>6}  {'total':>6}"]
         for label, row in rows:
@@ -511,12 +514,24 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
 
 
 def _cut(text: str, columns: int) -> str:
-    """`text` cut to at most `columns` terminal columns, with "…" where it was cut."""
+    """`text` cut to at most `columns` terminal columns: its start and its end, with "…" between them.
+
+    The end is kept because names that share a long start (`plate_1`,
+    `plate_2`, ...) usually differ there.
+    """
     if _columns(text) <= columns:
         return text
-    while _columns(text) > columns - 1:
-        text = text[:-1]
-    return text + "…"
+    head = ""
+    for char in text:
+        if _columns(head + char) > columns // 2:
+            break
+        head += char
+    tail = ""
+    for char in reversed(text[len(head):]):
+        if _columns(head + char + tail) > columns - 1:
+            break
+        tail = char + tail
+    return head + "…" + tail
 
 
 def _columns(text: str) -> int:

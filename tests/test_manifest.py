@@ -456,5 +456,21 @@ def test_the_class_table_lines_up_wide_characters_and_cuts_long_names(tmp_path):
             draw_example(CLASS_STYLES["triangle"], 10 * offset + i).save(root / name / f"{i}.png")
     lines = scan(root, progress=False).class_table()
     assert len({_columns(line) for line in lines}) == 1  # every row as wide as the header, on a terminal
-    assert sum(line.startswith("x" * 47 + "…") for line in lines) == 2  # both long names, cut alike, keep a row
+    assert sum(line.startswith("x" * 24 + "…" + "x" * 23 + " ") for line in lines) == 1
+    assert sum(line.startswith("x" * 24 + "…" + "x" * 22 + "2 ") for line in lines) == 1
     assert not any(long_name in line for line in lines) and lines[-1].split()[-1] == "18"
+
+
+def test_long_class_names_that_share_their_start_keep_distinct_rows_in_the_class_table(tmp_path):
+    stem = "escherichia_coli_k12_substrain_mg1655_colony_morphology_plate_"
+    alike = ["a" * 30 + middle + "b" * 30 for middle in ("MID1", "MID2")]  # the same start and the same end
+    root = tmp_path / "data"
+    for offset, name in enumerate([stem + "1", stem + "2", stem + "3", *alike]):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            draw_example(CLASS_STYLES["triangle"], 10 * offset + i).save(root / name / f"{i}.png")
+    rows = [line.split("  ")[0].rstrip() for line in scan(root, progress=False).class_table()[1:-1]]
+    assert rows[2:] == ["escherichia_coli_k12_sub…lony_morphology_plate_1",
+                        "escherichia_coli_k12_sub…lony_morphology_plate_2",
+                        "escherichia_coli_k12_sub…lony_morphology_plate_3"]
+    assert rows[:2] == alike  # cut, they would read alike: shown whole
