@@ -266,13 +266,17 @@ class Evaluation:
         })
 
     def save(self, folder) -> Path:
-        """Writes the numbers: `metrics.json`, `confusion_matrix.csv`, `confusion_matrix_normalized.csv`,
-        `per_class.csv`, `most_confused.csv`, `misclassified.csv` and (if any) `skipped.csv`.
+        """Writes the numbers: `confusion_matrix.csv`, `confusion_matrix_normalized.csv`, `per_class.csv`,
+        `most_confused.csv`, `misclassified.csv`, (if any) `skipped.csv`, and `metrics.json` last.
 
-        Paths are escaped with `files.escape_name`.
+        A folder that holds `metrics.json` holds all of these files, from one
+        evaluation: the `metrics.json` of an earlier evaluation is removed
+        first, so a process killed halfway leaves a folder without it (which
+        `imgclf report` and `imgclf compare` skip), never new numbers beside
+        old ones. Paths are escaped with `files.escape_name`.
         """
         folder = Path(folder)
-        write_json(folder / "metrics.json", self.metrics())
+        (folder / "metrics.json").unlink(missing_ok=True)
         corner = "true \\ predicted"
         write_csv(folder / "confusion_matrix.csv", [corner, *self.classes],
                   ([name, *row] for name, row in zip(self.classes, self.confusion_matrix.tolist())))
@@ -292,6 +296,7 @@ class Evaluation:
             write_csv(skipped, ["path", "problem"], ([escape_name(r["path"]), r["problem"]] for r in self.skipped))
         elif skipped.exists():
             skipped.unlink()
+        write_json(folder / "metrics.json", self.metrics())
         return folder
 
 

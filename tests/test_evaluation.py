@@ -77,6 +77,43 @@ def test_save_writes_named_confusion_matrix(tmp_path, predictions):
     assert metrics["images"] == 200
 
 
+def _killed_after(writes: int, monkeypatch):
+    """Makes the evaluation module's file writes stop the process (as a kill would) once `writes` have been done."""
+    import imgclf.evaluation as module
+
+    done = []
+
+    def counted(write):
+        def wrapper(path, *args):
+            if len(done) == writes:
+                raise KeyboardInterrupt
+            done.append(Path(path).name)
+            return write(path, *args)
+        return wrapper
+
+    monkeypatch.setattr(module, "write_csv", counted(module.write_csv))
+    monkeypatch.setattr(module, "write_json", counted(module.write_json))
+    return done
+
+
+@pytest.mark.parametrize("writes", range(7))
+def test_a_folder_holds_metrics_json_only_with_every_number_of_the_same_evaluation(tmp_path, monkeypatch, writes):
+    old = evaluate_predictions([0, 1, 1, 0], np.eye(2)[[0, 1, 0, 1]], ["cat", "dog"], paths=list("abcd"))
+    old.save(tmp_path)
+    new = evaluate_predictions([0, 1, 1], np.eye(2)[[0, 1, 1]], ["cat", "dog"], paths=list("abc"))
+    done = _killed_after(writes, monkeypatch)
+    try:
+        new.save(tmp_path)
+    except KeyboardInterrupt:
+        assert not (tmp_path / "metrics.json").exists(), f"metrics.json beside old numbers after writing {done}"
+    else:
+        assert done[-1] == "metrics.json"
+        assert json.loads((tmp_path / "metrics.json").read_text())["images"] == 3
+        assert (tmp_path / "misclassified.csv").read_text().count("\n") == 1  # the new evaluation's: no mistakes
+        assert (tmp_path / "per_class.csv").read_text().splitlines()[1:] == ["cat,1.0,1.0,1.0,1,0.0",
+                                                                              "dog,1.0,1.0,1.0,2,0.0"]
+
+
 def test_empty_split_is_a_clear_error():
     with pytest.raises(ValueError, match="no usable images"):
         evaluate_predictions([], np.zeros((0, 2)), ["a", "b"])
