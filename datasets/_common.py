@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from PIL import Image
 
 STAMP = ".imgclf-dataset.json"
 _TEMP = re.compile(r"^\..+\.\d+\.tmp$")
+_IMAGE = re.compile(r"^\d+\.(png|jpg|bmp|webp)$")  # the names the recipes give their images
 
 
 def save_atomic(image: Image.Image, path, fmt: str, **options) -> None:
@@ -54,14 +54,26 @@ def write_stamp(out: Path, params: dict, *, complete: bool, summary: dict | None
     os.replace(tmp, out / STAMP)
 
 
-def prepare_out(out: Path, params: dict, *, overwrite: bool) -> None:
+def prepare_out(out: Path, params: dict, *, overwrite: bool, folders: Callable[[dict], list[str]]) -> None:
     """Checks that `out` is new, empty or an earlier build with the same settings.
 
-    A folder that holds other files is never deleted, even with `overwrite`.
+    A folder that holds other files is never deleted, even with `overwrite`:
+    `overwrite` deletes only the images an earlier build of the same recipe
+    wrote (`folders` of the settings in its stamp), and the class folders
+    that this leaves empty.
+
+    Args:
+        out: the output folder.
+        params: the settings of this build, recorded in the stamp.
+        overwrite: delete an earlier build in `out`.
+        folders: the recipe's class folders for a build's settings, relative
+            to `out`, e.g. `["train/cat", "test/cat"]`.
 
     Raises:
         FileExistsError: `out` is a file, holds other files, or holds a build
-            with other settings and `overwrite` is false.
+            with other settings and `overwrite` is false, or a build whose
+            files cannot be told apart (another recipe's, or an unreadable
+            stamp) and `overwrite` is true.
     """
     params = json.loads(json.dumps(params))
     if out.exists() and not out.is_dir():
@@ -76,10 +88,10 @@ def prepare_out(out: Path, params: dict, *, overwrite: bool) -> None:
             if previous != params and not overwrite:
                 raise FileExistsError(
                     f"{out} holds a dataset built with other settings ({_differences(previous, params)}). "
-                    f"Pass --overwrite (overwrite=True) to delete it and build again, or choose another output folder."
+                    f"Pass --overwrite (overwrite=True) to delete its images and build again, or choose another output folder."
                 )
             if overwrite:
-                shutil.rmtree(out)
+                _remove_build(out, _previous_folders(out, previous, params, folders))
         elif any(not name.startswith(".") for name in os.listdir(out)):
             raise FileExistsError(
                 f"{out} is not empty and was not written by this recipe (it has no {STAMP}). "
@@ -87,6 +99,39 @@ def prepare_out(out: Path, params: dict, *, overwrite: bool) -> None:
             )
     out.mkdir(parents=True, exist_ok=True)
     write_stamp(out, params, complete=False)
+
+
+def _previous_folders(out: Path, previous, params: dict, folders: Callable[[dict], list[str]]) -> list[str]:
+    """The class folders of the earlier build in `out`, from the settings in its stamp."""
+    recipe = params["recipe"]
+    if isinstance(previous, dict) and previous.get("recipe") != recipe:
+        reason = f"was built by the {previous.get('recipe')!r} recipe, not by {recipe!r}"
+    else:
+        try:
+            return list(folders(previous))
+        except (KeyError, TypeError, AttributeError):
+            reason = f"has an unreadable {STAMP}"
+    raise FileExistsError(
+        f"{out} {reason}, so which of its files the earlier build wrote is unknown and --overwrite deletes nothing. "
+        f"Delete the earlier build yourself, or choose another output folder."
+    )
+
+
+def _remove_build(out: Path, folders: list[str]) -> None:
+    """Deletes the images a build wrote in `folders` of `out`, then the folders left empty; keeps everything else."""
+    root = os.path.realpath(out)
+    for relative in folders:
+        folder = out / relative
+        # A class folder that leads outside `out` (a symlink, or `..` in an edited stamp) is not the build's.
+        if not folder.is_dir() or not os.path.realpath(folder).startswith(root + os.sep):
+            continue
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False) and (_IMAGE.match(entry.name) or _TEMP.match(entry.name)):
+                    os.unlink(entry.path)
+        for empty in (relative, *list(Path(relative).parents)[:-1]):  # train/cat, then train
+            with contextlib.suppress(OSError):  # not empty: it holds files the build did not write
+                (out / empty).rmdir()
 
 
 def _differences(previous, params: dict) -> str:

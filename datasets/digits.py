@@ -70,9 +70,9 @@ def build(out, *, size: int = 8, overwrite: bool = False) -> dict:
         size: side of the written images in pixels. 8 keeps the native
             resolution; other sizes are resized with bilinear filtering.
             Defaults to 8.
-        overwrite: delete a previous build in `out` and write everything
-            again. Also needed to rebuild a folder written with other
-            settings. Defaults to `False`.
+        overwrite: delete the images a previous build wrote in `out` (other
+            files are kept) and write everything again. Also needed to
+            rebuild a folder written with other settings. Defaults to `False`.
 
     Returns:
         A dict with `root` (the folder, as a string), `classes` (folder
@@ -96,7 +96,7 @@ def build(out, *, size: int = 8, overwrite: bool = False) -> dict:
 
     out = Path(out)
     params = {"recipe": RECIPE, "size": size}
-    prepare_out(out, params, overwrite=overwrite)
+    prepare_out(out, params, overwrite=overwrite, folders=lambda params: list(CLASSES))
 
     width = max(4, len(str(len(images) - 1)))
     written = skipped = 0
@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("out", metavar="OUT", help="output folder (created; new, empty, or an earlier build of this recipe)")
     parser.add_argument("--size", type=int, default=8, metavar="N", help="side of the written images in pixels; 8 is native, others use bilinear resizing (default: 8)")
-    parser.add_argument("--overwrite", action="store_true", help="delete an earlier build in OUT and write it again")
+    parser.add_argument("--overwrite", action="store_true", help="delete the images of an earlier build in OUT (other files are kept) and write it again")
     return parser
 
 

@@ -380,9 +380,9 @@ def build(
         limit: keep only the first `limit` images of each split (not
             stratified), for quick demos. Defaults to `None`: all of them.
         workers: processes that write PNGs. Defaults to `None`: one per CPU.
-        overwrite: delete a previous build in `out` and write everything
-            again. Also needed to rebuild a folder written with another
-            `limit`. Defaults to `False`.
+        overwrite: delete the images a previous build wrote in `out` (other
+            files are kept) and write everything again. Also needed to
+            rebuild a folder written with another `limit`. Defaults to `False`.
         progress: show messages, and a progress bar (tqdm if installed)
             when stderr is a terminal. Defaults to `False`.
 
@@ -408,7 +408,8 @@ def build(
 
     out = Path(out)
     params = {"recipe": RECIPE, "limit": None if limit is None else int(limit)}
-    prepare_out(out, params, overwrite=overwrite)
+    prepare_out(out, params, overwrite=overwrite,
+                folders=lambda params: [f"{split}/{name}" for split in SPLITS for name in CLASSES])
 
     counts, todo_paths, todo_images, total = {}, [], [], 0
     for split, (images, labels) in data.items():
@@ -481,7 +482,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-download", action="store_true", help="never download; fail when no folder has the files")
     parser.add_argument("--limit", type=int, metavar="N", help="keep only the first N images of each split, for quick demos (default: all)")
     parser.add_argument("--workers", type=int, metavar="N", help="processes that write PNGs (default: one per CPU)")
-    parser.add_argument("--overwrite", action="store_true", help="delete an earlier build in OUT and write it again")
+    parser.add_argument("--overwrite", action="store_true", help="delete the images of an earlier build in OUT (other files are kept) and write it again")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     return parser
 

@@ -264,6 +264,13 @@ def _split_sizes(per_class: int) -> dict[str, int]:
     return {"train": per_class - val - test, "val": val, "test": test}
 
 
+def _class_folders(params: dict) -> list[str]:
+    """The class folders a build with `params` writes, relative to its output folder."""
+    if params["split"]:
+        return [f"{split}/{name}" for split in SPLIT_FRACTIONS for name in params["classes"]]
+    return list(params["classes"])
+
+
 def build(
     out,
     *,
@@ -306,9 +313,9 @@ def build(
             class) instead of one folder per class. Defaults to `False`.
         names: class folder names (a list or a comma-separated string).
             Defaults to `None`: `class_0`, `class_1`, ...
-        overwrite: delete a previous build in `out` and write everything
-            again. Also needed to rebuild a folder written with other
-            settings. Defaults to `False`.
+        overwrite: delete the images a previous build wrote in `out` (other
+            files are kept) and write everything again. Also needed to
+            rebuild a folder written with other settings. Defaults to `False`.
 
     Returns:
         A dict with `root` (the folder, as a string), `classes` (folder
@@ -352,7 +359,7 @@ def build(
         "modes": mode_list,
         "split": bool(split),
     }
-    prepare_out(out, params, overwrite=overwrite)
+    prepare_out(out, params, overwrite=overwrite, folders=_class_folders)
 
     if split:
         sizes_by_split = _split_sizes(per_class)
@@ -436,7 +443,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--split", action="store_true", help="write OUT/train|val|test/<class>/ (70/15/15) instead of OUT/<class>/")
     parser.add_argument("--names", metavar="A,B,...", help="class folder names (default: class_0, class_1, ...)")
-    parser.add_argument("--overwrite", action="store_true", help="delete an earlier build in OUT and write it again")
+    parser.add_argument("--overwrite", action="store_true", help="delete the images of an earlier build in OUT (other files are kept) and write it again")
     return parser
 
 

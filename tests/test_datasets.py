@@ -136,6 +136,32 @@ def test_recipes_refuse_a_folder_they_did_not_write(tmp_path):
     assert (out / "notes.txt").read_text() == "keep me"
 
 
+def test_overwrite_deletes_only_the_images_of_the_earlier_build(tmp_path, capsys):
+    out = tmp_path / "synth"
+    assert synthetic.main([str(out), "--names", "a,b", "--per-class", "3", "--split"]) == 0
+    (out / "NOTES.txt").write_text("my notes")
+    (out / ".git").mkdir()
+    (out / ".git" / "keep").write_text("x")
+    (out / "runs").mkdir()
+    (out / "runs" / "model.keras").write_text("precious")
+    (out / "train" / "a" / "mine.txt").write_text("mine")
+    assert synthetic.main([str(out), "--names", "c", "--per-class", "2", "--overwrite"]) == 0
+    assert "2 images in 1 classes" in capsys.readouterr().out
+    assert sorted(_files(out)) == ["NOTES.txt", "c/0000.png", "c/0001.png", "runs/model.keras", "train/a/mine.txt"]
+    assert (out / ".git" / "keep").read_text() == "x" and (out / "runs" / "model.keras").read_text() == "precious"
+
+
+def test_overwrite_refuses_a_build_it_cannot_tell_apart(tmp_path):
+    out = tmp_path / "synth"
+    synthetic.build(out, classes=2, per_class=3)
+    with pytest.raises(FileExistsError, match="built by the 'synthetic' recipe, not by 'digits'.*deletes nothing"):
+        digits.build(out, overwrite=True)
+    (out / STAMP).write_text("{not json")
+    with pytest.raises(FileExistsError, match=f"has an unreadable {STAMP}.*Delete the earlier build yourself"):
+        synthetic.build(out, classes=2, per_class=3, overwrite=True)
+    assert len(_files(out)) == 6
+
+
 # synthetic --------------------------------------------------------------------
 
 ALL_MODES = "RGB,L,RGBA,P,CMYK"
