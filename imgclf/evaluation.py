@@ -132,9 +132,12 @@ class Evaluation:
         accuracy: fraction predicted correctly.
         error_rate: `1 - accuracy`.
         per_class: one dict per class with `class`, `precision`, `recall`,
-            `f1`, `support` and `error_rate` (`1 - recall`; `None` for a
-            class with no image among those evaluated). Macro and weighted
-            averages in `metrics()` are over the classes the images hold.
+            `f1`, `support` and `error_rate` (`1 - recall`). Recall, F1 and
+            error rate are `None` for a class with no image among those
+            evaluated, precision is `None` for a class never predicted: they
+            are undefined, not 0. Macro and weighted averages in `metrics()`
+            are over the classes the images hold, and leave out the undefined
+            precisions.
         top_k: `(k, accuracy)` when there are more than k classes, else `None`.
         source: the folder evaluated with `data=`; empty for a split.
         skipped: files that could not be used, one dict each with `path`
@@ -233,12 +236,13 @@ class Evaluation:
         averaged = {}
         # Averaged over the classes the images hold: a class with no image here (a folder evaluated with `data=`
         # that lacks it) has no recall, and counting it as 0 would lower macro-F1 for images that are not there.
+        # Likewise the precision of a class never predicted is undefined (NaN), and scikit-learn leaves NaN out.
         present = np.unique(self.y_true)
         for average in ("macro", "weighted"):
             precision, recall, f1, _ = precision_recall_fscore_support(
-                self.y_true, self.y_pred, labels=present, average=average, zero_division=0)
-            averaged.update({f"{average}_precision": float(precision), f"{average}_recall": float(recall),
-                             f"{average}_f1": float(f1)})
+                self.y_true, self.y_pred, labels=present, average=average, zero_division=np.nan)
+            averaged.update({f"{average}_precision": None if np.isnan(precision) else float(precision),
+                             f"{average}_recall": float(recall), f"{average}_f1": float(f1)})
         with warnings.catch_warnings():  # a class predicted but absent from y_true: its recall is left out, as it should
             warnings.simplefilter("ignore", UserWarning)
             balanced = float(balanced_accuracy_score(self.y_true, self.y_pred))
@@ -356,11 +360,13 @@ def evaluate_predictions(
     counts = confusion_matrix(y_true, y_pred, labels=labels)
     normalized = confusion_matrix(y_true, y_pred, labels=labels, normalize="true")
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    predicted = counts.sum(axis=0)
     accuracy = float(np.mean(y_true == y_pred))
+    # Undefined scores are None, not 0: a 0 would read as the worst class, and averages would count it.
     per_class = [
-        {"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s),
-         "error_rate": float(1 - r) if s else None}  # a class with no images here has no error rate
-        for name, p, r, f, s in zip(classes, precision, recall, f1, support)
+        {"class": name, "precision": float(p) if n else None, "recall": float(r) if s else None,
+         "f1": float(f) if s else None, "support": int(s), "error_rate": float(1 - r) if s else None}
+        for name, p, r, f, s, n in zip(classes, precision, recall, f1, support, predicted)
     ]
     top = None
     if len(classes) > top_k:

@@ -157,6 +157,29 @@ def test_written_numbers_are_rounded_to_6_significant_digits(tmp_path):
     assert (tmp_path / "per_class.csv").read_text().splitlines()[1] == "a,1.0,0.957,0.978028,1000,0.043"
 
 
+
+def test_undefined_per_class_scores_are_empty_and_left_out_of_the_averages(tmp_path):
+    # a: right twice, predicted once more; b: never predicted (no precision); c: no image (no recall, F1, error rate)
+    ev = evaluate_predictions([0, 0, 1, 1], np.eye(3)[[0, 0, 0, 2]], ["a", "b", "c"])
+    ev.save(tmp_path)
+    assert (tmp_path / "per_class.csv").read_text().splitlines() == [
+        "class,precision,recall,f1,support,error_rate",
+        "a,0.666667,1.0,0.8,2,0.0",
+        "b,,0.0,0.0,2,1.0",
+        "c,0.0,,,0,",
+    ]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["macro_precision"] == metrics["weighted_precision"] == 0.666667  # a's alone: b's is undefined
+    assert metrics["macro_recall"] == 0.5 and metrics["macro_f1"] == 0.4  # over a and b, the classes the images hold
+    assert metrics["per_class_error_rate"] == {"a": 0.0, "b": 1.0, "c": None}
+
+
+def test_a_precision_average_with_no_predicted_class_is_null_in_metrics_json(tmp_path):
+    evaluate_predictions([1, 1], np.eye(2)[[0, 0]], ["a", "b"]).save(tmp_path)
+    text = (tmp_path / "metrics.json").read_text()
+    assert '"macro_precision": null,' in text and '"weighted_precision": null,' in text and "NaN" not in text
+    assert json.loads(text)["macro_f1"] == 0.0
+
 # What `imgclf evaluate` adds: the numbers behind the report ------------------------------------------------------
 
 from sklearn.metrics import balanced_accuracy_score, classification_report, log_loss  # noqa: E402
@@ -287,8 +310,12 @@ def test_confusion_matrix_rebuilds_from_misclassified_csv_and_the_correct_predic
 
     report = classification_report([truth[p] for p in paths], [predicted[p] for p in paths], labels=classes,
                                     output_dict=True, zero_division=0)
+    predicted_classes = set(predicted.values())
     for row in csv.DictReader(open(folder / "per_class.csv")):
         expected_row = report[row["class"]]
+        if row["class"] not in predicted_classes:  # never predicted: no precision, not 0
+            assert row["precision"] == "" and expected_row["precision"] == 0
+            continue
         assert float(row["precision"]) == pytest.approx(expected_row["precision"], rel=1e-5)
         assert float(row["recall"]) == pytest.approx(expected_row["recall"], rel=1e-5)
         assert float(row["f1"]) == pytest.approx(expected_row["f1-score"], rel=1e-5)
