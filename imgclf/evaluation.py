@@ -304,6 +304,50 @@ class Evaluation:
         return folder
 
 
+# The numbers of `metrics.json` that the report and `imgclf compare` show.
+_SHOWN_NUMBERS = ("images", "classes", "accuracy", "error_rate", "errors", "macro_f1")
+
+
+def read_metrics(folder) -> dict:
+    """The `metrics.json` of an evaluation folder (`RUN/eval/NAME/`), checked for the numbers the pages show.
+
+    Args:
+        folder: the evaluation folder.
+
+    Returns:
+        The file's contents.
+
+    Raises:
+        DamagedFileError: (a `ValueError`) if the file is not JSON.
+        ValueError: if it lacks one of those numbers (edited by hand, or
+            written by another version of imgclf); the message names the
+            file and the `imgclf evaluate` command that writes it again.
+    """
+    folder = Path(folder)
+    path = folder / "metrics.json"
+    metrics = read_json(path)
+    numbers = metrics if isinstance(metrics, dict) else {}
+
+    def is_number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    missing = [key for key in _SHOWN_NUMBERS if not is_number(numbers.get(key))]
+    interval = numbers.get("error_rate_interval")
+    if interval is not None and not (isinstance(interval, dict) and is_number(interval.get("low"))
+                                     and is_number(interval.get("high"))):
+        missing.append("error_rate_interval")
+    if missing:
+        again, which = f"--split {folder.name}", ""
+        if isinstance(numbers.get("source"), str) and numbers["source"]:
+            again = f"--data {numbers['source']}"
+        elif folder.name not in ("train", "val", "test"):
+            again, which = "--data DIR", f", DIR being the folder that was evaluated into {escape_name(folder.name)}"
+        raise ValueError(f"{escape_name(str(path))} has no number for {', '.join(missing)}: it was edited by hand or "
+                         "written by another version of imgclf. Evaluate again with "
+                         f"`imgclf evaluate {escape_name(str(folder.parent.parent))} {again}`{which}.")
+    return metrics
+
+
 def _rounded(value, digits: int = 6):
     """`value` with every float rounded to `digits` significant digits, in nested dicts and lists too.
 

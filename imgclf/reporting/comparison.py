@@ -16,6 +16,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+from ..evaluation import read_metrics
 from ..files import escape_name, read_json, write_text
 from ..runs import RunDir
 from .page import _POLICY, _STYLE, evaluation_folders
@@ -141,7 +142,7 @@ def _column(run: RunDir) -> dict[tuple[str, str], str]:
     }
     folders = evaluation_folders(run)
     if folders:
-        metrics = read_json(folders[0] / "metrics.json")
+        metrics = read_metrics(folders[0])
         interval = metrics.get("error_rate_interval") or {}
         values.update({
             ("results", "evaluated on"): f"{folders[0].name} ({metrics['images']:,} images)",
