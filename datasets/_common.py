@@ -45,7 +45,7 @@ def existing_files(folder: Path) -> set[str]:
 
 
 def write_stamp(out: Path, params: dict, *, complete: bool, summary: dict | None = None) -> None:
-    """Records the recipe's settings in `out/.imgclf-dataset.json` (hidden: imgclf ignores it)."""
+    """Records the recipe's settings in `out/.imgclf-dataset.json` (hidden: imgclf reads only `complete`)."""
     data = {"params": params, "complete": complete}
     if summary is not None:
         data["summary"] = {k: v for k, v in summary.items() if k not in ("written", "skipped")}

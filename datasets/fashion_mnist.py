@@ -5,7 +5,7 @@ classes) and writes them in the pre-split layout imgclf reads:
 
 ```
 OUT/
-  .imgclf-dataset.json          settings of the build (hidden: imgclf ignores it)
+  .imgclf-dataset.json          settings of the build (hidden; imgclf notes a build that is not complete)
   train/t-shirt_top/00000.png   60,000 training images
   train/trouser/...
   ...

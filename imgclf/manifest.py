@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import hashlib
 import io
+import json
 import math
 import os
 import unicodedata
@@ -28,6 +29,7 @@ SPLITS = ("train", "val", "test")
 _LEAK_NOTE = "appear in more than one split (a leak between splits)"
 SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
 IGNORED_NAMES = {".ds_store", "thumbs.db", "desktop.ini", "__macosx"}
+DATASET_STAMP = ".imgclf-dataset.json"  # the dataset recipes' record of a build (datasets/_common.py)
 COLUMNS = ("path", "label", "split", "sha1", "width", "height", "channels", "status", "problem", "detail")
 
 
@@ -363,6 +365,9 @@ def scan(
         entries, notes = _entries_from_csv(root)
     else:
         entries, notes = _entries_from_folder(root)
+        interrupted = interrupted_build(root)
+        if interrupted:
+            notes.insert(0, interrupted)
     if not entries and root.is_file():
         raise DatasetError(f"{escape_name(str(root))} lists no images: add a row per image under its path,label header.")
     if not entries:
@@ -391,6 +396,27 @@ def scan(
     manifest.notes.extend(_empty_split_notes(manifest, {"val": val, "test": test}, given))
     manifest.note_leaks()
     return manifest
+
+
+def interrupted_build(root) -> str | None:
+    """The note for a folder that a dataset recipe (`datasets/`) stopped writing before it finished; else `None`.
+
+    The recipes record `"complete": false` in `root/.imgclf-dataset.json`
+    until the last image is written, and running the recipe again with the
+    same options finishes the build.
+    """
+    stamp = Path(root) / DATASET_STAMP
+    try:
+        record = json.loads(stamp.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("complete") is not False:
+        return None
+    params = record.get("params") if isinstance(record.get("params"), dict) else {}
+    options = ", ".join(f"{key} {json.dumps(value)}" for key, value in params.items() if key != "recipe")
+    command = f"python datasets/{params.get('recipe', 'RECIPE')}.py {escape_name(str(root))}"
+    return (f"this dataset build was interrupted ({escape_name(str(stamp))} says \"complete\": false), so images "
+            f"are missing: run `{command}` again{f' with the same options ({options})' if options else ''} to finish it")
 
 
 def _is_ignored(name: str) -> bool:
@@ -567,14 +593,21 @@ def _entries_from_folder(root: Path) -> tuple[list[Entry], list[str]]:
         raise DatasetError(f"{escape_name(str(root))} has split folders {sorted(p.name for p in folders)} but no train/ folder. Add train/<class>/ images.")
 
     # A class is named after its folder; a folder name that is not valid UTF-8 becomes a label with the bytes escaped.
-    folders = [(str(folder), class_name(escape_name(folder.name)), split)
+    folders = [(str(folder), class_name(escape_name(folder.name)), split, parent)
                for parent, split in parents for folder in _class_folders(parent)]
-    images, others, notes, skipped = _walk_class_folders([(folder, label) for folder, label, _ in folders])
+    images, others, notes, skipped = _walk_class_folders([(folder, label) for folder, label, _, _ in folders])
+    # A val/ or test/ whose class folders are all empty gives no split: it is carved out of train/ instead.
+    hollow = {parent: split for parent, split in parents if split in ("val", "test") and not any(
+        images[index] or index in skipped for index, folder in enumerate(folders) if folder[3] == parent)}
     entries = []
-    for index, (folder, label, split) in enumerate(folders):
-        if not images[index] and index not in skipped:
+    for index, (folder, label, split, parent) in enumerate(folders):
+        if not images[index] and index not in skipped and parent not in hollow:
             notes.append(f"empty class folder {escape_name(folder)} left out")
         entries.extend(Entry(path=path, label=label, split=split) for path in images[index])
+    for parent, split in hollow.items():
+        notes.append(f"{escape_name(str(parent))} holds only empty class folders: it counts as missing, and the "
+                     f"{split} split is carved out of train/ as --{split} asks; put the {split} images in its class "
+                     "folders to use them")
     for parent, _ in parents:
         loose = _loose_images(parent)
         if loose:

@@ -28,8 +28,10 @@ Usage:
 ```
 
 A folder with `train/` and `test/` subfolders keeps its own test split
-(Fashion-MNIST as `datasets/fashion_mnist.py` writes it); any other folder is
-split with `--test`. The script prints a Markdown table beside the course's
+(Fashion-MNIST as `datasets/fashion_mnist.py` writes it), and is refused when
+`test/` holds no images; any other folder is split with `--test`. A folder
+that a dataset recipe stopped writing is refused with the command that
+finishes it. The script prints a Markdown table beside the course's
 figures and writes the same rows as JSON.
 """
 
@@ -39,6 +41,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import platform
 import re
 import statistics
@@ -109,12 +112,23 @@ def main(argv=None) -> int:
         parser.error(f"--test is the fraction of the images held out for testing, from 0 to below 1. Received: {args.test}")
 
     import imgclf
+    from imgclf.manifest import interrupted_build
 
     dataset = Path(args.data).name
+    interrupted = interrupted_build(args.data)
+    if interrupted:
+        parser.error(interrupted)
     try:
         manifest = imgclf.scan(args.data, val=0.0, test=args.test, seed=args.seed, progress=False)
     except (ValueError, OSError) as error:
         parser.error(str(error))
+    test_folder = Path(args.data) / "test"
+    if test_folder.parent.joinpath("train").is_dir() and test_folder.is_dir():
+        inside = os.path.abspath(test_folder) + os.sep
+        if not any(entry.path.startswith(inside) for entry in manifest.usable):
+            parser.error(f"{test_folder} holds no usable images, so the test error would be measured on images carved "
+                         f"out of train/ instead of the folder's own test split. Put the test images in "
+                         f"{test_folder}/<class>/, or remove {test_folder} to carve a test split with --test.")
     if len(manifest.classes) < 2:
         parser.error(f"{args.data} holds {len(manifest.classes)} class(es) with usable images; the experiments "
                      "need at least 2 class folders.")
@@ -136,7 +150,7 @@ def main(argv=None) -> int:
         record = {"dataset": dataset, "data": str(args.data), "train_images": len(manifest.split("train")),
                   "test_images": rows[0]["test_images"] if rows else 0, "rows": rows,
                   "host": {"python": platform.python_version(), "tensorflow": tf.__version__,
-                           "cpus": __import__("os").cpu_count(), "machine": platform.machine()}}
+                           "cpus": os.cpu_count(), "machine": platform.machine()}}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     return 0

@@ -41,3 +41,25 @@ def test_one_class_is_refused_naming_the_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         course_experiments.main([str(data), "--out", str(tmp_path / "runs")])
     assert f"{data} holds 1 class(es) with usable images" in capsys.readouterr().err
+
+
+def test_an_interrupted_dataset_build_is_refused_with_the_command_that_finishes_it(tmp_path, capsys):
+    data = make_class_folder(tmp_path / "digits", per_class=6, classes=["circle", "square"])
+    (data / ".imgclf-dataset.json").write_text('{"params": {"recipe": "digits", "size": 32}, "complete": false}')
+    with pytest.raises(SystemExit) as exit_info:
+        course_experiments.main([str(data), "--out", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2
+    assert f"run `python datasets/digits.py {data}` again with the same options (size 32)" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_presplit_folder_whose_test_folder_is_empty_is_refused(tmp_path, capsys):
+    data = tmp_path / "fashion"
+    make_class_folder(data / "train", per_class=6, classes=["circle", "square"])
+    for label in ("circle", "square"):
+        (data / "test" / label).mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        course_experiments.main([str(data), "--out", str(tmp_path / "runs")])
+    assert (f"{data / 'test'} holds no usable images, so the test error would be measured on images carved out of "
+            "train/ instead of the folder's own test split") in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -474,3 +474,23 @@ def test_long_class_names_that_share_their_start_keep_distinct_rows_in_the_class
                         "escherichia_coli_k12_sub…lony_morphology_plate_2",
                         "escherichia_coli_k12_sub…lony_morphology_plate_3"]
     assert rows[:2] == alike  # cut, they would read alike: shown whole
+
+
+def test_a_dataset_build_that_was_interrupted_is_noted_with_the_command_that_finishes_it(tmp_path):
+    root = tmp_path / "fashion"
+    for label in ("coat", "shirt"):
+        (root / "train" / label).mkdir(parents=True)
+        (root / "test" / label).mkdir(parents=True)  # the build stopped before it wrote test/
+        for i in range(4):
+            draw_example(CLASS_STYLES["circle" if label == "coat" else "square"], i).save(root / "train" / label / f"{i}.png")
+    stamp = root / ".imgclf-dataset.json"
+    stamp.write_text('{"params": {"recipe": "fashion_mnist", "limit": 5000}, "complete": false}')
+    summary = scan(root, progress=False).summary()
+    assert (f"note: this dataset build was interrupted ({stamp} says \"complete\": false), so images are missing: "
+            f"run `python datasets/fashion_mnist.py {root}` again with the same options (limit 5000) to finish it"
+            in summary)
+    assert (f"note: {root / 'test'} holds only empty class folders: it counts as missing, and the test split is "
+            "carved out of train/ as --test asks" in summary)
+    assert "empty class folder " not in summary  # one note for test/, not one per class folder
+    stamp.write_text('{"params": {"recipe": "fashion_mnist", "limit": 5000}, "complete": true}')
+    assert "interrupted" not in scan(root, progress=False).summary()
