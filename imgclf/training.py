@@ -633,15 +633,16 @@ def _enter_phase(model, phase: Phase, cfg: Config) -> None:
 # Settings that do not change what a run learns, so a resumed run may use others.
 _FREE_ON_RESUME = {("data", "workers"), ("data", "cache_dir")}
 # Training settings the saved checkpoint is built for (its compiled loss and optimizer, its layers' number format),
-# the metric its best epoch and early-stopping counter were measured by, and what the loss weighs and draws.
+# the metric its best epoch and early-stopping counter were measured by, what the loss weighs and draws, and the
+# phase plan of fine-tuning (which epochs train which layers, at which rate; the checkpoint's trainable layers).
 _FIXED_ON_RESUME = {("train", "label_smoothing"), ("train", "mixed_precision"), ("train", "optimizer"),
                     ("train", "momentum"), ("train", "weight_decay"), ("train", "monitor"), ("train", "class_weight"),
-                    ("train", "sampler")}
+                    ("train", "sampler"), ("train", "freeze_epochs"), ("train", "unfreeze"), ("train", "fine_tune_lr")}
 
 
 def _refuse_changed_settings(run: RunDir, cfg: Config) -> None:
-    """Raises `RunError` if the data, model, augmentation, loss, optimizer, monitor, class weighting, sampler or precision
-    settings differ from the run's own."""
+    """Raises `RunError` if the data, model, augmentation, loss, optimizer, monitor, class weighting, sampler,
+    precision or fine-tuning phase settings differ from the run's own."""
     saved, new = run.config().to_dict(), cfg.to_dict()
     if is_augment_file(saved["augment"]["preset"]):  # a run started before YAML paths were recorded absolute
         saved["augment"]["preset"] = os.path.abspath(saved["augment"]["preset"])

@@ -14,6 +14,7 @@ from imgclf.config import ImageSpec, ModelConfig
 from imgclf.models import build_model, choose_model, default_image_size
 from imgclf.models.backbones import (BACKBONES, WeightsError, find_backbone_layer, get_backbone, set_trainable,
                                      weights_cache_dir)
+from imgclf.runs import RunError
 
 # The `preprocess_input` each backbone's model must reproduce inside itself.
 PREPROCESS_INPUT = {
@@ -254,6 +255,22 @@ def test_fine_tuning_runs_two_phases_in_one_history_and_resumes_in_phase_two(tmp
     steps = int(np.ceil(len(run.manifest().split("train")) / 8))
     # The optimizer of phase two was restored, not rebuilt: it counts the steps of both its epochs.
     assert int(last.optimizer.iterations) == 2 * steps
+
+
+def test_resuming_with_other_phase_settings_is_refused_and_config_yaml_keeps_the_runs_own(tmp_path):
+    data = make_class_folder(tmp_path / "data", per_class=4, size=32, classes=["circle", "square"])
+    weights = calibrated_weights(get_backbone("mobilenet_v3_small"), ImageSpec(32, 32, 3), tmp_path / "b.weights.h5")
+    options = dict(model="mobilenet_v3_small", weights=str(weights), batch_size=8, verbose=0, progress=False)
+    run = imgclf.train(data, epochs=1, out=tmp_path / "run", **options)  # the head phase only
+    run.model_path.unlink()  # as a run killed after its first epoch leaves it
+    saved = run.config_path.read_text()
+    for changed, started in (({"unfreeze": 1}, "train.unfreeze='all'"), ({"freeze_epochs": 2}, "train.freeze_epochs=1"),
+                             ({"fine_tune_lr": 1e-3}, "train.fine_tune_lr=0.0001")):
+        key, value = next(iter(changed.items()))
+        with pytest.raises(RunError, match=rf"Cannot resume .* with train\.{key}={value!r}: the run was "
+                                                       rf"started with {started}\. Resume without changing it"):
+            imgclf.train(data, epochs=2, out=run.path, resume=True, **changed, **options)
+    assert run.config_path.read_text() == saved
 
 
 def test_weights_of_another_model_are_refused_in_a_few_lines_with_the_fix(tmp_path):
