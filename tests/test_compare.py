@@ -69,3 +69,26 @@ def test_a_damaged_metrics_json_of_a_data_folder_names_the_folder_to_evaluate_ag
     assert str(raised.value) == (
         f"{path} has no number for macro_f1: it was edited by hand or written by another version of imgclf. "
         f"Evaluate again with `imgclf evaluate {copy.path} --data {photos}`.")
+
+
+def test_run_names_show_as_text_in_comparison_md_whatever_markdown_they_hold(runs, tmp_path):
+    import html
+
+    import imgclf
+
+    markdown_it = pytest.importorskip("markdown_it")
+    three, _ = runs
+    names = ["a|b<img src=x onerror=alert(1)>", "_x_ *y* `z` ~~s~~ [l](javascript:alert(1)) &amp; \\*", "small_cnn"]
+    for name in names:
+        _copy(three, tmp_path / name)
+    imgclf.compare([tmp_path / name for name in names], out=tmp_path / "cmp")
+    text = (tmp_path / "cmp" / "comparison.md").read_text(encoding="utf-8")
+    assert text.splitlines()[0] == ("| | a\\|b&lt;img src=x onerror=alert(1)&gt; | \\_x\\_ \\*y\\* \\`z\\` \\~\\~s\\~\\~ "
+                                    "[l]\\(javascript:alert(1)) &amp;amp; \\\\\\\\\\* | small_cnn |")
+    # As a Markdown viewer that passes HTML through shows it: the names as text, no element made of them.
+    page = markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(text)
+    head = page[page.index("<thead>"):page.index("</thead>")]
+    assert head.count("<th>") == 4
+    assert [tag for tag in ("<img", "<em>", "<strong>", "<code>", "<s>", "<a ") if tag in head] == []
+    shown = [html.unescape(cell[:cell.index("</th>")]) for cell in head.split("<th>")[2:]]
+    assert shown == [names[0], names[1].replace("\\", "\\\\"), "small_cnn"]  # run names are shown escaped

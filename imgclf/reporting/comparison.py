@@ -13,6 +13,7 @@ import dataclasses
 import html
 import io
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +21,31 @@ from ..evaluation import read_metrics
 from ..files import escape_name, read_json, write_text
 from ..runs import RunDir
 from .page import _POLICY, _STYLE, evaluation_folders
+
+
+# What Markdown would read as markup in a table cell: HTML, emphasis, code, strikethrough, links, column breaks.
+_MARKUP = re.compile(r"_+|\]\(|[\\*`~|&<>\r\n]")
+_ESCAPED = {"](": "]\\(", "\\": "\\\\", "*": "\\*", "`": "\\`", "~": "\\~", "|": "\\|", "&": "&amp;", "<": "&lt;",
+            ">": "&gt;", "\r": " ", "\n": " "}
+
+
+def _markdown_cell(text: str) -> str:
+    """`text` as a Markdown table cell that shows it as it is, on one line.
+
+    Example:
+
+    >>> print(_markdown_cell("a|b <img> *new* small_cnn _x_"))
+    a\\|b &lt;img&gt; \\*new\\* small_cnn \\_x\\_
+    """
+    def escaped(match: re.Match) -> str:
+        markup = match.group(0)
+        if markup[0] != "_":
+            return _ESCAPED[markup]
+        before, after = text[match.start() - 1:match.start()], text[match.end():match.end() + 1]
+        # Underscores inside a word (small_cnn) never start or end emphasis: they stay as they are.
+        return markup if before.isalnum() and after.isalnum() else "\\_" * len(markup)
+
+    return _MARKUP.sub(escaped, text)
 
 
 @dataclasses.dataclass
@@ -41,9 +67,7 @@ class Comparison:
 
     def markdown(self) -> str:
         """The table in Markdown; rows whose values differ are in bold and marked `≠`."""
-        def cell(text: str) -> str:
-            return text.replace("|", "\\|").replace("\n", " ")
-
+        cell = _markdown_cell
         lines = ["| | " + " | ".join(cell(r) for r in self.runs) + " |", "|---|" + "---|" * len(self.runs)]
         for section, name, values in self.rows:
             if self.differs(values):
