@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import platform
 import re
@@ -112,9 +111,13 @@ def main(argv=None) -> int:
         parser.error(f"--test is the fraction of the images held out for testing, from 0 to below 1. Received: {args.test}")
 
     import imgclf
+    from imgclf.files import write_json
     from imgclf.manifest import interrupted_build
 
     dataset = Path(args.data).name
+    chosen = [STEPS[i - 1] for i in args.steps] if args.steps else STEPS
+    runs = [Path(args.out) / dataset / f"{STEPS.index(step) + 1}" for step in chosen]
+    check_targets(parser, args, runs)
     interrupted = interrupted_build(args.data)
     if interrupted:
         parser.error(interrupted)
@@ -135,25 +138,55 @@ def main(argv=None) -> int:
     if not manifest.split("test"):
         parser.error(f"{args.data} has no test images, and the experiments report test error: give a folder with "
                      "test/ images or a --test fraction above 0 (classes need at least 3 images each).")
-    chosen = [STEPS[i - 1] for i in args.steps] if args.steps else STEPS
     rows = []
-    for number, step in enumerate(chosen, 1):
-        row = run_step(manifest, step, Path(args.out) / dataset / f"{STEPS.index(step) + 1}", test=args.test,
-                       seed=args.seed)
+    for number, (step, run) in enumerate(zip(chosen, runs), 1):
+        row = run_step(manifest, step, run, test=args.test, seed=args.seed)
         rows.append(row)
         print(f"[{number}/{len(chosen)}] {row['step']}: test error {row['test_error']:.2f}% "
               f"({row['seconds_per_epoch']} s/epoch)", file=sys.stderr, flush=True)
+        if args.json:  # after every step, so that a stopped sequence keeps the rows it finished
+            write_json(args.json, record(dataset, args.data, manifest, rows))
     print(markdown(rows, dataset))
-    if args.json:
-        import tensorflow as tf
-
-        record = {"dataset": dataset, "data": str(args.data), "train_images": len(manifest.split("train")),
-                  "test_images": rows[0]["test_images"] if rows else 0, "rows": rows,
-                  "host": {"python": platform.python_version(), "tensorflow": tf.__version__,
-                           "cpus": os.cpu_count(), "machine": platform.machine()}}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     return 0
+
+
+def check_targets(parser: argparse.ArgumentParser, args, runs: list[Path]) -> None:
+    """Refuses, before any training, a `--json` or `--out` that the sequence could not write to."""
+    from imgclf.files import check_file_target, check_folder_target, is_inside
+    from imgclf.runs import RunDir, RunError
+
+    if args.json:
+        try:
+            check_file_target(args.json)
+        except IsADirectoryError:
+            parser.error(f"--json {args.json} is a folder. Pass the path of a file for the rows, e.g. "
+                         f"{Path(args.json) / 'course_experiments.json'}.")
+        except NotADirectoryError as error:
+            parser.error(f"--json {args.json} cannot be written: {error.filename} is a file, not a folder. "
+                         "Choose another path.")
+    try:
+        check_folder_target(args.out)
+    except NotADirectoryError as error:
+        parser.error(f"--out {args.out} cannot hold the runs: {error.filename} is a file, not a folder. "
+                     "Choose another --out.")
+    if os.path.isdir(args.data) and is_inside(args.out, args.data):
+        parser.error(f"--out {args.out} is inside the dataset {args.data}: the next scan would read the runs as a "
+                     "class. Choose an --out outside it, e.g. runs/course.")
+    for run in runs:
+        try:
+            RunDir(run).check_start(overwrite=True)
+        except RunError as error:
+            parser.error(str(error))
+
+
+def record(dataset: str, data, manifest, rows: list[dict]) -> dict:
+    """The JSON record of the rows, with the dataset's size and the host they were measured on."""
+    import tensorflow as tf
+
+    return {"dataset": dataset, "data": str(data), "train_images": len(manifest.split("train")),
+            "test_images": rows[0]["test_images"] if rows else 0, "rows": rows,
+            "host": {"python": platform.python_version(), "tensorflow": tf.__version__, "cpus": os.cpu_count(),
+                     "machine": platform.machine()}}
 
 
 if __name__ == "__main__":

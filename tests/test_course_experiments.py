@@ -63,3 +63,22 @@ def test_a_presplit_folder_whose_test_folder_is_empty_is_refused(tmp_path, capsy
     assert (f"{data / 'test'} holds no usable images, so the test error would be measured on images carved out of "
             "train/ instead of the folder's own test split") in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("target, named", [
+    (["--json", "{tmp}/jsondir"], "--json {tmp}/jsondir is a folder. Pass the path of a file for the rows"),
+    (["--json", "{tmp}/notes.txt/rows.json"], "cannot be written: {tmp}/notes.txt is a file, not a folder"),
+    (["--out", "{tmp}/notes.txt"], "--out {tmp}/notes.txt cannot hold the runs: {tmp}/notes.txt is a file"),
+    (["--out", "{tmp}/data/runs"], "--out {tmp}/data/runs is inside the dataset {tmp}/data: the next scan"),
+])
+def test_a_json_or_out_that_cannot_be_written_is_refused_before_training(tmp_path, capsys, target, named):
+    data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
+    (tmp_path / "jsondir").mkdir()
+    (tmp_path / "notes.txt").write_text("notes")
+    arguments = ["--out", str(tmp_path / "runs"), "--steps", "1"] + [a.format(tmp=tmp_path) for a in target]
+    with pytest.raises(SystemExit) as exit_info:
+        course_experiments.main([str(data), *arguments])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and named.format(tmp=tmp_path) in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists() and not (data / "runs").exists()
+    assert (tmp_path / "notes.txt").read_text() == "notes"
