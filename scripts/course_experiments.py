@@ -65,7 +65,7 @@ STEPS = [
 # The course's settings where imgclf's defaults differ.
 COURSE = {"epochs": 2, "batch_size": 32, "optimizer": "adam", "learning_rate": 0.001, "augment": "none",
           "schedule": "constant", "label_smoothing": 0.0, "val": 0.0}
-EPOCH_SECONDS = re.compile(r"^epoch \d+/\d+ .*, ([0-9.]+) s, [0-9,]+ images/s$")
+EPOCH_SECONDS = re.compile(r"^epoch \d+/\d+ .*, ([0-9.]+) s, [0-9.,]+ images/s$")
 
 
 def run_step(data, step: dict, out: Path, *, test: float, seed: int) -> dict:
