@@ -92,3 +92,53 @@ def test_run_names_show_as_text_in_comparison_md_whatever_markdown_they_hold(run
     assert [tag for tag in ("<img", "<em>", "<strong>", "<code>", "<s>", "<a ") if tag in head] == []
     shown = [html.unescape(cell[:cell.index("</th>")]) for cell in head.split("<th>")[2:]]
     assert shown == [names[0], names[1].replace("\\", "\\\\"), "small_cnn"]  # run names are shown escaped
+
+
+def test_compare_notes_runs_of_other_classes_other_splits_and_a_run_given_twice(runs, tmp_path):
+    import imgclf
+
+    three, two = runs
+    comparison = imgclf.compare([three, two, three.path], out=tmp_path / "cmp", html=True)
+    assert comparison.runs == [str(three.path), str(two.path), str(three.path)]
+    table = {name: values for _, name, values in comparison.rows}
+    assert table["classes"] == ["3: circle, square, triangle", "2: circle, square", "3: circle, square, triangle"]
+    assert table["evaluated on"] == ["test (3 images)", "val (2 images)", "test (3 images)"]
+    notes = [
+        f"{three.path} is given 2 times: its columns are the same run.",
+        "The runs were trained on different classes (triangle not in every run; row classes): their error rates are "
+        "not measured on the same task.",
+        f"The error rates come from different evaluations (row evaluated on: test for {three.path}, {three.path}; val "
+        f"for {two.path}): evaluate the runs on the same split or folder, e.g. `imgclf evaluate RUN --split test`, to "
+        "compare them.",
+    ]
+    assert comparison.notes == notes
+    markdown = (tmp_path / "cmp" / "comparison.md").read_text(encoding="utf-8")
+    assert "| **classes** ≠ | **3: circle, square, triangle** | **2: circle, square** |" in markdown
+    assert markdown.endswith("".join(f"\nNote: {note}\n" for note in notes).replace("_", "\\_"))
+    page = (tmp_path / "cmp" / "comparison.html").read_text(encoding="utf-8")
+    assert page.count('<p class="note">Note: ') == 3 and "triangle not in every run" in page
+
+
+def test_runs_of_the_same_classes_evaluated_on_the_same_split_get_no_note(runs, tmp_path):
+    import imgclf
+
+    three, _ = runs
+    comparison = imgclf.compare([three, _copy(three, tmp_path / "again")])
+    assert comparison.notes == [] and "Note:" not in comparison.markdown()
+    table = {name: values for _, name, values in comparison.rows}
+    assert table["classes"] == ["3: circle, square, triangle"] * 2
+
+
+def test_the_classes_of_many_runs_are_told_apart_by_a_hash_where_their_names_would_not_fit(runs, tmp_path):
+    import imgclf
+
+    three, _ = runs
+    copies = [copy_of_run(three, tmp_path / name) for name in ("long", "longer")]
+    copies[0].write_classes([f"a_rather_long_class_name_{i}" for i in range(3)])
+    copies[1].write_classes([f"a_rather_long_class_name_{i}" for i in (0, 1, 3)])
+    comparison = imgclf.compare(copies)
+    [values] = [values for _, name, values in comparison.rows if name == "classes"]
+    assert [value[:8] for value in values] == ["3: sha1 "] * 2 and values[0] != values[1]
+    assert comparison.notes[0].startswith("The runs were trained on different classes (a_rather_long_class_name_2, "
+                                          "a_rather_long_class_name_3 not in every run; row classes)")
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import hashlib
 import html
 import io
 import os
@@ -48,6 +49,14 @@ def _markdown_cell(text: str) -> str:
     return _MARKUP.sub(escaped, text)
 
 
+def _markdown_text(text: str) -> str:
+    """`text` as Markdown that shows it as it is, but for its `code spans`, which stay code."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an odd number of backticks: no code spans to keep
+        return _markdown_cell(text)
+    return "`".join(part if i % 2 else _markdown_cell(part) for i, part in enumerate(parts))
+
+
 @dataclasses.dataclass
 class Comparison:
     """A table of runs (columns) by settings and results (rows).
@@ -56,10 +65,15 @@ class Comparison:
         runs: the run names, one column each.
         rows: `(section, name, values)` with one value per run, as text
             (`""` where a run lacks it).
+        notes: what to know before reading the table as a contest: runs
+            trained on different classes, error rates from different splits,
+            a run given twice. Shown below the
+            table in Markdown and HTML; `code` stays code.
     """
 
     runs: list[str]
     rows: list[tuple[str, str, list[str]]]
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def differs(self, values: list[str]) -> bool:
         """Whether a row's values are not all the same."""
@@ -74,6 +88,7 @@ class Comparison:
                 lines.append(f"| **{cell(name)}** ≠ | " + " | ".join(f"**{cell(v)}**" if v else "" for v in values) + " |")
             else:
                 lines.append(f"| {cell(name)} | " + " | ".join(cell(v) for v in values) + " |")
+        lines.extend(f"\nNote: {_markdown_text(note)}" for note in self.notes)
         return "\n".join(lines) + "\n"
 
     def csv_text(self) -> str:
@@ -96,12 +111,13 @@ class Comparison:
                 section_now = section
             marked = ' class="differs"' if self.differs(values) else ""
             body.append(f"<tr{marked}><th>{e(name)}</th>" + "".join(f"<td>{e(v)}</td>" for v in values) + "</tr>")
+        notes = "".join(f'<p class="note">Note: {e(note)}</p>' for note in self.notes)
         style = _STYLE + "tr.differs td,tr.differs th{background:#fff4d6}th.section{background:#e4e9f2}"
         return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
                 f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">'
                 f"<title>imgclf: {len(self.runs)} runs compared</title><style>{style}</style></head><body>"
                 f"<h1>{len(self.runs)} runs compared</h1><p class=\"muted\">Highlighted rows differ between runs.</p>"
-                f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></body></html>\n")
+                f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{notes}</body></html>\n")
 
     def save(self, folder, *, html: bool = False) -> list[Path]:
         """Writes `comparison.md`, `comparison.csv` and, with `html`, `comparison.html` into `folder`."""
@@ -161,6 +177,7 @@ def _column(run: RunDir) -> dict[tuple[str, str], str]:
         ("settings", "schedule"): _schedule(history, cfg.train.learning_rate),
         ("settings", "class weights"): "yes" if cfg.train.class_weight else "no",
         ("settings", "split seed, val, test"): f"{cfg.data.seed}, {cfg.data.val:g}, {cfg.data.test:g}",
+        ("settings", "classes"): _classes_value(_classes(run)),
         ("settings", "data hash"): (environment.get("data_hash") or "")[:12],
         ("results", "training time"): _training_time(run, environment),
     }
@@ -183,17 +200,65 @@ def _column(run: RunDir) -> dict[tuple[str, str], str]:
     return values
 
 
+def _classes(run: RunDir) -> list[str] | None:
+    """The run's class names, or `None` for a run without `classes.json`."""
+    return run.classes() if run.classes_path.exists() else None
+
+
+def _classes_value(classes: list[str] | None) -> str:
+    """The classes row: the count and the names, or a hash of the names where they would not fit in a cell."""
+    if classes is None:
+        return ""
+    names = ", ".join(escape_name(name) for name in sorted(classes))
+    if len(names) > 60:
+        names = "sha1 " + hashlib.sha1("\n".join(sorted(classes)).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{len(classes)}: {names}"
+
+
+def _notes(runs: list[RunDir], names: list[str]) -> list[str]:
+    """What makes the runs' numbers not comparable as they stand; see `Comparison.notes`."""
+    notes = []
+    given = collections.defaultdict(list)
+    for run, name in zip(runs, names):
+        given[os.path.realpath(run.path)].append(name)
+    for same in given.values():
+        if len(same) > 1:
+            shown = f" (as {', '.join(same)})" if len(set(same)) > 1 else ""
+            notes.append(f"{same[0]} is given {len(same)} times{shown}: its columns are the same run.")
+    classes = {name: set(found) for run, name in zip(runs, names) if (found := _classes(run)) is not None}
+    if len(set(map(frozenset, classes.values()))) > 1:
+        uneven = sorted(set.union(*classes.values()) - set.intersection(*classes.values()))
+        listed = ", ".join(escape_name(c) for c in uneven[:5]) + (f" and {len(uneven) - 5:,} more" if len(uneven) > 5
+                                                                  else "")
+        notes.append(f"The runs were trained on different classes ({listed} not in every run; row classes): their "
+                     "error rates are not measured on the same task.")
+    evaluated = collections.defaultdict(list)
+    for run, name in zip(runs, names):
+        folders = evaluation_folders(run)
+        if folders:
+            source = read_metrics(folders[0]).get("source")
+            evaluated[folders[0].name + (f" (folder {source})" if source else "")].append(name)
+    if len(evaluated) > 1:
+        notes.append("The error rates come from different evaluations (row evaluated on: "
+                     + "; ".join(f"{where} for {', '.join(evaluated[where])}" for where in evaluated)
+                     + "): evaluate the runs on the same split or folder, e.g. `imgclf evaluate RUN --split test`, "
+                     "to compare them.")
+    return notes
+
+
 def compare(runs, *, out=None, html: bool = False) -> Comparison:
     """Puts runs side by side: their key settings and their results, differences marked.
 
     Settings: model, weights, image size, augmentation, epochs, batch size,
     precision (the dtype policy training used), optimizer, schedule (the
     phases and their learning rates, from `history.csv`), class weights,
-    split and data hash. Results, from each
+    split, classes and data hash. Results, from each
     run's test evaluation (else its first): error rate with its 95% Wilson
     interval, macro F1, balanced accuracy, log loss, calibration error and
     training time. Two error rates whose intervals overlap may not differ
-    beyond chance.
+    beyond chance. Notes below the table say where the runs are not
+    comparable as they stand: different classes, error rates from different
+    splits or folders, a run given twice.
 
     Args:
         runs: run directories (paths or `RunDir`s), at least one; a single
@@ -224,7 +289,7 @@ def compare(runs, *, out=None, html: bool = False) -> Comparison:
     if len(set(names)) < len(names):  # runs/a/x and runs/b/x: name them by their full paths
         names = [escape_name(os.fspath(run.path)) for run in runs]
     comparison = Comparison(names, [(section, name, [c.get((section, name), "") for c in columns])
-                                    for section, name in keys])
+                                    for section, name in keys], _notes(runs, names))
     if out is not None:
         comparison.save(out, html=html)
     return comparison
