@@ -142,3 +142,15 @@ def test_the_classes_of_many_runs_are_told_apart_by_a_hash_where_their_names_wou
     assert comparison.notes[0].startswith("The runs were trained on different classes (a_rather_long_class_name_2, "
                                           "a_rather_long_class_name_3 not in every run; row classes)")
 
+
+def test_compare_says_that_a_runs_training_stopped_and_how_to_continue_it(runs, tmp_path, capsys):
+    from imgclf.cli import main
+
+    three, _ = runs
+    killed = copy_of_run(three, tmp_path / "killed")  # stopped while model.keras was written
+    killed.model_path.unlink()
+    assert main(["compare", str(three.path), str(killed.path), "--out", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out
+    assert "| **evaluated on** ≠ | **test (3 images)** | **not evaluated: its training stopped** |" in out
+    assert (f"\nNote: killed has no model.keras yet: its training stopped after epoch 1 of 1. Continue it with "
+            f"`imgclf train DATA --out {killed.path} --resume`, DATA being the folder it was trained on.\n") in out

@@ -67,7 +67,7 @@ class Comparison:
             (`""` where a run lacks it).
         notes: what to know before reading the table as a contest: runs
             trained on different classes, error rates from different splits,
-            a run given twice. Shown below the
+            a run given twice, a run whose training stopped. Shown below the
             table in Markdown and HTML; `code` stays code.
     """
 
@@ -195,6 +195,8 @@ def _column(run: RunDir) -> dict[tuple[str, str], str]:
             ("results", "calibration error (ECE)"): f"{metrics['expected_calibration_error']:.3f}"
             if "expected_calibration_error" in metrics else "",
         })
+    elif run.unfinished():
+        values[("results", "evaluated on")] = "not evaluated: its training stopped"
     else:
         values[("results", "evaluated on")] = "not evaluated (imgclf evaluate)"
     return values
@@ -243,6 +245,10 @@ def _notes(runs: list[RunDir], names: list[str]) -> list[str]:
                      + "; ".join(f"{where} for {', '.join(evaluated[where])}" for where in evaluated)
                      + "): evaluate the runs on the same split or folder, e.g. `imgclf evaluate RUN --split test`, "
                      "to compare them.")
+    for run, name in zip(runs, names):
+        stopped = run.unfinished()
+        if stopped:
+            notes.append(f"{name} has no model.keras yet: {stopped}")
     return notes
 
 
@@ -258,7 +264,7 @@ def compare(runs, *, out=None, html: bool = False) -> Comparison:
     training time. Two error rates whose intervals overlap may not differ
     beyond chance. Notes below the table say where the runs are not
     comparable as they stand: different classes, error rates from different
-    splits or folders, a run given twice.
+    splits or folders, a run given twice, a run whose training stopped.
 
     Args:
         runs: run directories (paths or `RunDir`s), at least one; a single
