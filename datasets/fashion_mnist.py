@@ -28,6 +28,9 @@ Where the IDX files come from, in order:
 3. A download of the official files into the cache folder, unless
    `--no-download` is given.
 
+Every file is checked against the SHA-256 of the published files' content
+(`CHECKSUMS`); a download that does not match is never kept in the cache.
+
 Example:
 
 ```
@@ -41,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
+import hashlib
 import math
 import os
 import re
@@ -67,10 +71,21 @@ FILES = {
 }
 DEFAULT_SOURCE = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_CACHE = Path("~/.cache/imgclf/fashion-mnist")
+# HTTPS first; the official site serves plain HTTP only, which the checksums make safe to use.
 MIRRORS = (
-    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
 )
+# SHA-256 of each file's content once uncompressed. The published .gz files (MD5 in the project's README:
+# train-images 8d4fb7e6c68d591d4c3dfef9ec88bf0d, train-labels 25c81989df183df01b3e8a0aad5dffbe, t10k-images
+# bef4ecab320f06d8554ea6380940ec79, t10k-labels bb300cfdad3c16e7a12a480ee83cd310) and Debian's copies, gzipped
+# again without the file name, hold these same bytes; so does a plain, uncompressed file.
+CHECKSUMS = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
 DOWNLOAD_TIMEOUT = 15.0
 RECIPE = "fashion_mnist"
 
@@ -79,13 +94,13 @@ _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 
 _IDX_NAME = re.compile(r"^(train|t10k)-(images|labels)[.-]idx[13]-ubyte(\.gz)?$", re.IGNORECASE)
 _CHUNK = 500
 
-__all__ = ["CLASSES", "DEFAULT_CACHE", "DEFAULT_SOURCE", "build", "find_idx_files", "load", "locate", "main", "read_idx"]
+__all__ = ["CHECKSUMS", "CLASSES", "DEFAULT_CACHE", "DEFAULT_SOURCE", "build", "find_idx_files", "load", "locate", "main", "read_idx"]
 
 
 # Reading IDX -------------------------------------------------------------------
 
 
-def read_idx(path) -> np.ndarray:
+def read_idx(path, *, sha256: str | None = None) -> np.ndarray:
     """Reads an IDX file (the MNIST format), gzipped or plain.
 
     The header is big-endian: two zero bytes, a type code (0x08 for uint8),
@@ -95,21 +110,41 @@ def read_idx(path) -> np.ndarray:
 
     Args:
         path: the file.
+        sha256: the SHA-256 (hex) the content must have once uncompressed,
+            e.g. `CHECKSUMS["t10k-labels-idx1-ubyte"]`. Defaults to `None`:
+            not checked.
 
     Returns:
         A numpy array shaped by the header's dimensions, in native byte order.
 
     Raises:
-        ValueError: the file is no IDX file, or its size does not match its header.
+        ValueError: the file is no IDX file, its size does not match its
+            header, or its content does not have the SHA-256 `sha256`.
     """
     path = Path(path)
+    data = _uncompressed(path)
+    found = hashlib.sha256(data).hexdigest() if sha256 is not None else None
+    if found != sha256:
+        raise ValueError(
+            f"{path} is not the published Fashion-MNIST file: the SHA-256 of its content is {found}, not {sha256}. "
+            f"It is damaged, or another dataset's. Delete it and fetch it again (--source DIR with the official "
+            f"files, or a download into the cache)."
+        )
+    return _parse_idx(path, data)
+
+
+def _uncompressed(path: Path) -> bytes:
+    """The bytes of `path`, gunzipped if they start with gzip's magic bytes."""
     with open(path, "rb") as handle:
         gzipped = handle.read(2) == b"\x1f\x8b"
     try:
         with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as handle:
-            data = handle.read()
+            return handle.read()
     except (OSError, EOFError) as error:
         raise ValueError(f"{path} cannot be read as {'gzip' if gzipped else 'a file'}: {error}. Delete it and fetch it again.") from error
+
+
+def _parse_idx(path: Path, data: bytes) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES or data[3] == 0:
         raise ValueError(f"{path} is not an IDX file (header bytes {data[:4].hex() or 'missing'}). Expected a file like train-images-idx3-ubyte.")
     ndim = data[3]
@@ -197,7 +232,11 @@ def _download(cache: Path, *, mirrors, timeout: float, log) -> list[str]:
                 log(f"downloading {url}")
                 with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as handle:
                     shutil.copyfileobj(response, handle, 1 << 20)
-                read_idx(tmp)  # a truncated or wrong file fails here
+                found = hashlib.sha256(_uncompressed(tmp)).hexdigest()  # a truncated gzip fails here
+                if found != CHECKSUMS[stem]:
+                    problems.append(f"{url}: not the published {name}, so it was not kept (the SHA-256 of its "
+                                    f"content is {found}, not {CHECKSUMS[stem]})")
+                    continue
                 os.replace(tmp, target)
                 break
             except Exception as error:  # any network or format problem: try the next mirror
@@ -222,8 +261,10 @@ def locate(source=None, *, cache=None, download: bool = True, mirrors=None, time
         download: download missing files into `cache` when neither folder
             has them all. Defaults to `True`.
         mirrors: base URLs tried in order for each file. Defaults to `None`:
-            `MIRRORS`, the official download site, then the project's
-            GitHub repository.
+            `MIRRORS`, the project's GitHub repository (HTTPS), then the
+            official download site (HTTP). A downloaded file whose content
+            does not match `CHECKSUMS` is not kept, and the next mirror is
+            tried.
         timeout: seconds a network request may stall. Defaults to `None`:
             `DOWNLOAD_TIMEOUT` (15).
         log: function called with progress messages. Defaults to `None`
@@ -293,7 +334,7 @@ def load(source=None, *, cache=None, download: bool = True, log=None) -> dict[st
 def _read_splits(files: dict[tuple[str, str], Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     data = {}
     for split, stem in SPLITS.items():
-        images, labels = read_idx(files[(stem, "images")]), read_idx(files[(stem, "labels")])
+        images, labels = (read_idx(files[(stem, kind)], sha256=CHECKSUMS[FILES[(stem, kind)]]) for kind in ("images", "labels"))
         where = f"{files[(stem, 'images')]} and {files[(stem, 'labels')]}"
         if images.ndim != 3 or labels.ndim != 1:
             raise ValueError(f"{where}: expected images shaped (n, height, width) and labels shaped (n,), received {images.shape} and {labels.shape}.")

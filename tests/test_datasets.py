@@ -344,9 +344,14 @@ def _write_idx(path: Path, array: np.ndarray, *, code: int = 0x08) -> Path:
     return path
 
 
+def _content_sha256(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha256(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).hexdigest()
+
+
 @pytest.fixture()
-def tiny_source(tmp_path):
-    """Tiny Fashion-MNIST IDX files: train gzipped in a subfolder, t10k plain."""
+def tiny_source(tmp_path, monkeypatch):
+    """Tiny Fashion-MNIST IDX files: train gzipped in a subfolder, t10k plain; `CHECKSUMS` are theirs."""
     rng = np.random.default_rng(0)
     source = tmp_path / "source"
     (source / "nested" / "deeper").mkdir(parents=True)
@@ -360,6 +365,9 @@ def tiny_source(tmp_path):
     images, labels = data["t10k"]
     _write_idx(source / "t10k-images-idx3-ubyte", images)
     _write_idx(source / "t10k-labels-idx1-ubyte", labels)
+    checksums = {path.name.removesuffix(".gz"): _content_sha256(path)
+                 for path in fashion_mnist.find_idx_files(source).values()}
+    monkeypatch.setattr(fashion_mnist, "CHECKSUMS", checksums)
     return source, data
 
 
@@ -476,3 +484,47 @@ def test_fashion_mnist_progress_bar_only_on_a_terminal(tiny_source, tmp_path, ca
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert fashion_mnist.main([str(tmp_path / "terminal"), "--source", str(source), "--no-download", "--workers", "1"]) == 0
     assert "writing PNGs" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not fashion_mnist.DEFAULT_SOURCE.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_checksums_match_the_files_of_debians_package():
+    files = fashion_mnist.find_idx_files(fashion_mnist.DEFAULT_SOURCE)
+    assert {path.name.removesuffix(".gz"): _content_sha256(path) for path in files.values()} == fashion_mnist.CHECKSUMS
+
+
+def test_fashion_mnist_downloads_over_https_first():
+    assert fashion_mnist.MIRRORS[0].startswith("https://")
+
+
+def test_a_download_that_fails_its_checksum_is_not_cached_and_is_named(tiny_source, tmp_path):
+    source, _ = tiny_source
+    wrong, right = tmp_path / "wrong", tmp_path / "right"
+    for mirror in (wrong, right):
+        mirror.mkdir()
+        for path in fashion_mnist.find_idx_files(source).values():
+            content = path.read_bytes()
+            if mirror == wrong and path.name.startswith("t10k-labels"):
+                content = content[:-1] + bytes([(content[-1] + 1) % 10])  # one label changed: still a valid IDX file
+            name = path.name if path.name.endswith(".gz") else path.name + ".gz"
+            (mirror / name).write_bytes(content if path.name.endswith(".gz") else gzip.compress(content))
+    cache = tmp_path / "cache"
+    with pytest.raises(FileNotFoundError) as error:
+        fashion_mnist.locate(tmp_path / "absent", cache=cache, mirrors=[wrong.as_uri() + "/"], timeout=2)
+    assert (f"{wrong.as_uri()}/t10k-labels-idx1-ubyte.gz: not the published t10k-labels-idx1-ubyte.gz, so it was "
+            "not kept (the SHA-256 of its content is ") in str(error.value)
+    assert "t10k-labels-idx1-ubyte.gz" not in os.listdir(cache)
+    found = fashion_mnist.locate(tmp_path / "absent", cache=cache, mirrors=[wrong.as_uri() + "/", right.as_uri() + "/"],
+                                 timeout=2)
+    assert (cache / "t10k-labels-idx1-ubyte.gz").read_bytes() == (right / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    assert fashion_mnist.load(tmp_path / "absent", cache=cache, download=False)["test"][1].tolist() == [9, 0, 0, 3, 5, 9, 1]
+    assert found[("t10k", "labels")] == cache / "t10k-labels-idx1-ubyte.gz"
+
+
+def test_a_source_file_that_fails_its_checksum_is_named_with_the_fix(tiny_source, tmp_path, capsys):
+    source, data = tiny_source
+    _write_idx(source / "t10k-labels-idx1-ubyte", np.array([9, 0, 0, 3, 5, 9, 2]))
+    assert fashion_mnist.main([str(tmp_path / "out"), "--source", str(source), "--no-download", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert (f"error: {source / 't10k-labels-idx1-ubyte'} is not the published Fashion-MNIST file: the SHA-256 of its "
+            "content is ") in err
+    assert "Delete it and fetch it again" in err and not (tmp_path / "out").exists()
