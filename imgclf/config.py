@@ -194,6 +194,8 @@ class ModelConfig:
             _check_fraction("dropout", self.dropout)
         _check(self.weights is None or (isinstance(self.weights, str) and self.weights.strip() not in ("", "run:")),
                "weights", self.weights, "imagenet, none, a .weights.h5 path or run:DIR")
+        if self.weights is not None and self.weights.startswith("run:"):  # "run: runs/large" names runs/large
+            object.__setattr__(self, "weights", "run:" + self.weights[len("run:"):].strip())
 
     @property
     def pretrained(self) -> bool:

@@ -103,3 +103,10 @@ def test_a_config_that_is_not_utf8_names_the_file(tmp_path):
     path.write_bytes("train:\n  epochs: 3 # caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"exp.yaml is not UTF-8 text .*Save it as UTF-8"):
         load_config(path)
+
+
+def test_spaces_after_run_are_dropped_from_the_weights(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("model:\n  weights: 'run:  runs/large '\n")
+    assert load_config(path).model.weights == "run:runs/large"
+    assert "weights: run:runs/large\n" in dump_config(load_config(path))
