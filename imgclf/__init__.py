@@ -114,7 +114,7 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     from .runs import RunDir
     from .pipeline import limits_of
     from .strategy import is_chief
-    from .training import check_choices, fit
+    from .training import check_choices, fit, with_absolute_paths
 
     _check_paths(data, out)
     if resume and overwrite:
@@ -127,11 +127,11 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
         config = Config.from_dict(config)
     elif not isinstance(config, Config):
         config = load_config(config)
-    cfg = with_options(config, **options)
+    cfg = with_absolute_paths(with_options(config, **options))
     # A YAML augmentation file is recorded with its hash: a resumed or repeated run refuses one edited since.
     cfg = dataclasses.replace(cfg, augment=pin_augment(cfg.augment))
-    check_choices(cfg)
     run = RunDir(out)
+    check_choices(cfg, resuming=resume and run.resumable)
     if resume and run.resumable and options.get("epochs") is None:
         # epochs from a config file, below what the run has trained since: the run's own count is meant
         done = read_json(run.checkpoints / "state.json")["epoch"] + 1

@@ -34,7 +34,8 @@ from .config import Config, ImageSpec, TrainConfig
 from .images import Severity
 from .manifest import Manifest, class_size_notes, describe_problems
 from .models import ModelChoice, build_model, choose_model, default_image_size
-from .models.backbones import check_weights, describe_weights, find_backbone_layer, get_backbone, set_trainable
+from .models.backbones import (absolute_weights, check_weights, describe_weights, find_backbone_layer, get_backbone,
+                               set_trainable)
 from .monitoring import ResumableEarlyStopping, ValidationMacroF1, choose_monitor, monitor_mode
 from .phases import TRAIN, Phase, plan_phases, resolve_phases
 from .parallel import default_workers
@@ -225,18 +226,31 @@ def _fine_tuned(cfg: Config) -> bool:
     return get_backbone(cfg.model.name) is not None and cfg.model.pretrained
 
 
-def check_choices(cfg: Config) -> None:
+def check_choices(cfg: Config, *, resuming: bool = False) -> None:
     """Raises for a model, weights or augmentation preset that cannot be used, before any image is read.
 
     ImageNet weights missing from the Keras cache are downloaded here; without
     network the error names the file and the folder to put it in.
+
+    Args:
+        cfg: the experiment.
+        resuming: the run continues from its checkpoint, which holds every
+            weight: the weights it started from are not looked at (the file
+            or run may have moved since). Defaults to `False`.
     """
     build_augment(cfg.augment)
     choice = choose_model(cfg.model)
     size = cfg.data.image_size or default_image_size(choice.config)
     backbone = get_backbone(choice.config.name)
-    if backbone and size:
+    if backbone and size and not resuming:
         check_weights(backbone, choice.config.weights, ImageSpec(size[0], size[1], 3))
+
+
+def with_absolute_paths(cfg: Config) -> Config:
+    """The config with the files it names (an augmentation YAML file, a weights file, `run:DIR`) as absolute paths,
+    as `config.yaml` records them: the run then resumes and repeats from any folder."""
+    augment = {"preset": os.path.abspath(cfg.augment.preset)} if is_augment_file(cfg.augment.preset) else {}
+    return cfg.replace(augment=augment, model={"weights": absolute_weights(cfg.model.weights)})
 
 
 def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, verbose="auto", progress: bool = True) -> RunDir:
@@ -643,9 +657,8 @@ _FIXED_ON_RESUME = {("train", "label_smoothing"), ("train", "mixed_precision"), 
 def _refuse_changed_settings(run: RunDir, cfg: Config) -> None:
     """Raises `RunError` if the data, model, augmentation, loss, optimizer, monitor, class weighting, sampler,
     precision or fine-tuning phase settings differ from the run's own."""
-    saved, new = run.config().to_dict(), cfg.to_dict()
-    if is_augment_file(saved["augment"]["preset"]):  # a run started before YAML paths were recorded absolute
-        saved["augment"]["preset"] = os.path.abspath(saved["augment"]["preset"])
+    # A run started before paths were recorded absolute: its relative ones are taken from the current folder.
+    saved, new = with_absolute_paths(run.config()).to_dict(), cfg.to_dict()
     for section in ("data", "model", "augment", "train"):
         for key, value in saved[section].items():
             fixed = (section, key) in _FIXED_ON_RESUME or (section != "train" and (section, key) not in _FREE_ON_RESUME)

@@ -1,5 +1,6 @@
 """Pretrained backbones: building, preprocessing, weights (ImageNet cache, files, runs) and unfreezing."""
 
+import csv
 import json
 import os
 import warnings
@@ -271,6 +272,42 @@ def test_resuming_with_other_phase_settings_is_refused_and_config_yaml_keeps_the
                                                        rf"started with {started}\. Resume without changing it"):
             imgclf.train(data, epochs=2, out=run.path, resume=True, **changed, **options)
     assert run.config_path.read_text() == saved
+
+
+@pytest.mark.slow
+def test_a_run_from_a_relative_run_dir_records_it_absolute_and_resumes_after_the_source_moved(tmp_path, monkeypatch):
+    data = make_class_folder(tmp_path / "data", per_class=4, size=32, classes=["circle", "square"])
+    options = dict(batch_size=8, verbose=0, progress=False)
+    monkeypatch.chdir(tmp_path)
+    imgclf.train(data, model="mobilenet_v3_small", weights="none", image_size=32, epochs=1, out="source", **options)
+    run = imgclf.train(data, weights="run:  source", epochs=1, out=tmp_path / "run", **options)  # spaces: a typo
+    assert run.config().model.weights == f"run:{tmp_path / 'source'}"
+    run.model_path.unlink()  # as a run killed after its first epoch leaves it
+    (tmp_path / "source").rename(tmp_path / "archived")
+    monkeypatch.chdir(tmp_path / "data")
+    # The checkpoint holds every weight: the run resumes, from another folder, without its source.
+    resumed = imgclf.train(tmp_path / "data", epochs=2, out=tmp_path / "run", resume=True, **options)
+    with open(resumed.history_path) as handle:
+        assert [row["phase"] for row in csv.DictReader(handle)] == ["head", "fine_tune"]
+    with pytest.raises(WeightsError, match=f"--weights run:{tmp_path / 'source'}: Run directory not found"):
+        imgclf.train(tmp_path / "data", config=run.config_path, epochs=1, out=tmp_path / "again", **options)
+
+
+def test_a_relative_weights_file_is_recorded_absolute_and_an_older_relative_record_resumes(tmp_path, monkeypatch):
+    data = make_class_folder(tmp_path / "data", per_class=4, size=32, classes=["circle", "square"])
+    (tmp_path / "wt").mkdir()
+    calibrated_weights(get_backbone("mobilenet_v3_small"), ImageSpec(32, 32, 3), tmp_path / "wt" / "b.weights.h5")
+    options = dict(model="mobilenet_v3_small", batch_size=8, verbose=0, progress=False)
+    monkeypatch.chdir(tmp_path)
+    run = imgclf.train(data, weights="wt/b.weights.h5", epochs=1, out="run", **options)
+    text = run.config_path.read_text()
+    assert f"weights: {tmp_path / 'wt' / 'b.weights.h5'}" in text
+    run.model_path.unlink()
+    run.config_path.write_text(text.replace(str(tmp_path / "wt" / "b.weights.h5"), "wt/b.weights.h5"))  # as before
+    resumed = imgclf.train(data, epochs=2, out="run", resume=True, **options)
+    assert resumed.config().model.weights == str(tmp_path / "wt" / "b.weights.h5")
+    with open(resumed.history_path) as handle:
+        assert len(list(csv.DictReader(handle))) == 2
 
 
 def test_weights_of_another_model_are_refused_in_a_few_lines_with_the_fix(tmp_path):

@@ -339,6 +339,21 @@ def check_weights(backbone: Backbone, weights: str | None, spec: ImageSpec) -> N
         _weights_file(weights)
 
 
+def absolute_weights(weights: str | None) -> str | None:
+    """`weights` with the path of a weights file or of `run:DIR` made absolute; other values unchanged.
+
+    Example:
+
+    >>> absolute_weights("run:runs/large")  # run in /home/me
+    'run:/home/me/runs/large'
+    """
+    if weights in (None, "none", "imagenet"):
+        return weights
+    if weights.startswith("run:"):
+        return "run:" + os.path.abspath(os.path.expanduser(weights[len("run:"):]))
+    return os.path.abspath(os.path.expanduser(weights))
+
+
 def run_image_size(weights: str | None) -> tuple[int, int] | None:
     """The image size of the run that `weights="run:DIR"` names, else `None`."""
     if not (weights or "").startswith("run:"):
