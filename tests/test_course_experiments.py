@@ -82,3 +82,11 @@ def test_a_json_or_out_that_cannot_be_written_is_refused_before_training(tmp_pat
     assert exit_info.value.code == 2 and named.format(tmp=tmp_path) in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists() and not (data / "runs").exists()
     assert (tmp_path / "notes.txt").read_text() == "notes"
+
+
+@pytest.mark.parametrize("line, seconds", [
+    ("epoch 1/2 (train): loss 0.6539 accuracy 0.6250 lr 0.001, 1.6 s, 5.1 images/s", 1.6),  # under 10 images/s
+    ("epoch 2/2 (train): loss 0.5530 accuracy 0.8750 lr 0.0005, 0.1 s, 1,204 images/s", 0.1),
+])
+def test_every_epoch_line_counts_as_an_epoch(line, seconds):
+    assert float(course_experiments.EPOCH_SECONDS.match(line).group(1)) == seconds
