@@ -398,6 +398,7 @@ def _interrupted(args) -> int:
 def cmd_evaluate(args) -> int:
     import imgclf
     from .files import escape_name
+    from .manifest import _printable as shown  # a class name as `imgclf scan` prints it: `new\nline`, `\u202eevil`
 
     evaluation = imgclf.evaluate(args.run, args.split, data=args.data)
     written = imgclf.report(args.run, evaluation, html=not args.no_report)
@@ -409,10 +410,10 @@ def cmd_evaluate(args) -> int:
     print(f"balanced accuracy {metrics['balanced_accuracy']:.2%}, macro F1 {metrics['macro_f1']:.3f}, "
           f"log loss {metrics['log_loss']:.3f}, calibration error (ECE) {metrics['expected_calibration_error']:.3f}")
     worst = sorted((row for row in evaluation.per_class if row["error_rate"] is not None), key=lambda row: -row["error_rate"])[:5]
-    print("highest error rates: " + ", ".join(f"{row['class']} {row['error_rate']:.1%}" for row in worst))
+    print("highest error rates: " + ", ".join(f"{shown(row['class'])} {row['error_rate']:.1%}" for row in worst))
     pairs = evaluation.most_confused(5)
     if pairs:
-        print("most confused (true → predicted): " + ", ".join(f"{t} → {p} ({n})" for t, p, n in pairs))
+        print("most confused (true → predicted): " + ", ".join(f"{shown(t)} → {shown(p)} ({n})" for t, p, n in pairs))
     if evaluation.changed:
         print(f"note: {len(evaluation.changed):,} file(s) of the split changed since the run was trained (e.g. "
               f"{escape_name(evaluation.changed[0])}): evaluated as they are now")

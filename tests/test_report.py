@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CLASS_STYLES, REPO, make_class_folder
+from conftest import CLASS_STYLES, REPO, copy_of_run, make_class_folder
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 # Screenshots of the page, kept after the run (build/ is ignored by git).
@@ -234,7 +235,8 @@ def test_a_long_class_name_is_cut_on_the_confusion_matrix_axes():
     figure = confusion_matrix_figure(_evaluation_of(3, name_length=200))
     try:
         labels = [t.get_text() for t in figure.axes[0].get_yticklabels() if t.get_text()]
-        assert labels[0] == "class_000_" + "x" * 21 + "…"  # 32 characters: the matrix keeps its room
+        # 32 characters, the middle cut: the matrix keeps its room; isolated (U+2068 ... U+2069) from the text around
+        assert labels[0] == "\u2068class_000_xxxxx…" + "x" * 16 + "\u2069"
     finally:
         plt.close(figure)
 
@@ -348,3 +350,255 @@ def test_an_evaluation_of_another_run_is_refused(reported_run, tmp_path):
         imgclf.report(run, other_evaluation)
     assert sorted(p.name for p in run.eval_dir("train").iterdir()) == pictures
     assert imgclf.report(run, evaluation)[-1].name == "report.html"
+
+
+# Class names that are long, right-to-left or hold control characters ----------------------------------------------
+
+PLATE = "escherichia_coli_k12_substrain_mg1655_colony_morphology_plate_{}"
+RIGHT_TO_LEFT = "\u202eevil.exe"  # a right-to-left override: shown as "exe.live" unless isolated
+HEBREW = "שלום עולם"
+TAB = "tab\there"
+AWKWARD = {PLATE.format(1): "circle", PLATE.format(2): "square", RIGHT_TO_LEFT: "triangle", HEBREW: "circle",
+           TAB: "square"}
+
+
+@pytest.fixture(scope="module")
+def awkward_run(tmp_path_factory):
+    """An untrained MLP on classes with long, right-to-left and tab-holding names, evaluated by `imgclf evaluate`;
+    returns the run and what the command printed."""
+    import contextlib
+    import io
+
+    import imgclf
+    from imgclf.cli import main
+
+    root = tmp_path_factory.mktemp("awkward")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
+        for name, style in AWKWARD.items():
+            patch.setitem(CLASS_STYLES, name, CLASS_STYLES[style])
+        for seed, name in enumerate(AWKWARD):  # a seed each: classes drawn alike must not share identical files
+            make_class_folder(root / "data", per_class=6, classes=[name], seed=seed)
+        data = root / "data"
+        run = imgclf.train(data, model="mlp", hidden=(8,), epochs=1, learning_rate=1e-9, batch_size=8,
+                           out=root / "run", verbose=0, progress=False)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert main(["evaluate", str(run.path), "--split", "train"]) == 0
+    return run, printed.getvalue()
+
+
+def test_evaluate_prints_control_and_bidi_characters_of_class_names_escaped(awkward_run):
+    _, printed = awkward_run
+    line = next(line for line in printed.splitlines() if line.startswith("highest error rates: "))
+    assert "tab\\there" in line and "\\u202eevil.exe" in line  # as `imgclf scan` prints them
+    assert "\t" not in printed and "\u202e" not in printed
+
+
+def _evaluation_with_gallery(classes, y_true, y_pred):
+    """An evaluation whose every mistake is in the gallery, with blank pixels."""
+    from imgclf.evaluation import evaluate_predictions
+
+    probabilities = np.full((len(y_true), len(classes)), 0.1 / (len(classes) - 1))
+    probabilities[np.arange(len(y_true)), y_pred] = 0.9
+    evaluation = evaluate_predictions(np.array(y_true), probabilities, classes)
+    evaluation.gallery = [{"index": i, "image": np.zeros((8, 8, 3), np.uint8), "heatmap": None}
+                          for i in range(len(y_true)) if y_true[i] != y_pred[i]]
+    return evaluation
+
+
+def _gallery_captions(evaluation) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    from imgclf.reporting.figures import gallery_figure
+
+    figure = gallery_figure(evaluation)
+    try:
+        return [ax.get_title(loc="left") for ax in figure.axes if ax.get_title(loc="left")]
+    finally:
+        plt.close(figure)
+
+
+@pytest.mark.parametrize("classes", [
+    [PLATE.format(i) for i in range(1, 5)],  # they share a long start
+    [f"{'a' * 30}_{i}_{'b' * 30}" for i in range(4)],  # they share a long start and a long end
+], ids=["same-start", "same-start-and-end"])
+def test_class_names_that_look_alike_keep_distinct_labels_in_the_figures(classes):
+    import matplotlib.pyplot as plt
+
+    from imgclf.reporting import confusion_matrix_figure
+
+    evaluation = _evaluation_with_gallery(classes, [0, 1, 2, 3], [1, 2, 3, 0])
+    figure = confusion_matrix_figure(evaluation)
+    try:
+        labels = [t.get_text() for t in figure.axes[0].get_yticklabels() if t.get_text()]
+    finally:
+        plt.close(figure)
+    assert len(set(labels)) == 4 and all(len(label) <= 32 + 2 for label in labels)
+    captions = _gallery_captions(evaluation)
+    trues = [caption.split("\n")[0] for caption in captions]
+    assert len(set(trues)) == 4, trues
+    if classes[0].startswith("escherichia"):
+        assert labels[2] == "\u2068escherichia_col…rphology_plate_3\u2069"
+        assert trues[2] == "#3 true \u2068escherichia…logy_plate_3\u2069"
+
+
+def test_figure_captions_escape_control_characters_and_isolate_right_to_left_names():
+    evaluation = _evaluation_with_gallery(["circle", RIGHT_TO_LEFT, HEBREW, TAB], [0, 0, 0], [1, 2, 3])
+    captions = _gallery_captions(evaluation)
+    # The confidence stays after the name: U+2068 ... U+2069 keeps the name's direction inside it.
+    assert captions[0] == "#1 true \u2068circle\u2069\npredicted \u2068\\u202eevil.exe\u2069 90%"
+    assert captions[1].endswith(f"predicted \u2068{HEBREW}\u2069 90%")
+    assert captions[2].endswith("predicted \u2068tab\\there\u2069 90%")  # a tab would be drawn as a box
+
+
+def test_report_of_long_class_names_fits_the_window_and_isolates_names(awkward_run, browser):
+    run, _ = awkward_run
+    page = (run.path / "report.html").read_text(encoding="utf-8")
+    assert f"<bdi>{RIGHT_TO_LEFT}</bdi>" in page and f"<bdi>{HEBREW}</bdi>" in page
+    browser.get((run.path / "report.html").as_uri())
+    width = browser.execute_script("return window.innerWidth")
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+    for table in browser.execute_script("return Array.from(document.querySelectorAll('table'), t => t.scrollWidth)"):
+        assert table <= width
+    # The path column keeps room for a readable path, not five characters a line.
+    paths = browser.execute_script("return Array.from(document.querySelectorAll('td.path'), td => td.clientWidth)")
+    assert paths and min(paths) >= 200
+    # In the "top 3" cells, the percentage that follows a right-to-left name is drawn after (right of) it.
+    after = browser.execute_script("""
+        var found = [];
+        document.querySelectorAll('td.name bdi').forEach(function (bdi) {
+          var next = bdi.nextSibling;
+          if (!next || next.nodeType !== 3 || !/%/.test(next.data)) return;
+          var range = document.createRange();
+          range.setStart(next, next.data.indexOf('%'));
+          range.setEnd(next, next.data.indexOf('%') + 1);
+          var name = bdi.getBoundingClientRect(), percent = range.getBoundingClientRect();
+          if (Math.abs(percent.top - name.top) < 2) found.push([bdi.textContent, percent.left >= name.right - 1]);
+        });
+        return found;""")
+    assert any(name in (RIGHT_TO_LEFT, HEBREW) for name, _ in after), after
+    assert all(right for _, right in after), after
+
+
+def _copy_with_evaluation(run, folder: Path):
+    """A copy of a run with its evaluation of the train split (`copy_of_run` leaves eval/ out)."""
+    copy = copy_of_run(run, folder)
+    shutil.copytree(run.path / "eval" / "train", copy.path / "eval" / "train")
+    return copy
+
+
+def test_report_of_an_evaluation_stopped_part_way_says_so_and_states_nothing_false(reported_run, tmp_path):
+    from imgclf.reporting import write_report
+
+    run, _, _ = reported_run
+    copy = _copy_with_evaluation(run, tmp_path / "stopped")
+    folder = copy.path / "eval" / "train"
+    for path in folder.iterdir():
+        if path.name != "metrics.json":
+            path.unlink()  # killed right after metrics.json was written
+    page = write_report(copy).read_text(encoding="utf-8")
+    assert "This evaluation is incomplete</b>: confusion_matrix.csv, per_class.csv, most_confused.csv, " \
+           "misclassified.csv are missing beside metrics.json" in page
+    assert f"Run <code>imgclf evaluate {copy.path} --split train</code> again" in page
+    assert "No class was mistaken for another" not in page and "Confusion matrices" not in page
+    assert "(an incomplete evaluation, see below)" in page
+
+    # The new metrics.json of another folder beside the files of the evaluation before it
+    shutil.rmtree(folder)
+    shutil.copytree(run.path / "eval" / "train", folder)
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    metrics.update(images=metrics["images"] - 3, errors=0)
+    (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    page = write_report(copy).read_text(encoding="utf-8")
+    assert f"metrics.json counts {metrics['images']} images and 0 mistakes, but per_class.csv counts " \
+           f"{metrics['images'] + 3} images" in page
+    assert "No class was mistaken for another" not in page and "Per class" not in page
+
+
+def test_report_of_an_evaluation_without_its_pictures_says_how_to_draw_them(reported_run, tmp_path):
+    from imgclf.reporting import write_report
+
+    run, _, _ = reported_run
+    copy = _copy_with_evaluation(run, tmp_path / "numbers-only")
+    for path in (copy.path / "eval" / "train").glob("*.png"):
+        path.unlink()  # imgclf.evaluate without imgclf.report
+    page = write_report(copy).read_text(encoding="utf-8")
+    assert ("The pictures confusion_matrix.png, confusion_matrix_normalized.png, calibration.png are missing: "
+            f"<code>imgclf evaluate {copy.path} --split train</code> draws them.") in page
+    assert "Per class" in page and "This evaluation is incomplete" not in page
+
+
+def test_report_on_a_metrics_json_without_a_key_names_the_file_and_the_fix(reported_run, tmp_path, capsys):
+    from imgclf.cli import main
+
+    run, _, _ = reported_run
+    copy = _copy_with_evaluation(run, tmp_path / "edited")
+    metrics = copy.path / "eval" / "train" / "metrics.json"
+    metrics.write_text("{}", encoding="utf-8")
+    assert main(["report", str(copy.path)]) == 1
+    error = capsys.readouterr().err
+    assert error == (f"imgclf report: error: {metrics} lacks images, classes, accuracy, error_rate, errors (or holds "
+                     "no number there): it was edited by hand or written by another version of imgclf. Write it "
+                     f"again with `imgclf evaluate {copy.path} --split train`.\n")
+
+
+def test_report_shows_undefined_per_class_values_as_a_dash(reported_run, tmp_path):
+    import csv
+
+    from imgclf.reporting import write_report
+
+    run, _, _ = reported_run
+    copy = _copy_with_evaluation(run, tmp_path / "undefined")
+    folder = copy.path / "eval" / "train"
+    with open(folder / "per_class.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[0].update(precision="", recall="", f1="")  # a class never predicted and without images: undefined
+    with open(folder / "per_class.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    metrics.update(macro_f1=None, macro_precision=None)
+    (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    page = write_report(copy).read_text(encoding="utf-8")
+    assert '<div class="value">–</div><div class="label">macro F1</div>' in page
+    assert "<tr><td>macro precision</td><td>–</td></tr>" in page
+    row = re.search(r"<tr><td class=\"name\"><bdi>" + re.escape(html.escape(rows[0]["class"])) + r"</bdi></td>(.*?)</tr>",
+                    page).group(1)
+    assert row.startswith('<td class="num" data-sort="">–</td>' * 3)
+
+
+def test_report_redraws_training_curves_older_than_history_csv(reported_run, tmp_path):
+    import base64
+    import csv
+
+    from imgclf.reporting import write_report
+
+    run, _, _ = reported_run
+    copy = copy_of_run(run, tmp_path / "resumed")
+    curves = copy.path / "training_curves.png"
+    before = curves.read_bytes()
+    with open(copy.history_path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(copy.history_path, "a", newline="", encoding="utf-8") as handle:  # as `--resume` adds an epoch
+        csv.DictWriter(handle, fieldnames=list(rows[0])).writerow({**rows[-1], "epoch": len(rows)})
+    page = write_report(copy).read_text(encoding="utf-8")
+    assert "<p>2 epoch(s)" in page
+    assert curves.read_bytes() != before
+    embedded = re.search(r'<img src="data:image/png;base64,([^"]*)" alt="training curves">', page).group(1)
+    assert base64.b64decode(embedded) == curves.read_bytes()
+
+
+def test_report_of_a_run_whose_training_stopped_says_how_to_continue_it(reported_run, tmp_path):
+    from imgclf.reporting import write_report
+
+    run, _, _ = reported_run
+    copy = copy_of_run(run, tmp_path / "killed")
+    copy.model_path.unlink()
+    copy.checkpoints.mkdir(exist_ok=True)
+    (copy.checkpoints / "state.json").write_text(json.dumps({"epoch": 0}), encoding="utf-8")
+    page = write_report(copy).read_text(encoding="utf-8")
+    assert ("<b>This run has no model.keras yet</b>: its training stopped after epoch 1 of 1. Continue it with "
+            f"`imgclf train DATA --out {copy.path} --resume`, DATA being the folder it was trained on.") in page
+    assert "Not evaluated yet" not in page

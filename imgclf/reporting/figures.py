@@ -8,8 +8,10 @@ math mode.
 
 from __future__ import annotations
 
+import collections
 import csv
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import numpy as np
 
 from ..evaluation import Evaluation
 from ..files import atomic_path
+from ..manifest import _printable
 from ..runs import RunDir
 
 # Above this many classes the numbers no longer fit in the cells.
@@ -45,6 +48,42 @@ def _pyplot():
 def _plain(text: str) -> str:
     """`text` as matplotlib draws it literally (a `$` would otherwise start math mode)."""
     return str(text).replace("$", r"\$")
+
+
+def _names(classes, limit: int) -> list[str]:
+    """Class names as the figures draw them: control characters escaped (as `imgclf scan` prints them), cut to
+    `limit` characters by `_short_names`, `$` literal, and isolated (U+2068 ... U+2069) so that a right-to-left
+    name, or a right-to-left override in one, cannot reorder the text around it."""
+    return ["\u2068" + _plain(name) + "\u2069" for name in _short_names([_printable(c) for c in classes], limit)]
+
+
+def _short_names(names, limit: int) -> list[str]:
+    """`names` cut to at most `limit` characters each, and still told apart.
+
+    A long name loses its middle (`escherichia_col…_morphology_plate_3`),
+    since names that share a start (a species, a project) usually differ
+    at the end. Names that still look the same keep the part around their
+    first difference instead.
+    """
+    cut = [_cut_middle(name, limit) for name in names]
+    seen = collections.Counter(cut)
+    shown = []
+    for name, short in zip(names, cut):
+        twins = [other for other, same in zip(names, cut) if same == short and other != name] if seen[short] > 1 else []
+        if twins:
+            differs = max(len(os.path.commonprefix([name, other])) for other in twins)
+            width = limit - 2  # room between the two "…"
+            begin = min(max(differs - width // 2, 0), len(name) - width)
+            short = ("…" if begin else "") + name[begin:begin + width] + ("…" if begin + width < len(name) else "")
+        shown.append(short)
+    return shown
+
+
+def _cut_middle(name: str, limit: int) -> str:
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) // 2
+    return name[:head] + "…" + name[len(name) - (limit - 1 - head):]
 
 
 def _save(figure, path: Path) -> Path:
@@ -79,7 +118,7 @@ def confusion_matrix_figure(evaluation: Evaluation, *, normalized: bool = False)
     figure = plt.figure(figsize=(side + 2.0, side + 1.0))
     axes = figure.add_axes((1.0 / (side + 2.0), 0.5 / (side + 1.0), side / (side + 2.0), side / (side + 1.0)))
     # Long class names are cut, or they would push the matrix into a corner; per_class.csv has them whole.
-    display = ConfusionMatrixDisplay(matrix, display_labels=[_plain(_short(c, 32)) for c in evaluation.classes])
+    display = ConfusionMatrixDisplay(matrix, display_labels=_names(evaluation.classes, 32))
     display.plot(ax=axes, include_values=n <= _MAX_ANNOTATED_CLASSES, cmap="Blues", colorbar=False,
                  xticks_rotation="vertical", values_format=".2f" if normalized else "d")
     figure.colorbar(display.im_, ax=axes, fraction=0.04, pad=0.02)
@@ -183,18 +222,8 @@ def plot_calibration(evaluation: Evaluation, path) -> Path:
         plt.close(figure)
 
 
-def plot_gallery(evaluation: Evaluation, path) -> Path | None:
-    """Draws the highest-loss mistakes of `evaluation.gallery` as captioned thumbnails.
-
-    Each thumbnail is numbered in loss order (#1 is the worst), captioned with
-    the true class, the prediction and its confidence, and, for a
-    convolutional model, overlaid with its Grad-CAM heat map (left) beside
-    the plain image (right), so you see whether the model looked at the
-    object or at the background.
-
-    Returns:
-        The path written, or `None` when there are no mistakes to draw.
-    """
+def gallery_figure(evaluation: Evaluation):
+    """The highest-loss mistakes as a matplotlib figure (see `plot_gallery`); `None` when there are none."""
     if not evaluation.gallery:
         return None
     plt = _pyplot()
@@ -203,6 +232,7 @@ def plot_gallery(evaluation: Evaluation, path) -> Path | None:
     count = len(evaluation.gallery)
     columns = min(_GALLERY_COLUMNS, count)
     rows = math.ceil(count / columns)
+    names = _names(evaluation.classes, 24)
     figure, axes = plt.subplots(rows, columns * panels, squeeze=False,
                                 figsize=(columns * panels * _THUMBNAIL_INCHES * 0.62, rows * _THUMBNAIL_INCHES))
     for ax in axes.flat:
@@ -221,21 +251,34 @@ def plot_gallery(evaluation: Evaluation, path) -> Path | None:
                          interpolation="bilinear", vmin=0, vmax=1)
             axes[row, column * panels + 1].imshow(shown, cmap="gray" if grey else None, vmin=0, vmax=255,
                                                   interpolation="nearest")
-        caption = (f"#{k + 1} true {_short(evaluation.classes[evaluation.y_true[i]])}\n"
-                   f"predicted {_short(evaluation.classes[evaluation.y_pred[i]])} "
-                   f"{evaluation.probabilities[i, evaluation.y_pred[i]]:.0%}")
-        first.set_title(_plain(caption), fontsize=8, loc="left")
+        caption = (f"#{k + 1} true {names[evaluation.y_true[i]]}\n"
+                   f"predicted {names[evaluation.y_pred[i]]} {evaluation.probabilities[i, evaluation.y_pred[i]]:.0%}")
+        first.set_title(caption, fontsize=8, loc="left")
     what = "heat map: Grad-CAM of the predicted class" if heat else "no heat map: the model has no convolutions"
     figure.suptitle(_plain(f"{evaluation.split}: the {count} highest-loss mistakes ({what})"), fontsize=10)
     figure.tight_layout()
+    return figure
+
+
+def plot_gallery(evaluation: Evaluation, path) -> Path | None:
+    """Draws the highest-loss mistakes of `evaluation.gallery` as captioned thumbnails.
+
+    Each thumbnail is numbered in loss order (#1 is the worst), captioned with
+    the true class, the prediction and its confidence, and, for a
+    convolutional model, overlaid with its Grad-CAM heat map (left) beside
+    the plain image (right), so you see whether the model looked at the
+    object or at the background.
+
+    Returns:
+        The path written, or `None` when there are no mistakes to draw.
+    """
+    figure = gallery_figure(evaluation)
+    if figure is None:
+        return None
     try:
         return _save(figure, Path(path))
     finally:
-        plt.close(figure)
-
-
-def _short(name: str, limit: int = 24) -> str:
-    return name if len(name) <= limit else name[:limit - 1] + "…"
+        _pyplot().close(figure)
 
 
 def save_figures(run, evaluation: Evaluation) -> list[Path]:
@@ -271,4 +314,4 @@ def save_figures(run, evaluation: Evaluation) -> list[Path]:
 
 
 __all__ = ["confusion_matrix_layout", "confusion_matrix_figure", "plot_confusion_matrix", "plot_history",
-           "plot_calibration", "plot_gallery", "save_figures"]
+           "plot_calibration", "gallery_figure", "plot_gallery", "save_figures"]

@@ -33,6 +33,8 @@ _LEFT_OUT_ROWS = 50
 _STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1200px;padding:0 24px 48px;color:#1d2433}
 h1{font-size:24px;margin:24px 0 4px}h2{font-size:19px;margin:32px 0 8px;border-bottom:1px solid #d8dde6;padding-bottom:4px}
+h1,h2,nav,td.name{overflow-wrap:anywhere}td.path{min-width:18em}
+.warning{border-left:4px solid #c0392b;background:#fdf1ef;padding:6px 12px}
 h3{font-size:16px;margin:20px 0 6px}.muted{color:#5b6474}
 table{border-collapse:collapse;margin:6px 0 12px}th,td{border:1px solid #d8dde6;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f1f4f9}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -57,10 +59,11 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
       var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
       function key(row) {
         var cell = row.cells[column], value = cell.getAttribute("data-sort");
-        return value === null ? cell.textContent : parseFloat(value);
+        return value === null ? cell.textContent : value === "" ? null : parseFloat(value);
       }
       rows.sort(function (a, b) {
         var x = key(a), y = key(b);
+        if (x === null || y === null) return (x === null) - (y === null);  // a cell without a number goes last
         var order = (typeof x === "number" && typeof y === "number") ? x - y : String(x).localeCompare(String(y));
         return ascending ? order : -order;
       });
@@ -78,6 +81,16 @@ def _e(value) -> str:
     return html.escape(str(value), quote=True)
 
 
+class _Html(str):
+    """Text that is HTML already: `_table` puts it into its cell as it is."""
+
+
+def _name(value) -> str:
+    """A class name as HTML, isolated (`<bdi>`): a right-to-left name, or one holding a right-to-left override,
+    cannot reorder the text around it."""
+    return f"<bdi>{_e(value)}</bdi>"
+
+
 def _image(path: Path, alt: str) -> str:
     if not path.exists():
         return ""
@@ -92,20 +105,27 @@ def _figure(path: Path, alt: str, caption: str) -> str:
 
 def _number(value, digits: int = 4) -> str:
     if value in (None, ""):
-        return ""
+        return "–"  # undefined, e.g. the recall of a class without images
     number = float(value)
     return f"{int(number):,}" if number.is_integer() and abs(number) >= 1 else f"{number:.{digits}g}"
 
 
+# Columns that hold class names: isolated, and wrapped anywhere so a long name cannot widen the page.
+_NAME_COLUMNS = ("class", "true", "predicted", "top 3")
+
+
 def _table(header, rows, *, numeric=(), sortable: bool = False, table_id: str = "") -> str:
-    """An HTML table; columns named in `numeric` are right-aligned and sort by value."""
+    """An HTML table; columns named in `numeric` are right-aligned and sort by value, an empty one last."""
     head = "".join(f'<th class="num">{_e(h)}</th>' if h in numeric else f"<th>{_e(h)}</th>" for h in header)
     lines = []
     for row in rows:
         cells = []
         for name, value in zip(header, row):
-            if name in numeric and value not in (None, ""):
-                cells.append(f'<td class="num" data-sort="{float(value)!r}">{_e(_number(value))}</td>')
+            if name in numeric:
+                number = "" if value in (None, "") else repr(float(value))
+                cells.append(f'<td class="num" data-sort="{number}">{_e(_number(value))}</td>')
+            elif name in _NAME_COLUMNS:
+                cells.append(f'<td class="name">{value if isinstance(value, _Html) else _name(value)}</td>')
             elif name == "path":
                 cells.append(f'<td class="path">{_e(value)}</td>')
             else:
@@ -130,6 +150,66 @@ def evaluation_folders(run: RunDir) -> list[Path]:
     return sorted(folders, key=lambda p: (rank.get(p.name, len(rank)), p.name))
 
 
+# What the page needs from metrics.json, and the files an evaluation writes beside it (pictures apart).
+_REQUIRED_METRICS = ("images", "classes", "accuracy", "error_rate", "errors")
+_EVALUATION_FILES = ("confusion_matrix.csv", "per_class.csv", "most_confused.csv", "misclassified.csv")
+_PICTURES = ("confusion_matrix.png", "confusion_matrix_normalized.png", "calibration.png")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _evaluate_command(run: RunDir, folder: Path, metrics: dict) -> str:
+    """The command that writes `folder` again."""
+    command = f"imgclf evaluate {escape_name(str(run.path))}"
+    if isinstance(metrics.get("source"), str):
+        return f"{command} --data {metrics['source']}"
+    return f"{command} --split {folder.name}" if folder.name in _SPLIT_ORDER else f"{command} --data DATA"
+
+
+def _read_metrics(run: RunDir, folder: Path) -> dict:
+    """`folder/metrics.json`, checked for what the page shows.
+
+    Raises:
+        ValueError: naming the file, what it lacks and the command that writes it again.
+    """
+    path = folder / "metrics.json"
+    metrics = read_json(path)
+    if not isinstance(metrics, dict):
+        metrics, lacking = {}, ["everything: it holds no JSON object"]
+    else:
+        lacking = [key for key in _REQUIRED_METRICS if not _is_number(metrics.get(key))]
+        interval = metrics.get("error_rate_interval")
+        if interval is not None and not (isinstance(interval, dict) and _is_number(interval.get("low"))
+                                         and _is_number(interval.get("high"))):
+            lacking.append("error_rate_interval")
+    if lacking:
+        raise ValueError(f"{escape_name(str(path))} lacks {', '.join(lacking)} (or holds no number there): it was "
+                         "edited by hand or written by another version of imgclf. Write it again with "
+                         f"`{_evaluate_command(run, folder, metrics)}`.")
+    return metrics
+
+
+def _incomplete(folder: Path, metrics: dict) -> str | None:
+    """Why the files of an evaluation folder do not make one evaluation (one stopped part-way), or `None`."""
+    missing = [name for name in _EVALUATION_FILES if not (folder / name).exists()]
+    if missing:
+        return f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing beside metrics.json"
+    counted = sum(int(float(row.get("support") or 0)) for row in _read_csv(folder / "per_class.csv"))
+    mistakes = len(_read_csv(folder / "misclassified.csv"))
+    if counted != metrics["images"] or mistakes != metrics["errors"]:
+        return (f"metrics.json counts {metrics['images']:,} images and {metrics['errors']:,} mistakes, but "
+                f"per_class.csv counts {counted:,} images and misclassified.csv {mistakes:,} mistakes")
+    return None
+
+
+def _value(metrics: dict, key: str, form: str) -> str:
+    """`metrics[key]` formatted with `form`; "–" where it is undefined (null)."""
+    value = metrics.get(key)
+    return format(value, form) if _is_number(value) else "–"
+
+
 def _cards(metrics: dict) -> str:
     interval = metrics.get("error_rate_interval") or {}
     cards = [("error rate", f"{metrics['error_rate']:.2%}",
@@ -138,8 +218,7 @@ def _cards(metrics: dict) -> str:
     for key, label in (("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro F1"),
                        ("log_loss", "log loss"), ("expected_calibration_error", "calibration error (ECE)")):
         if key in metrics:
-            value = metrics[key]
-            cards.append((label, f"{value:.2%}" if key == "balanced_accuracy" else f"{value:.3f}", ""))
+            cards.append((label, _value(metrics, key, ".2%" if key == "balanced_accuracy" else ".3f"), ""))
     return '<div class="cards">' + "".join(
         f'<div class="card"><div class="value">{_e(v)}</div><div class="label">{_e(l)}</div>'
         f'<div class="label">{_e(note)}</div></div>' for l, v, note in cards) + "</div>"
@@ -153,18 +232,32 @@ def _metrics_table(metrics: dict) -> str:
     interval = metrics.get("error_rate_interval")
     if interval:
         rows.insert(2, ("error rate, 95% Wilson interval", f"{interval['low']:.4g} – {interval['high']:.4g}"))
-    return _table(["metric", "value"], ([name, _number(v) if isinstance(v, (int, float)) else v] for name, v in rows))
+    return _table(["metric", "value"], ([name, _number(v) if v is None or _is_number(v) else v] for name, v in rows))
 
 
-def _evaluation_section(folder: Path, anchor: str) -> str:
-    metrics = read_json(folder / "metrics.json")
+def _evaluation_section(run: RunDir, folder: Path, anchor: str) -> str:
+    metrics = _read_metrics(run, folder)
     name = folder.name
     parts = [f'<h2 id="{_e(anchor)}">Evaluation: {_e(name)}</h2>']
     source = f" of the folder {metrics['source']}" if metrics.get("source") else (f" of the {name} split")
     parts.append(f'<p class="muted">{metrics["images"]:,} images{_e(source)}, {metrics["classes"]} classes'
                  + (f"; {metrics['skipped_files']:,} file(s) skipped" if metrics.get("skipped_files") else "") + ".</p>")
+    again = _e(_evaluate_command(run, folder, metrics))
+    incomplete = _incomplete(folder, metrics)
+    if incomplete:
+        # Only metrics.json can be trusted: the tables and pictures would be missing or another evaluation's.
+        parts.append(f'<p class="warning"><b>This evaluation is incomplete</b>: {_e(incomplete)}, as when '
+                     f"<code>imgclf evaluate</code> is stopped part-way. Run <code>{again}</code> again for the "
+                     "confusion matrices, per-class table, mistakes and calibration.</p>")
+        parts.append(_cards(metrics))
+        parts.append(_metrics_table(metrics))
+        return "\n".join(parts)
     parts.append(_cards(metrics))
     parts.append(_metrics_table(metrics))
+    missing = [picture for picture in _PICTURES if not (folder / picture).exists()]
+    if missing:
+        parts.append(f'<p class="warning">The pictures {_e(", ".join(missing))} are missing: <code>{again}</code> '
+                     "draws them.</p>")
 
     parts.append("<h3>Confusion matrices</h3>")
     parts.append('<p class="muted">Rows are the true classes, columns the predictions; the normalised matrix divides '
@@ -176,7 +269,8 @@ def _evaluation_section(folder: Path, anchor: str) -> str:
 
     per_class = _read_csv(folder / "per_class.csv")
     if per_class:
-        parts.append("<h3>Per class</h3><p class=\"muted\">Click a column header to sort.</p>")
+        parts.append("<h3>Per class</h3><p class=\"muted\">Click a column header to sort; – marks a value that is "
+                     "undefined (the recall of a class without images, the precision of one never predicted).</p>")
         header = ["class", "precision", "recall", "f1", "support", "error_rate"]
         parts.append(_table(header, ([row[c] for c in header] for row in per_class),
                             numeric=header[1:], sortable=True, table_id=f"per-class-{anchor}"))
@@ -203,15 +297,15 @@ def _evaluation_section(folder: Path, anchor: str) -> str:
         shown = min(len(mistakes), GALLERY_SIZE)  # the gallery shows the first rows of misclassified.csv
         header = ["#", "path", "true", "predicted", "confidence", "loss", "top 3"]
         rows = ([k + 1, row["path"], row["true"], row["predicted"], row["confidence"], row["loss"],
-                 "; ".join(f"{row[f'top_{i}_class']} {float(row[f'top_{i}_probability']):.0%}"
-                           for i in (1, 2, 3) if row.get(f"top_{i}_class"))]
+                 _Html("; ".join(f"{_name(row[f'top_{i}_class'])} {float(row[f'top_{i}_probability']):.0%}"
+                                 for i in (1, 2, 3) if row.get(f"top_{i}_class")))]
                 for k, row in enumerate(mistakes[:shown]))
         parts.append(_table(header, rows, numeric=("#", "confidence", "loss"), table_id=f"gallery-{anchor}"))
     parts.append("<h3>Calibration</h3>")
     parts.append('<p class="muted">How often the model is right when it is this sure: bars under the diagonal mean '
                  "it is more confident than accurate.</p>")
     parts.append(_figure(folder / "calibration.png", f"reliability diagram of {name}",
-                         f"expected calibration error {metrics.get('expected_calibration_error', float('nan')):.3f}"))
+                         f"expected calibration error {_value(metrics, 'expected_calibration_error', '.3f')}"))
     skipped = _read_csv(folder / "skipped.csv")
     if skipped:
         parts.append("<h3>Files skipped</h3>")
@@ -263,7 +357,8 @@ def _training_section(run: RunDir) -> str:
         parts.append(f"<p>{len(history)} epoch(s)" + (
             ": " + ", ".join(f"{n} in phase {_e(p)}" for p, n in phases.items()) if any(phases) else "") + ".</p>")
     curves = run.path / "training_curves.png"
-    if not curves.exists() and history:
+    # A resumed run appends epochs to history.csv: curves older than it miss them.
+    if history and (not curves.exists() or curves.stat().st_mtime_ns < run.history_path.stat().st_mtime_ns):
         from .figures import plot_history
 
         plot_history(run.history_path, curves)
@@ -292,18 +387,21 @@ def build_report(run) -> str:
     title = f"imgclf report: {escape_name(str(run.path.name))}"
     nav = ['<a href="#dataset">dataset</a>', '<a href="#training">training</a>',
            *(f'<a href="#{anchors[f]}">{_e(f.name)}</a>' for f in folders)]
-    summary = ""
-    if folders:
-        metrics = read_json(folders[0] / "metrics.json")
+    stopped = run.unfinished()
+    if stopped:
+        summary = f'<p class="warning"><b>This run has no model.keras yet</b>: {_e(stopped)}</p>'
+    elif folders:
+        metrics = _read_metrics(run, folders[0])
         interval = metrics.get("error_rate_interval")
         summary = (f"<p><b>{_e(folders[0].name)} error rate {metrics['error_rate']:.2%}</b>"
                    + (f" (95% interval {interval['low']:.2%}–{interval['high']:.2%})" if interval else "")
-                   + f" on {metrics['images']:,} images.</p>")
+                   + f" on {metrics['images']:,} images"
+                   + (" (an incomplete evaluation, see below)" if _incomplete(folders[0], metrics) else "") + ".</p>")
     else:
         summary = "<p>Not evaluated yet: run <code>imgclf evaluate</code> on this run.</p>"
     body = [f"<h1>{_e(title)}</h1>", f'<p class="muted path">{_e(escape_name(str(run.path.resolve())))}</p>',
             f"<nav>{' '.join(nav)}</nav>", summary,
-            *(_evaluation_section(folder, anchors[folder]) for folder in folders),
+            *(_evaluation_section(run, folder, anchors[folder]) for folder in folders),
             _dataset_section(run), _training_section(run)]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
