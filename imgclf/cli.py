@@ -67,6 +67,17 @@ def _workers(text: str) -> int:
     return value
 
 
+def _top_k(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1 (the classes listed per image). "
+                                         f"Received: {text!r}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
@@ -240,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "does) or CSV files with a path column")
     predict.add_argument("--out", help="CSV or JSON file for the rows, written under a temporary name that replaces "
                          "it once all are written; not one of the inputs (default: standard output, row by row)")
-    predict.add_argument("--top-k", type=int, default=3, help="classes listed per image, with probabilities (default 3)")
+    predict.add_argument("--top-k", type=_top_k, default=3, help="classes listed per image, with probabilities (default 3)")
     predict.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
     predict.add_argument("--format", choices=["csv", "json"], help="default: json for a .json --out, else csv")
     predict.add_argument("--workers", type=_workers, help="processes that decode images (default one per CPU)")

@@ -501,3 +501,12 @@ def test_cli_predict_names_a_classes_json_that_does_not_fit_the_model(run, new_i
     assert capsys.readouterr().err == (
         f'imgclf predict: error: {edited / "classes.json"} should hold a list of class names, e.g. ["cat", "dog"]; it '
         'holds "circle". Restore it from a copy of the run, or train the run again.\n')
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_top_k_below_1_is_a_usage_error_naming_the_flag(value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["predict", str(tmp_path / "run"), str(tmp_path / "a.png"), "--top-k", value])
+    assert stopped.value.code == 2  # as for any other bad flag; 1 means an input could not be predicted
+    assert capsys.readouterr().err.endswith("imgclf predict: error: argument --top-k: expected a whole number of at "
+                                            f"least 1 (the classes listed per image). Received: '{value}'\n")
