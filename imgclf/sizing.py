@@ -8,12 +8,25 @@ from __future__ import annotations
 
 import statistics
 
-from .config import DataConfig, ImageSpec
+from .config import ConfigError, DataConfig, ImageSpec
 from .images import ImageLimits
 from .manifest import Manifest
 
 # Images larger than this are scaled down by default for models trained from scratch.
 MAX_AUTO_SIDE = 224
+# The largest side `--image-size` takes: past it a batch needs tens of gigabytes, and TensorFlow can crash on
+# allocations that large (a segmentation fault at 5000 x 5000) instead of reporting them.
+MAX_IMAGE_SIDE = 1024
+
+
+def check_image_size(size: tuple[int, int], batch_size: int) -> None:
+    """Raises `ConfigError`, before any image is decoded, for a side above `MAX_IMAGE_SIDE`."""
+    if max(size) > MAX_IMAGE_SIDE:
+        gigabytes = batch_size * size[0] * size[1] * 3 * 4 / 1e9
+        raise ConfigError(
+            f"--image-size {size[0]}x{size[1]} is above the largest size imgclf trains at, {MAX_IMAGE_SIDE} pixels "
+            f"a side: a batch of {batch_size} such images is {gigabytes:.1f} GB in float32 before the first layer, and "
+            f"the layers' outputs need many times that. Pass --image-size {MAX_IMAGE_SIDE} or smaller (images are scaled down to it).")
 
 
 def limits_of(data: DataConfig) -> ImageLimits:

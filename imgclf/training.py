@@ -42,6 +42,7 @@ from .parallel import default_workers
 from .pipeline import ImageBatches, SplitImages, load_split, resolve_image_spec
 from .progress import EpochProgress
 from .schedules import schedule_callbacks
+from .sizing import check_image_size
 from .strategy import Devices, choose_devices, cluster_addresses, float32_model
 from .files import atomic_path, read_json, write_csv, write_json, write_text
 from .runs import RunDir, RunError
@@ -227,7 +228,7 @@ def _fine_tuned(cfg: Config) -> bool:
 
 
 def check_choices(cfg: Config, *, resuming: bool = False) -> None:
-    """Raises for a model, weights or augmentation preset that cannot be used, before any image is read.
+    """Raises for a model, weights, image size or augmentation preset that cannot be used, before any image is read.
 
     ImageNet weights missing from the Keras cache are downloaded here; without
     network the error names the file and the folder to put it in.
@@ -241,6 +242,8 @@ def check_choices(cfg: Config, *, resuming: bool = False) -> None:
     build_augment(cfg.augment)
     choice = choose_model(cfg.model)
     size = cfg.data.image_size or default_image_size(choice.config)
+    if size:
+        check_image_size(size, cfg.train.batch_size)
     backbone = get_backbone(choice.config.name)
     if backbone and size and not resuming:
         check_weights(backbone, choice.config.weights, ImageSpec(size[0], size[1], 3))

@@ -210,6 +210,21 @@ def test_running_out_of_memory_names_the_image_size_and_batch_size(tmp_path, dat
         imgclf.train(data, epochs=1, out=tmp_path / "run", **TINY)
 
 
+def test_an_image_size_above_the_largest_is_refused_before_the_folder_is_read(tmp_path, data, capsys):
+    from imgclf.cli import main
+
+    assert main(["train", str(data), "--model", "mobilenet_v2", "--weights", "none", "--image-size", "5000",
+                 "--out", str(tmp_path / "run")]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""  # no class table: the folder was not scanned
+    assert err == ("imgclf train: error: --image-size 5000x5000 is above the largest size imgclf trains at, 1024 pixels "
+                   "a side: a batch of 32 such images is 9.6 GB in float32 before the first layer, and the layers' "
+                   "outputs need many times that. Pass --image-size 1024 or smaller (images are scaled down to it).\n")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "xdg-cache").exists()
+    with pytest.raises(ConfigError, match=r"--image-size 1025x64 .* batch of 8 such images is 0\.0 GB"):
+        imgclf.train(data, image_size=(1025, 64), epochs=1, out=tmp_path / "run", **TINY)
+
+
 def test_label_smoothing_weight_decay_and_momentum_reach_the_compiled_model(tmp_path, data):
     run = imgclf.train(data, epochs=1, optimizer="sgd", momentum=0.0, learning_rate=0.01, label_smoothing=0.1,
                        weight_decay=1e-4, out=tmp_path / "run", **TINY)
