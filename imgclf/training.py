@@ -245,8 +245,10 @@ def check_choices(cfg: Config, *, resuming: bool = False) -> None:
     if size:
         check_image_size(size, cfg.train.batch_size)
     backbone = get_backbone(choice.config.name)
-    if backbone and size and not resuming:
-        check_weights(backbone, choice.config.weights, ImageSpec(size[0], size[1], 3))
+    if backbone and size:
+        backbone.check_size(ImageSpec(size[0], size[1], 3))
+        if not resuming:
+            check_weights(backbone, choice.config.weights, ImageSpec(size[0], size[1], 3))
 
 
 def with_absolute_paths(cfg: Config) -> Config:

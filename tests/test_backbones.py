@@ -107,6 +107,18 @@ def test_too_small_images_are_refused_with_the_minimum():
         build_model(ModelConfig(name="efficientnet_b0", weights="none"), ImageSpec(28, 28, 1), 10)
 
 
+def test_a_size_below_the_minimum_or_weights_of_another_backbone_fail_before_the_folder_is_read(tmp_path, capsys):
+    data = make_class_folder(tmp_path / "data", per_class=4)
+    other = calibrated_weights(get_backbone("mobilenet_v3_small"), ImageSpec(32, 32, 3), tmp_path / "v3.weights.h5")
+    with pytest.raises(ValueError, match=r"mobilenet_v2 needs images of at least 32x32 pixels\. Received: "
+                                         r"image_size=\(31, 31\); pass --image-size 32 or larger\."):
+        imgclf.train(data, model="mobilenet_v2", weights="none", image_size=31, epochs=1, out=tmp_path / "run")
+    with pytest.raises(WeightsError, match=f"{other} does not hold weights of mobilenet_v2"):
+        imgclf.train(data, model="mobilenet_v2", weights=str(other), image_size=32, epochs=1, out=tmp_path / "run")
+    assert capsys.readouterr().out == ""  # no class table: the folder was not scanned
+    assert not (tmp_path / "run").exists() and not (tmp_path / "xdg-cache").exists()
+
+
 def test_scratch_models_refuse_pretrained_weights(tmp_path):
     with pytest.raises(ValueError, match="cnn is trained from scratch.*weights='imagenet'"):
         choose_model(ModelConfig(name="cnn", weights="imagenet"))

@@ -89,6 +89,14 @@ class Backbone:
         """One line for `imgclf models`."""
         return f"keras.applications.{self.constructor.__name__}, ImageNet weights at {self.default_size} px"
 
+    def check_size(self, spec: ImageSpec) -> None:
+        """Raises `ValueError` for images smaller than `min_size` on a side."""
+        if min(spec.height, spec.width) < self.min_size:
+            raise ValueError(
+                f"{self.name} needs images of at least {self.min_size}x{self.min_size} pixels. "
+                f"Received: image_size=({spec.height}, {spec.width}); pass --image-size {self.min_size} or larger."
+            )
+
     def weights_size(self, spec: ImageSpec) -> int:
         """The input size of the ImageNet weights file Keras loads for `spec`."""
         if not self.weight_sizes:
@@ -194,11 +202,7 @@ def build_classifier(backbone: Backbone, cfg: ModelConfig, spec: ImageSpec, num_
     Raises:
         WeightsError: the weights cannot be found or do not fit.
     """
-    if min(spec.height, spec.width) < backbone.min_size:
-        raise ValueError(
-            f"{backbone.name} needs images of at least {backbone.min_size}x{backbone.min_size} pixels. "
-            f"Received: image_size=({spec.height}, {spec.width}); pass --image-size {backbone.min_size} or larger."
-        )
+    backbone.check_size(spec)
     features = create_backbone(backbone, cfg.weights, spec)
     inputs = keras.Input(shape=spec.shape, name="image")
     x = inputs
@@ -328,7 +332,9 @@ def check_weights(backbone: Backbone, weights: str | None, spec: ImageSpec) -> N
     """Fails fast, before any image is read, if `weights` cannot be had for `backbone` at `spec`'s size.
 
     ImageNet weights missing from the Keras cache are downloaded now; without
-    network the `WeightsError` names the file and the folder to put it in.
+    network the `WeightsError` names the file and the folder to put it in. A
+    weights file is loaded into the backbone, so that one of another network
+    fails now too.
     """
     if weights == "imagenet":
         if not (weights_cache_dir() / backbone.weights_filename(spec)).is_file():
@@ -336,7 +342,7 @@ def check_weights(backbone: Backbone, weights: str | None, spec: ImageSpec) -> N
     elif weights and weights.startswith("run:"):
         _source_run(backbone, weights, spec)
     elif weights not in (None, "none"):
-        _weights_file(weights)
+        create_backbone(backbone, weights, spec)
 
 
 def absolute_weights(weights: str | None) -> str | None:
