@@ -37,7 +37,7 @@ from .models import ModelChoice, build_model, choose_model, default_image_size
 from .models.backbones import (absolute_weights, check_weights, describe_weights, find_backbone_layer, get_backbone,
                                set_trainable)
 from .monitoring import ResumableEarlyStopping, ValidationMacroF1, choose_monitor, monitor_mode
-from .phases import TRAIN, Phase, plan_phases, resolve_phases
+from .phases import TRAIN, Phase, default_freeze_epochs, plan_phases, resolve_phases
 from .parallel import default_workers
 from .pipeline import ImageBatches, SplitImages, load_split, resolve_image_spec
 from .progress import EpochProgress
@@ -426,8 +426,10 @@ def _phase_notes(cfg: Config, model) -> list[str]:
         return []
     notes, train = [], cfg.train
     if train.freeze_epochs is not None and train.freeze_epochs >= train.epochs and train.unfreeze != "none":
-        notes.append(f"freeze_epochs={train.freeze_epochs} is not below epochs={train.epochs}: every epoch trains "
-                     "the head only, and the backbone is never fine-tuned")
+        default = (" (the default: a fifth of the epochs, at least 1)"
+                   if train.freeze_epochs == default_freeze_epochs(train.epochs) else "")
+        notes.append(f"freeze_epochs={train.freeze_epochs}{default} is not below epochs={train.epochs}: every epoch "
+                     "trains the head only, and the backbone is never fine-tuned")
     if isinstance(train.unfreeze, int):
         backbone = get_backbone(cfg.model.name)
         count = len(backbone.blocks(find_backbone_layer(model))) - 1  # the stem is not a block

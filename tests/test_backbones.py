@@ -337,6 +337,7 @@ def test_weights_of_another_model_are_refused_in_a_few_lines_with_the_fix(tmp_pa
 
 def test_phase_settings_beyond_the_run_or_the_backbone_are_noted(tmp_path):
     from imgclf.config import Config, with_options
+    from imgclf.phases import resolve_phases
     from imgclf.training import _phase_notes
 
     keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None).save_weights(
@@ -349,3 +350,20 @@ def test_phase_settings_beyond_the_run_or_the_backbone_are_noted(tmp_path):
         "freeze_epochs=3 is not below epochs=2: every epoch trains the head only, and the backbone is never fine-tuned",
         f"unfreeze=1000 is more than the {blocks} blocks of mobilenet_v2: fine-tuning trains all of them"]
     assert _phase_notes(with_options(cfg, freeze_epochs=1, unfreeze=2), model) == []
+    one_epoch = resolve_phases(with_options(Config(), model="mobilenet_v2", weights=cfg.model.weights, epochs=1),
+                               pretrained_backbone=True)
+    assert _phase_notes(one_epoch, model) == [
+        "freeze_epochs=1 (the default: a fifth of the epochs, at least 1) is not below epochs=1: every epoch trains "
+        "the head only, and the backbone is never fine-tuned"]
+
+
+def test_a_folder_given_as_weights_is_named_as_a_folder(tmp_path):
+    data = make_class_folder(tmp_path / "data", per_class=4)
+    (tmp_path / "wt").mkdir()
+    with pytest.raises(WeightsError, match=rf"^--weights {tmp_path / 'wt'} is a folder, not a weights file\. Pass a "
+                                           r"\.weights\.h5 file\.$"):
+        imgclf.train(data, model="mobilenet_v2", weights=tmp_path / "wt", image_size=32, out=tmp_path / "run")
+    (tmp_path / "wt" / "config.yaml").write_text("model:\n  name: mobilenet_v2\n")
+    with pytest.raises(WeightsError, match=rf"is a folder, not a weights file\. Pass a \.weights\.h5 file, or "
+                                           rf"run:{tmp_path / 'wt'} to start from the imgclf run in it\.$"):
+        imgclf.train(data, model="mobilenet_v2", weights=tmp_path / "wt", image_size=32, out=tmp_path / "run")

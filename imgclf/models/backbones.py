@@ -303,6 +303,9 @@ def _imagenet_backbone(backbone: Backbone, spec: ImageSpec) -> keras.Model:
 
 def _weights_file(weights: str) -> Path:
     path = Path(weights).expanduser()
+    if path.is_dir():
+        run = f", or run:{path} to start from the imgclf run in it" if (path / "config.yaml").is_file() else ""
+        raise WeightsError(f"--weights {path} is a folder, not a weights file. Pass a .weights.h5 file{run}.")
     if not path.is_file():
         raise WeightsError(f"Weights file not found: {path}. Pass an existing .weights.h5 file, imagenet, none or run:DIR.")
     return path
