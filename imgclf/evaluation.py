@@ -327,25 +327,31 @@ def read_metrics(folder) -> dict:
     path = folder / "metrics.json"
     metrics = read_json(path)
     numbers = metrics if isinstance(metrics, dict) else {}
-
-    def is_number(value) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-    missing = [key for key in _SHOWN_NUMBERS if not is_number(numbers.get(key))]
+    missing = [key for key in _SHOWN_NUMBERS if not _is_number(numbers.get(key))]
     interval = numbers.get("error_rate_interval")
-    if interval is not None and not (isinstance(interval, dict) and is_number(interval.get("low"))
-                                     and is_number(interval.get("high"))):
+    if interval is not None and not (isinstance(interval, dict) and _is_number(interval.get("low"))
+                                     and _is_number(interval.get("high"))):
         missing.append("error_rate_interval")
     if missing:
-        again, which = f"--split {folder.name}", ""
-        if isinstance(numbers.get("source"), str) and numbers["source"]:
-            again = f"--data {numbers['source']}"
-        elif folder.name not in ("train", "val", "test"):
-            again, which = "--data DIR", f", DIR being the folder that was evaluated into {escape_name(folder.name)}"
+        command = evaluate_command(folder, numbers)
+        which = (f", DATA being the folder that was evaluated into {escape_name(folder.name)}"
+                 if command.endswith("--data DATA") else "")
         raise ValueError(f"{escape_name(str(path))} has no number for {', '.join(missing)}: it was edited by hand or "
-                         "written by another version of imgclf. Evaluate again with "
-                         f"`imgclf evaluate {escape_name(str(folder.parent.parent))} {again}`{which}.")
+                         f"written by another version of imgclf. Evaluate again with `{command}`{which}.")
     return metrics
+
+
+def evaluate_command(folder, metrics: dict) -> str:
+    """The `imgclf evaluate` command that writes the evaluation folder `RUN/eval/NAME/` again, given its metrics."""
+    folder = Path(folder)
+    command = f"imgclf evaluate {escape_name(str(folder.parent.parent))}"
+    if isinstance(metrics.get("source"), str) and metrics["source"]:
+        return f"{command} --data {metrics['source']}"
+    return f"{command} --split {folder.name}" if folder.name in ("train", "val", "test") else f"{command} --data DATA"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _rounded(value, digits: int = 6):

@@ -20,7 +20,7 @@ import html
 import json
 from pathlib import Path
 
-from ..evaluation import GALLERY_SIZE
+from ..evaluation import GALLERY_SIZE, evaluate_command, read_metrics
 from ..files import escape_name, read_json, write_text
 from ..runs import RunDir
 
@@ -150,45 +150,13 @@ def evaluation_folders(run: RunDir) -> list[Path]:
     return sorted(folders, key=lambda p: (rank.get(p.name, len(rank)), p.name))
 
 
-# What the page needs from metrics.json, and the files an evaluation writes beside it (pictures apart).
-_REQUIRED_METRICS = ("images", "classes", "accuracy", "error_rate", "errors")
+# The files an evaluation writes beside metrics.json, pictures apart, and its pictures.
 _EVALUATION_FILES = ("confusion_matrix.csv", "per_class.csv", "most_confused.csv", "misclassified.csv")
 _PICTURES = ("confusion_matrix.png", "confusion_matrix_normalized.png", "calibration.png")
 
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _evaluate_command(run: RunDir, folder: Path, metrics: dict) -> str:
-    """The command that writes `folder` again."""
-    command = f"imgclf evaluate {escape_name(str(run.path))}"
-    if isinstance(metrics.get("source"), str):
-        return f"{command} --data {metrics['source']}"
-    return f"{command} --split {folder.name}" if folder.name in _SPLIT_ORDER else f"{command} --data DATA"
-
-
-def _read_metrics(run: RunDir, folder: Path) -> dict:
-    """`folder/metrics.json`, checked for what the page shows.
-
-    Raises:
-        ValueError: naming the file, what it lacks and the command that writes it again.
-    """
-    path = folder / "metrics.json"
-    metrics = read_json(path)
-    if not isinstance(metrics, dict):
-        metrics, lacking = {}, ["everything: it holds no JSON object"]
-    else:
-        lacking = [key for key in _REQUIRED_METRICS if not _is_number(metrics.get(key))]
-        interval = metrics.get("error_rate_interval")
-        if interval is not None and not (isinstance(interval, dict) and _is_number(interval.get("low"))
-                                         and _is_number(interval.get("high"))):
-            lacking.append("error_rate_interval")
-    if lacking:
-        raise ValueError(f"{escape_name(str(path))} lacks {', '.join(lacking)} (or holds no number there): it was "
-                         "edited by hand or written by another version of imgclf. Write it again with "
-                         f"`{_evaluate_command(run, folder, metrics)}`.")
-    return metrics
 
 
 def _incomplete(folder: Path, metrics: dict) -> str | None:
@@ -236,13 +204,13 @@ def _metrics_table(metrics: dict) -> str:
 
 
 def _evaluation_section(run: RunDir, folder: Path, anchor: str) -> str:
-    metrics = _read_metrics(run, folder)
+    metrics = read_metrics(folder)
     name = folder.name
     parts = [f'<h2 id="{_e(anchor)}">Evaluation: {_e(name)}</h2>']
     source = f" of the folder {metrics['source']}" if metrics.get("source") else (f" of the {name} split")
     parts.append(f'<p class="muted">{metrics["images"]:,} images{_e(source)}, {metrics["classes"]} classes'
                  + (f"; {metrics['skipped_files']:,} file(s) skipped" if metrics.get("skipped_files") else "") + ".</p>")
-    again = _e(_evaluate_command(run, folder, metrics))
+    again = _e(evaluate_command(folder, metrics))
     incomplete = _incomplete(folder, metrics)
     if incomplete:
         # Only metrics.json can be trusted: the tables and pictures would be missing or another evaluation's.
@@ -391,7 +359,7 @@ def build_report(run) -> str:
     if stopped:
         summary = f'<p class="warning"><b>This run has no model.keras yet</b>: {_e(stopped)}</p>'
     elif folders:
-        metrics = _read_metrics(run, folders[0])
+        metrics = read_metrics(folders[0])
         interval = metrics.get("error_rate_interval")
         summary = (f"<p><b>{_e(folders[0].name)} error rate {metrics['error_rate']:.2%}</b>"
                    + (f" (95% interval {interval['low']:.2%}–{interval['high']:.2%})" if interval else "")
