@@ -409,7 +409,7 @@ def _interrupted(args) -> int:
 def cmd_evaluate(args) -> int:
     import imgclf
     from .files import escape_name
-    from .manifest import _printable as shown  # a class name as `imgclf scan` prints it: `new\nline`, `\u202eevil`
+    from .manifest import printable_name as shown  # a class name as `imgclf scan` prints it: `new\nline`, `\u202eevil`
 
     evaluation = imgclf.evaluate(args.run, args.split, data=args.data)
     written = imgclf.report(args.run, evaluation, html=not args.no_report)

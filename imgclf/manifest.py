@@ -16,7 +16,7 @@ import math
 import os
 import unicodedata
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .cache import StagedImages, scan_is_cached, scan_record
 from .config import DataConfig, ImageSpec
@@ -246,11 +246,9 @@ class Manifest:
 
     def class_table(self) -> list[str]:
         """Lines of a table: usable images per class and split, with totals."""
-        names = {label: _printable(label) for label in self.classes}
-        cut = {label: _cut(name, TABLE_NAME_COLUMNS) for label, name in names.items()}
-        shared = collections.Counter(cut.values())
-        # Names alike in both their start and their end are shown whole, so that every row stays distinct.
-        rows = [(cut[label] if shared[cut[label]] == 1 else names[label], row) for label, row in self.counts().items()]
+        counts = self.counts()
+        names = short_names([printable_name(label) for label in counts], TABLE_NAME_COLUMNS, _columns)
+        rows = list(zip(names, counts.values()))
         width = max([5] + [_columns(label) for label, _ in rows])
         lines = [f"{'class':<{width}}  {'train':>6}  {'val':>6}  {'test':>6}  {'total':>6}"]
         for label, row in rows:
@@ -539,25 +537,58 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
     return images, others, notes, skipped
 
 
-def _cut(text: str, columns: int) -> str:
-    """`text` cut to at most `columns` terminal columns: its start and its end, with "…" between them.
+def short_names(names: Sequence[str], limit: int, measure: Callable[[str], int] = len) -> list[str]:
+    """`names` cut to at most `limit` each, as `measure` counts them (characters, or terminal columns), and still
+    told apart.
 
-    The end is kept because names that share a long start (`plate_1`,
-    `plate_2`, ...) usually differ there.
+    A long name keeps its start and its end (`escherichia_col…rphology_plate_3`),
+    since names that share a start (a species, a project) usually differ at
+    the end. Names that still come out alike show the part around where they
+    first differ instead.
     """
-    if _columns(text) <= columns:
+    cut = [_cut(name, limit, measure) for name in names]
+    alike = collections.Counter(cut)
+    shown = []
+    for name, short in zip(names, cut):
+        if alike[short] > 1:
+            differs = max((len(os.path.commonprefix([name, other])) for other, same in zip(names, cut)
+                           if same == short and other != name), default=0)
+            short = _around(name, differs, limit, measure)
+        shown.append(short)
+    return shown
+
+
+def _cut(text: str, limit: int, measure: Callable[[str], int]) -> str:
+    """`text` cut to at most `limit`: its start and its end, with "…" between them."""
+    if measure(text) <= limit:
         return text
     head = ""
     for char in text:
-        if _columns(head + char) > columns // 2:
+        if measure(head + char) > (limit - 1) // 2:
             break
         head += char
     tail = ""
     for char in reversed(text[len(head):]):
-        if _columns(head + char + tail) > columns - 1:
+        if measure(head + "…" + char + tail) > limit:
             break
         tail = char + tail
     return head + "…" + tail
+
+
+def _around(text: str, index: int, limit: int, measure: Callable[[str], int]) -> str:
+    """The part of `text` around `index` that fits `limit`, with "…" where it was cut."""
+    def shown(begin: int, end: int) -> str:
+        return ("…" if begin else "") + text[begin:end] + ("…" if end < len(text) else "")
+
+    begin = end = min(index, len(text))
+    grown = True
+    while grown:  # a character more on the right, then on the left, while it fits
+        grown = False
+        if end < len(text) and measure(shown(begin, end + 1)) <= limit:
+            end, grown = end + 1, True
+        if begin > 0 and measure(shown(begin - 1, end)) <= limit:
+            begin, grown = begin - 1, True
+    return shown(begin, end)
 
 
 def _columns(text: str) -> int:
@@ -683,7 +714,7 @@ def class_name(label: str) -> str:
     return unicodedata.normalize("NFC", label)
 
 
-def _printable(label: str) -> str:
+def printable_name(label: str) -> str:
     """A class name for a table row: a newline or other control character as its escape (`\\n`)."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in label)
 

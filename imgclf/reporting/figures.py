@@ -8,10 +8,8 @@ math mode.
 
 from __future__ import annotations
 
-import collections
 import csv
 import math
-import os
 import warnings
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import numpy as np
 
 from ..evaluation import Evaluation
 from ..files import atomic_path
-from ..manifest import _printable
+from ..manifest import printable_name, short_names
 from ..runs import RunDir
 
 # Above this many classes the numbers no longer fit in the cells.
@@ -52,38 +50,9 @@ def _plain(text: str) -> str:
 
 def _names(classes, limit: int) -> list[str]:
     """Class names as the figures draw them: control characters escaped (as `imgclf scan` prints them), cut to
-    `limit` characters by `_short_names`, `$` literal, and isolated (U+2068 ... U+2069) so that a right-to-left
+    `limit` characters by `short_names`, `$` literal, and isolated (U+2068 ... U+2069) so that a right-to-left
     name, or a right-to-left override in one, cannot reorder the text around it."""
-    return ["\u2068" + _plain(name) + "\u2069" for name in _short_names([_printable(c) for c in classes], limit)]
-
-
-def _short_names(names, limit: int) -> list[str]:
-    """`names` cut to at most `limit` characters each, and still told apart.
-
-    A long name loses its middle (`escherichia_col…_morphology_plate_3`),
-    since names that share a start (a species, a project) usually differ
-    at the end. Names that still look the same keep the part around their
-    first difference instead.
-    """
-    cut = [_cut_middle(name, limit) for name in names]
-    seen = collections.Counter(cut)
-    shown = []
-    for name, short in zip(names, cut):
-        twins = [other for other, same in zip(names, cut) if same == short and other != name] if seen[short] > 1 else []
-        if twins:
-            differs = max(len(os.path.commonprefix([name, other])) for other in twins)
-            width = limit - 2  # room between the two "…"
-            begin = min(max(differs - width // 2, 0), len(name) - width)
-            short = ("…" if begin else "") + name[begin:begin + width] + ("…" if begin + width < len(name) else "")
-        shown.append(short)
-    return shown
-
-
-def _cut_middle(name: str, limit: int) -> str:
-    if len(name) <= limit:
-        return name
-    head = (limit - 1) // 2
-    return name[:head] + "…" + name[len(name) - (limit - 1 - head):]
+    return ["\u2068" + _plain(name) + "\u2069" for name in short_names([printable_name(c) for c in classes], limit)]
 
 
 def _save(figure, path: Path) -> Path:
