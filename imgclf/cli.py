@@ -56,26 +56,21 @@ def _image_size(text: str) -> tuple[int, int]:
     return size
 
 
-def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1 (1 works in this process; leave "
-                                         f"--workers out for one per CPU). Received: {text!r}")
-    return value
+def _at_least_1(meaning: str):
+    """An argparse type: a whole number of at least 1; the error says `meaning`."""
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least 1 ({meaning}). Received: {text!r}")
+        return value
+
+    return whole_number
 
 
-def _top_k(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1 (the classes listed per image). "
-                                         f"Received: {text!r}")
-    return value
+_workers = _at_least_1("1 works in this process; leave --workers out for one per CPU")
 
 
 def _fraction(text: str) -> float:
@@ -251,12 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "does) or CSV files with a path column")
     predict.add_argument("--out", help="CSV or JSON file for the rows, written under a temporary name that replaces "
                          "it once all are written; not one of the inputs (default: standard output, row by row)")
-    predict.add_argument("--top-k", type=_top_k, default=3, help="classes listed per image, with probabilities (default 3)")
-    predict.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
+    predict.add_argument("--top-k", type=_at_least_1("the classes listed per image"), default=3,
+                         help="classes listed per image, with probabilities (default 3)")
+    predict.add_argument("--batch-size", type=_at_least_1("images per model call"), default=64,
+                         help="images per model call (default 64)")
     predict.add_argument("--format", choices=["csv", "json"], help="default: json for a .json --out, else csv")
     predict.add_argument("--workers", type=_workers, help="processes that decode images (default one per CPU)")
-    predict.add_argument("--max-pixels", type=int, help="larger images are refused as decompression bombs (default: "
-                         "the run's limit, 89,478,485 unless trained with another); raise it for a large scan")
+    predict.add_argument("--max-pixels", type=_at_least_1("pixels"),
+                         help="larger images are refused as decompression bombs (default: the run's limit, "
+                         "89,478,485 unless trained with another); raise it for a large scan")
     predict.set_defaults(handler=cmd_predict)
 
     export = _command(subparsers, "export", "Export a run's model for deployment, checked against the original.",
@@ -279,9 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--augment", metavar="NAME|FILE.yaml", help=AUGMENT_HELP + " (default auto, as train)")
     preview.add_argument("--no-flip", dest="flip", action="store_const", const=False, help=NO_FLIP_HELP)
     preview.add_argument("--out", default="preview.png", help="picture to write (default preview.png)")
-    preview.add_argument("--n", type=int, default=8, help="rows: training images, drawn across the classes (default 8)")
-    preview.add_argument("--versions", type=int, default=5, help="augmented versions of each image (default 5)")
-    preview.add_argument("--zoom", type=int, help="enlarge every pixel to ZOOM x ZOOM (default: tiles of at least 96 px)")
+    preview.add_argument("--n", type=_at_least_1("rows of training images"), default=8,
+                         help="rows: training images, drawn across the classes (default 8)")
+    preview.add_argument("--versions", type=_at_least_1("augmented versions of each image"), default=5,
+                         help="augmented versions of each image (default 5)")
+    preview.add_argument("--zoom", type=_at_least_1("screen pixels a side for each pixel of the model's input"),
+                         help="enlarge every pixel to ZOOM x ZOOM (default: tiles of at least 96 px)")
     preview.add_argument("--config", help="YAML config (e.g. a run's config.yaml) whose values are the defaults")
     preview.add_argument("--image-size", type=_image_size, help="SIZE or HEIGHTxWIDTH (default: as `imgclf train` "
                          "chooses it: the median of the images, at most 224, or a backbone's own size)")

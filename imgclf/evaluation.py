@@ -522,7 +522,7 @@ def _refuse_no_images(run: RunDir, data, split: str, entries) -> None:
 
 def _folder_manifest(data, classes: Sequence[str], cfg, *, progress: bool):
     """Scans `data` and puts every usable image into the test split; returns it and the eval folder name."""
-    from .manifest import DatasetError, class_name, scan
+    from .manifest import DatasetError, class_name, printable_name, scan
     from .pipeline import limits_of
 
     manifest = scan(data, val=0.0, test=0.0, seed=cfg.data.seed, limits=limits_of(cfg.data),
@@ -532,9 +532,16 @@ def _folder_manifest(data, classes: Sequence[str], cfg, *, progress: bool):
         entry.label = spelled.get(entry.label, entry.label)
     unknown = sorted(set(manifest.classes) - set(classes))
     if unknown:
+        def quoted(name: str) -> str:
+            return f"'{printable_name(name)}'"
+
+        by_case = {name.casefold(): name for name in classes}
+        named = [quoted(name) + (f" (the model has {quoted(by_case[name.casefold()])})"
+                                 if name.casefold() in by_case else "") for name in unknown]
         raise DatasetError(
-            f"{escape_name(os.fspath(data))} has classes the model was not trained on: {unknown}. "
-            f"The model knows {list(classes)}; evaluate on a folder whose subfolders are among them."
+            f"{escape_name(os.fspath(data))} has classes the model was not trained on: {', '.join(named)}. The model "
+            f"knows {', '.join(quoted(name) for name in classes)}; evaluate on a folder whose subfolders are among "
+            "them (class names are case-sensitive)."
         )
     for entry in manifest.entries:
         entry.split = "test" if entry.usable else ""

@@ -199,3 +199,19 @@ def test_ctrl_c_inside_a_wait_on_a_thread_is_reported_as_an_interrupt(tmp_path, 
     monkeypatch.setattr(cli, "cmd_scan", interrupted_inside_a_wait)
     assert cli.main(["scan", str(tmp_path)]) == 130
     assert capsys.readouterr().err == "imgclf scan: interrupted\n"
+
+
+@pytest.mark.parametrize("command", [["predict", "RUN", "a.png", "--batch-size", "0"],
+                                     ["predict", "RUN", "a.png", "--max-pixels", "-5"],
+                                     ["augment-preview", "DATA", "--n", "0"],
+                                     ["augment-preview", "DATA", "--versions", "x"],
+                                     ["augment-preview", "DATA", "--zoom", "0"]])
+def test_counts_below_1_are_usage_errors_naming_the_flag(command, capsys):
+    from imgclf.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(command)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith(f"imgclf {command[0]}: error: argument {command[-2]}: expected a whole number of at least "
+                            "1 (") and error.endswith(f"Received: '{command[-1]}'")

@@ -377,8 +377,14 @@ def test_evaluate_on_a_folder_with_an_unknown_class_names_it(tiny_run, tmp_path)
     for i in range(3):
         (tmp_path / "other" / "circle" / f"circle_{i:03d}.png").rename(tmp_path / "other" / "hexagon" / f"h{i}.png")
     make_class_folder(tmp_path / "other", per_class=3, classes=["circle"], start=50)
-    with pytest.raises(DatasetError, match=r"not trained on: \['hexagon'\].*circle"):
+    (tmp_path / "other" / "Square").mkdir()
+    (tmp_path / "other" / "square" / "square_000.png").rename(tmp_path / "other" / "Square" / "s.png")
+    with pytest.raises(DatasetError) as raised:
         imgclf.evaluate(run, data=other, progress=False)
+    assert str(raised.value).startswith(
+        f"{other} has classes the model was not trained on: 'Square' (the model has 'square'), 'hexagon'. The model "
+        f"knows {', '.join(repr(name) for name in run.classes())}; evaluate on a folder whose subfolders are among them "
+        "(class names are case-sensitive).")
 
 
 def test_a_folder_named_like_a_split_or_like_another_folder_never_replaces_their_results(tiny_run, tmp_path):
