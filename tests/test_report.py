@@ -601,3 +601,24 @@ def test_report_of_a_run_whose_training_stopped_says_how_to_continue_it(reported
     assert ("<b>This run has no model.keras yet</b>: its training stopped after epoch 1 of 1. Continue it with "
             f"`imgclf train DATA --out {copy.path} --resume`, DATA being the folder it was trained on.") in page
     assert "Not evaluated yet" not in page
+
+
+@pytest.mark.parametrize("heatmap", [False, True], ids=["no-heat-map", "heat-map"])
+def test_gallery_captions_of_long_class_names_do_not_run_into_each_other(heatmap):
+    import matplotlib.pyplot as plt
+
+    from imgclf.reporting.figures import gallery_figure
+
+    evaluation = _evaluation_with_gallery([PLATE.format(i) for i in range(1, 5)], [0, 1, 2, 3, 0], [1, 2, 3, 0, 2])
+    for item in evaluation.gallery:
+        item["heatmap"] = np.ones((8, 8)) if heatmap else None
+    figure = gallery_figure(evaluation)
+    try:
+        renderer = figure.canvas.get_renderer()
+        titles = [ax.title if ax.get_title() else ax._left_title for ax in figure.axes]
+        boxes = [t.get_window_extent(renderer) for t in titles if t.get_text()]
+    finally:
+        plt.close(figure)
+    assert len(boxes) == 5
+    for left, right in zip(boxes[:4], boxes[1:4]):  # the first row of four captions, left to right
+        assert left.x1 <= right.x0

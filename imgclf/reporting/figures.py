@@ -202,8 +202,9 @@ def gallery_figure(evaluation: Evaluation):
     columns = min(_GALLERY_COLUMNS, count)
     rows = math.ceil(count / columns)
     names = _names(evaluation.classes, 24)
+    # Each mistake gets two panels' width, heat map or not: its caption is that wide.
     figure, axes = plt.subplots(rows, columns * panels, squeeze=False,
-                                figsize=(columns * panels * _THUMBNAIL_INCHES * 0.62, rows * _THUMBNAIL_INCHES))
+                                figsize=(columns * 2 * _THUMBNAIL_INCHES * 0.62, rows * _THUMBNAIL_INCHES))
     for ax in axes.flat:
         ax.axis("off")
     for k, item in enumerate(evaluation.gallery):
