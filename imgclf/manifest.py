@@ -463,10 +463,11 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
     """Image files under each class folder, following symlinks to directories once.
 
     Every real directory is walked at most once, and its images belong to the
-    class folder that reached it first. The class folders are walked first,
-    without following links, so what a class folder holds is never claimed by
-    another class through a link; symlinks to directories are followed after
-    that, in the order they were found. A symlink to a folder that holds it
+    class folder that reached it first. The class folders that are not links
+    are walked first, without following links, so what a class folder holds is
+    never claimed by another class through a link; class folders that are
+    links come next, then the symlinks to directories inside the classes, in
+    the order they were found. A symlink to a folder that holds it
     (its own folder, the dataset root, or any folder above) is a loop and is
     not followed. Each link not followed is described in a note.
 
@@ -529,8 +530,12 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
             return False
         return walk(index, link)
 
+    class_links = [index for index, (folder, _) in enumerate(folders) if os.path.islink(folder)]
     for index, (folder, _) in enumerate(folders):
-        if not (follow if os.path.islink(folder) else walk)(index, folder):
+        if index not in class_links and not walk(index, folder):
+            skipped.add(index)
+    for index in class_links:  # after every real class folder, so that a link never takes another class's images
+        if not follow(index, folders[index][0]):
             skipped.add(index)
     for index, link in links:  # the list grows while linked folders are walked
         follow(index, link)

@@ -91,6 +91,16 @@ def test_symlinked_folder_outside_the_dataset_is_followed_once_for_the_first_cla
     assert f"{root / 'circle' / 'squares'} leads to {root / 'square'}" in notes
 
 
+def test_a_class_folder_linked_under_a_name_that_sorts_first_keeps_its_images(tmp_path):
+    root = make_class_folder(tmp_path / "photos", per_class=4, classes=["circle", "square"])
+    os.symlink("circle", root / "aaa_alias")
+    m = scan(root, progress=False)
+    assert collections.Counter(e.label for e in m.entries) == {"circle": 4, "square": 4}
+    assert f"{root / 'aaa_alias'} leads to {root / 'circle'}, which was already scanned as {root / 'circle'}: " \
+           "its images count once, in class 'circle'" in m.notes
+    assert not any("empty class folder" in note for note in m.notes)
+
+
 def test_missing_folder_and_folder_without_images_are_clear_errors(tmp_path):
     with pytest.raises(DatasetError, match="not found"):
         scan(tmp_path / "nope", progress=False)
