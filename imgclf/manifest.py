@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import errno
 import hashlib
 import io
 import json
@@ -433,6 +434,35 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
+def _broken_link(path: str) -> tuple[str, str] | None:
+    """`(kind, why)` for a symlink that leads to nothing (`"missing"`) or back to itself (`"loop"`), e.g.
+    `("missing", "a symlink to /mnt/disk/birds, which does not exist")`; `None` for anything else."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        kind, why = "missing", "which does not exist"
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            return None
+        kind, why = "loop", "which leads back to itself through links"
+    else:
+        return None
+    return kind, f"a symlink to {escape_name(os.fsdecode(os.readlink(path)))}, {why}"
+
+
+def _broken_link_notes(links: Sequence[tuple[str, str, str]]) -> list[str]:
+    """One note per kind for `(path, kind, why)` of the symlinks found inside class folders that lead nowhere."""
+    notes = []
+    for kind, text in (("missing", "to nothing"), ("loop", "that loop")):
+        found = [(path, why) for path, found_kind, why in links if found_kind == kind]
+        if found:
+            path, why = found[0]
+            notes.append(f"{len(found)} symlink(s) {text} ignored, e.g. {escape_name(path)} ({why})")
+    return notes
+
+
 def symlink_loop_note(link: str) -> str | None:
     """The note for a directory symlink that points to a folder holding it, which a walk does not follow; `None`
     for any other link."""
@@ -469,7 +499,9 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
     links come next, then the symlinks to directories inside the classes, in
     the order they were found. A symlink to a folder that holds it
     (its own folder, the dataset root, or any folder above) is a loop and is
-    not followed. Each link not followed is described in a note.
+    not followed. Each link not followed is described in a note, and so are
+    the links that lead to nothing or loop (one with an image name is kept
+    as a file, which its check finds unreadable).
 
     Paths are joined as strings: for large folders pathlib objects cost more
     than the rest of the walk.
@@ -486,6 +518,7 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
     images: list[list[str]] = [[] for _ in folders]
     owners: dict[str, tuple[int, str]] = {}  # real directory -> (class folder index, the path that reached it)
     links: list[tuple[int, str]] = []  # symlinks to directories, followed once the class folders are walked
+    broken: list[tuple[str, str, str]] = []  # (path, kind, why) of the links that lead nowhere
     notes, skipped, others = [], set(), 0
 
     def walk(index: int, top: str) -> bool:
@@ -518,6 +551,8 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
                     subfolders.append(child.path)
                 elif _is_image_name(child.name):
                     images[index].append(os.path.abspath(child.path))
+                elif _broken_link(child.path):
+                    broken.append((child.path, *_broken_link(child.path)))
                 else:
                     others += 1
             stack.extend(reversed(subfolders))  # walked next, in name order
@@ -539,7 +574,7 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
             skipped.add(index)
     for index, link in links:  # the list grows while linked folders are walked
         follow(index, link)
-    return images, others, notes, skipped
+    return images, others, notes + _broken_link_notes(broken), skipped
 
 
 def short_names(names: Sequence[str], limit: int, measure: Callable[[str], int] = len) -> list[str]:
@@ -607,6 +642,16 @@ def _loose_images(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.is_file() and not _is_ignored(p.name) and _is_image_name(p.name)]
 
 
+def _broken_class_links(folder: Path) -> list[tuple[str, str]]:
+    """`(path, why)` of the links in `folder` that stand where a class folder would and lead nowhere (not images)."""
+    links = []
+    for path in sorted(folder.iterdir()):
+        broken = None if _is_ignored(path.name) or _is_image_name(path.name) else _broken_link(str(path))
+        if broken:
+            links.append((str(path), broken[1]))
+    return links
+
+
 def _class_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not _is_ignored(p.name))
 
@@ -628,10 +673,16 @@ def _entries_from_folder(root: Path) -> tuple[list[Entry], list[str]]:
     if presplit and "train" not in split_folders.values():
         raise DatasetError(f"{escape_name(str(root))} has split folders {sorted(p.name for p in folders)} but no train/ folder. Add train/<class>/ images.")
 
+    # A class folder on a disk that is not mounted is a link to nothing: it is named, not silently dropped.
+    link_notes = [f"{'class folder' if split or not presplit else 'folder'} {escape_name(path)} is {why}: it is left out"
+                  for parent, split in ([(root, "")] if presplit else []) + parents
+                  for path, why in _broken_class_links(parent)]
+
     # A class is named after its folder; a folder name that is not valid UTF-8 becomes a label with the bytes escaped.
     folders = [(str(folder), class_name(escape_name(folder.name)), split, parent)
                for parent, split in parents for folder in _class_folders(parent)]
     images, others, notes, skipped = _walk_class_folders([(folder, label) for folder, label, _, _ in folders])
+    notes = link_notes + notes
     # A val/ or test/ whose class folders are all empty gives no split: it is carved out of train/ instead.
     hollow = {parent: split for parent, split in parents if split in ("val", "test") and not any(
         images[index] or index in skipped for index, folder in enumerate(folders) if folder[3] == parent)}

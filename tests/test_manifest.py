@@ -101,6 +101,23 @@ def test_a_class_folder_linked_under_a_name_that_sorts_first_keeps_its_images(tm
     assert not any("empty class folder" in note for note in m.notes)
 
 
+def test_links_to_nothing_or_looping_links_are_named_not_counted_as_other_files(tmp_path):
+    root = make_class_folder(tmp_path / "photos", per_class=4, classes=["circle", "square"])
+    os.symlink("/mnt/unmounted/birds", root / "birds")  # a class on a disk that is not mounted
+    os.symlink("/nonexistent", root / "circle" / "more")
+    os.symlink("x2", root / "circle" / "x1")
+    os.symlink("x1", root / "circle" / "x2")
+    m = scan(root, progress=False)
+    assert m.classes == ["circle", "square"] and len(m) == 8
+    assert m.notes[:3] == [
+        f"class folder {root / 'birds'} is a symlink to /mnt/unmounted/birds, which does not exist: it is left out",
+        f"1 symlink(s) to nothing ignored, e.g. {root / 'circle' / 'more'} (a symlink to /nonexistent, which does not "
+        "exist)",
+        f"2 symlink(s) that loop ignored, e.g. {root / 'circle' / 'x1'} (a symlink to x2, which leads back to itself "
+        "through links)"]
+    assert not any("without an image extension" in note for note in m.notes)
+
+
 def test_missing_folder_and_folder_without_images_are_clear_errors(tmp_path):
     with pytest.raises(DatasetError, match="not found"):
         scan(tmp_path / "nope", progress=False)
