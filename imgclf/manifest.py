@@ -10,6 +10,7 @@ import collections
 import csv
 import dataclasses
 import errno
+import fractions
 import hashlib
 import io
 import json
@@ -925,6 +926,12 @@ def assign_splits(entries: Sequence[Entry], *, val: float, test: float, seed: in
                 entry.split = name if entry.usable else ""
 
 
+def _round_half_up(n: int, fraction: float) -> int:
+    """`round(n * fraction)`, halves rounded up, computed on the fraction as written: 50 * 0.29 is 14.5 and gives 15
+    (in floating point it is 14.499999999999998)."""
+    return math.floor(fractions.Fraction(str(float(fraction))) * n + fractions.Fraction(1, 2))
+
+
 def split_sizes(n: int, *, val: float, test: float) -> dict[str, int]:
     """How many of `n` distinct images go to each split: `{"test": ..., "val": ..., "train": ...}`.
 
@@ -937,8 +944,8 @@ def split_sizes(n: int, *, val: float, test: float) -> dict[str, int]:
     >>> split_sizes(12, val=0.15, test=0.15)
     {'test': 2, 'val': 2, 'train': 8}
     """
-    n_test = min(int(n * test + 0.5), n)
-    n_val = min(int(n * val + 0.5), n - n_test)
+    n_test = min(_round_half_up(n, test), n)
+    n_val = min(_round_half_up(n, val), n - n_test)
     sizes = {"test": n_test, "val": n_val, "train": n - n_test - n_val}
     if n >= 3:
         for name in [name for name, fraction in (("test", test), ("val", val), ("train", 1.0)) if fraction > 0]:

@@ -164,6 +164,14 @@ def test_split_sizes_are_exact_for_small_classes(tmp_path):
     assert split_sizes(5, val=0.4, test=0.5) == {"test": 2, "val": 2, "train": 1}  # train keeps one
 
 
+@pytest.mark.parametrize("n, fraction, rounded", [(50, 0.29, 15), (90, 0.35, 32), (50, 0.57, 29), (25, 0.58, 15),
+                                                  (45, 0.7, 32), (85, 0.7, 60), (75, 0.82, 62)])
+def test_split_sizes_round_halves_up_for_fractions_floating_point_cannot_hold(n, fraction, rounded):
+    # n * fraction is a half in decimals (50 * 0.29 = 14.5) but a bit below it in floating point
+    assert split_sizes(n, val=0, test=fraction) == {"test": rounded, "val": 0, "train": n - rounded}
+    assert split_sizes(n, val=fraction, test=0)["val"] == rounded
+
+
 def test_split_is_decided_by_content_hashes_not_paths(tmp_path):
     root = make_class_folder(tmp_path / "data", per_class=12)
     before = {e.sha1: e.split for e in scan(root, seed=3, progress=False).entries}
