@@ -901,7 +901,9 @@ def assign_splits(entries: Sequence[Entry], *, val: float, test: float, seed: in
 
     Entries that already have a split (a pre-split folder or a CSV with a
     split column) keep it; val and test are carved from train, in the same
-    way, only when the dataset has none of them.
+    way, only when the dataset has none of them. An entry without a split
+    whose content is identical to an entry given `val` or `test` gets that
+    split (`test` if both).
 
     Args:
         entries: the entries to split; usable ones without a split are set.
@@ -911,6 +913,15 @@ def assign_splits(entries: Sequence[Entry], *, val: float, test: float, seed: in
     """
     given = {e.split for e in entries if e.sha1 and e.split}
     fractions = {"test": test if "test" not in given else 0.0, "val": val if "val" not in given else 0.0}
+
+    # A file without a split that is identical to one given val or test joins it, so the split makes no leak.
+    held_out = {}
+    for entry in entries:
+        if entry.sha1 and entry.split in ("val", "test"):
+            held_out[entry.sha1] = "test" if entry.split == "test" else held_out.get(entry.sha1, "val")
+    for entry in entries:
+        if entry.sha1 in held_out and not entry.split:
+            entry.split = held_out[entry.sha1] if entry.usable else ""
 
     by_class: dict[str, dict[str, list[Entry]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     for entry in entries:

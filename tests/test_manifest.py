@@ -259,6 +259,19 @@ def test_csv_layout_with_relative_paths(tmp_path):
     assert all(os.path.exists(e.path) for e in m.entries)
 
 
+def test_a_csv_row_without_a_split_identical_to_a_test_row_goes_to_test(tmp_path):
+    root = make_class_folder(tmp_path / "img", per_class=6, classes=["circle", "square"])
+    shutil.copy(root / "circle" / "circle_000.png", root / "circle" / "copy.png")
+    rows = ["path,label,split", "img/circle/circle_000.png,circle,test"]
+    rows += [f"img/{c}/{c}_{i:03d}.png,{c}," for c in ("circle", "square") for i in range(6) if (c, i) != ("circle", 0)]
+    rows += ["img/circle/copy.png,circle,"]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    m = scan(tmp_path / "labels.csv", progress=False)
+    assert splits_by_path(m)[str(root / "circle" / "copy.png")] == "test"
+    assert m.cross_split_duplicates() == []
+    assert not any("more than one split" in note for note in m.notes)
+
+
 def test_csv_without_label_column_is_a_clear_error(tmp_path):
     (tmp_path / "bad.csv").write_text("file,class\na.png,cat\n")
     with pytest.raises(DatasetError, match="path,label"):
