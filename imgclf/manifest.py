@@ -389,7 +389,10 @@ def scan(
     read_files(entries, limits=limits, decode=decode, workers=workers, progress=progress, staged=staged)
     flag_duplicates(entries)
     given = {entry.split for entry in entries if entry.split}  # by the folders or the CSV
+    marked_train = [entry for entry in entries if entry.split == "train"]
     assign_splits(entries, val=val, test=test, seed=seed)
+    if root.is_file():
+        notes.extend(_carved_rows_notes(root, marked_train))
     manifest = Manifest(entries, root=str(root), notes=notes, staged=staged,
                         split_settings={"val": val, "test": test, "seed": seed})
     manifest.notes.extend(class_size_notes(manifest))
@@ -793,6 +796,19 @@ def class_size_notes(manifest: Manifest) -> list[str]:
             effect = "the model cannot learn them" if split == "train" else f"their {split} results cannot be measured"
             notes.append(f"{len(missing)} class(es) have no {split} images ({', '.join(map(repr, missing))}): {effect}")
     return notes
+
+
+def _carved_rows_notes(path: Path, marked_train: Sequence[Entry]) -> list[str]:
+    """The note for CSV rows marked train that the split moved to val or test (the CSV marks none so)."""
+    moved = collections.Counter(e.split for e in marked_train if e.split in ("val", "test"))
+    if not moved:
+        return []
+    splits = [split for split in ("val", "test") if moved[split]]
+    return [f"no row of {escape_name(str(path))} is marked {' or '.join(splits)}, so "
+            f"{' and '.join(f'{moved[split]} {split}' for split in splits)} image(s) were carved out of the rows marked "
+            f"train, as for a pre-split folder without {' or '.join(f'{split}/' for split in splits)}; mark "
+            f"{' and '.join(splits)} rows to choose them, or pass {' '.join(f'--{split} 0' for split in splits)} to "
+            "keep every row marked train in train"]
 
 
 def _empty_split_notes(manifest: Manifest, fractions: dict[str, float], given: set[str]) -> list[str]:

@@ -272,6 +272,22 @@ def test_a_csv_row_without_a_split_identical_to_a_test_row_goes_to_test(tmp_path
     assert not any("more than one split" in note for note in m.notes)
 
 
+def test_csv_rows_marked_train_moved_to_val_and_test_are_noted(tmp_path):
+    make_class_folder(tmp_path / "img", per_class=10, classes=["circle", "square"])
+    rows = [f"img/{c}/{c}_{i:03d}.png,{c},{'train' if i < 8 else ''}" for c in ("circle", "square") for i in range(10)]
+    (tmp_path / "labels.csv").write_text("\n".join(["path,label,split", *rows]) + "\n")
+    m = scan(tmp_path / "labels.csv", val=0.2, test=0.2, progress=False)
+    marked = {str(tmp_path / "img" / c / f"{c}_{i:03d}.png") for c in ("circle", "square") for i in range(8)}
+    moved = collections.Counter(e.split for e in m.entries if e.path in marked and e.split != "train")
+    assert sum(moved.values()) > 0
+    assert (f"no row of {tmp_path / 'labels.csv'} is marked val or test, so {moved['val']} val and {moved['test']} "
+            "test image(s) were carved out of the rows marked train, as for a pre-split folder without val/ or test/; "
+            "mark val and test rows to choose them, or pass --val 0 --test 0 to keep every row marked train in train"
+            ) in m.notes
+    kept = scan(tmp_path / "labels.csv", val=0, test=0, progress=False)
+    assert all(e.split == "train" for e in kept.entries) and not any("carved" in note for note in kept.notes)
+
+
 def test_csv_without_label_column_is_a_clear_error(tmp_path):
     (tmp_path / "bad.csv").write_text("file,class\na.png,cat\n")
     with pytest.raises(DatasetError, match="path,label"):
