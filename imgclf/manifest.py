@@ -660,6 +660,26 @@ def _class_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not _is_ignored(p.name))
 
 
+_SPLIT_NAMED_CLASS_FIX = ("A folder named like a split that holds folders is read as a split folder: if it is a class "
+                          "whose images sit in subfolders (train/2023/), rename it (trains/) or list the images in a "
+                          "CSV with path,label columns.")
+
+
+def _presplit_reading_notes(root: Path, folders: Sequence[tuple[str, str, str, Path]]) -> list[str]:
+    """A note when a pre-split reading looks like classes named like splits (`{test,train}/holiday/`): it gives a
+    single class, or split folders with no class in common."""
+    labels = collections.defaultdict(set)  # split folder -> its class names
+    for _, label, _, parent in folders:
+        labels[parent].add(label)
+    classes = set().union(*labels.values())
+    shared = any(len([names for names in labels.values() if label in names]) > 1 for label in classes)
+    if len(classes) > 1 and (len(labels) < 2 or shared):
+        return []
+    split_names = ", ".join(sorted(f"{escape_name(parent.name)}/" for parent in labels))
+    return [f"{escape_name(str(root))} was read as a pre-split folder ({split_names} hold folders), whose classes "
+            f"are {', '.join(repr(label) for label in sorted(classes))}. {_SPLIT_NAMED_CLASS_FIX}"]
+
+
 def _entries_from_folder(root: Path) -> tuple[list[Entry], list[str]]:
     folders = _class_folders(root)
     # A folder named like a split is one only if it holds class folders: vehicles/{bus,car,train}/ has a class 'train'.
@@ -671,7 +691,7 @@ def _entries_from_folder(root: Path) -> tuple[list[Entry], list[str]]:
         raise DatasetError(
             f"{escape_name(str(root))} mixes split folders {sorted(p.name for p in split_folders)} (they hold class "
             f"folders) with other folders {others}. Use either root/<class>/ or root/train|val|test/<class>/, not "
-            "both; or list the images in a CSV with path,label columns."
+            "both. " + _SPLIT_NAMED_CLASS_FIX
         )
     parents = [(p, split_folders[p]) for p in folders] if presplit else [(root, "")]
     if presplit and "train" not in split_folders.values():
@@ -687,6 +707,8 @@ def _entries_from_folder(root: Path) -> tuple[list[Entry], list[str]]:
                for parent, split in parents for folder in _class_folders(parent)]
     images, others, notes, skipped = _walk_class_folders([(folder, label) for folder, label, _, _ in folders])
     notes = link_notes + notes
+    if presplit:
+        notes.extend(_presplit_reading_notes(root, folders))
     # A val/ or test/ whose class folders are all empty gives no split: it is carved out of train/ instead.
     hollow = {parent: split for parent, split in parents if split in ("val", "test") and not any(
         images[index] or index in skipped for index, folder in enumerate(folders) if folder[3] == parent)}

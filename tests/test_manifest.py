@@ -331,6 +331,26 @@ def test_a_class_named_like_a_split_is_a_class_when_it_holds_images(tmp_path):
     assert m.classes == ["Valid", "circle", "square", "train"] and len(m.usable) == 12
 
 
+def test_a_class_named_like_a_split_with_images_in_subfolders_is_read_as_a_split_and_says_how_to_fix_it(tmp_path):
+    fix = ("A folder named like a split that holds folders is read as a split folder: if it is a class whose images "
+           "sit in subfolders (train/2023/), rename it (trains/) or list the images in a CSV with path,label columns.")
+    vehicles = make_class_folder(tmp_path / "vehicles", per_class=3, classes=["circle", "square"])
+    make_class_folder(vehicles / "train", per_class=3, classes=["triangle"])  # vehicles/train/triangle/*.png
+    with pytest.raises(DatasetError) as error:
+        scan(vehicles, progress=False)
+    assert str(error.value).endswith("not both. " + fix)
+    trips = tmp_path / "trips"
+    for split in ("test", "train"):  # two classes 'test' and 'train', each with a holiday/ subfolder
+        make_class_folder(trips / split, per_class=3, classes=["circle"])
+        (trips / split / "circle").rename(trips / split / "holiday")
+    m = scan(trips, progress=False)
+    assert m.classes == ["holiday"]
+    assert (f"{trips} was read as a pre-split folder (test/, train/ hold folders), whose classes are 'holiday'. "
+            + fix) in m.notes
+    assert not any("pre-split" in note for note in scan(make_class_folder(tmp_path / "split" / "train", per_class=3)
+                                                           .parent, progress=False).notes)
+
+
 def test_every_extension_in_any_case_is_an_image_and_other_files_are_noted(tmp_path):
     root = make_class_folder(tmp_path / "data", per_class=3, classes=["circle", "square"])
     formats = {"a.JPG": "JPEG", "b.jpeg": "JPEG", "c.Png": "PNG", "d.bmp": "BMP", "e.GIF": "GIF",
