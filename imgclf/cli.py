@@ -113,6 +113,27 @@ def _add_options(parser: argparse.ArgumentParser, options, *, defaults: bool) ->
     """Adds shared options; `defaults=False` leaves them None so a --config file can set them."""
     for flag, kind, default, text in options:
         parser.add_argument(flag, type=kind, default=default if defaults else None, help=text)
+    if options is SPLIT_OPTIONS:
+        parser.set_defaults(split_parser=parser)  # for `_check_split_fractions`, which needs both values
+
+
+def _check_split_fractions(args) -> None:
+    """Makes --val and --test that add up to 1 or more a usage error (exit 2), as each one outside [0, 1) is.
+
+    A flag left out counts with its default, unless a --config file may set
+    it; the config's own check then names the file.
+    """
+    parser = getattr(args, "split_parser", None)
+    if parser is None or (args.val is None and args.test is None):
+        return
+    if (args.val is None or args.test is None) and getattr(args, "config", None):
+        return
+    defaults = {flag: default for flag, _, default, _ in SPLIT_OPTIONS}
+    val = defaults["--val"] if args.val is None else args.val
+    test = defaults["--test"] if args.test is None else args.test
+    if val + test >= 1:
+        parser.error(f"argument --val/--test: val+test must be less than 1, so that some images are left to train "
+                     f"on. Received: --val {val:g} and --test {test:g}")
 
 
 def _limits(args):
@@ -528,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    _check_split_fractions(args)
     from .config import ConfigError
     from .manifest import DatasetError
     from .parallel import WorkerDiedError

@@ -215,3 +215,19 @@ def test_counts_below_1_are_usage_errors_naming_the_flag(command, capsys):
     error = capsys.readouterr().err.splitlines()[-1]
     assert error.startswith(f"imgclf {command[0]}: error: argument {command[-2]}: expected a whole number of at least "
                             "1 (") and error.endswith(f"Received: '{command[-1]}'")
+
+
+@pytest.mark.parametrize("command, received", [
+    (["scan", "DATA", "--val", "0.5", "--test", "0.5"], "--val 0.5 and --test 0.5"),
+    (["audit", "DATA", "--val", "0.9"], "--val 0.9 and --test 0.15"),
+    (["train", "DATA", "--out", "RUN", "--test", "0.85"], "--val 0.15 and --test 0.85"),
+    (["augment-preview", "DATA", "--val", "0.3", "--test", "0.7"], "--val 0.3 and --test 0.7")])
+def test_val_and_test_adding_up_to_1_are_usage_errors(command, received, capsys):
+    from imgclf.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(command)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"imgclf {command[0]}: error: argument --val/--test: val+test must be less than 1, so that some images are left "
+        f"to train on. Received: {received}")
