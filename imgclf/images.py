@@ -198,7 +198,15 @@ def signature_format(head: bytes) -> str | None:
     return next((name for signature, name in _SIGNATURES if head.startswith(signature)), None)
 
 
+# Brands of an ISO media file (`ftyp` box) that hold HEIF images: HEIC is how iPhones save photos.
+_HEIF_BRANDS = {b"heic": "a HEIC", b"heix": "a HEIC", b"heim": "a HEIC", b"heis": "a HEIC", b"hevc": "a HEIC",
+                b"hevx": "a HEIC", b"mif1": "a HEIF", b"msf1": "a HEIF", b"avif": "an AVIF", b"avis": "an AVIF"}
+
+
 def _describe_non_image(head: bytes) -> str:
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return (f"the file is {_HEIF_BRANDS[head[8:12]]} image, a format imgclf cannot read; convert it to JPEG "
+                "or PNG (e.g. with your photo app's export, or `heif-convert`)")
     text = head.lstrip().lower()
     for prefix, name in ((b"%pdf", "a PDF document"), (b"<svg", "an SVG drawing"), (b"<?xml", "an XML/SVG file"),
                          (b"<!doctype html", "an HTML page"), (b"<html", "an HTML page"), (b"pk\x03\x04", "a ZIP archive")):
@@ -354,11 +362,25 @@ def _header_of(image: Image.Image, limits: ImageLimits) -> ImageHeader:
         findings.append(Finding(ImageProblem.EXIF_ORIENTATION, f"EXIF orientation {orientation} applied"))
         if orientation in _SIDEWAYS_ORIENTATIONS:
             width, height = height, width
-    findings += _mode_findings(image) + _shape_findings(width, height, limits)
+    findings += _depth_findings(image) + _mode_findings(image) + _shape_findings(width, height, limits)
     return ImageHeader(width, height, _channels(image.mode), image.format, tuple(findings))
 
 
 # Decoding ------------------------------------------------------------------
+
+def _depth_findings(image: Image.Image) -> list[Finding]:
+    """A warning for a PNG of 16 bits per channel that Pillow opens as 8-bit RGB, RGBA or LA (raw mode "RGB;16B").
+
+    Its mode does not show the depth (16-bit grey does, `I;16`), so this is
+    read from the raw mode of the header, before the image is loaded.
+    """
+    if image.format != "PNG" or image.mode in _HIGH_BIT_MODES or not image.tile:
+        return []
+    rawmode = image.tile[0].args
+    if isinstance(rawmode, str) and ";16" in rawmode:
+        return [Finding(ImageProblem.HIGH_BIT_DEPTH, f"16-bit {image.mode} image scaled to 8 bits")]
+    return []
+
 
 def _mode_findings(image: Image.Image) -> list[Finding]:
     """Warnings about the stored pixel format, which `_convert` deals with."""
@@ -434,7 +456,8 @@ def _shape_findings(width: int, height: int, limits: ImageLimits) -> list[Findin
     return findings
 
 
-def _decode(source, path, channels: int | None, limits: ImageLimits, draft_size=None) -> tuple[Image.Image, list[Finding], str]:
+def _decode(source, path, channels: int | None, limits: ImageLimits, draft_size=None,
+            check_jpeg: bool = False) -> tuple[Image.Image, list[Finding], str]:
     """Opens and fully decodes one image.
 
     Returns the image (converted to `channels`, or as stored when `channels`
@@ -442,26 +465,30 @@ def _decode(source, path, channels: int | None, limits: ImageLimits, draft_size=
     """
     data = source.getvalue() if isinstance(source, io.BytesIO) else None
     with _open(source, path, limits) as image:
-        return _decode_opened(image, channels, limits, draft_size, path=path, data=data)
+        return _decode_opened(image, channels, limits, draft_size, path=path, data=data, check_jpeg=check_jpeg)
 
 
 def _decode_opened(image: Image.Image, channels: int | None, limits: ImageLimits, draft_size=None, *,
-                   path, data: bytes | None = None) -> tuple[Image.Image, list[Finding], str]:
+                   path, data: bytes | None = None, check_jpeg: bool = False) -> tuple[Image.Image, list[Finding], str]:
     """`_decode` of an image already opened by `_open` (inside its `with`, which names the errors).
 
-    `data` is the file's bytes when the caller has them, for `_check_png_rows`.
+    `data` is the file's bytes when the caller has them, for `_check_png_rows`
+    and, with `check_jpeg`, for `_check_jpeg_data`.
     """
     stored_mode = image.mode
+    depth_findings = _depth_findings(image)  # before loading, which drops the header's raw mode
     if draft_size is not None and image.format == "JPEG":
         # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far faster for large photos.
         image.draft(None if channels is None else "L" if channels == 1 else "RGB", (draft_size[1], draft_size[0]))
     image.load()
     if image.format == "PNG" and _last_pixel_is_zero(image):  # as it is where rows are missing
         _check_png_rows(data if data is not None else _read_bytes(path), path)
+    if check_jpeg and image.format == "JPEG":
+        _check_jpeg_data(data if data is not None else _read_bytes(path), path)
     image, findings = _orientation_and_frames(image)
     if findings and findings[0].problem == ImageProblem.ANIMATED:
         image.load()
-    findings += _mode_findings(image)
+    findings += depth_findings + _mode_findings(image)
     if channels is not None:
         image = _convert(image, channels, limits)
     return image, findings, stored_mode
@@ -481,10 +508,11 @@ def decode_image(path, *, channels: int = 3, limits: ImageLimits = ImageLimits()
 
     Raises:
         ImageDecodeError: if the file is empty, unreadable, not an image,
-            truncated, corrupt or too large.
+            truncated, corrupt (a JPEG whose data libjpeg finds damaged
+            included, `_check_jpeg_data`) or too large.
     """
     _check_file(path)
-    image, findings, _ = _decode(path, path, channels, limits)
+    image, findings, _ = _decode(path, path, channels, limits, check_jpeg=True)
     return _as_array(image, channels), tuple(findings)
 
 
@@ -632,6 +660,21 @@ def _check_png_rows(data: bytes, path) -> None:
         raise ImageDecodeError(path, ImageProblem.TRUNCATED, detail)
 
 
+def _check_jpeg_data(data: bytes, path) -> None:
+    """Raises for a JPEG whose compressed data is damaged, which Pillow decodes as garbled blocks without a word.
+
+    libjpeg warns of such data (`opencv_decode.jpeg_damage`). The check
+    decodes the file a second time, at 1/8 scale, so only the full decodes
+    of the audit (`inspect_file`) and `decode_image` make it, not the decode
+    for a model.
+    """
+    warning = opencv_decode.jpeg_damage(data)
+    if warning:
+        problem = ImageProblem.TRUNCATED if warning.startswith("Premature end") else ImageProblem.CORRUPT
+        raise ImageDecodeError(path, problem, f"the JPEG data is damaged, so part of the image decodes as garbage "
+                                              f"(libjpeg: {warning})")
+
+
 def _last_pixel_is_zero(image: Image.Image) -> bool:
     width, height = image.size
     if width == 0 or height == 0:
@@ -671,7 +714,8 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits(), draft: bool = Tru
     its size: libjpeg still reads and Huffman-decodes every byte of the
     compressed data, so a file cut short or broken fails as it does in a
     full decode (`tests/test_jpeg_draft.py`), in a fraction of the time for
-    a large photo.
+    a large photo. A JPEG whose data libjpeg finds damaged is `corrupt`
+    (`_check_jpeg_data`).
 
     Args:
         path: the file.
@@ -696,7 +740,7 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits(), draft: bool = Tru
             scaled = draft and opened.format == "JPEG"
             full, orientation = opened.size, _exif_orientation(opened) if scaled else 1
             image, findings, stored_mode = _decode_opened(opened, None, limits, draft_size=(1, 1) if scaled else None,
-                                                          path=path, data=data)
+                                                          path=path, data=data, check_jpeg=True)
     except ImageDecodeError as error:
         return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),))
     width, height = image.size

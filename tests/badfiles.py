@@ -152,6 +152,33 @@ def bomb_png(path, width=30_000, height=30_000):
     return write(path, bytes(data))
 
 
+def garbled_jpeg(path):
+    """A JPEG with 40 bytes of its compressed data zeroed: Pillow decodes it, libjpeg warns of corrupt data."""
+    data = bytearray(_jpeg_bytes(_rgb((32, 32))))
+    middle = len(data) // 2
+    data[middle:middle + 40] = bytes(40)
+    return write(path, bytes(data))
+
+
+def flipped_byte_progressive_jpeg(path):
+    data = bytearray(_jpeg_bytes(_rgb((32, 32)), progressive=True))
+    data[len(data) // 2] ^= 0x55
+    return write(path, bytes(data))
+
+
+def progressive_jpeg(path):
+    return write(path, _jpeg_bytes(_rgb((32, 32)), progressive=True))
+
+
+def grey_jpeg(path):
+    return write(path, _jpeg_bytes(_rgb().convert("L")))
+
+
+def heic_named_jpg(path):
+    """The first bytes of an iPhone photo (a HEIC file) under a .jpg name."""
+    return write(path, struct.pack(">I", 24) + b"ftypheic" + b"\0\0\0\0mif1heic" + b"\0\0\x01\x00meta" + bytes(64))
+
+
 def cmyk_jpeg(path):
     return write(path, _jpeg_bytes(_rgb().convert("CMYK")))
 
@@ -161,6 +188,15 @@ def sixteen_bit_png(path):
     array[:8] = 256
     image = Image.fromarray(array)
     return write(path, _png_bytes(image))
+
+
+def rgb48_png(path):
+    """An RGB PNG of 16 bits per channel, which Pillow opens as 8-bit RGB (Pillow cannot write one)."""
+    pixels = np.random.default_rng(0).integers(0, 65536, size=(16, 16, 3), dtype=np.uint16).astype(">u2")
+    rows = b"".join(b"\x00" + row.tobytes() for row in pixels)
+    header = struct.pack(">IIBBBBB", 16, 16, 16, 2, 0, 0, 0)
+    return write(path, b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(rows))
+                 + png_chunk(b"IEND", b""))
 
 
 def palette_transparency_png(path):
@@ -231,9 +267,13 @@ BAD_FILES = {
     "garbled.png": (garbled_png, "error", "corrupt"),
     "rows_missing.png": (rows_missing_png, "error", "truncated"),
     "bad_page.tif": (dangling_ifd_tiff, "error", "corrupt"),
+    "garbled.jpg": (garbled_jpeg, "error", "corrupt"),
+    "flipped_byte_progressive.jpg": (flipped_byte_progressive_jpeg, "error", "corrupt"),
+    "iphone_photo.jpg": (heic_named_jpg, "error", "not_an_image"),
     "bomb.png": (bomb_png, "error", "decompression_bomb"),
     "cmyk.jpg": (cmyk_jpeg, "warning", "cmyk"),
     "deep.png": (sixteen_bit_png, "warning", "high_bit_depth"),
+    "rgb48.png": (rgb48_png, "warning", "high_bit_depth"),
     "palette.png": (palette_transparency_png, "warning", "palette_transparency"),
     "rgba.png": (rgba_png, "warning", "alpha"),
     "la.png": (la_png, "warning", "alpha"),
@@ -244,4 +284,6 @@ BAD_FILES = {
     "banner.png": (extreme_aspect_png, "warning", "extreme_aspect"),
     "really_png.jpg": (png_named_jpg, "ok", ""),
     "good.jpg": (good_jpeg, "ok", ""),
+    "progressive.jpg": (progressive_jpeg, "ok", ""),
+    "grey.jpg": (grey_jpeg, "ok", ""),
 }

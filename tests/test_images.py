@@ -216,3 +216,38 @@ def test_a_dangling_symlink_is_named_as_one_with_its_target(tmp_path):
                                                r"which does not exist\)\)"):
         load_image(link, size=(8, 8))
     assert "a symlink to" in inspect_file(link).findings[0].detail
+
+
+@pytest.mark.parametrize("name", ["garbled.jpg", "flipped_byte_progressive.jpg"])
+def test_jpeg_with_damaged_data_is_corrupt_with_libjpegs_warning(tmp_path, name, capfd):
+    path = badfiles.BAD_FILES[name][0](tmp_path / name)
+    assert load_image(path, size=(32, 32)).shape == (32, 32, 3)  # Pillow decodes it without complaint
+    check = inspect_file(path)
+    assert (check.status.value, check.problem) == ("error", "corrupt")
+    assert check.detail.startswith("the JPEG data is damaged, so part of the image decodes as garbage (libjpeg: "
+                                   "Corrupt JPEG data: ")
+    assert "extraneous bytes before marker" in check.detail
+    with pytest.raises(ImageDecodeError, match="corrupt .the JPEG data is damaged"):
+        decode_image(path)
+    assert "Corrupt JPEG" not in capfd.readouterr().err  # reported once, as the finding, not printed
+
+
+@pytest.mark.parametrize("name", ["good.jpg", "progressive.jpg", "grey.jpg", "cmyk.jpg", "rotated.jpg"])
+def test_sound_jpegs_of_every_kind_pass_the_data_check(tmp_path, name):
+    path = badfiles.BAD_FILES[name][0](tmp_path / name)
+    assert inspect_file(path).problem in ("", "cmyk", "exif_orientation")
+    assert inspect_file(path, draft=False).problem == inspect_file(path).problem
+
+
+def test_sixteen_bit_rgb_png_is_named_high_bit_depth(tmp_path):
+    path = badfiles.rgb48_png(tmp_path / "rgb48.png")
+    expected = [("high_bit_depth", "16-bit RGB image scaled to 8 bits")]
+    assert [(f.problem.value, f.detail) for f in inspect_file(path).findings] == expected
+    assert [(f.problem.value, f.detail) for f in read_header(path).findings] == expected
+
+
+def test_heic_photo_under_a_jpg_name_is_named_with_the_fix(tmp_path):
+    check = inspect_file(badfiles.heic_named_jpg(tmp_path / "IMG_0001.jpg"))
+    assert (check.problem, check.detail) == ("not_an_image", "the file is a HEIC image, a format imgclf cannot read; "
+                                             "convert it to JPEG or PNG (e.g. with your photo app's export, or "
+                                             "`heif-convert`)")

@@ -1,6 +1,7 @@
 """OpenCV decodes plain PNGs for models: the pixels and the errors must be exactly Pillow's."""
 
 import io
+import os
 import struct
 
 import numpy as np
@@ -133,3 +134,19 @@ def test_every_bad_file_is_reported_as_pillow_reports_it(tmp_path, monkeypatch, 
     for channels in (1, 3):
         decode = lambda: load_image(path, size=size, channels=channels)  # noqa: E731
         assert _outcome(decode) == _by_pillow_only(monkeypatch, decode)
+
+
+def test_libpngs_own_error_line_is_kept_off_stderr(tmp_path, capfd):
+    path = badfiles.rows_missing_png(tmp_path / "rows_missing.png")
+    with pytest.raises(ImageDecodeError, match="truncated .the pixel data ends after"):
+        load_image(path, size=(32, 32), channels=1)  # libpng refuses it, then Pillow names the problem
+    assert capfd.readouterr().err == ""
+
+
+def test_other_output_during_a_decode_still_reaches_stderr(capfd):
+    def decode():
+        os.write(2, b"libpng warning: iCCP: known incorrect sRGB profile\nanother thread's log line\n")
+        return 7
+
+    assert opencv_decode._c_messages(decode, (b"libpng ",)) == (7, ["libpng warning: iCCP: known incorrect sRGB profile"])
+    assert capfd.readouterr().err == "another thread's log line\n"
