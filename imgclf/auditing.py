@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from .images import ImageLimits, ImageProblem, Severity
-from .manifest import Manifest, flag_duplicates, read_files, scan
+from .manifest import Manifest, flag_duplicates, printable_name, read_files, scan
 from .files import escape_name, is_inside, write_csv
 
 AUDIT_COLUMNS = ("path", "label", "split", "status", "problem", "detail", "width", "height", "sha1", "quarantined")
@@ -80,7 +80,7 @@ class AuditResult:
             severity = {problem: ImageProblem(problem).severity for problem in counts}
             for problem in sorted(counts, key=lambda p: (severity[p] != Severity.ERROR, -counts[p], p)):
                 lines.append(f"{problem:<22} {severity[problem].value:<8} {counts[problem]:>6}  "
-                             f"{self.manifest.display_path(examples[problem])}")
+                             f"{printable_name(self.manifest.display_path(examples[problem]))}")
         classes = self.class_counts()
         if classes:
             largest, smallest = max(classes, key=classes.get), min(classes, key=classes.get)
@@ -88,12 +88,17 @@ class AuditResult:
                      f"largest '{largest}' {classes[largest]:,}, smallest '{smallest}' {classes[smallest]:,}")
             lines += ["", *self.manifest.class_table(),
                       f"{len(classes)} classes; imbalance ratio {self.imbalance_ratio:.1f} ({sizes})"]
-        lines.extend(f"note: {note}" for note in self.manifest.notes)
+        lines.extend(f"note: {printable_name(note)}" for note in self.manifest.notes)
         if self.csv_path:
-            lines.append(f"details: {self.csv_path}")
+            lines.append(f"details: {_printable_path(self.csv_path)}")
         if self.quarantined:
-            lines.append(f"{len(self.quarantined)} file(s) with errors moved to {self.quarantine_dir}")
+            lines.append(f"{len(self.quarantined)} file(s) with errors moved to {_printable_path(self.quarantine_dir)}")
         return "\n".join(lines)
+
+
+def _printable_path(path) -> str:
+    """A path for one line of the summary: undecodable bytes, newlines and tabs escaped."""
+    return printable_name(escape_name(os.fspath(path)))
 
 
 def audit(
@@ -171,9 +176,14 @@ def audit(
 
 
 def _quarantine(entries, root: Path, folder: Path) -> dict[str, str]:
-    """Moves each file under `folder`, keeping its path relative to `root`; returns old → new."""
+    """Moves each file under `folder`, keeping its path relative to `root`; returns old → new.
+
+    A symlink is moved as a link to the absolute path of the file it leads
+    to, or to that file's new place when it is quarantined too: moved as it
+    is, a relative link would point at nothing.
+    """
     base = root if root.is_dir() else root.parent
-    moved = {}
+    moved, new_places, links = {}, {}, {}
     for entry in entries:
         source = Path(entry.path)
         if not os.path.lexists(source) or not is_inside(source.parent, base):
@@ -185,9 +195,19 @@ def _quarantine(entries, root: Path, folder: Path) -> dict[str, str]:
         target = folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         counter = 1
-        while target.exists():  # never overwrite an earlier quarantined file
+        while os.path.lexists(target):  # never overwrite an earlier quarantined file, nor a link to nowhere
             target = target.with_name(f"{source.stem}.{counter}{source.suffix}")
             counter += 1
-        shutil.move(str(source), target)
+        if source.is_symlink():
+            links[target] = os.path.realpath(source)
+            os.symlink(links[target], target)
+            os.unlink(source)
+        else:
+            new_places[os.path.realpath(source)] = os.path.abspath(target)
+            shutil.move(str(source), target)
         moved[entry.path] = str(target)
+    for link, pointed in links.items():
+        if pointed in new_places:
+            os.unlink(link)
+            os.symlink(new_places[pointed], link)
     return moved

@@ -207,3 +207,36 @@ def test_quarantine_names_csv_paths_outside_the_csv_folder_as_such(tmp_path):
     assert any("1 file(s) with errors left where they are" in note and "a CSV path that leaves its folder" in note
                for note in result.manifest.notes)
     assert (tmp_path / "imgs" / "circle" / "cut.png").exists()
+
+
+def test_quarantined_symlinks_still_lead_to_their_files_and_nothing_is_overwritten(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=4, classes=["circle", "square"])
+    (root / "square" / "real_bad.png").write_bytes(b"bad2")
+    os.symlink("../square/real_bad.png", root / "circle" / "link_to_bad.png")  # its target is quarantined too
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "outside.png").write_bytes(b"bad3")
+    os.symlink("../../elsewhere/outside.png", root / "circle" / "link_outside.png")
+    (root / "circle" / "zero.png").write_bytes(b"")
+    quarantine = tmp_path / "q" / "deeper"
+    (quarantine / "circle").mkdir(parents=True)
+    os.symlink("nowhere.png", quarantine / "circle" / "zero.png")  # left by an earlier run: not to be replaced
+    result = imgclf.audit(root, quarantine=quarantine, progress=False)
+    assert sorted(os.path.relpath(p, quarantine) for p in result.quarantined.values()) == [
+        "circle/link_outside.png", "circle/link_to_bad.png", "circle/zero.1.png", "square/real_bad.png"]
+    assert (quarantine / "circle" / "link_to_bad.png").read_bytes() == b"bad2"
+    assert os.path.realpath(quarantine / "circle" / "link_to_bad.png") == str(quarantine / "square" / "real_bad.png")
+    assert (quarantine / "circle" / "link_outside.png").read_bytes() == b"bad3"
+    assert os.readlink(quarantine / "circle" / "zero.png") == "nowhere.png"
+    assert (quarantine / "circle" / "zero.1.png").read_bytes() == b""
+
+
+def test_summary_escapes_newlines_and_tabs_in_names(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=4, classes=["circle", "square"])
+    (root / "new\nline").mkdir()
+    (root / "new\nline" / "bad\tname.png").write_text("notes")
+    (root / "empty\ncls").mkdir()
+    summary = imgclf.audit(root, progress=False).summary()
+    assert f"not_an_image           error         1  {root}/new\\nline/bad\\tname.png" in summary.splitlines()
+    assert any(line.startswith("note: empty class folder ") and line.endswith("empty\\ncls left out")
+               for line in summary.splitlines())
+    assert "\t" not in summary and not any(line.startswith(("line", "cls")) for line in summary.splitlines())
