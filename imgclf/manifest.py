@@ -555,8 +555,8 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
                     subfolders.append(child.path)
                 elif _is_image_name(child.name):
                     images[index].append(os.path.abspath(child.path))
-                elif _broken_link(child.path):
-                    broken.append((child.path, *_broken_link(child.path)))
+                elif broken_link := _broken_link(child.path):
+                    broken.append((child.path, *broken_link))
                 else:
                     others += 1
             stack.extend(reversed(subfolders))  # walked next, in name order
