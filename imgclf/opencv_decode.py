@@ -18,7 +18,6 @@ the problem.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
 import sys
@@ -103,7 +102,16 @@ def jpeg_damage(data: bytes) -> str | None:
 
 
 _stderr_lock = threading.Lock()
-_sinks: dict[int, int] = {}  # process id -> the descriptor of its anonymous file that stderr is pointed at
+_sink_fd: int | None = None  # this process's anonymous file that stderr is pointed at, once opened
+
+
+def _forget_sink() -> None:
+    global _sink_fd
+    _sink_fd = None  # a forked child opens its own: the parent's file offset would be shared
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_sink)
 
 
 def _c_messages(call: Callable[[], T], prefixes: tuple[bytes, ...]) -> tuple[T, list[str]]:
@@ -117,8 +125,10 @@ def _c_messages(call: Callable[[], T], prefixes: tuple[bytes, ...]) -> tuple[T, 
     """
     with _stderr_lock:
         sink = _sink()
-        with contextlib.suppress(Exception):  # e.g. sys.stderr is None under pythonw
+        try:
             sys.stderr.flush()  # what Python wrote before goes to the real stderr
+        except (AttributeError, OSError, ValueError):  # no stderr (pythonw), or a closed one
+            pass
         try:
             saved = os.dup(2)
         except OSError:
@@ -144,12 +154,12 @@ def _c_messages(call: Callable[[], T], prefixes: tuple[bytes, ...]) -> tuple[T, 
 
 
 def _sink() -> int:
-    """This process's anonymous file for `_c_messages` (a forked child opens its own: the offset is shared)."""
-    pid = os.getpid()
-    if pid not in _sinks:
+    """This process's anonymous file for `_c_messages`."""
+    global _sink_fd
+    if _sink_fd is None:
         with tempfile.TemporaryFile() as sink:  # unlinked at once; the duplicate descriptor keeps it open
-            _sinks[pid] = os.dup(sink.fileno())
-    return _sinks[pid]
+            _sink_fd = os.dup(sink.fileno())
+    return _sink_fd
 
 
 def _checked(pixels, size: tuple[int, int], channels: int) -> np.ndarray | None:
