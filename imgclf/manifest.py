@@ -515,7 +515,7 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
 
     Returns:
         `(images, others, notes, skipped)`: absolute image paths per class
-        folder, the number of other files, notes on the folders not walked
+        folder, the other files counted by extension, notes on the folders not walked
         (loops, and folders reached a second time), and the indices of the
         class folders that were not walked for that reason.
     """
@@ -523,10 +523,9 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
     owners: dict[str, tuple[int, str]] = {}  # real directory -> (class folder index, the path that reached it)
     links: list[tuple[int, str]] = []  # symlinks to directories, followed once the class folders are walked
     broken: list[tuple[str, str, str]] = []  # (path, kind, why) of the links that lead nowhere
-    notes, skipped, others = [], set(), 0
+    notes, skipped, others = [], set(), collections.Counter()
 
     def walk(index: int, top: str) -> bool:
-        nonlocal others
         stack = [top]
         while stack:
             current = stack.pop()
@@ -558,7 +557,7 @@ def _walk_class_folders(folders: Sequence[tuple[str, str]]) -> tuple[list[list[s
                 elif broken_link := _broken_link(child.path):
                     broken.append((child.path, *broken_link))
                 else:
-                    others += 1
+                    others[os.path.splitext(child.name)[1].lower()] += 1
             stack.extend(reversed(subfolders))  # walked next, in name order
         return True
 
@@ -726,8 +725,23 @@ def _entries_from_folder(root: Path) -> tuple[list[Entry], list[str]]:
         if loose:
             notes.append(f"{len(loose)} image(s) directly in {escape_name(str(parent))} ignored: put them in a class folder")
     if others:
-        notes.append(f"{others} file(s) without an image extension ignored")
+        notes.append(_other_files_note(others))
     return entries, notes
+
+
+# Image formats that are common in photo folders but that imgclf cannot read.
+_UNREADABLE_IMAGE_EXTENSIONS = frozenset({".heic", ".heif", ".avif", ".jxl", ".svg", ".psd", ".dng", ".cr2", ".cr3",
+                                          ".nef", ".arw", ".raf", ".orf", ".rw2"})
+
+
+def _other_files_note(others: collections.Counter) -> str:
+    """The note on the files of class folders that were ignored for their extension (`others`: extension -> count)."""
+    note = f"{sum(others.values())} file(s) without an image extension ignored"
+    unreadable = sorted((extension, n) for extension, n in others.items() if extension in _UNREADABLE_IMAGE_EXTENSIONS)
+    if unreadable:
+        note += (f", among them {', '.join(f'{n} {extension}' for extension, n in unreadable)}: images in a format "
+                 "imgclf cannot read; convert them to JPEG or PNG to use them")
+    return note
 
 
 def _entries_from_csv(path: Path) -> tuple[list[Entry], list[str]]:

@@ -587,3 +587,13 @@ def test_a_dataset_build_that_was_interrupted_is_noted_with_the_command_that_fin
     assert "empty class folder " not in summary  # one note for test/, not one per class folder
     stamp.write_text('{"params": {"recipe": "fashion_mnist", "limit": 5000}, "complete": true}')
     assert "interrupted" not in scan(root, progress=False).summary()
+
+
+def test_files_in_image_formats_imgclf_cannot_read_are_named_with_the_fix(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=3, classes=["circle", "square"])
+    for name in ("IMG_0001.HEIC", "IMG_0002.heic", "logo.svg"):
+        (root / "circle" / name).write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (root / "square" / "notes.txt").write_text("not an image\n")
+    notes = [note for note in scan(root, progress=False).notes if "without an image extension" in note]
+    assert notes == ["4 file(s) without an image extension ignored, among them 2 .heic, 1 .svg: images in a format "
+                     "imgclf cannot read; convert them to JPEG or PNG to use them"]
