@@ -405,6 +405,8 @@ def _convert(image: Image.Image, channels: int, limits: ImageLimits) -> Image.Im
         background = Image.new("RGBA", rgba.size, (*limits.background, 255))
         image = Image.alpha_composite(background, rgba).convert("RGB")
     target = "L" if channels == 1 else "RGB"
+    if target == "L" and image.mode == "LAB":  # Pillow converts LAB to RGB only
+        image = image.convert("RGB")
     return image if image.mode == target else image.convert(target)
 
 

@@ -438,9 +438,7 @@ def resize_image(image, spec: ImageSpec, limits: ImageLimits = ImageLimits()) ->
 
     if spec.resize not in RESIZE_MODES:
         raise ValueError(f"Unknown resize {spec.resize!r}. Valid values: {', '.join(RESIZE_MODES)}")
-    image = ImageOps.exif_transpose(image)
-    if getattr(image, "n_frames", 1) > 1:
-        image.seek(0)
+    image = ImageOps.exif_transpose(image)  # a copy of the frame the image is at (an animated one is not rewound)
     if image.mode == "La":  # premultiplied alpha, which Pillow converts only to LA
         image = image.convert("LA")
     image = _convert(image, spec.channels, limits)
@@ -523,6 +521,8 @@ def iter_inputs(inputs, *, notes: list | None = None) -> Iterator[str]:
     """
     notes = [] if notes is None else notes
     for item in _input_list(inputs):
+        if not isinstance(item, (str, os.PathLike)):
+            raise _not_paths(item)
         item = os.fspath(item)
         if os.path.isdir(item):
             yield from _walk_folder(item, notes)
@@ -573,10 +573,18 @@ def _walk_folder(top: str, notes: list) -> Iterator[str]:
 
 def _input_list(inputs) -> Iterable:
     """`inputs` as an iterable of paths: one path becomes a list of one."""
-    if inputs is None or isinstance(inputs, (bytes, bytearray)):
-        raise TypeError("inputs must be a path (str or pathlib.Path) or a list of paths. "
-                        f"Received: {inputs!r:.80}")
-    return [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
+    if isinstance(inputs, (str, os.PathLike)):
+        return [inputs]
+    if inputs is None or isinstance(inputs, (bytes, bytearray)) or hasattr(inputs, "shape") or hasattr(inputs, "getpixel"):
+        raise _not_paths(inputs)
+    return inputs
+
+
+def _not_paths(inputs) -> TypeError:
+    """The error for inputs that are not paths: images in memory go to `Predictor.predict`."""
+    return TypeError("inputs must be a path (str or pathlib.Path) or a list of paths: image files, folders or CSV "
+                     "lists. For images in memory (numpy arrays, PIL images), use imgclf.load(run).predict(images). "
+                     f"Received: {type(inputs).__name__} {inputs!r:.60}")
 
 
 # The header names of the path column in a CSV list of inputs, in order of preference.

@@ -251,3 +251,16 @@ def test_heic_photo_under_a_jpg_name_is_named_with_the_fix(tmp_path):
     assert (check.problem, check.detail) == ("not_an_image", "the file is a HEIC image, a format imgclf cannot read; "
                                              "convert it to JPEG or PNG (e.g. with your photo app's export, or "
                                              "`heif-convert`)")
+
+
+def test_a_lab_image_decodes_as_grey_as_it_does_as_rgb(tmp_path):
+    from imgclf.prediction import resize_image
+
+    path = tmp_path / "lab.tif"
+    Image.new("RGB", (8, 8), (200, 30, 40)).convert("LAB").save(path)
+    rgb, _ = decode_image(path, channels=3)
+    grey, findings = decode_image(path, channels=1)
+    assert grey.shape == (8, 8, 1) and not findings
+    assert grey[0, 0, 0] == np.asarray(Image.fromarray(rgb).convert("L"))[0, 0]
+    spec = ImageSpec(8, 8, 1, "stretch")
+    assert (resize_image(Image.open(path), spec) == grey).all()  # a PIL image given to predict, as a file

@@ -402,8 +402,12 @@ def test_load_predict_takes_any_iterable_and_explains_what_it_refuses(run, new_i
     with pytest.raises(TypeError, match="images must be a file path, a PIL image, a uint8 array or an iterable of "
                                         "them. Received: NoneType"):
         clf.predict(None)
-    with pytest.raises(TypeError, match="inputs must be a path .* Received: b'"):
+    with pytest.raises(TypeError, match="inputs must be a path .* Received: bytes b'"):
         imgclf.predict(run, path.encode())
+    for in_memory in (np.zeros((8, 8, 3), np.uint8), [path, np.zeros((8, 8, 3), np.uint8)], Image.new("RGB", (8, 8))):
+        with pytest.raises(TypeError, match=r"For images in memory \(numpy arrays, PIL images\), use "
+                                            r"imgclf.load\(run\).predict\(images\). Received: (ndarray|Image)"):
+            imgclf.predict(run, in_memory)
     premultiplied = Image.new("La", (20, 20), (128, 255))
     np.testing.assert_array_equal(clf.predict(premultiplied), clf.predict(premultiplied.convert("LA")))
 
@@ -510,3 +514,17 @@ def test_top_k_below_1_is_a_usage_error_naming_the_flag(value, tmp_path, capsys)
     assert stopped.value.code == 2  # as for any other bad flag; 1 means an input could not be predicted
     assert capsys.readouterr().err.endswith("imgclf predict: error: argument --top-k: expected a whole number of at "
                                             f"least 1 (the classes listed per image). Received: '{value}'\n")
+
+
+def test_an_animated_pil_image_is_used_at_the_frame_it_is_at_and_left_there(tmp_path):
+    from PIL import Image
+
+    from imgclf.config import ImageSpec
+    from imgclf.prediction import resize_image
+
+    frames = [Image.new("RGB", (8, 8), (100 * i, 0, 0)) for i in range(3)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    image = Image.open(tmp_path / "a.gif")
+    image.seek(2)
+    pixels = resize_image(image, ImageSpec(8, 8, 3, "stretch"))
+    assert tuple(pixels[0, 0]) == (200, 0, 0) and image.tell() == 2
