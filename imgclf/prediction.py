@@ -41,7 +41,7 @@ import numpy as np
 
 from .config import ImageSpec
 from .files import atomic_path, escape_name, unescape_name
-from .images import RESIZE_MODES, ImageDecodeError, ImageLimits, ImageProblem, load_image
+from .images import RESIZE_MODES, ImageDecodeError, ImageLimits, load_image
 from .manifest import _is_dir, _is_ignored, _is_image_name, symlink_loop_note
 from .parallel import WorkerDiedError, WorkerPool, resolve_workers
 

@@ -96,8 +96,6 @@ def keras_dataset(folder: Path, spec, batch_size: int):
 
 
 def bench_folder(name: str, run: Path, folder: Path, *, batch_size: int, repeats: int) -> dict:
-    import numpy as np
-
     import imgclf
     from imgclf.prediction import decode_batch, iter_inputs
 

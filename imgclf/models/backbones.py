@@ -269,8 +269,8 @@ def create_backbone(backbone: Backbone, weights: str | None, spec: ImageSpec) ->
             model.load_weights(path)
     except Exception as error:  # Keras raises ValueError or h5py errors, depending on the mismatch
         reason = str(error).split("\n")[0][:300]
-        hint = (f" It is a whole model (.keras): for a model trained by imgclf, pass --weights run:DIR with its run "
-                f"folder." if str(path).endswith(".keras") else "")
+        hint = (" It is a whole model (.keras): for a model trained by imgclf, pass --weights run:DIR with its run "
+                "folder." if str(path).endswith(".keras") else "")
         raise WeightsError(f"{path} does not hold weights of {backbone.name} ({reason}). Pass a .weights.h5 file "
                            f"saved from keras.applications' {backbone.name} without its top.{hint}") from None
     return model
