@@ -263,12 +263,16 @@ def _build(node, where: str, source: str, flip: bool):
     place = f"{name} ({where})"
     args = {key: value for key, value in node.items() if key != "__class_fullname__"}
     parameters = inspect.signature(cls.__init__).parameters
+    inherited = {}
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         valid = [key for key in parameters if key != "self"]
+        derived = _inherited_arguments(cls) - set(valid)
         for key in args:
-            if key not in valid:
+            if key not in valid and key not in derived:
                 raise AugmentError(f"{source}: {place}: unknown argument {key!r}. Valid arguments of {name}: "
                                    f"{', '.join(valid)}.")
+        # A.to_dict also writes the arguments of the parent classes, which the class sets from its own.
+        inherited = {key: args.pop(key) for key in list(args) if key in derived}
     if issubclass(cls, A.BaseCompose):
         children = args.get("transforms")
         if not isinstance(children, list):
@@ -277,9 +281,36 @@ def _build(node, where: str, source: str, flip: bool):
         built = [_build(child, f"{where}.transforms[{i}]", source, flip) for i, child in enumerate(children)]
         args["transforms"] = [transform for transform in built if transform is not None]
     try:
-        return cls(**args)
+        transform = cls(**args)
     except (ValueError, TypeError) as error:
         raise AugmentError(f"{source}: {place}: {_describe(error, args)}") from None
+    if inherited:
+        recorded = transform.to_dict_private()
+        for key, value in inherited.items():
+            if _plain(value) != _plain(recorded.get(key)):
+                raise AugmentError(f"{source}: {place}: argument {key!r} is set by {name} from its own arguments "
+                                   f"(to {_short(_plain(recorded.get(key)))}). Received: {key}={_short(value)}. "
+                                   f"Leave it out, or set it through {', '.join(valid)}.")
+    return transform
+
+
+def _inherited_arguments(cls) -> set[str]:
+    """The arguments of the transform classes `cls` derives from."""
+    names = set()
+    for parent in cls.__mro__[1:]:
+        if issubclass(parent, (A.BasicTransform, A.BaseCompose)):
+            names.update(key for key, p in inspect.signature(parent.__init__).parameters.items()
+                         if key != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    return names
+
+
+def _plain(value):
+    """A value as YAML reads it back: tuples as lists."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 def _describe(error: Exception, args: dict) -> str:

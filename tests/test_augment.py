@@ -91,6 +91,25 @@ def test_an_invalid_yaml_file_names_the_file_the_transform_and_the_argument(tmp_
     assert message in str(raised.value)
 
 
+def test_a_run_file_and_albumentations_save_read_back_for_transforms_that_record_parent_arguments(tmp_path):
+    # A.to_dict writes the arguments these classes inherit (padding, approximation, balanced_scale, fill).
+    pipeline = A.Compose([A.PadIfNeeded(20, 20, p=1), A.RandomCrop(16, 16, p=1), A.RGBShift(r_shift_limit=5),
+                          A.SafeRotate(limit=7), A.TimeMasking(), A.FrequencyMasking()])
+    run_file = tmp_path / "augment.yaml"
+    run_file.write_text(augment_to_yaml(pipeline))
+    assert augment_to_yaml(build_augment(run_file)) == run_file.read_text()
+    saved = tmp_path / "saved.yaml"
+    A.save(pipeline, str(saved), data_format="yaml")
+    assert augment_to_yaml(build_augment(saved)) == augment_to_yaml(pipeline)
+    # An inherited argument the class sets itself cannot be given another value.
+    run_file.write_text(run_file.read_text().replace("padding: 0", "padding: 5", 1))
+    with pytest.raises(AugmentError) as raised:
+        build_augment(run_file)
+    assert str(raised.value).startswith(
+        f"{run_file}: PadIfNeeded (transform.transforms[0]): argument 'padding' is set by PadIfNeeded from its own "
+        "arguments (to 0). Received: padding=5. Leave it out, or set it through min_height, min_width,")
+
+
 @pytest.mark.parametrize("text, message", [
     ("- __class_fullname__: Blur\n", "an augmentation pipeline must be a mapping with a 'transform' key"),
     ("just words\n", "an augmentation pipeline must be a mapping with a 'transform' key (the format of a run's augment.yaml). Received: 'just words'"),
