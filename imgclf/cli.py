@@ -10,6 +10,7 @@ import errno
 import os
 import sys
 import textwrap
+import warnings
 
 EPILOG = """\
 commands in order:
@@ -379,6 +380,7 @@ def cmd_train(args) -> int:
             entry.label = class_name(entry.label)
         limits = {key: getattr(args, key) for key in ("max_pixels", "min_side", "max_aspect") if getattr(args, key) is not None}
         data.recheck_changed(os.stat(args.manifest).st_mtime, limits=ImageLimits(**limits), workers=args.workers)
+    model_before = _modified(os.path.join(args.out, "model.keras")) if args.resume else None
     run = imgclf.train(data, out=args.out, config=args.config, resume=args.resume, overwrite=args.overwrite,
                        strict=args.strict, verbose=2, **options)
     if _another_worker(run):
@@ -387,7 +389,10 @@ def cmd_train(args) -> int:
     manifest = run.manifest()
     if any(not entry.usable for entry in manifest.entries):
         print(f"files left out have status 'error' in {run.manifest_path}; `imgclf audit` explains each one")
-    print(f"\nmodel written to {run.model_path}")
+    if model_before is not None and _modified(run.model_path) == model_before:
+        print(f"\nmodel unchanged: {run.model_path}")
+    else:
+        print(f"\nmodel written to {run.model_path}")
     split = next((s for s in ("test", "val", "train") if manifest.split(s)), "train")
     print(f"next: imgclf evaluate {run.path} --split {split}")
     return 0
@@ -542,6 +547,25 @@ def cmd_export(args) -> int:
 _TENSORFLOW_COMMANDS = {"export", "predict", "train", "evaluate", "models"}
 
 
+def _modified(path) -> int | None:
+    """The modification time of `path` in nanoseconds, or `None` where there is no file."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Prints imgclf's own warnings as a line of the command's output; others as Python prints them."""
+    if os.path.dirname(os.path.abspath(filename)).startswith(os.path.dirname(os.path.abspath(__file__))):
+        print(f"warning: {message}", file=file or sys.stderr, flush=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the `imgclf` command line; returns the exit status."""
     parser = build_parser()
@@ -558,7 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in _TENSORFLOW_COMMANDS:
             _quiet_tensorflow()
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.handler(args)
     except (ConfigError, DatasetError, RunError, WorkerDiedError, FileNotFoundError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"imgclf {args.command}: error: {message}", file=sys.stderr)

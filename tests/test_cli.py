@@ -231,3 +231,21 @@ def test_val_and_test_adding_up_to_1_are_usage_errors(command, received, capsys)
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"imgclf {command[0]}: error: argument --val/--test: val+test must be less than 1, so that some images are left "
         f"to train on. Received: {received}")
+
+
+def test_a_resume_that_trains_nothing_says_the_model_is_unchanged_and_imgclf_warnings_are_one_line(
+        image_folder, tmp_path, capsys):
+    from imgclf.cli import main
+
+    run = tmp_path / "run"
+    train = ["train", str(image_folder), "--out", str(run), "--model", "mlp", "--hidden", "8", "--epochs", "1"]
+    assert main(train) == 0
+    assert f"model written to {run / 'model.keras'}" in capsys.readouterr().out
+    assert main([*train, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to resume: all 1 epoch(s)" in out and f"model unchanged: {run / 'model.keras'}" in out
+    for cached in (tmp_path / "xdg-cache").rglob("*.npy"):
+        cached.write_bytes(cached.read_bytes()[:100])  # damaged: decoded again, with a warning
+    assert main(["evaluate", str(run), "--no-report"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "damaged" in line]
+    assert warned and all(line.startswith("warning: The decoded-image cache ") for line in warned)
