@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", help="a model from `imgclf models`, or auto (default): a backbone whose ImageNet "
                        "weights are cached, else small_cnn")
     train.add_argument("--weights", help="backbone weights: imagenet (default for backbones), none, a .weights.h5 "
-                       "file, or run:DIR (the backbone of an earlier run)")
+                       "file (or a Keras .h5 weights file), or run:DIR (the backbone of an earlier run)")
     train.add_argument("--freeze-epochs", type=int, help="epochs that train only the new head of a pretrained "
                        "backbone, counted in --epochs (default max(1, epochs // 5))")
     train.add_argument("--unfreeze", help="what fine-tuning trains after those: all (default), none, or K (the top "
