@@ -25,6 +25,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks Py
 import albumentations as A  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
+from albumentations.augmentations.mixing.domain_adaptation import BaseDomainAdaptation  # noqa: E402
 from albumentations.core.serialization import SERIALIZABLE_REGISTRY, shorten_class_name  # noqa: E402
 
 from .config import AugmentConfig, ConfigError, load_yaml  # noqa: E402
@@ -261,6 +262,9 @@ def _build(node, where: str, source: str, flip: bool):
     if not flip and name in MIRRORS:
         return None
     place = f"{name} ({where})"
+    if issubclass(cls, BaseDomainAdaptation):
+        raise AugmentError(f"{source}: {place}: {name} matches each image to reference images passed with it, which "
+                           "training cannot pass, and a run's augment.yaml cannot record. Leave it out.")
     args = {key: value for key, value in node.items() if key != "__class_fullname__"}
     parameters = inspect.signature(cls.__init__).parameters
     inherited = {}
@@ -284,8 +288,11 @@ def _build(node, where: str, source: str, flip: bool):
         transform = cls(**args)
     except (ValueError, TypeError) as error:
         raise AugmentError(f"{source}: {place}: {_describe(error, args)}") from None
+    try:
+        recorded = transform.to_dict_private()  # what the run's augment.yaml will record
+    except NotImplementedError as error:
+        raise AugmentError(f"{source}: {place}: a run's augment.yaml cannot record it ({error}). Leave it out.") from None
     if inherited:
-        recorded = transform.to_dict_private()
         for key, value in inherited.items():
             if _plain(value) != _plain(recorded.get(key)):
                 raise AugmentError(f"{source}: {place}: argument {key!r} is set by {name} from its own arguments "

@@ -54,6 +54,14 @@ def test_train_with_a_yaml_file_records_it_and_refuses_it_once_edited(tmp_path, 
     ("transform:\n  __class_fullname__: Compose\n  transforms:\n  - {__class_fullname__: Affine, rotate: [1, 2, 3]}\n",
      "Affine (transform.transforms[0]): invalid argument rotate: Tuple should have at most 2 items"),
     ("- Affine\n- HorizontalFlip\n", "an augmentation pipeline must be a mapping with a 'transform' key"),
+    ("transform:\n  __class_fullname__: Compose\n  transforms:\n"
+     "  - {__class_fullname__: HistogramMatching, reference_images: [ref.png], p: 0.5}\n",
+     "HistogramMatching (transform.transforms[0]): HistogramMatching matches each image to reference images passed "
+     "with it, which training cannot pass, and a run's augment.yaml cannot record. Leave it out."),
+    ("transform:\n  __class_fullname__: OneOf\n  transforms:\n  - {__class_fullname__: Blur}\n"
+     "  - {__class_fullname__: FDA}\n", "FDA (transform.transforms[1]): FDA matches each image to reference images"),
+    ("transform: {__class_fullname__: PixelDistributionAdaptation}\n",
+     "PixelDistributionAdaptation (transform): PixelDistributionAdaptation matches each image to reference"),
 ])
 def test_train_refuses_an_invalid_yaml_file_before_reading_images(tmp_path, capsys, body, message):
     bad = tmp_path / "bad.yaml"
