@@ -37,6 +37,8 @@ AUTO = "auto"
 # the 8 symmetries of a square, 4 of which are mirror images, so it goes too (with its pure rotations).
 MIRRORS = ("HorizontalFlip", "VerticalFlip", "Transpose", "D4", "SquareSymmetry")
 YAML_SUFFIXES = (".yaml", ".yml")
+# The bytes of the files `pin_augment` read, by SHA-256: the pipeline is built from the bytes that were hashed.
+_PINNED: dict[str, bytes] = {}
 # Base classes in albumentations' registry that are not transforms of their own.
 _BASES = {"BasicTransform", "DualTransform", "ImageOnlyTransform", "Transform3D", "BaseCompose", "MaxSizeTransform"}
 
@@ -70,7 +72,8 @@ def build_augment(augment, *, channels: int = 3, seed: int | None = None, flip: 
     Args:
         augment: one of `PRESETS`, the path of a `.yaml`/`.yml` file in the
             format of a run's `augment.yaml` (see `read_augment`), or an
-            `AugmentConfig` (its `preset` and `flip`).
+            `AugmentConfig` (its `preset`, `flip` and `sha256`: a file is
+            built from the bytes `pin_augment` hashed).
         channels: 1 for grayscale images (the presets leave colour
             transforms out), 3 for RGB. A file's pipeline is used as written.
             Defaults to 3.
@@ -91,14 +94,15 @@ def build_augment(augment, *, channels: int = 3, seed: int | None = None, flip: 
     >>> pipeline = build_augment("standard", seed=0, flip=False)
     >>> pipeline = build_augment("runs/flowers/augment.yaml", seed=0)
     """
+    sha256 = None
     if isinstance(augment, AugmentConfig):
-        augment, flip = augment.preset, flip and augment.flip
+        augment, flip, sha256 = augment.preset, flip and augment.flip, augment.sha256
     if augment == AUTO:
         augment = auto_preset(channels)
     if augment in PRESETS:
         pipeline = _preset(augment, channels=channels, flip=flip)
     elif isinstance(augment, (str, os.PathLike)) and is_augment_file(os.fspath(augment)):
-        pipeline = read_augment(augment, flip=flip)
+        pipeline = read_augment(augment, flip=flip, sha256=sha256)
     else:
         raise AugmentError(f"Unknown augmentation preset {augment!r}. Valid presets: {', '.join((AUTO, *PRESETS))}; or the "
                            f"path of a YAML file ({' or '.join(YAML_SUFFIXES)}) holding an albumentations pipeline "
@@ -157,7 +161,7 @@ def augment_from_yaml(text: str, *, source: str = "augmentation YAML", flip: boo
     return pipeline_from_dict(values, source=source, flip=flip)
 
 
-def read_augment(path, *, flip: bool = True) -> A.Compose:
+def read_augment(path, *, flip: bool = True, sha256: str | None = None) -> A.Compose:
     """Reads an albumentations pipeline from a YAML file.
 
     The file holds the dict `A.to_dict` makes, as a run's `augment.yaml`
@@ -181,24 +185,49 @@ def read_augment(path, *, flip: bool = True) -> A.Compose:
     Args:
         path: the `.yaml` or `.yml` file.
         flip: keep the transforms of `MIRRORS`. Defaults to `True`.
+        sha256: the hash `pin_augment` recorded: the pipeline is built from
+            the bytes it read, whatever happened to the file since; a file
+            not pinned in this process must still have this hash.
+            Defaults to `None`: the file as it is now.
 
     Returns:
         An `A.Compose`.
 
     Raises:
-        AugmentError: for a missing file, invalid YAML, or an unknown
+        AugmentError: for a missing file, one changed since `sha256`, invalid YAML, or an unknown
             transform, unknown argument or invalid value (named, with the
             file and the transform's place in it).
     """
     path = Path(path)
+    data = _PINNED.get(sha256)
+    if data is None:
+        data = _read_bytes(path)
+        if sha256:
+            _check_unchanged(path, sha256, hashlib.sha256(data).hexdigest())
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise AugmentError(f"Cannot read augmentation file {path}: {error}") from None
+    return augment_from_yaml(text, source=str(path), flip=flip)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
     except FileNotFoundError:
         raise AugmentError(f"Augmentation file not found: {path}. Check the path; a run's own pipeline is its "
                            "augment.yaml.") from None
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
         raise AugmentError(f"Cannot read augmentation file {path}: {error}") from None
-    return augment_from_yaml(text, source=str(path), flip=flip)
+
+
+def _check_unchanged(path: Path, recorded: str, digest: str) -> None:
+    if recorded != digest:
+        raise AugmentError(
+            f"Augmentation file {path} changed since it was recorded (sha256 {recorded[:12]}, now {digest[:12]}). "
+            f"A run's exact pipeline is in its augment.yaml: start a new run with --augment RUN/augment.yaml, or name "
+            f"the file again (--augment {path}) to use it as it is now."
+        )
 
 
 def pipeline_from_dict(values, *, source: str = "augmentation", flip: bool = True) -> A.Compose:
@@ -350,7 +379,11 @@ def pin_augment(augment: AugmentConfig) -> AugmentConfig:
 
     A config that already records one (a resumed run, or a run's
     `config.yaml` used again) must still match the file, so a file edited
-    since cannot silently change a run's augmentation.
+    since cannot silently change a run's augmentation. The file is read
+    once, here: `build_augment` with the returned config builds the
+    pipeline from these bytes, so the pipeline that trains is the one
+    whose hash the run records, even if the file is edited or deleted
+    after the run starts.
 
     Args:
         augment: the config; a preset name is returned unchanged.
@@ -366,16 +399,11 @@ def pin_augment(augment: AugmentConfig) -> AugmentConfig:
     if not is_augment_file(augment.preset):
         return augment
     path = Path(augment.preset)
-    if not path.is_file():
-        raise AugmentError(f"Augmentation file not found: {path}. Check the path; a run's own pipeline is its "
-                           "augment.yaml.")
-    digest = augment_sha256(path)
-    if augment.sha256 and augment.sha256 != digest:
-        raise AugmentError(
-            f"Augmentation file {path} changed since it was recorded (sha256 {augment.sha256[:12]}, now {digest[:12]}). "
-            f"A run's exact pipeline is in its augment.yaml: start a new run with --augment RUN/augment.yaml, or name "
-            f"the file again (--augment {path}) to use it as it is now."
-        )
+    data = _read_bytes(path)
+    digest = hashlib.sha256(data).hexdigest()
+    if augment.sha256:
+        _check_unchanged(path, augment.sha256, digest)
+    _PINNED[digest] = data
     # The absolute path: the run's config.yaml repeats it from any folder.
     return dataclasses.replace(augment, preset=os.path.abspath(path), sha256=digest)
 

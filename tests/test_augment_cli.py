@@ -89,3 +89,28 @@ def test_train_no_flip_leaves_flips_out_of_the_run_pipeline(tmp_path):
     run = tmp_path / "run"
     assert main(["train", str(data), "--out", str(run), "--augment", "standard", "--no-flip", *TINY]) == 0
     assert (run / "augment.yaml").read_text() == augment_to_yaml(build_augment("standard", flip=False))
+
+
+def test_the_run_trains_the_file_it_hashed_even_if_it_is_edited_or_deleted_after_the_start(tmp_path, monkeypatch):
+    import imgclf.training
+
+    data = make_class_folder(tmp_path / "data", per_class=6)
+    mine = tmp_path / "mine.yaml"
+    started = augment_to_yaml(A.Compose([A.HorizontalFlip(p=0.0)]))
+    mine.write_text(started)
+    load_split = imgclf.training.load_split
+
+    def edited_then_deleted(manifest, split, *args, **kwargs):
+        # The user edits the file for the next experiment while this run decodes its images, then removes it.
+        if split == "train":
+            mine.write_text(augment_to_yaml(A.Compose([A.VerticalFlip(p=1.0), A.GaussianBlur(p=1.0)])))
+        else:
+            mine.unlink(missing_ok=True)
+        return load_split(manifest, split, *args, **kwargs)
+
+    monkeypatch.setattr(imgclf.training, "load_split", edited_then_deleted)
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--out", str(run), "--augment", str(mine), *TINY]) == 0
+    assert not mine.exists()
+    assert RunDir(run).config().augment.sha256 == hashlib.sha256(started.encode()).hexdigest()
+    assert (run / "augment.yaml").read_text() == started
