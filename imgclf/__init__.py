@@ -107,7 +107,7 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     """
     import dataclasses
 
-    from .augment import pin_augment
+    from .augment import build_augment, check_augment, pin_augment
     from .config import Config, load_config, with_options
     from .files import read_json
     from .manifest import Manifest
@@ -132,6 +132,12 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     cfg = dataclasses.replace(cfg, augment=pin_augment(cfg.augment))
     run = RunDir(out)
     check_choices(cfg, resuming=resume and run.resumable)
+    spec = _spec_before_scan(cfg)
+    # The channels of color_mode "auto" are known after the scan: then training checks the pipeline before decoding.
+    augment_checked = spec is not None and cfg.data.color_mode != "auto"
+    if augment_checked:
+        check_augment(build_augment(cfg.augment, channels=spec.channels), (spec.height, spec.width, spec.channels),
+                      source=cfg.augment.preset)
     if resume and run.resumable and options.get("epochs") is None:
         # epochs from a config file, below what the run has trained since: the run's own count is meant
         done = read_json(run.checkpoints / "state.json")["epoch"] + 1
@@ -146,7 +152,7 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
         # When the size and colour mode the model sees do not depend on the images, the scan decodes them
         # into the cache as it reads them: each file is read once.
         data = scan(data, val=cfg.data.val, test=cfg.data.test, seed=cfg.data.seed, limits=limits,
-                    workers=cfg.data.workers, progress=progress, cache_spec=_spec_before_scan(cfg),
+                    workers=cfg.data.workers, progress=progress, cache_spec=spec,
                     cache_dir=cfg.data.cache_dir)
     if strict:
         _refuse_errors(audit(data, limits=limits, workers=cfg.data.workers, progress=progress).manifest)
@@ -154,14 +160,14 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
         print(data.summary(), flush=True)  # flushed: Keras' epoch lines follow on the same stream
     if cfg.train.strategy == "multi-worker" and not is_chief():
         # The chief of the cluster alone writes (and locks) the run directory; the other workers only read it to resume.
-        return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress)
+        return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress, augment_checked=augment_checked)
     with run.lock():
         if not (resume and run.resumable):
             if resume and verbose:
                 print(f"nothing to resume in {run.path} (no finished epoch): a new run starts", flush=True)
             run.start(overwrite=overwrite)
         run.remove_temporaries()
-        return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress)
+        return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress, augment_checked=augment_checked)
 
 
 def _check_paths(data, out) -> None:

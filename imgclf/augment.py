@@ -13,11 +13,13 @@ preset or a file, for data where a mirror image is another class.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
 import inspect
 import os
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for updates at import otherwise
@@ -37,6 +39,8 @@ AUTO = "auto"
 # the 8 symmetries of a square, 4 of which are mirror images, so it goes too (with its pure rotations).
 MIRRORS = ("HorizontalFlip", "VerticalFlip", "Transpose", "D4", "SquareSymmetry")
 YAML_SUFFIXES = (".yaml", ".yml")
+# Seeds each transform is tried with by `check_augment`: a random turn of a non-square image is drawn among them.
+CHECK_SEEDS = range(8)
 # The bytes of the files `pin_augment` read, by SHA-256: the pipeline is built from the bytes that were hashed.
 _PINNED: dict[str, bytes] = {}
 # Base classes in albumentations' registry that are not transforms of their own.
@@ -408,6 +412,110 @@ def pin_augment(augment: AugmentConfig) -> AugmentConfig:
     return dataclasses.replace(augment, preset=os.path.abspath(path), sha256=digest)
 
 
+def check_augment(pipeline: A.Compose, shape: tuple[int, int, int], *, source: str) -> None:
+    """Raises for a transform that cannot keep an image of `shape` as the model sees it, before any image is read.
+
+    A blank uint8 image of `shape` goes through the pipeline with every
+    transform both applied (`p=1`, on a copy, with each seed of
+    `CHECK_SEEDS`) and, where its `p` is below 1, left out, so a transform
+    that breaks the image only now and then is found too, and one that
+    only prepares the next (`PadIfNeeded` before `RandomCrop`) is not
+    refused. A transform whose output size is random can still break an
+    image later, when `apply_augment` refuses it.
+
+    Args:
+        pipeline: the pipeline training or the preview will apply.
+        shape: `(height, width, channels)` of the images the model sees.
+        source: the preset name or the YAML file, for error messages.
+
+    Raises:
+        AugmentError: naming the source, the transform and its place, for a
+            transform that fails on such an image (one that needs bounding
+            boxes, masks or other targets) or after which the pipeline can
+            return another size, channels or dtype.
+    """
+    source = source if is_augment_file(source) else f"augment preset {source!r}"
+    blank = np.zeros(shape, np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. "The image is already gray": a blank image is no real one
+        outcomes = _outcomes(pipeline, {_kind(blank): (blank, None)}, "transform", source)
+        for image, culprit in outcomes.values():
+            problem = _changed(blank, image)
+            if problem:
+                raise AugmentError(f"{source}: {culprit}: with it the pipeline {problem}")
+        whole = copy.deepcopy(pipeline)  # the composes' own settings, such as bbox_params
+        whole.set_random_seed(0)
+        _apply_once(whole, blank, f"{source}: {type(pipeline).__name__} (transform)")
+
+
+def _kind(image: np.ndarray) -> tuple:
+    return image.shape, image.dtype.str
+
+
+def _outcomes(transform, images: dict, where: str, source: str) -> dict:
+    """The images `transform` can turn `images` into: `{(shape, dtype): (image, the last transform that changed it)}`."""
+    if isinstance(transform, (A.Compose, A.Sequential, A.OneOf, A.SomeOf)):
+        results = {} if isinstance(transform, A.OneOf) else dict(images)
+        for i, child in enumerate(transform.transforms):
+            place = f"{where}.transforms[{i}]"
+            if isinstance(transform, A.OneOf):  # one child, on the compose's input
+                results.update(_outcomes(child, images, place, source))
+            elif isinstance(transform, A.SomeOf):  # any of the children, in turn
+                results.update(_outcomes(child, results, place, source))
+            else:
+                results = _outcomes(child, results, place, source)
+        if transform.p < 1 or not transform.transforms:
+            results.update(images)
+        return results
+    results = dict(images) if transform.p < 1 else {}
+    name = f"{type(transform).__name__} ({where})"
+    always = copy.deepcopy(transform)
+    always.p = 1.0
+    single = A.Compose([always])
+    for image, culprit in images.values():
+        for seed in CHECK_SEEDS:
+            single.set_random_seed(seed)
+            result = _apply_once(single, image, f"{source}: {name}")
+            results[_kind(result)] = (result, culprit if _kind(result) == _kind(image) else name)
+    return results
+
+
+def _apply_once(pipeline: A.Compose, image: np.ndarray, name: str) -> np.ndarray:
+    try:
+        result = pipeline(image=image)["image"]
+    except Exception as error:
+        raise AugmentError(f"{name} failed on a {_dims(image)} image: {type(error).__name__}: {error}. Training "
+                           "passes only the image (no bounding boxes, masks or other targets): leave out transforms "
+                           "that need more.") from None
+    if not isinstance(result, np.ndarray):
+        raise AugmentError(f"{name} returned a {type(result).__name__}; it must return uint8 images.")
+    return result
+
+
+def _dims(array) -> str:
+    return "x".join(map(str, getattr(array, "shape", ())))
+
+
+def _changed(image: np.ndarray, result) -> str | None:
+    """Why `result` cannot stand for the augmented `image`, or `None`."""
+    if not isinstance(result, np.ndarray):
+        return f"returned a {type(result).__name__}; it must return uint8 images of the image's shape."
+    if result.dtype != np.uint8:
+        return (f"returned {result.dtype} pixels; it must return uint8 images (0-255), which the model scales "
+                "itself. Leave out transforms that make floats (Normalize, ToFloat).")
+    if result.shape[:2] == image.shape[:2] and result.size == image.size:  # (H, W) for (H, W, 1) is the same
+        return None
+    change = f"changed an image of {_dims(image)} to {_dims(result)}"
+    if result.shape[:2] == image.shape[:2]:
+        return (f"{change}; it must keep the image's {image.shape[-1]} channel(s). Leave out transforms that change "
+                "them (ToGray, ToRGB), or set the color mode (--color-mode) to theirs.")
+    if result.shape[:2] == image.shape[1::-1]:
+        return (f"{change}; it must keep the size the model sees, and this turns a non-square image. Leave out "
+                "transforms that turn it (Transpose, RandomRotate90, D4), or make the image size square.")
+    return (f"{change}; it must keep the size the model sees. Give crops and resizes (RandomResizedCrop, Resize) "
+            "the image size, or set the image size to theirs.")
+
+
 def apply_augment(pipeline: A.Compose, images: np.ndarray) -> np.ndarray:
     """Applies a pipeline to each image of a batch, drawing from the pipeline's random generators in order.
 
@@ -427,18 +535,10 @@ def apply_augment(pipeline: A.Compose, images: np.ndarray) -> np.ndarray:
         try:
             result = pipeline(image=image)["image"]
         except Exception as error:
-            raise AugmentError(f"The augmentation pipeline failed on a {'x'.join(map(str, image.shape))} image: "
+            raise AugmentError(f"The augmentation pipeline failed on a {_dims(image)} image: "
                                f"{type(error).__name__}: {error}") from error
-        if result.dtype != np.uint8:
-            raise AugmentError(
-                f"The augmentation pipeline returned {result.dtype} pixels; it must return uint8 images (0-255), "
-                "which the model scales itself. Leave out transforms that make floats (Normalize, ToFloat)."
-            )
-        if result.shape[:2] != image.shape[:2] or result.size != image.size:  # (H, W) for (H, W, 1) is the same
-            raise AugmentError(
-                f"The augmentation pipeline changed an image of {'x'.join(map(str, image.shape))} to "
-                f"{'x'.join(map(str, result.shape))}; it must keep the size the model sees. Give crops and resizes "
-                "(RandomResizedCrop, Resize) the image size, or set the image size to theirs."
-            )
+        problem = _changed(image, result)
+        if problem:
+            raise AugmentError(f"The augmentation pipeline {problem}")
         out[i] = result.reshape(image.shape)
     return out

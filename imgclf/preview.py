@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .augment import AUTO, apply_augment, auto_preset, build_augment, is_augment_file, pin_augment
+from .augment import AUTO, apply_augment, auto_preset, build_augment, check_augment, is_augment_file, pin_augment
 from .config import Config, ConfigError, ImageSpec, load_config, with_options
 from .files import atomic_path, check_file_target, escape_name
 from .images import ImageDecodeError, load_image
@@ -172,6 +172,7 @@ def augment_preview(
     if cfg.augment.preset == AUTO:
         cfg = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, preset=auto_preset(spec.channels)))
     pipeline = build_augment(cfg.augment, channels=spec.channels, seed=cfg.train.seed)
+    check_augment(pipeline, (spec.height, spec.width, spec.channels), source=cfg.augment.preset)
 
     entries, originals = [], []
     for entry in candidate_images(manifest, seed=cfg.train.seed):

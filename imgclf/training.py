@@ -28,7 +28,8 @@ import keras
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
-from .augment import AUTO as AUTO_AUGMENT, AugmentError, augment_to_yaml, auto_preset, build_augment, is_augment_file
+from .augment import (AUTO as AUTO_AUGMENT, AugmentError, augment_to_yaml, auto_preset, build_augment, check_augment,
+                      is_augment_file)
 from .distributed import fit_epochs
 from .config import Config, ImageSpec, TrainConfig
 from .images import Severity
@@ -258,7 +259,8 @@ def with_absolute_paths(cfg: Config) -> Config:
     return cfg.replace(augment=augment, model={"weights": absolute_weights(cfg.model.weights)})
 
 
-def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, verbose="auto", progress: bool = True) -> RunDir:
+def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, verbose="auto", progress: bool = True,
+        augment_checked: bool = False) -> RunDir:
     """Trains `cfg.model` on `manifest` and writes the run directory.
 
     Args:
@@ -271,6 +273,9 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
             per finished epoch (`imgclf.progress`). Defaults to `"auto"`.
         progress: show progress bars while decoding, and a bar per epoch
             when standard error is a terminal. Defaults to `True`.
+        augment_checked: the augmentation was checked against the image
+            size and channels already (`check_augment`); else it is checked
+            here, before any image is decoded. Defaults to `False`.
 
     Returns:
         `run`, now holding `model.keras` and the files of `runs.RunDir`.
@@ -288,6 +293,9 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     default_size = None if cfg.data.image_size else default_image_size(choice.config)
     spec = resolve_image_spec(cfg.data, manifest, default_size=default_size)
     cfg = _resolve_config(cfg, choice, spec)
+    augment = build_augment(cfg.augment, channels=spec.channels, seed=cfg.train.seed)
+    if not augment_checked:
+        check_augment(augment, (spec.height, spec.width, spec.channels), source=cfg.augment.preset)
     state = read_json(state_path) if resuming else {}
     if resuming:
         _refuse_changed_settings(run, cfg)
@@ -335,7 +343,6 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         _refuse_batches_below_replicas(cfg.train.batch_size, {"train": len(train_data), "val": len(val_data)},
                                        devices.replicas)
 
-    augment = build_augment(cfg.augment, channels=spec.channels, seed=cfg.train.seed)
     if devices.chief:
         _write_run_files(run, cfg, classes, manifest, augment, spec, choice, devices)
 

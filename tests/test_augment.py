@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from imgclf.augment import (MIRRORS, PRESETS, AugmentError, apply_augment, augment_to_yaml,
-                            build_augment, pin_augment)
+                            build_augment, check_augment, pin_augment)
 from imgclf.config import AugmentConfig, Config, ConfigError, load_config, with_options
 from imgclf.pipeline import ImageBatches, SplitImages
 
@@ -200,17 +200,65 @@ def test_a_pipeline_that_turns_or_floats_the_images_is_refused():
         apply_augment(A.Compose([A.Normalize(p=1)]), images(2))
 
 
-def test_a_transform_that_changes_the_size_now_and_then_stops_training_with_one_message(tmp_path):
+@pytest.mark.parametrize("transforms, shape, message", [
+    ([A.CenterCrop(8, 8)], (16, 16, 3), "CenterCrop (transform.transforms[0]): with it the pipeline changed an image of "
+                                        "16x16x3 to 8x8x3; it must keep the size the model sees. Give crops and resizes"),
+    ([A.Affine(p=0.5), A.OneOf([A.Blur(), A.Resize(8, 8)], p=0.02)], (16, 16, 3),
+     "Resize (transform.transforms[1].transforms[1]): with it the pipeline changed an image of 16x16x3 to 8x8x3"),
+    ([A.PadIfNeeded(20, 20, p=1), A.RandomCrop(16, 16, p=0.5)], (16, 16, 3),
+     "PadIfNeeded (transform.transforms[0]): with it the pipeline changed an image of 16x16x3 to 20x20x3"),
+    ([A.RandomRotate90(p=0.5)], (12, 20, 3),
+     "RandomRotate90 (transform.transforms[0]): with it the pipeline changed an image of 12x20x3 to 20x12x3; it must "
+     "keep the size the model sees, and this turns a non-square image. Leave out transforms that turn it"),
+    ([A.ToRGB(p=1)], (16, 16, 1), "ToRGB (transform.transforms[0]): with it the pipeline changed an image of 16x16x1 "
+                                  "to 16x16x3; it must keep the image's 1 channel(s)."),
+    ([A.SomeOf([A.Blur(), A.ToFloat()], n=1)], (16, 16, 3),
+     "ToFloat (transform.transforms[0].transforms[1]): with it the pipeline returned float32 pixels; it must return "
+     "uint8 images"),
+    ([A.BBoxSafeRandomCrop(p=0.1)], (16, 16, 3), "BBoxSafeRandomCrop (transform.transforms[0]) failed on a 16x16x3 "
+     "image: KeyError: 'bboxes'. Training passes only the image (no bounding boxes, masks or other targets)"),
+    ([A.MaskDropout(p=0.1)], (16, 16, 3), "MaskDropout (transform.transforms[0]) failed on a 16x16x3 image"),
+])
+def test_the_check_names_the_transform_that_breaks_the_image_even_when_it_rarely_fires(tmp_path, transforms, shape,
+                                                                                          message):
+    path = tmp_path / "aug.yaml"
+    path.write_text(augment_to_yaml(A.Compose(transforms)))
+    pipeline = build_augment(path, seed=0)
+    before = augment_to_yaml(pipeline)
+    with pytest.raises(AugmentError) as raised:
+        check_augment(pipeline, shape, source=str(path))
+    assert str(raised.value).startswith(f"{path}: {message}")
+    assert augment_to_yaml(pipeline) == before and pipeline.transforms[0].p == transforms[0].p  # checked on a copy
+
+
+def test_the_check_passes_presets_and_a_pad_then_crop_that_keeps_the_size(tmp_path):
+    for shape in ((16, 16, 3), (16, 16, 1), (12, 20, 3)):
+        for preset in PRESETS:
+            check_augment(build_augment(preset, channels=shape[-1]), shape, source=preset)
+    pad_crop = A.Compose([A.PadIfNeeded(20, 20, p=1), A.RandomCrop(16, 16, p=1), A.HorizontalFlip()])
+    check_augment(pad_crop, (16, 16, 3), source="pad-crop.yaml")
+    with pytest.raises(AugmentError, match=r"^boxes.yaml: Compose \(transform\) failed on a 16x16x3 image: ValueError"):
+        check_augment(A.Compose([A.Blur()], bbox_params=A.BboxParams("pascal_voc", label_fields=["labels"])),
+                      (16, 16, 3), source="boxes.yaml")
+
+
+def test_a_transform_that_breaks_the_size_now_and_then_is_refused_before_the_images_are_decoded(tmp_path, monkeypatch):
     import imgclf
+    import imgclf.training
     from conftest import make_class_folder
 
-    # Rare enough that the first batch, which Keras makes before training, passes: a later one fails in TensorFlow.
+    # The image size comes from the images: the pipeline is checked after the scan, before the first epoch.
     pipeline = A.Compose([A.OneOf([A.Resize(height=8, width=8)], p=0.05)])
     (tmp_path / "aug.yaml").write_text(augment_to_yaml(pipeline))
     data = make_class_folder(tmp_path / "data", per_class=10)
-    with pytest.raises(AugmentError, match=r"^The augmentation pipeline changed an image of 16x16x3 to 8x8x3"):
+    decoded = []
+    monkeypatch.setattr(imgclf.training, "load_split", lambda *args, **kwargs: decoded.append(args))
+    with pytest.raises(AugmentError) as raised:
         imgclf.train(data, model="mlp", hidden=(8,), epochs=3, batch_size=2, augment=str(tmp_path / "aug.yaml"),
                      out=tmp_path / "run", verbose=0, progress=False)
+    assert str(raised.value).startswith(f"{tmp_path / 'aug.yaml'}: Resize (transform.transforms[0].transforms[0]): "
+                                        "with it the pipeline changed an image of 16x16x3 to 8x8x3")
+    assert decoded == [] and not (tmp_path / "run" / "history.csv").exists()
 
 
 def test_same_seed_gives_the_same_augmented_batches_whatever_the_threads_and_the_order():

@@ -114,3 +114,15 @@ def test_the_run_trains_the_file_it_hashed_even_if_it_is_edited_or_deleted_after
     assert not mine.exists()
     assert RunDir(run).config().augment.sha256 == hashlib.sha256(started.encode()).hexdigest()
     assert (run / "augment.yaml").read_text() == started
+
+
+def test_train_refuses_a_transform_that_breaks_the_image_size_before_the_scan(tmp_path, capsys):
+    crop = tmp_path / "crop.yaml"
+    crop.write_text(augment_to_yaml(A.Compose([A.HorizontalFlip(), A.OneOf([A.Blur(), A.CenterCrop(8, 8)], p=0.02)])))
+    status = main(["train", str(tmp_path / "not-read-yet"), "--augment", str(crop), "--out", str(tmp_path / "run"),
+                   "--model", "mlp", "--image-size", "16", "--color-mode", "rgb"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert (f"imgclf train: error: {crop}: CenterCrop (transform.transforms[1].transforms[1]): with it the pipeline "
+            "changed an image of 16x16x3 to 8x8x3; it must keep the size the model sees.") in err
+    assert "not found" not in err and not (tmp_path / "run").exists()
