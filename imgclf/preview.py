@@ -14,7 +14,9 @@ the default size of a pretrained backbone comes from `imgclf.models`.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .augment import AUTO, apply_augment, auto_preset, build_augment, check_augment, is_augment_file, pin_augment
 from .config import Config, ConfigError, ImageSpec, load_config, with_options
-from .files import atomic_path, check_file_target, escape_name
+from .files import atomic_path, check_file_target, escape_name, is_inside
 from .images import ImageDecodeError, load_image
 from .manifest import Entry, Manifest, scan
 from .sizing import limits_of, resolve_image_spec
@@ -162,11 +164,14 @@ def augment_preview(
     cfg = dataclasses.replace(cfg, augment=pin_augment(cfg.augment))
     build_augment(cfg.augment)  # an unknown preset or a bad file fails before any image is read
     if out is not None:
-        _check_picture_path(out)
+        _check_picture_path(out, data.root if isinstance(data, Manifest) else data)
     limits = limits_of(cfg.data)
     manifest = data if isinstance(data, Manifest) else scan(
         data, val=cfg.data.val, test=cfg.data.test, seed=cfg.data.seed, limits=limits, workers=cfg.data.workers,
         progress=progress)
+    if out is not None and os.path.abspath(out) in {os.path.abspath(entry.path) for entry in manifest.entries}:
+        raise ValueError(f"The picture {escape_name(os.fspath(out))} is an image of the dataset, which writing it "
+                         "would replace. Choose an --out outside the dataset, e.g. preview.png.")
     default_size = None if cfg.data.image_size else _model_default_size(cfg)
     spec = resolve_image_spec(cfg.data, manifest, default_size=default_size)
     if cfg.augment.preset == AUTO:
@@ -208,14 +213,23 @@ def augment_preview(
     return preview
 
 
-def _check_picture_path(out) -> None:
-    from PIL import Image
-
+def _check_picture_path(out, data) -> None:
+    """Raises, before any work, for a picture that would land in the dataset or that Pillow cannot write."""
     check_file_target(out)
+    if isinstance(data, (str, os.PathLike)) and os.path.isdir(data) and is_inside(out, data):
+        raise ValueError(f"The picture {escape_name(os.fspath(out))} is inside the dataset "
+                         f"{escape_name(os.fspath(data))}: it would replace one of its images, or the next scan would "
+                         "read it as one. Choose an --out outside it, e.g. preview.png.")
     suffix = Path(out).suffix.lower()
-    if suffix not in Image.registered_extensions():
+    picture_format = Image.registered_extensions().get(suffix)
+    if picture_format is None:
         raise ValueError(f"Cannot tell the picture format of {escape_name(str(out))}: its name must end with an image "
                          f"extension such as .png or .jpg. Received: {suffix or 'no extension'}")
+    try:
+        Image.new("RGB", (1, 1)).save(io.BytesIO(), format=picture_format)
+    except Exception as error:  # a format Pillow reads only, or not in RGB: each says so in its own way
+        raise ValueError(f"Cannot write the picture {escape_name(str(out))}: Pillow cannot write an RGB picture as "
+                         f"{picture_format} ({error}). Use an extension such as .png, .jpg or .webp.") from None
 
 
 def _check_counts(**counts) -> None:

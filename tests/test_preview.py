@@ -119,3 +119,28 @@ def test_cli_names_a_bad_file_and_exits_1(folder, tmp_path, capsys):
     assert main(["augment-preview", str(folder), "--augment", str(tmp_path / "missing.yaml"), "--image-size", "8"]) == 1
     assert "imgclf augment-preview: error: Augmentation file not found" in capsys.readouterr().err
     assert imgclf.augment_preview is not None and "augment_preview" in imgclf.__all__
+
+
+def test_out_inside_the_dataset_or_in_a_format_pillow_cannot_write_is_refused_before_the_work(folder, tmp_path,
+                                                                                               capsys):
+    image = sorted(folder.glob("*/*"))[0]
+    before = image.read_bytes()
+    for out in (image, image.parent / "preview.png"):
+        assert main(["augment-preview", str(folder), "--out", str(out), "--image-size", "8"]) == 1
+        assert (f"imgclf augment-preview: error: The picture {out} is inside the dataset {folder}: it would replace "
+                "one of its images, or the next scan would read it as one. Choose an --out outside it") \
+            in capsys.readouterr().err
+    assert image.read_bytes() == before and not (image.parent / "preview.png").exists()
+    # A CSV lists images that may lie anywhere: the picture must not be one of them.
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in sorted(folder.glob("*/*"))))
+    with pytest.raises(ValueError, match="is an image of the dataset, which writing it would replace"):
+        augment_preview(listing, out=image, image_size=(8, 8), progress=False)
+    assert image.read_bytes() == before
+    for suffix, why in ((".xbm", "cannot write mode RGB as XBM"), (".h5", "HDF5 save handler not installed")):
+        out = tmp_path / f"p{suffix}"
+        assert main(["augment-preview", str(tmp_path / "not-read"), "--out", str(out)]) == 1
+        assert (f"imgclf augment-preview: error: Cannot write the picture {out}: Pillow cannot write an RGB picture as "
+                f"{Image.registered_extensions()[suffix]} ({why}). Use an extension such as .png, .jpg or .webp."
+                in capsys.readouterr().err)
+        assert not out.exists()
