@@ -311,6 +311,11 @@ def _build(node, where: str, source: str, flip: bool):
         # A.to_dict also writes the arguments of the parent classes, which the class sets from its own.
         inherited = {key: args.pop(key) for key in list(args) if key in derived}
     if issubclass(cls, A.BaseCompose):
+        # Unlike the transforms, albumentations' composes take any p; above 1 it acts as 1.
+        chance = args.get("p", 0)
+        if isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0 <= chance <= 1:
+            raise AugmentError(f"{source}: {place}: invalid argument p: Input should be a number from 0 to 1. "
+                               f"Received: p={chance!r}")
         children = args.get("transforms")
         if not isinstance(children, list):
             raise AugmentError(f"{source}: {place}: transforms must be a list of transforms. Received: "

@@ -79,6 +79,13 @@ def test_a_single_transform_at_the_top_is_wrapped_in_a_compose(tmp_path):
     (lambda d: d["transform"]["transforms"].append({"__class_fullname__": "Lambda", "name": "mine"}),
      "transform.transforms[3] is a Lambda transform, which holds Python code"),
     (lambda d: d.update(transforms=[]), "unknown top-level key 'transforms'. Valid keys: transform, __version__"),
+    (lambda d: d["transform"].update(p=5), "Compose (transform): invalid argument p: Input should be a number from 0 "
+                                           "to 1. Received: p=5"),
+    (lambda d: d["transform"]["transforms"].append({"__class_fullname__": "OneOf", "p": -0.5, "transforms": []}),
+     "OneOf (transform.transforms[3]): invalid argument p: Input should be a number from 0 to 1. Received: p=-0.5"),
+    (lambda d: d["transform"]["transforms"].append({"__class_fullname__": "SomeOf", "n": 1, "p": "often",
+                                                    "transforms": []}),
+     "SomeOf (transform.transforms[3]): invalid argument p: Input should be a number from 0 to 1. Received: p='often'"),
 ])
 def test_an_invalid_yaml_file_names_the_file_the_transform_and_the_argument(tmp_path, mutate, message):
     values = yaml.safe_load(augment_to_yaml(build_augment("standard")))
