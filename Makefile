@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-## Build the digits dataset, train the default model, evaluate it on the test split.
+## Build the digits dataset, train the course's cnn on it, evaluate it on the test split.
 demo: $(STAMP)
 	$(BIN)/python datasets/digits.py data/digits
 	$(BIN)/imgclf train data/digits --model cnn --epochs 20 --out runs/digits-demo --overwrite
