@@ -327,10 +327,10 @@ def read_metrics(folder) -> dict:
     path = folder / "metrics.json"
     metrics = read_json(path)
     numbers = metrics if isinstance(metrics, dict) else {}
-    missing = [key for key in _SHOWN_NUMBERS if not _is_number(numbers.get(key))]
+    missing = [key for key in _SHOWN_NUMBERS if not is_number(numbers.get(key))]
     interval = numbers.get("error_rate_interval")
-    if interval is not None and not (isinstance(interval, dict) and _is_number(interval.get("low"))
-                                     and _is_number(interval.get("high"))):
+    if interval is not None and not (isinstance(interval, dict) and is_number(interval.get("low"))
+                                     and is_number(interval.get("high"))):
         missing.append("error_rate_interval")
     if missing:
         command = evaluate_command(folder, numbers)
@@ -350,7 +350,8 @@ def evaluate_command(folder, metrics: dict) -> str:
     return f"{command} --split {folder.name}" if folder.name in ("train", "val", "test") else f"{command} --data DATA"
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
+    """Whether a value read from JSON is a number (`true` is not)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

@@ -20,7 +20,7 @@ import html
 import json
 from pathlib import Path
 
-from ..evaluation import GALLERY_SIZE, evaluate_command, read_metrics
+from ..evaluation import GALLERY_SIZE, evaluate_command, is_number, read_metrics
 from ..files import escape_name, read_json, write_text
 from ..runs import RunDir
 
@@ -155,10 +155,6 @@ _EVALUATION_FILES = ("confusion_matrix.csv", "per_class.csv", "most_confused.csv
 _PICTURES = ("confusion_matrix.png", "confusion_matrix_normalized.png", "calibration.png")
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _incomplete(folder: Path, metrics: dict) -> str | None:
     """Why the files of an evaluation folder do not make one evaluation (one stopped part-way), or `None`."""
     missing = [name for name in _EVALUATION_FILES if not (folder / name).exists()]
@@ -175,7 +171,7 @@ def _incomplete(folder: Path, metrics: dict) -> str | None:
 def _value(metrics: dict, key: str, form: str) -> str:
     """`metrics[key]` formatted with `form`; "–" where it is undefined (null)."""
     value = metrics.get(key)
-    return format(value, form) if _is_number(value) else "–"
+    return format(value, form) if is_number(value) else "–"
 
 
 def _cards(metrics: dict) -> str:
@@ -200,7 +196,7 @@ def _metrics_table(metrics: dict) -> str:
     interval = metrics.get("error_rate_interval")
     if interval:
         rows.insert(2, ("error rate, 95% Wilson interval", f"{interval['low']:.4g} – {interval['high']:.4g}"))
-    return _table(["metric", "value"], ([name, _number(v) if v is None or _is_number(v) else v] for name, v in rows))
+    return _table(["metric", "value"], ([name, _number(v) if v is None or is_number(v) else v] for name, v in rows))
 
 
 def _evaluation_section(run: RunDir, folder: Path, anchor: str) -> str:
