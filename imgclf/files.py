@@ -74,7 +74,8 @@ def unescape_name(text: str) -> str:
         value = int(escape[1:], 16)
         return chr(value) if value < 0x80 else chr(0xDC00 + value)
 
-    return os.fsdecode(os.fsencode(_ESCAPED.sub(byte, text)))
+    # `escape_name` wrote the name's bytes as UTF-8, whatever the file system encoding: read them back the same way.
+    return os.fsdecode(_ESCAPED.sub(byte, text).encode("utf-8", "surrogateescape"))
 
 
 _TEMPORARY_STEM_BYTES = 120

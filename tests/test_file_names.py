@@ -105,3 +105,35 @@ def test_csv_paths_are_unescaped(latin1_folder, tmp_path):
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     m = imgclf.scan(tmp_path / "labels.csv", progress=False)
     assert len(m.usable) == 20 and all(os.path.isfile(e.path) for e in m.entries)
+
+
+ASCII_LOCALE = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+
+
+def test_csv_paths_read_back_under_a_file_system_encoding_that_is_not_utf8(tmp_path):
+    """Under LC_ALL=C (ASCII) or a Latin-1 locale, the manifest's UTF-8 paths still name the files that were scanned."""
+    root = make_class_folder(tmp_path / "data", per_class=3, classes=["circle", "square"])
+    cafe = os.path.join(os.fsencode(root), "café".encode())
+    os.mkdir(cafe)
+    for i in range(3):
+        draw_example(CLASS_STYLES["triangle"], i).save(os.fsdecode(os.path.join(cafe, "é%d.png".encode() % i)))
+    script = (
+        "import os, sys, imgclf\n"
+        "from imgclf.files import escape_name, unescape_name\n"
+        "from imgclf.manifest import Manifest\n"
+        "assert sys.getfilesystemencoding() == 'ascii', sys.getfilesystemencoding()\n"
+        "for name in [b'caf\\xc3\\xa9.png', b'caf\\xe9.png', b'a\\\\x0d\\r.png']:\n"
+        "    assert os.fsencode(unescape_name(escape_name(os.fsdecode(name)))) == name, name\n"
+        "scanned = imgclf.scan(sys.argv[1], progress=False)\n"
+        "scanned.to_csv(sys.argv[2])\n"
+        "again = Manifest.read_csv(sys.argv[2])\n"
+        "assert again.entries == scanned.entries\n"
+        "assert all(os.path.isfile(e.path) for e in again.entries)\n"
+        "print(sorted(scanned.classes), len(again.usable))\n"
+    )
+    env = {**os.environ, **ASCII_LOCALE, "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run([sys.executable, "-c", script, str(root), str(tmp_path / "manifest.csv")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['café', 'circle', 'square'] 9"
+    assert "café/é0.png" in (tmp_path / "manifest.csv").read_text(encoding="utf-8")
