@@ -568,6 +568,7 @@ _python_show_warning = warnings.showwarning
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the `imgclf` command line; returns the exit status."""
+    _tolerate_unprintable_characters()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -603,6 +604,19 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # a path the system refused: say which, and why, in one line
         print(f"imgclf {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
         return 1
+
+
+def _tolerate_unprintable_characters() -> None:
+    """Prints what the terminal's encoding lacks (`→`, `é` under `PYTHONIOENCODING=ascii`) as `\\u` escapes.
+
+    Without this, a class name or an arrow the encoding cannot show would stop the command with a codec error.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream already closed, or one that cannot change
+                pass
 
 
 _OS_ERROR_HINTS = {

@@ -137,3 +137,14 @@ def test_csv_paths_read_back_under_a_file_system_encoding_that_is_not_utf8(tmp_p
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['café', 'circle', 'square'] 9"
     assert "café/é0.png" in (tmp_path / "manifest.csv").read_text(encoding="utf-8")
+
+
+def test_cli_prints_names_its_output_encoding_lacks_as_escapes(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=3, classes=["circle", "square"])
+    (root / "circle").rename(root / "café")
+    (root / "square").rename(root / "日本")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run([sys.executable, "-m", "imgclf", "scan", str(root)], capture_output=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    stdout = done.stdout.decode("ascii")
+    assert "caf\\xe9" in stdout and "\\u65e5\\u672c" in stdout and "2 classes, 6 usable images" in stdout
