@@ -506,10 +506,13 @@ def cmd_models(args) -> int:
 def cmd_predict(args) -> int:
     import imgclf
     from .files import check_file_target
+    from .prediction import standard_output
 
     to_file = bool(args.out) and args.out != "-"
     if to_file:
         check_file_target(args.out)
+    else:
+        standard_output()
     counts = imgclf.predict(args.run, args.inputs, out=args.out or "-", top_k=args.top_k, batch_size=args.batch_size,
                             format=args.format, workers=args.workers, max_pixels=args.max_pixels)
     say = sys.stdout if to_file else sys.stderr  # standard output may hold the rows

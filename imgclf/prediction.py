@@ -702,13 +702,20 @@ def write_rows(rows: Iterable[dict], out, *, top_k: int, format: str = "csv") ->
     if format not in FORMATS:
         raise ValueError(f"Unknown format {format!r}. Valid formats: {', '.join(FORMATS)}")
     if out is None or str(out) == "-":
-        return _write_rows(rows, sys.stdout, top_k, format, PredictionCounts())
+        return _write_rows(rows, standard_output(), top_k, format, PredictionCounts())
     target = os.path.realpath(out)  # a symlink's target is written, and the link stays
     if os.path.exists(target) and not os.path.isfile(target):  # a device or a pipe (/dev/null): written to as it is
         with open(target, "w", newline="", encoding="utf-8") as handle:
             return _write_rows(rows, handle, top_k, format, PredictionCounts(path=Path(out)))
     with atomic_path(target) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         return _write_rows(rows, handle, top_k, format, PredictionCounts(path=Path(out)))
+
+
+def standard_output():
+    """`sys.stdout`, or a `ValueError` saying how to keep the rows when it is closed (`imgclf predict ... >&-`)."""
+    if sys.stdout is None:
+        raise ValueError("Standard output is closed, so the rows would be lost: write them to a file with --out FILE.")
+    return sys.stdout
 
 
 def _write_rows(rows: Iterable[dict], handle, top_k: int, format: str, counts: PredictionCounts) -> PredictionCounts:

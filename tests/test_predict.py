@@ -528,3 +528,10 @@ def test_an_animated_pil_image_is_used_at_the_frame_it_is_at_and_left_there(tmp_
     image.seek(2)
     pixels = resize_image(image, ImageSpec(8, 8, 3, "stretch"))
     assert tuple(pixels[0, 0]) == (200, 0, 0) and image.tell() == 2
+
+
+def test_cli_predict_to_a_closed_standard_output_says_to_use_out(run, new_images, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", None)  # what Python sets when fd 1 is closed: `imgclf predict RUN DIR >&-`
+    assert main(["predict", str(run.path), str(new_images)]) == 1
+    assert "error: Standard output is closed, so the rows would be lost: write them to a file with --out FILE." \
+        in capsys.readouterr().err
