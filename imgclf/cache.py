@@ -50,7 +50,7 @@ import numpy as np
 from .config import ImageSpec
 from .images import FileCheck, ImageDecodeError, ImageLimits, load_image, scan_and_load
 from .parallel import chunked, parallel_map, resolve_workers
-from .files import atomic_path, read_json, write_json
+from .files import atomic_path, failures_named, read_json, write_json
 
 _CHUNK = 64  # files per job at most: a job opens the memmap once
 _COPY_BYTES = 16 << 20  # copied from a staging file at a time: bounded memory for any size of split
@@ -314,8 +314,9 @@ class StagedImages:
         self._served = np.zeros(len(paths), dtype=bool)
         _remove_abandoned_staging(self.cache_dir)
         self.path: Path | None = self.cache_dir / f".staging-{_host()}-{os.getpid()}.{secrets.token_hex(4)}.npy"
-        np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8, shape=(len(paths), *spec.shape)).flush()
         self._finalizer = weakref.finalize(self, _unlink, self.path)
+        with failures_named(self.path):
+            np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8, shape=(len(paths), *spec.shape)).flush()
 
     def fill(self, *, workers: int | None = None, progress: bool = True) -> Iterator[FileCheck]:
         """Scans and decodes every file in worker processes, yielding each file's `FileCheck` in order.

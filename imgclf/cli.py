@@ -591,8 +591,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.handler(args)
     except (ConfigError, DatasetError, RunError, WorkerDiedError, FileNotFoundError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"imgclf {args.command}: error: {message}", file=sys.stderr)
-        return 1
+        return _error(args, message)
     except KeyboardInterrupt:
         return _interrupted(args)
     except RuntimeError as error:
@@ -605,8 +604,16 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as error:  # a path the system refused: say which, and why, in one line
-        print(f"imgclf {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
-        return 1
+        return _error(args, describe_os_error(error))
+
+
+def _error(args, message) -> int:
+    """Prints the error line; returns the exit status 1."""
+    print(f"imgclf {args.command}: error: {message}", file=sys.stderr)
+    if not _current_folder_exists():  # every relative path then names nothing, whatever the message says
+        print(f"imgclf {args.command}: note: the current folder no longer exists: cd into one that does, or give "
+              "absolute paths", file=sys.stderr)
+    return 1
 
 
 def _tolerate_unprintable_characters() -> None:
@@ -628,6 +635,9 @@ _OS_ERROR_HINTS = {
     errno.EISDIR: "it is a folder; name a file inside it",
     errno.EACCES: "check the permissions, or choose another path",
     errno.ENOSPC: "free some space, or choose another disk",
+    errno.EFBIG: "a limit on the size of files stopped the write: see `ulimit -f`",
+    errno.EMFILE: "too many files open at once: raise the limit with `ulimit -n`, or pass fewer --workers",
+    errno.EROFS: "the disk is read-only; choose another path",
 }
 
 
@@ -639,6 +649,14 @@ def describe_os_error(error: OSError) -> str:
     reason = error.strerror or str(error)
     hint = _OS_ERROR_HINTS.get(error.errno)
     return (f"{path}: " if path else "") + reason + (f" ({hint})" if hint else "")
+
+
+def _current_folder_exists() -> bool:
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

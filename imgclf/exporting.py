@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import itertools
 import os
 import shutil
@@ -200,16 +201,18 @@ def _export_into(folder: Path, run: RunDir, model, cfg, classes, spec, format: s
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder))  # inside the output folder, hidden
     try:
         artifact = staging / _MODEL_FILES[format]
-        if format == "keras":
-            model.save(artifact)
-            predicted = _predict_keras(artifact, images)
-        elif format == "savedmodel":
-            _write_saved_model(model, artifact, spec)
-            predicted = _predict_saved_model(artifact, images)
-        else:
-            representative = _representative_images(run, cfg, classes, spec, progress) if quantize == "int8" else None
-            _write_tflite(model, artifact, staging, spec, quantize, representative)
-            predicted = predict_tflite(artifact, images)
+        with _write_failures_named(folder):
+            if format == "keras":
+                model.save(artifact)
+                predicted = _predict_keras(artifact, images)
+            elif format == "savedmodel":
+                _write_saved_model(model, artifact, spec)
+                predicted = _predict_saved_model(artifact, images)
+            else:
+                representative = (_representative_images(run, cfg, classes, spec, progress) if quantize == "int8"
+                                  else None)
+                _write_tflite(model, artifact, staging, spec, quantize, representative)
+                predicted = predict_tflite(artifact, images)
         check = _compare(expected, predicted, split, quantized=quantize != "none")
         size = _tree_size(artifact)
         if not check.passed:
@@ -242,6 +245,24 @@ def _export_into(folder: Path, run: RunDir, model, cfg, classes, spec, format: s
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(folder, folder / artifact.name, format, quantize, size, check, tuple(written),
                         tuple(replaced))
+
+
+_REFUSED_WRITES = (errno.ENOSPC, errno.EFBIG, errno.EACCES, errno.EROFS)
+
+
+@contextlib.contextmanager
+def _write_failures_named(folder: Path):
+    """A write the system refused while TensorFlow saves (a full disk, a file size limit) as one `OSError` naming
+    the export folder: TensorFlow raises it as an error of its own, a traceback of many lines."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.OpError as error:
+        for code in _REFUSED_WRITES:
+            if os.strerror(code) in error.message:
+                raise OSError(code, os.strerror(code), str(folder)) from None
+        raise
 
 
 def _earlier_export(folder: Path) -> tuple[str | None, str]:

@@ -180,10 +180,22 @@ def atomic_path(path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_temporary(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with failures_named(path):
+            yield tmp
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def failures_named(path) -> Iterator[None]:
+    """Names `path` in an `OSError` that names no file: a write refused half-way (a full disk, a file size limit)."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = os.fspath(path)
+        raise
 
 
 def write_text(path, text: str) -> Path:

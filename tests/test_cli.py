@@ -249,3 +249,31 @@ def test_a_resume_that_trains_nothing_says_the_model_is_unchanged_and_imgclf_war
     assert main(["evaluate", str(run), "--no-report"]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if "damaged" in line]
     assert warned and all(line.startswith("warning: The decoded-image cache ") for line in warned)
+
+
+def _file_size_limit(limit_bytes):
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+
+def test_a_write_stopped_by_a_file_size_limit_names_the_file_and_ulimit(tmp_path):
+    data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-m", "imgclf", "train", str(data), "--model", "mlp", "--epochs", "1",
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=300,
+                          preexec_fn=_file_size_limit(4096))
+    assert done.returncode == 1
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"imgclf train: error: {tmp_path}/"), error
+    assert error.endswith("File too large (a limit on the size of files stopped the write: see `ulimit -f`)"), error
+
+
+def test_a_relative_path_from_a_deleted_current_folder_says_so(tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    command = f'cd "{gone}" && rmdir "{gone}" && exec "{sys.executable}" -m imgclf scan data'
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith(
+        "imgclf scan: note: the current folder no longer exists: cd into one that does, or give absolute paths")

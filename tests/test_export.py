@@ -316,3 +316,17 @@ def test_cli_export_after_the_data_folder_moved_says_so_with_a_cold_cache(run, t
         f"(e.g. {val[0].path}): the data folder may have moved, or been deleted, since the run was trained. "
         "Put the data folder back where it was: an export is checked on the run's own images.\n")
     assert not out.exists()
+
+
+def test_an_export_stopped_by_a_file_size_limit_is_one_line_naming_the_folder(run, tmp_path):
+    import resource
+
+    out = tmp_path / "exported"
+    done = subprocess.run([sys.executable, "-m", "imgclf", "export", str(run.path), "--format", "savedmodel",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"imgclf export: error: {out}: File too large (a limit on the size of files stopped the write: see `ulimit -f`)")
+    assert not out.exists()
