@@ -66,8 +66,14 @@ class DecodeFailure:
 
 
 def default_cache_dir() -> Path:
-    """`$XDG_CACHE_HOME/imgclf`, or `~/.cache/imgclf`."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """`$XDG_CACHE_HOME/imgclf`, or `~/.cache/imgclf` where that variable is unset, empty or relative.
+
+    The XDG specification has a relative value ignored: it would put the cache in whatever folder a command runs
+    from (a dataset's folder included).
+    """
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "imgclf"
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,3 +130,13 @@ def test_a_sound_cache_is_read_without_decoding(cached, tmp_path, monkeypatch):
     images, again = decode_to_cache(paths, sha1s, SPEC, cache_dir=tmp_path / "cache", workers=1, progress=False)
     assert np.array_equal(images, expected) and again == failures
     assert json.loads(array_file.with_suffix(".failures.json").read_text())[0][0] == len(paths) - 1
+
+
+@pytest.mark.parametrize("value, expected", [("/data/cache", "/data/cache/imgclf"), ("", "~/.cache/imgclf"),
+                                             ("relcache", "~/.cache/imgclf"), (None, "~/.cache/imgclf")])
+def test_the_cache_folder_follows_xdg_cache_home_unless_it_is_relative(value, expected, monkeypatch):
+    if value is None:
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", value)
+    assert cache.default_cache_dir() == Path(os.path.expanduser(expected))
