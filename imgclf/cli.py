@@ -361,6 +361,7 @@ def cmd_audit(args) -> int:
 
 def cmd_train(args) -> int:
     import imgclf
+    from .files import shell_word
     from .manifest import Manifest
 
     options = {key: getattr(args, key) for key in (
@@ -394,7 +395,7 @@ def cmd_train(args) -> int:
     else:
         print(f"\nmodel written to {run.model_path}")
     split = next((s for s in ("test", "val", "train") if manifest.split(s)), "train")
-    print(f"next: imgclf evaluate {run.path} --split {split}")
+    print(f"next: imgclf evaluate {shell_word(run.path)} --split {split}")
     return 0
 
 

@@ -24,7 +24,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from .files import escape_name, read_json, write_csv, write_json
+from .files import escape_name, read_json, shell_word, write_csv, write_json
 from .runs import RunDir
 
 # Reliability diagram and expected calibration error: equal-width bins of the top probability.
@@ -344,9 +344,9 @@ def read_metrics(folder) -> dict:
 def evaluate_command(folder, metrics: dict) -> str:
     """The `imgclf evaluate` command that writes the evaluation folder `RUN/eval/NAME/` again, given its metrics."""
     folder = Path(folder)
-    command = f"imgclf evaluate {escape_name(str(folder.parent.parent))}"
+    command = f"imgclf evaluate {shell_word(folder.parent.parent)}"
     if isinstance(metrics.get("source"), str) and metrics["source"]:
-        return f"{command} --data {metrics['source']}"
+        return f"{command} --data {shell_word(metrics['source'])}"
     return f"{command} --split {folder.name}" if folder.name in ("train", "val", "test") else f"{command} --data DATA"
 
 
@@ -513,7 +513,7 @@ def _refuse_no_images(run: RunDir, data, split: str, entries) -> None:
     """Explains why not one of `entries` could be decoded: the data folder moved, or every file is broken."""
     if data is None:
         run.check_images_exist(split, entries, "Put the folder back where it was, or evaluate the images where "
-                                               f"they are now with `imgclf evaluate {escape_name(str(run.path))} "
+                                               f"they are now with `imgclf evaluate {shell_word(run.path)} "
                                                "--data NEWFOLDER` (every image in it, not one split).")
     where = f"the {split} split of {escape_name(str(run.manifest_path))}" if data is None else escape_name(os.fspath(data))
     example = entries[0]

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import stat
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -53,6 +54,12 @@ def escape_name(name: str) -> str:
     photos/caf\xe9.png
     """
     return os.fsencode(name.replace("\\", "\\\\").replace("\r", "\\x0d")).decode("utf-8", "backslashreplace")
+
+
+def shell_word(path) -> str:
+    """`path` as a word of a command to copy into a shell: escaped as `escape_name` does, and quoted where the shell
+    would split or expand it (`runs/my run` -> `'runs/my run'`; `runs/digits` stays as it is)."""
+    return shlex.quote(escape_name(os.fspath(path)))
 
 
 def unescape_name(text: str) -> str:

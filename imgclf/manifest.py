@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 from .cache import StagedImages, scan_is_cached, scan_record
 from .config import DataConfig, ImageSpec
-from .files import escape_name, unescape_name, write_csv
+from .files import escape_name, shell_word, unescape_name, write_csv
 from .images import (IMAGE_EXTENSIONS, FileCheck, ImageLimits, ImageProblem, Severity, check_header, inspect_file,
                      signature_format)
 from .parallel import parallel_map
@@ -376,7 +376,7 @@ def scan(
             raise DatasetError(
                 f"{escape_name(str(root))} holds {loose:,} image(s) but no class folders: put the images of each class "
                 "in a subfolder named after it (root/<class>/<image files>). To classify images without labels, use "
-                f"`imgclf predict RUN {escape_name(str(root))}`."
+                f"`imgclf predict RUN {shell_word(root)}`."
             )
         raise DatasetError(
             f"No images found under {escape_name(str(root))}. Expected one subfolder per class (root/<class>/<image files>) "

@@ -28,7 +28,7 @@ from typing import Iterator, Sequence
 
 from .config import Config, dump_config, load_config
 from .files import (DamagedFileError, atomic_path, check_folder_target, escape_name, read_json, remove_temporaries,
-                    write_json, write_text)
+                    shell_word, write_json, write_text)
 
 # What a run writes into its folder; `RunDir.start(overwrite=True)` removes these and nothing else.
 RUN_CONTENTS = ("config.yaml", "environment.json", "manifest.csv", "classes.json", "augment.yaml", "history.csv",
@@ -214,7 +214,7 @@ class RunDir:
             raise RunError(f"{self.path} is a file, not a run folder. Pass the folder `imgclf train DATA --out RUN` "
                            "wrote.")
         if not self.path.is_dir():
-            raise RunError(f"Run directory not found: {self.path}. Train one with `imgclf train DIR --out {self.path}`.")
+            raise RunError(f"Run directory not found: {self.path}. Train one with `imgclf train DIR --out {shell_word(self.path)}`.")
         for name in names:
             if not (self.path / name).exists():
                 stopped = self.unfinished() if name == "model.keras" else None
@@ -238,7 +238,7 @@ class RunDir:
         except Exception:  # a damaged or missing config.yaml: the command can still be given
             of = ""
         return (f"its training stopped after epoch {done}{of}. Continue it with `imgclf train DATA --out "
-                f"{escape_name(str(self.path))} --resume`, DATA being the folder it was trained on.")
+                f"{shell_word(self.path)} --resume`, DATA being the folder it was trained on.")
 
     def config(self) -> Config:
         self.require("config.yaml")

@@ -45,7 +45,7 @@ from .progress import EpochProgress
 from .schedules import schedule_callbacks
 from .sizing import check_image_size
 from .strategy import Devices, choose_devices, cluster_addresses, float32_model
-from .files import atomic_path, read_json, write_csv, write_json, write_text
+from .files import atomic_path, read_json, shell_word, write_csv, write_json, write_text
 from .runs import RunDir, RunError
 
 
@@ -383,7 +383,7 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     if not unchanged:
         removed = run.remove_evaluations()  # results of the model.keras replaced below
         if removed and verbose:
-            print(f"removed {' and '.join(removed)} of the previous model.keras: run `imgclf evaluate {run.path}` "
+            print(f"removed {' and '.join(removed)} of the previous model.keras: run `imgclf evaluate {shell_word(run.path)}` "
                   "again", flush=True)
         if devices.precision == "float32":
             with atomic_path(run.model_path) as tmp:

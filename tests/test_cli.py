@@ -277,3 +277,11 @@ def test_a_relative_path_from_a_deleted_current_folder_says_so(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().endswith(
         "imgclf scan: note: the current folder no longer exists: cd into one that does, or give absolute paths")
+
+
+def test_the_next_command_quotes_a_run_path_the_shell_would_split(tmp_path, image_folder, capsys):
+    from imgclf.cli import main
+
+    out = tmp_path / "my runs" / "first try"
+    assert main(["train", str(image_folder), "--model", "mlp", "--epochs", "1", "--out", str(out)]) == 0
+    assert f"next: imgclf evaluate '{out}' --split " in capsys.readouterr().out
