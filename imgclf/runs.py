@@ -162,7 +162,7 @@ class RunDir:
                 f"{self.path} holds a run that stopped after {finished} epoch(s). Pass --resume to continue it, "
                 "--overwrite to start again, or choose another --out."
             )
-        return False
+        return True  # a run stopped before its first epoch ended: nothing to keep, and its TensorBoard file would stay
 
     def _refuse_a_file(self) -> None:
         """A run folder that is a file, or below one (`notes.txt/run`), cannot be made."""

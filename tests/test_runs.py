@@ -179,3 +179,14 @@ def test_a_run_whose_training_stopped_says_how_far_it_got_and_how_to_continue_it
     assert run.unfinished() == expected.split("yet: ")[1]
     _tiny_model_file(run.model_path)
     assert run.unfinished() is None
+
+
+def test_a_run_stopped_before_its_first_epoch_ended_is_started_again_without_its_tensorboard_file(tmp_path):
+    run = RunDir(tmp_path)
+    write_json(run.environment_path, {})
+    stale = tmp_path / "tensorboard" / "train" / "events.out.tfevents.1.host"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an attempt that never finished an epoch")
+    (tmp_path / "notes.txt").write_text("mine")
+    run.start()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
