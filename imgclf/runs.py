@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import sys
@@ -33,6 +34,9 @@ from .files import (DamagedFileError, atomic_path, check_folder_target, escape_n
 # What a run writes into its folder; `RunDir.start(overwrite=True)` removes these and nothing else.
 RUN_CONTENTS = ("config.yaml", "environment.json", "manifest.csv", "classes.json", "augment.yaml", "history.csv",
                 "training_curves.png", "model.keras", "report.html", "checkpoints", "eval", "tensorboard")
+
+
+_EPOCH_CHECKPOINT = re.compile(r"epoch-[0-9]+\.keras")
 
 
 class RunError(RuntimeError):
@@ -95,8 +99,30 @@ class RunDir:
 
     @property
     def resumable(self) -> bool:
-        """Whether the folder holds a finished epoch to resume from (`checkpoints/state.json` and `last.keras`)."""
-        return (self.checkpoints / "state.json").exists() and (self.checkpoints / "last.keras").exists()
+        """Whether the folder holds a finished epoch to resume from (`checkpoints/state.json` and its checkpoint)."""
+        return (self.checkpoints / "state.json").exists() and self.finished_checkpoint().exists()
+
+    def finished_checkpoint(self) -> Path:
+        """The checkpoint of the epoch `checkpoints/state.json` records as finished.
+
+        An epoch's checkpoint is saved as `epoch-N.keras`, named in
+        `state.json`, then renamed to `last.keras`: the named file while it is
+        there (the process was killed before the rename), else `last.keras`.
+        """
+        try:
+            named = read_json(self.checkpoints / "state.json").get("checkpoint")
+        except (OSError, ValueError, AttributeError):
+            named = None
+        if isinstance(named, str) and _EPOCH_CHECKPOINT.fullmatch(named) and (self.checkpoints / named).is_file():
+            return self.checkpoints / named
+        return self.checkpoints / "last.keras"
+
+    def remove_epoch_checkpoints(self) -> None:
+        """Removes the `epoch-N.keras` files of `checkpoints/` but the one `finished_checkpoint` names."""
+        keep = self.finished_checkpoint()
+        for path in self.checkpoints.glob("epoch-*.keras"):
+            if _EPOCH_CHECKPOINT.fullmatch(path.name) and path != keep:
+                path.unlink(missing_ok=True)
 
     # Starting and locking -------------------------------------------------
     def start(self, *, overwrite: bool = False) -> None:

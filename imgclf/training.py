@@ -62,8 +62,12 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     Keras' `ModelCheckpoint` and `CSVLogger` write in place, so a process
     killed while saving leaves a broken or half-written file; this callback
-    writes each file atomically instead. `state.json` is written last: it
-    marks an epoch as finished only once its checkpoint and history row exist.
+    writes each file atomically instead. `state.json` marks an epoch as
+    finished only once its checkpoint and history row exist: the checkpoint
+    is saved under the epoch's own name (`epoch-3.keras`), `state.json` names
+    it, and only then does it replace `last.keras`. A process killed at any
+    moment leaves the weights of the epoch `state.json` records
+    (`RunDir.finished_checkpoint`), never those of the epoch after it.
 
     Args:
         run: the run directory.
@@ -121,17 +125,20 @@ class RunCheckpoint(keras.callbacks.Callback):
             raise RunError(f"{self.run.path} lost its config.yaml while training (was the folder deleted or moved?): "
                            "training stops. Start the run again, with --overwrite.")
         checkpoints = self.run.checkpoints
-        self.run.save_model(self.model, checkpoints / "last.keras")
+        saved = self.run.save_model(self.model, checkpoints / f"epoch-{epoch + 1}.keras")
         if _finite_epoch(logs, self.monitor) and self._improved(value):
             self.best = value
             with atomic_path(checkpoints / "best.keras") as tmp:
-                shutil.copyfile(checkpoints / "last.keras", tmp)
+                shutil.copyfile(saved, tmp)
         columns = ["epoch", "phase", *sorted({key for row in self.history for key in row} - {"epoch", "phase"})]
         write_csv(self.run.history_path, columns, ([row.get(c, "") for c in columns] for row in self.history))
         write_json(checkpoints / "state.json",
                    {"epoch": epoch, "phase": self.phase, "monitor": self.monitor, "best": self.best,
+                    "checkpoint": saved.name,
                     "callbacks": {name: callback.state() for name, callback in self.stateful.items()},
                     "seed_generators": [state.tolist() for state in seed_generator_states(self.model)]})
+        os.replace(saved, checkpoints / "last.keras")
+        self.run.remove_epoch_checkpoints()
 
 
 def _finite_epoch(logs: dict, monitor: str) -> bool:
@@ -319,7 +326,7 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
             print(f"note: {note}", flush=True)
     with devices.scope(), _out_of_memory_named(cfg, spec):
         # The model comes before the images: weights that cannot be found fail before anything is decoded.
-        model = (keras.saving.load_model(run.checkpoints / "last.keras") if resuming
+        model = (keras.saving.load_model(run.finished_checkpoint()) if resuming
                  else build_model(cfg.model, spec, len(classes)))
     if verbose:
         for note in _phase_notes(cfg, model):

@@ -36,6 +36,23 @@ TRAIN = textwrap.dedent("""
         begin_epoch = imgclf.training.RunCheckpoint.on_epoch_begin
         imgclf.training.RunCheckpoint.on_epoch_begin = begin
         imgclf.training.RunCheckpoint.on_train_batch_end = die_mid_epoch
+    elif mode in ("kill-after-checkpoint", "kill-after-state"):
+        # Killed inside the end of the second epoch: after its checkpoint is saved, or after state.json records it.
+        import imgclf.runs
+        saves = []
+        def save_model(self, model, path=None):
+            written = save(self, model, path)
+            saves.append(written)
+            if mode == "kill-after-checkpoint" and len(saves) == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return written
+        def write_json(path, value):
+            written = write(path, value)
+            if mode == "kill-after-state" and path.name == "state.json" and value["epoch"] == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return written
+        save, write = imgclf.runs.RunDir.save_model, imgclf.training.write_json
+        imgclf.runs.RunDir.save_model, imgclf.training.write_json = save_model, write_json
     imgclf.train(data, out=out, resume=mode == "resume", model=model, hidden=(16,), batch_size=8, epochs=4,
                  learning_rate=0.01, schedule="cosine", augment="light", strategy=strategy, verbose=0,
                  progress=False)
@@ -74,3 +91,24 @@ def test_sigkill_mid_epoch_then_resume_repeats_the_uninterrupted_history(tmp_pat
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert [float(r[key]) for r in got] == pytest.approx([float(r[key]) for r in expected], rel=1e-4, abs=1e-6)
     assert (tmp_path / "killed" / "model.keras").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment, finished", [("kill-after-checkpoint", ["0"]), ("kill-after-state", ["0", "1"])])
+def test_a_kill_while_an_epoch_is_saved_resumes_to_the_uninterrupted_history(tmp_path, moment, finished):
+    data = make_class_folder(tmp_path / "data", per_class=10)
+    whole = _train(data, tmp_path / "whole", "default", "whole", "mlp")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    killed = _train(data, tmp_path / "killed", "default", moment, "mlp")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert [row["epoch"] for row in _history(tmp_path / "killed")] == finished
+
+    resumed = _train(data, tmp_path / "killed", "default", "resume", "mlp")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = _history(tmp_path / "whole"), _history(tmp_path / "killed")
+    assert [(r["epoch"], r["learning_rate"]) for r in got] == [(r["epoch"], r["learning_rate"]) for r in expected]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert [float(r[key]) for r in got] == pytest.approx([float(r[key]) for r in expected], rel=1e-4, abs=1e-6)
+    assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()) == [
+        "best.keras", "last.keras", "state.json"]
