@@ -195,8 +195,11 @@ class Manifest:
         trained on with the cached pixels of its old content, and a deleted
         one evaluated from the cache. Each such file is hashed and checked
         again (a gone one becomes `unreadable`), and a note says how many.
-        A file replaced by one with an older modification time (`cp -p`)
-        is not seen: scan the folder again for that.
+        A file is taken as changed when its modification time or its inode
+        change time is later: a file replaced by one that keeps an older
+        modification time (`cp -p`, `rsync -a`, `touch -r`) is seen too,
+        since no tool sets the change time back; a `chmod` or a new hard link
+        also counts, at the cost of a hash.
 
         Args:
             since: a time stamp, e.g. the manifest file's modification time.
@@ -212,7 +215,8 @@ class Manifest:
         changed = []
         for entry in self.usable if entries is None else [e for e in entries if e.usable]:
             try:
-                modified = os.stat(entry.path).st_mtime
+                status = os.stat(entry.path)
+                modified = max(status.st_mtime, status.st_ctime)
             except OSError:
                 modified = math.inf
             if modified > since:

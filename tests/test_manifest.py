@@ -4,6 +4,7 @@ import hashlib
 import os
 import re
 import shutil
+import time
 
 import pytest
 
@@ -401,6 +402,20 @@ def test_a_reused_manifest_checks_again_the_files_changed_or_gone_since(tmp_path
     assert rewritten.sha1 == hashlib.sha1((root / "circle" / "circle_001.png").read_bytes()).hexdigest()
     assert "2 file(s) changed or gone since the manifest was written were checked again; 1 of them left out" in manifest.notes
     assert manifest.recheck_changed(written + 10, progress=False, workers=1) == []
+
+
+def test_a_file_replaced_with_an_older_modification_time_is_checked_again(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=4)
+    scan(root, progress=False).to_csv(tmp_path / "m.csv")
+    written = os.stat(tmp_path / "m.csv").st_mtime
+    time.sleep(0.01)
+    target = root / "circle" / "circle_001.png"
+    shutil.copy2(root / "square" / "square_000.png", target)  # `cp -p`: the copy keeps the source's older mtime
+    assert os.stat(target).st_mtime < written
+    manifest = Manifest.read_csv(tmp_path / "m.csv")
+    changed = manifest.recheck_changed(written, progress=False, workers=1)
+    assert [e.path for e in changed] == [str(target)]
+    assert changed[0].sha1 == hashlib.sha1(target.read_bytes()).hexdigest()
 
 
 def test_a_manifest_with_an_unknown_split_names_the_line(tmp_path):
