@@ -24,7 +24,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from .files import escape_name, read_json, shell_word, write_csv, write_json
+from .files import escape_name, read_json, remove_temporaries, shell_word, write_csv, write_json
 from .runs import RunDir
 
 # Reliability diagram and expected calibration error: equal-width bins of the top probability.
@@ -277,10 +277,17 @@ class Evaluation:
         evaluation: the `metrics.json` of an earlier evaluation is removed
         first, so a process killed halfway leaves a folder without it (which
         `imgclf report` and `imgclf compare` skip), never new numbers beside
-        old ones. Paths are escaped with `files.escape_name`.
+        old ones. The earlier evaluation's pictures (drawn after `metrics.json`
+        by `imgclf.report`) go too, with the temporary files of a process
+        killed while writing, so no picture of other numbers is left beside
+        these. Paths are escaped with `files.escape_name`.
         """
         folder = Path(folder)
         (folder / "metrics.json").unlink(missing_ok=True)
+        if folder.is_dir():
+            remove_temporaries(folder)
+            for picture in folder.glob("*.png"):
+                picture.unlink(missing_ok=True)
         corner = "true \\ predicted"
         write_csv(folder / "confusion_matrix.csv", [corner, *self.classes],
                   ([name, *row] for name, row in zip(self.classes, self.confusion_matrix.tolist())))

@@ -622,3 +622,16 @@ def test_gallery_captions_of_long_class_names_do_not_run_into_each_other(heatmap
     assert len(boxes) == 5
     for left, right in zip(boxes[:4], boxes[1:4]):  # the first row of four captions, left to right
         assert left.x1 <= right.x0
+
+
+def test_an_evaluation_saved_again_leaves_no_picture_of_the_numbers_before(reported_run, tmp_path):
+    from imgclf.reporting import write_report
+
+    run, evaluation, _ = reported_run
+    copy = _copy_with_evaluation(run, tmp_path / "again")
+    folder = copy.path / "eval" / "train"
+    (folder / ".confusion_matrix.0a1b2c3d.tmp.png").write_bytes(b"left by a process killed while drawing")
+    evaluation.save(folder)  # new numbers: a process killed now has not drawn their pictures
+    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".png" or p.name.startswith(".")) == []
+    page = write_report(copy).read_text(encoding="utf-8")
+    assert "The pictures confusion_matrix.png, confusion_matrix_normalized.png, calibration.png are missing" in page
