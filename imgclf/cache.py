@@ -39,6 +39,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import warnings
 import weakref
@@ -150,8 +151,7 @@ def decode_to_cache(
     if damage:
         warnings.warn(f"The decoded-image cache {array_file} is damaged ({damage}); decoding the images again.",
                       stacklevel=2)
-        array_file.unlink(missing_ok=True)
-        failures_file.unlink(missing_ok=True)
+        _discard(array_file, failures_file)
     if rows is None and staged is not None:
         rows = staged.write_cache(array_file, paths, spec, limits)
         if rows is not None:
@@ -193,7 +193,9 @@ def cached_rows(images: np.ndarray, rows: np.ndarray, sha1s: Sequence[str], spec
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     key = cache_key(sha1s, spec, limits)
     array_file, failures_file = cache_dir / f"{key}.npy", cache_dir / f"{key}.failures.json"
-    found, _ = _read_cache(array_file, failures_file, (len(rows), *spec.shape))  # damaged or missing: written again
+    found, damage = _read_cache(array_file, failures_file, (len(rows), *spec.shape))  # damaged or missing: rewritten
+    if damage:
+        _discard(array_file, failures_file)
     if found is None:
         with atomic_path(array_file) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(rows), *spec.shape))
@@ -434,6 +436,15 @@ def scan_is_cached(root, spec: ImageSpec, limits: ImageLimits, cache_dir=None) -
 
 def _host() -> str:
     return "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40] or "host"
+
+
+def _discard(*paths: Path) -> None:
+    """Removes damaged cache files; a folder found in the place of one (the cache is imgclf's alone) goes too."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _unlink(path: Path) -> None:

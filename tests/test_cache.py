@@ -111,6 +111,17 @@ def test_a_damaged_failures_file_is_decoded_again(cached, text, tmp_path):
     assert np.array_equal(images, expected) and again == failures
 
 
+@pytest.mark.parametrize("replaced", [".npy", ".failures.json"])
+def test_a_folder_in_the_place_of_a_cache_file_is_removed_and_the_images_decoded_again(cached, replaced, tmp_path):
+    paths, sha1s, expected, failures, array_file = cached
+    target = array_file.with_suffix(replaced)
+    target.unlink()
+    (target / "inside").mkdir(parents=True)
+    with pytest.warns(UserWarning, match="is damaged"):
+        images, again = decode_to_cache(paths, sha1s, SPEC, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    assert np.array_equal(images, expected) and again == failures and target.is_file()
+
+
 def test_a_cache_never_completed_is_decoded_again_without_a_warning(cached, tmp_path, recwarn):
     paths, sha1s, expected, failures, array_file = cached
     array_file.with_suffix(".failures.json").unlink()  # killed after the rename, before the failures file
