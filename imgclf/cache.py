@@ -34,6 +34,7 @@ This module must not import TensorFlow: its worker processes import it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -400,7 +401,8 @@ class StagedImages:
             made = []
         made = [name for name in made if isinstance(name, str)] if isinstance(made, list) else []
         if array_file.name not in made:
-            write_json(self.record, [*made, array_file.name])
+            with contextlib.suppress(OSError):  # the record only spares a later scan some work: never a reason to stop
+                write_json(self.record, [*made, array_file.name])
 
     def close(self) -> None:
         """Removes the staging file now."""

@@ -142,6 +142,16 @@ def test_a_second_scan_of_a_cached_folder_only_hashes(tmp_path):
     assert scan(root, workers=1, progress=False, cache_spec=SPEC, cache_dir=tmp_path / "c").staged is not None
 
 
+def test_a_scan_record_that_cannot_be_written_does_not_stop_the_images_from_loading(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=6, size=16)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "scans").write_text("a file where the folder of scan records belongs")
+    first = scan(root, workers=1, progress=False, cache_spec=SPEC, cache_dir=tmp_path / "c")
+    images = load_split(first, "train", first.classes, SPEC, data=DataConfig(cache_dir=str(tmp_path / "c")),
+                        progress=False)
+    assert len(images) > 0 and not scan_is_cached(root, SPEC, cache.ImageLimits(), tmp_path / "c")
+
+
 def test_the_staging_file_goes_with_the_manifest_and_one_of_a_killed_process_with_the_next_scan(tmp_path):
     root = make_class_folder(tmp_path / "data", per_class=4, size=16)
     manifest = scan(root, workers=1, progress=False, cache_spec=SPEC, cache_dir=tmp_path / "c")
