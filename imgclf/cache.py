@@ -41,7 +41,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import warnings
 import weakref
 from pathlib import Path
@@ -52,7 +51,7 @@ import numpy as np
 from .config import ImageSpec
 from .images import FileCheck, ImageDecodeError, ImageLimits, load_image, scan_and_load
 from .parallel import chunked, parallel_map, resolve_workers
-from .files import atomic_path, failures_named, read_json, write_json
+from .files import atomic_path, failures_named, process_tag, read_json, remove_abandoned, write_json
 
 _CHUNK = 64  # files per job at most: a job opens the memmap once
 _COPY_BYTES = 16 << 20  # copied from a staging file at a time: bounded memory for any size of split
@@ -321,8 +320,8 @@ class StagedImages:
         self.channels = np.zeros(len(paths), dtype=np.int8)  # as stored, from each file's header; 0 if unusable
         self.record = Path(record) if record else None
         self._served = np.zeros(len(paths), dtype=bool)
-        _remove_abandoned_staging(self.cache_dir)
-        self.path: Path | None = self.cache_dir / f".staging-{_host()}-{os.getpid()}.{secrets.token_hex(4)}.npy"
+        remove_abandoned(self.cache_dir, ".staging-")
+        self.path: Path | None = self.cache_dir / f".staging-{process_tag()}.{secrets.token_hex(4)}.npy"
         self._finalizer = weakref.finalize(self, _unlink, self.path)
         with failures_named(self.path):
             np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8, shape=(len(paths), *spec.shape)).flush()
@@ -436,10 +435,6 @@ def scan_is_cached(root, spec: ImageSpec, limits: ImageLimits, cache_dir=None) -
                and (folder / name.replace(".npy", ".failures.json")).is_file() for name in names)
 
 
-def _host() -> str:
-    return "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40] or "host"
-
-
 def _discard(*paths: Path) -> None:
     """Removes damaged cache files; a folder found in the place of one (the cache is imgclf's alone) goes too."""
     for path in paths:
@@ -451,16 +446,3 @@ def _discard(*paths: Path) -> None:
 
 def _unlink(path: Path) -> None:
     Path(path).unlink(missing_ok=True)
-
-
-def _remove_abandoned_staging(cache_dir: Path) -> None:
-    """Removes staging files of processes of this host that no longer run (killed while training)."""
-    prefix = f".staging-{_host()}-"
-    for path in cache_dir.glob(f"{prefix}*.npy"):
-        try:
-            pid = int(path.name[len(prefix):].split(".", 1)[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            path.unlink(missing_ok=True)
-        except (ValueError, PermissionError, OSError):
-            continue

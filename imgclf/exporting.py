@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import check_folder_target, escape_name, read_json, write_json, write_text
+from .files import check_folder_target, escape_name, process_tag, read_json, remove_abandoned, write_json, write_text
 from .prediction import load_keras_model, run_image_spec
 from .runs import RunDir
 
@@ -198,7 +198,8 @@ def _export_into(folder: Path, run: RunDir, model, cfg, classes, spec, format: s
     """Writes and checks the export in a hidden folder inside `folder`, then moves it into place."""
     images, split = _check_images(run, cfg, classes, spec, progress=progress)
     expected = model.predict(images, batch_size=_BATCH, verbose=0)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder))  # inside the output folder, hidden
+    remove_abandoned(folder, ".export-")  # the hidden folder of an export that was killed
+    staging = Path(tempfile.mkdtemp(prefix=f".export-{process_tag()}-", dir=folder))  # inside the output folder
     try:
         artifact = staging / _MODEL_FILES[format]
         with _write_failures_named(folder):

@@ -18,12 +18,15 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import glob
 import io
 import json
 import os
 import re
 import secrets
 import shlex
+import shutil
+import socket
 import stat
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -83,6 +86,32 @@ def unescape_name(text: str) -> str:
 
     # `escape_name` wrote the name's bytes as UTF-8, whatever the file system encoding: read them back the same way.
     return os.fsdecode(_ESCAPED.sub(byte, text).encode("utf-8", "surrogateescape"))
+
+
+def process_tag() -> str:
+    """`HOST-PID` of this process, for the name of a work file or folder that it removes when it is done, and
+    that a later process removes with `remove_abandoned` if this one was killed first."""
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def remove_abandoned(folder, prefix: str) -> None:
+    """Removes the files and folders in `folder` named `prefix` + `process_tag()` + anything, of processes of this
+    host that no longer run (killed before they could remove them)."""
+    mine = prefix + process_tag().rsplit("-", 1)[0] + "-"
+    for path in Path(folder).glob(f"{glob.escape(mine)}*"):
+        found = re.match(r"[0-9]+", path.name[len(mine):])
+        if not found:
+            continue
+        try:
+            os.kill(int(found[0]), 0)
+        except ProcessLookupError:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:  # a process of another user: still running
+            continue
 
 
 _TEMPORARY_STEM_BYTES = 120

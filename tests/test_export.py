@@ -330,3 +330,18 @@ def test_an_export_stopped_by_a_file_size_limit_is_one_line_naming_the_folder(ru
     assert done.stderr.strip().splitlines()[-1] == (
         f"imgclf export: error: {out}: File too large (a limit on the size of files stopped the write: see `ulimit -f`)")
     assert not out.exists()
+
+
+def test_the_hidden_folder_of_a_killed_export_is_removed_by_the_next_one(run, tmp_path):
+    from imgclf.files import process_tag
+
+    out = tmp_path / "exported"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = process_tag().rsplit("-", 1)[0]
+    left = out / f".export-{host}-{int(dead.stdout)}-abcd1234" / "saved_model_for_tflite"
+    left.mkdir(parents=True)
+    (left / "saved_model.pb").write_bytes(b"\0" * 64)
+    imgclf.export(run, format="keras", out=out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["README.txt", "export.json", "labels.json", "model.keras",
+                                                      "preprocessing.json"]

@@ -13,6 +13,7 @@ import imgclf
 import imgclf.cache as cache
 from imgclf.cache import StagedImages, scan_is_cached
 from imgclf.config import DataConfig, ImageSpec
+from imgclf.files import process_tag
 from imgclf.images import ImageDecodeError, check_header, load_image, scan_and_load
 from imgclf.manifest import scan
 from imgclf.pipeline import load_split
@@ -162,9 +163,10 @@ def test_the_staging_file_goes_with_the_manifest_and_one_of_a_killed_process_wit
     assert not staging.exists()
     # A process killed while it held a staging file leaves it; the next scan on this host removes it.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    left = tmp_path / "c" / f".staging-{cache._host()}-{int(dead.stdout)}.abcd1234.npy"
+    host = process_tag().rsplit("-", 1)[0]
+    left = tmp_path / "c" / f".staging-{host}-{int(dead.stdout)}.abcd1234.npy"
     left.write_bytes(b"\0" * 64)
-    alive = tmp_path / "c" / f".staging-{cache._host()}-{os.getppid()}.abcd1234.npy"
+    alive = tmp_path / "c" / f".staging-{host}-{os.getppid()}.abcd1234.npy"
     alive.write_bytes(b"\0" * 64)
     StagedImages([], SPEC, cache.ImageLimits(), tmp_path / "c").close()
     assert not left.exists() and alive.exists()
