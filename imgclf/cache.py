@@ -51,7 +51,7 @@ import numpy as np
 from .config import ImageSpec
 from .images import FileCheck, ImageDecodeError, ImageLimits, load_image, scan_and_load
 from .parallel import chunked, parallel_map, resolve_workers
-from .files import atomic_path, failures_named, process_tag, read_json, remove_abandoned, write_json
+from .files import atomic_path, escape_name, failures_named, process_tag, read_json, remove_abandoned, write_json
 
 _CHUNK = 64  # files per job at most: a job opens the memmap once
 _COPY_BYTES = 16 << 20  # copied from a staging file at a time: bounded memory for any size of split
@@ -76,6 +76,17 @@ def default_cache_dir() -> Path:
     if not os.path.isabs(base):
         base = os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "imgclf"
+
+
+def make_cache_dir(cache_dir: Path) -> None:
+    """Makes the cache folder, or raises a `ValueError` that names it as the image cache and says where it is set."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(f"The folder of the decoded-image cache, {escape_name(str(cache_dir))}, cannot be made: "
+                         f"{reason}. It is $XDG_CACHE_HOME/imgclf (~/.cache/imgclf by default), or data.cache_dir of "
+                         "a --config file: point XDG_CACHE_HOME at a folder that can be written.") from None
 
 
 def cache_key(sha1s: Sequence[str], spec: ImageSpec, limits: ImageLimits) -> str:
@@ -141,7 +152,7 @@ def decode_to_cache(
         files that failed.
     """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    make_cache_dir(cache_dir)
     key = cache_key(sha1s, spec, limits)
     array_file = cache_dir / f"{key}.npy"
     failures_file = cache_dir / f"{key}.failures.json"
@@ -313,7 +324,7 @@ class StagedImages:
     def __init__(self, paths: Sequence[str], spec: ImageSpec, limits: ImageLimits, cache_dir, *, record=None):
         self.spec, self.limits = spec, limits
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        make_cache_dir(self.cache_dir)
         self.rows = {path: row for row, path in enumerate(paths)}
         self.paths = list(paths)
         self.failures: dict[int, tuple[str, str]] = {}

@@ -285,3 +285,14 @@ def test_the_next_command_quotes_a_run_path_the_shell_would_split(tmp_path, imag
     out = tmp_path / "my runs" / "first try"
     assert main(["train", str(image_folder), "--model", "mlp", "--epochs", "1", "--out", str(out)]) == 0
     assert f"next: imgclf evaluate '{out}' --split " in capsys.readouterr().out
+
+
+def test_a_cache_folder_that_cannot_be_made_is_named_as_the_image_cache(tmp_path, image_folder, capsys, monkeypatch):
+    from imgclf.cli import main
+
+    (tmp_path / "afile").write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "afile"))
+    assert main(["train", str(image_folder), "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "run")]) == 1
+    assert (f"error: The folder of the decoded-image cache, {tmp_path}/afile/imgclf, cannot be made: Not a directory. "
+            "It is $XDG_CACHE_HOME/imgclf (~/.cache/imgclf by default), or data.cache_dir of a --config file: point "
+            "XDG_CACHE_HOME at a folder that can be written.") in capsys.readouterr().err
