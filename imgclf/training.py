@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import math
 import os
+import random
 import re
 import shutil
 import tempfile
@@ -287,6 +288,30 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     Returns:
         `run`, now holding `model.keras` and the files of `runs.RunDir`.
     """
+    with _seeded(cfg.train.seed):
+        return _fit(cfg, manifest, run, resume=resume, verbose=verbose, progress=progress,
+                    augment_checked=augment_checked)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Seeds the global random generators (Python's, NumPy's, TensorFlow's, Keras') for training, and puts back the
+    caller's Python and NumPy generators and TensorFlow's global seed afterwards: a loop that draws its own random
+    settings between runs (a hyper-parameter search) would otherwise draw the same ones after every run."""
+    import tensorflow as tf
+
+    python, numpy, tensorflow = random.getstate(), np.random.get_state(), tf.compat.v1.get_seed(None)[0]
+    keras.utils.set_random_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+        tf.random.set_seed(tensorflow)
+
+
+def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose, progress: bool,
+         augment_checked: bool) -> RunDir:
     classes = manifest.classes
     if len(classes) < 2:
         raise ValueError(f"Training needs at least 2 classes with usable images; found {classes}. Check the folder with `imgclf scan`.")
@@ -295,7 +320,6 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
     if resuming and run.classes() != classes:
         raise RunError(f"Cannot resume {run.path}: its classes {run.classes()} differ from the dataset's {classes}.")
 
-    keras.utils.set_random_seed(cfg.train.seed)
     choice = choose_model(cfg.model)
     default_size = None if cfg.data.image_size else default_image_size(choice.config)
     spec = resolve_image_spec(cfg.data, manifest, default_size=default_size)

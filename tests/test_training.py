@@ -149,3 +149,19 @@ def test_resume_and_overwrite_remove_temporary_files_that_killed_writes_left(tmp
     leftovers[0].write_bytes(b"x")
     imgclf.train(data, model="mlp", hidden=(8,), epochs=1, out=run.path, overwrite=True, verbose=0, progress=False)
     assert not leftovers[0].exists() and all(p.exists() for p in mine)
+
+
+def test_training_leaves_the_callers_random_generators_as_they_were(tmp_path):
+    import random
+
+    import tensorflow as tf
+
+    data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
+    random.seed(123)
+    np.random.seed(123)
+    expected = (random.random(), float(np.random.rand()))
+    random.seed(123)
+    np.random.seed(123)
+    imgclf.train(data, model="mlp", hidden=(8,), epochs=1, seed=0, out=tmp_path / "run", verbose=0, progress=False)
+    assert (random.random(), float(np.random.rand())) == expected  # not the draws of seed 0
+    assert tf.compat.v1.get_seed(None)[0] is None
