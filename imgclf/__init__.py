@@ -162,12 +162,17 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
         # The chief of the cluster alone writes (and locks) the run directory; the other workers only read it to resume.
         return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress, augment_checked=augment_checked)
     with run.lock():
-        if not (resume and run.resumable):
-            if resume and verbose:
-                print(f"nothing to resume in {run.path} (no finished epoch): a new run starts", flush=True)
-            run.start(overwrite=overwrite)
-        run.remove_temporaries()
-        return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress, augment_checked=augment_checked)
+        fresh = not (resume and run.resumable)
+        if fresh and resume and verbose:
+            print(f"nothing to resume in {run.path} (no finished epoch): a new run starts", flush=True)
+
+        def start() -> None:  # after every check that can refuse the run: an earlier run is removed only then
+            if fresh:
+                run.start(overwrite=overwrite)
+            run.remove_temporaries()
+
+        return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress, augment_checked=augment_checked,
+                   start=start)
 
 
 def _check_paths(data, out) -> None:

@@ -24,6 +24,7 @@ import random
 import re
 import shutil
 import tempfile
+from typing import Callable
 
 import keras
 import numpy as np
@@ -268,7 +269,7 @@ def with_absolute_paths(cfg: Config) -> Config:
 
 
 def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, verbose="auto", progress: bool = True,
-        augment_checked: bool = False) -> RunDir:
+        augment_checked: bool = False, start: Callable[[], None] | None = None) -> RunDir:
     """Trains `cfg.model` on `manifest` and writes the run directory.
 
     Args:
@@ -284,13 +285,18 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
         augment_checked: the augmentation was checked against the image
             size and channels already (`check_augment`); else it is checked
             here, before any image is decoded. Defaults to `False`.
+        start: called once every check that can refuse the run has
+            passed (the images are decoded), before the first file is
+            written: `imgclf.train` prepares the run folder there, so a run
+            refused after the scan leaves an earlier one in the folder as it
+            was. Defaults to `None`.
 
     Returns:
         `run`, now holding `model.keras` and the files of `runs.RunDir`.
     """
     with _seeded(cfg.train.seed):
         return _fit(cfg, manifest, run, resume=resume, verbose=verbose, progress=progress,
-                    augment_checked=augment_checked)
+                    augment_checked=augment_checked, start=start)
 
 
 @contextlib.contextmanager
@@ -311,7 +317,7 @@ def _seeded(seed: int):
 
 
 def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose, progress: bool,
-         augment_checked: bool) -> RunDir:
+         augment_checked: bool, start: Callable[[], None] | None) -> RunDir:
     classes = manifest.classes
     if len(classes) < 2:
         raise ValueError(f"Training needs at least 2 classes with usable images; found {classes}. Check the folder with `imgclf scan`.")
@@ -374,6 +380,8 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
         _refuse_batches_below_replicas(cfg.train.batch_size, {"train": len(train_data), "val": len(val_data)},
                                        devices.replicas)
 
+    if start is not None:
+        start()
     if devices.chief:
         _write_run_files(run, cfg, classes, manifest, augment, spec, choice, devices)
 

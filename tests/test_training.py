@@ -165,3 +165,17 @@ def test_training_leaves_the_callers_random_generators_as_they_were(tmp_path):
     imgclf.train(data, model="mlp", hidden=(8,), epochs=1, seed=0, out=tmp_path / "run", verbose=0, progress=False)
     assert (random.random(), float(np.random.rand())) == expected  # not the draws of seed 0
     assert tf.compat.v1.get_seed(None)[0] is None
+
+
+def test_an_overwrite_refused_after_the_scan_leaves_the_earlier_run_as_it_was(tmp_path):
+    data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
+    run = imgclf.train(data, model="mlp", hidden=(8,), epochs=1, out=tmp_path / "run", verbose=0, progress=False)
+    before = sorted(p.relative_to(run.path) for p in run.path.rglob("*"))
+    crop = tmp_path / "crop.yaml"  # the images' size (16x16) is known only after the scan
+    crop.write_text("transform:\n  __class_fullname__: Compose\n  transforms:\n"
+                    "  - __class_fullname__: RandomCrop\n    height: 8\n    width: 8\n    p: 1.0\n")
+    with pytest.raises(ValueError, match="RandomCrop"):
+        imgclf.train(data, model="mlp", hidden=(8,), epochs=1, augment=str(crop), out=run.path, overwrite=True,
+                     verbose=0, progress=False)
+    assert sorted(p.relative_to(run.path) for p in run.path.rglob("*")) == before
+    assert run.model_path.exists()
