@@ -147,6 +147,8 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     _refuse_a_run_inside(data.root if isinstance(data, Manifest) else data, out)
     if isinstance(data, Manifest):
         cfg = _with_the_split_of(data, cfg, options, verbose=verbose)
+        # Files that fail to decode are flagged on a copy: the caller's manifest stays as it was, to train on again.
+        data = dataclasses.replace(data, entries=[dataclasses.replace(e) for e in data.entries], notes=list(data.notes))
     limits = limits_of(cfg.data)
     if not isinstance(data, Manifest):
         # When the size and colour mode the model sees do not depend on the images, the scan decodes them

@@ -49,7 +49,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .config import ImageSpec
-from .images import FileCheck, ImageDecodeError, ImageLimits, load_image, scan_and_load
+from .images import FileCheck, ImageDecodeError, ImageLimits, ImageProblem, load_image, scan_and_load
 from .parallel import chunked, parallel_map, resolve_workers
 from .files import atomic_path, escape_name, failures_named, process_tag, read_json, remove_abandoned, write_json
 
@@ -176,7 +176,10 @@ def decode_to_cache(
             results = parallel_map(_decode_rows, jobs, workers=workers, desc="decode", unit="chunk",
                                    files_per_item=size, progress=progress)
             rows = [row for chunk_failures in results for row in chunk_failures]
-        write_json(failures_file, rows)
+        if not any(problem == ImageProblem.UNREADABLE.value for _, problem, _ in rows):
+            write_json(failures_file, rows)
+        # else the cache stays incomplete: a file that could not be read (gone, a share that dropped out) is no
+        # property of its content, and is read again next time
     failures = [DecodeFailure(paths[i], problem, detail) for i, problem, detail in rows]
     return np.load(array_file, mmap_mode="r"), failures
 

@@ -47,7 +47,7 @@ from .progress import EpochProgress
 from .schedules import schedule_callbacks
 from .sizing import check_image_size
 from .strategy import Devices, choose_devices, cluster_addresses, float32_model
-from .files import atomic_path, read_json, shell_word, write_csv, write_json, write_text
+from .files import atomic_path, escape_name, read_json, shell_word, write_csv, write_json, write_text
 from .runs import RunDir, RunError
 
 
@@ -375,6 +375,12 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
     if resuming:
         _refuse_changed_data(run, manifest)
     if len(train_data) == 0:
+        undecoded = [e for e in manifest.entries if id(e) in usable_before and e.split == "train" and not e.usable]
+        if undecoded:
+            raise ValueError(f"None of the {len(undecoded):,} images of the train split could be decoded "
+                             f"({describe_problems(undecoded, Severity.ERROR)}; e.g. "
+                             f"{escape_name(undecoded[0].path)}): check that the folder is still where it was, "
+                             "and the files with `imgclf audit`.")
         raise ValueError("The train split has no usable images. Lower --val/--test or add images.")
     if devices.name == "multi-worker":
         _refuse_batches_below_replicas(cfg.train.batch_size, {"train": len(train_data), "val": len(val_data)},

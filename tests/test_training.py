@@ -179,3 +179,20 @@ def test_an_overwrite_refused_after_the_scan_leaves_the_earlier_run_as_it_was(tm
                      verbose=0, progress=False)
     assert sorted(p.relative_to(run.path) for p in run.path.rglob("*")) == before
     assert run.model_path.exists()
+
+
+def test_a_manifest_whose_files_are_gone_is_named_as_such_and_left_as_it_was(tmp_path):
+    import shutil
+
+    data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
+    manifest = imgclf.scan(data, progress=False)
+    usable = len(manifest.usable)
+    shutil.move(data, tmp_path / "away")  # a share that dropped out
+    with pytest.raises(ValueError, match=r"None of the \d+ images of the train split could be decoded \(unreadable "):
+        imgclf.train(manifest, model="mlp", hidden=(8,), epochs=1, cache_dir=str(tmp_path / "cache"),
+                     out=tmp_path / "run", verbose=0, progress=False)
+    assert len(manifest.usable) == usable
+    shutil.move(tmp_path / "away", data)  # back again: the same manifest trains
+    run = imgclf.train(manifest, model="mlp", hidden=(8,), epochs=1, cache_dir=str(tmp_path / "cache"),
+                       out=tmp_path / "run", verbose=0, progress=False)
+    assert run.model_path.exists()
