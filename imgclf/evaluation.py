@@ -505,7 +505,11 @@ def evaluate(run, split: str | None = None, *, data=None, batch_size: int = 64, 
     images = load_split(manifest, split_name, classes, spec, data=cfg.data, progress=progress)
     if not len(images):
         _refuse_no_images(run, data, split, entries)
-    probabilities = model.predict(ImageBatches(images, batch_size=batch_size), verbose=0)
+    batches = ImageBatches(images, batch_size=batch_size)
+    try:
+        probabilities = model.predict(batches, verbose=0)
+    finally:
+        batches.release()
     evaluation = evaluate_predictions(images.labels, probabilities, classes, paths=[e.path for e in images.entries],
                                       split=name, top_k=cfg.eval.top_k)
     evaluation.source = source

@@ -146,6 +146,16 @@ class ImageBatches(keras.utils.PyDataset):
     def images_per_epoch(self) -> int:
         return len(self.order)
 
+    def release(self) -> None:
+        """Lets go of the images once `fit` or `predict` is done with them.
+
+        Keras keeps the adapter of every `PyDataset` it was given alive, in
+        TensorFlow's registry of Python functions, for the rest of the
+        process: without this, each run would hold its splits' cache files
+        open (a file descriptor and a mapping each) until the process ends.
+        """
+        self.data = None
+
     def __len__(self) -> int:
         return math.ceil(len(self.order) / self.batch_size)
 

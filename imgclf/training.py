@@ -404,9 +404,12 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
     with devices.scope(), _out_of_memory_named(cfg, spec):
         if "seed_generators" in state:
             restore_seed_generators(model, state["seed_generators"])
-        _train_in_phases(model, cfg, batches, checkpoint, devices, first_epoch=state.get("epoch", -1) + 1,
-                         loaded_phase=state.get("phase", TRAIN) if resuming else None,
-                         restored=state.get("callbacks", {}), verbose=verbose, progress=progress)
+        try:
+            _train_in_phases(model, cfg, batches, checkpoint, devices, first_epoch=state.get("epoch", -1) + 1,
+                             loaded_phase=state.get("phase", TRAIN) if resuming else None,
+                             restored=state.get("callbacks", {}), verbose=verbose, progress=progress)
+        finally:
+            batches.release()
 
     best_path = run.checkpoints / "best.keras"
     diverged = _diverged(checkpoint.history)
@@ -541,6 +544,7 @@ class _Batches:
     val: SplitImages
     augment: object
     num_classes: int
+    made: list = dataclasses.field(default_factory=list)
 
     @property
     def _one_hot(self) -> int | None:
@@ -548,15 +552,24 @@ class _Batches:
 
     def training(self, epoch: int) -> ImageBatches:
         augmenting = self.cfg.augment.preset != "none"
-        return ImageBatches(self.train, batch_size=self.cfg.train.batch_size, shuffle=True,
-                            augment=self.augment if augmenting else None, seed=self.cfg.train.seed,
-                            workers=min(4, default_workers()) if augmenting else 1, epoch=epoch,
-                            sampler=self.cfg.train.sampler, one_hot=self._one_hot)
+        return self._made(ImageBatches(self.train, batch_size=self.cfg.train.batch_size, shuffle=True,
+                                       augment=self.augment if augmenting else None, seed=self.cfg.train.seed,
+                                       workers=min(4, default_workers()) if augmenting else 1, epoch=epoch,
+                                       sampler=self.cfg.train.sampler, one_hot=self._one_hot))
 
     def validation(self) -> ImageBatches | None:
         if not len(self.val):
             return None
-        return ImageBatches(self.val, batch_size=self.cfg.train.batch_size, one_hot=self._one_hot)
+        return self._made(ImageBatches(self.val, batch_size=self.cfg.train.batch_size, one_hot=self._one_hot))
+
+    def _made(self, batches: ImageBatches) -> ImageBatches:
+        self.made.append(batches)
+        return batches
+
+    def release(self) -> None:
+        """Lets go of the images of every `ImageBatches` made (see `ImageBatches.release`)."""
+        for batches in self.made:
+            batches.release()
 
 
 def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheckpoint, devices: Devices, *,

@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -196,3 +197,22 @@ def test_a_manifest_whose_files_are_gone_is_named_as_such_and_left_as_it_was(tmp
     run = imgclf.train(manifest, model="mlp", hidden=(8,), epochs=1, cache_dir=str(tmp_path / "cache"),
                        out=tmp_path / "run", verbose=0, progress=False)
     assert run.model_path.exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+def test_a_finished_run_and_its_evaluation_hold_no_cache_file_open(tmp_path):
+    import gc
+
+    data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
+    cache = tmp_path / "cache"
+    run = imgclf.train(data, model="mlp", hidden=(8,), epochs=1, cache_dir=str(cache), out=tmp_path / "run",
+                       verbose=0, progress=False)
+    imgclf.evaluate(run, progress=False)
+    gc.collect()
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    assert [path for path in held if path.startswith(str(cache))] == []
