@@ -106,6 +106,11 @@ class Manifest:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def __repr__(self) -> str:
+        # Short: the default repr lists every entry, megabytes in a notebook cell for a large folder.
+        return (f"Manifest({len(self.entries):,} files, {len(self.usable):,} usable, {len(self.classes)} classes, "
+                f"root={self.root!r})")
+
     @property
     def usable(self) -> list[Entry]:
         """Entries that are used for training and evaluation."""

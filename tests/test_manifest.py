@@ -612,3 +612,10 @@ def test_files_in_image_formats_imgclf_cannot_read_are_named_with_the_fix(tmp_pa
     notes = [note for note in scan(root, progress=False).notes if "without an image extension" in note]
     assert notes == ["4 file(s) without an image extension ignored, among them 2 .heic, 1 .svg: images in a format "
                      "imgclf cannot read; convert them to JPEG or PNG to use them"]
+
+
+def test_a_manifest_shows_as_one_short_line(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=4)
+    (root / "circle" / "broken.png").write_bytes(b"not a png")
+    manifest = scan(root, progress=False)
+    assert repr(manifest) == f"Manifest(13 files, 12 usable, 3 classes, root={str(root)!r})"
