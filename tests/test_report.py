@@ -635,3 +635,22 @@ def test_an_evaluation_saved_again_leaves_no_picture_of_the_numbers_before(repor
     assert sorted(p.name for p in folder.iterdir() if p.suffix == ".png" or p.name.startswith(".")) == []
     page = write_report(copy).read_text(encoding="utf-8")
     assert "The pictures confusion_matrix.png, confusion_matrix_normalized.png, calibration.png are missing" in page
+
+
+def test_figures_of_names_the_font_lacks_warn_nothing_and_leave_the_warning_filters_as_they_were(tmp_path):
+    import warnings
+
+    import numpy as np
+
+    from imgclf.evaluation import evaluate_predictions
+    from imgclf.reporting.figures import plot_confusion_matrix
+
+    evaluation = evaluate_predictions(np.array([0, 1, 1]), np.array([[0.9, 0.1], [0.4, 0.6], [0.7, 0.3]]),
+                                      ["日本の猫", "🐱 cat"], split="test")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        filters = list(warnings.filters)
+        plot_confusion_matrix(evaluation, tmp_path / "matrix.png")
+        assert list(warnings.filters) == filters
+    assert (tmp_path / "matrix.png").exists()
+    assert not [w for w in caught if "missing from font" in str(w.message)]

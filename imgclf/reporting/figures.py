@@ -8,6 +8,7 @@ math mode.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import warnings
@@ -37,10 +38,17 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # A class name in a script the font lacks (CJK, emoji) is drawn as boxes, with one warning per glyph per
-    # figure; the page and the CSV files name the class in full, so the warnings only bury the output.
-    warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
     return plt
+
+
+@contextlib.contextmanager
+def _missing_glyphs_quiet():
+    """A class name in a script the font lacks (CJK, emoji) is drawn as boxes, with one warning per glyph per
+    figure when it is laid out; the page and the CSV files name the class in full, so the warnings only bury the
+    output. Only while a figure is laid out: the caller's own warning filters stay as they were."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
+        yield
 
 
 def _plain(text: str) -> str:
@@ -56,7 +64,7 @@ def _names(classes, limit: int) -> list[str]:
 
 
 def _save(figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, _missing_glyphs_quiet():
         figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     return path
 
@@ -226,7 +234,8 @@ def gallery_figure(evaluation: Evaluation):
         first.set_title(caption, fontsize=8, loc="left")
     what = "heat map: Grad-CAM of the predicted class" if heat else "no heat map: the model has no convolutions"
     figure.suptitle(_plain(f"{evaluation.split}: the {count} highest-loss mistakes ({what})"), fontsize=10)
-    figure.tight_layout()
+    with _missing_glyphs_quiet():
+        figure.tight_layout()
     return figure
 
 
