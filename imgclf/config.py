@@ -7,6 +7,7 @@ A `Config` holds everything needed to rerun an experiment. It is written to
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import types
 import typing
@@ -572,6 +573,9 @@ OPTION_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+_FLAG_ALIASES = {"lr": ["learning_rate"]}
+
+
 def with_options(cfg: Config, **options) -> Config:
     """Returns `cfg` with flat options applied; options that are `None` are skipped.
 
@@ -585,7 +589,10 @@ def with_options(cfg: Config, **options) -> Config:
     """
     unknown = sorted(set(options) - set(OPTION_KEYS))
     if unknown:
-        raise ConfigError(f"Unknown option {unknown[0]!r}. Valid options: {', '.join(OPTION_KEYS)}")
+        # The flags' own short names (`--lr`) are not keywords: point from them to the keyword.
+        close = _FLAG_ALIASES.get(unknown[0]) or difflib.get_close_matches(unknown[0], OPTION_KEYS, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"Unknown option {unknown[0]!r}.{hint} Valid options: {', '.join(OPTION_KEYS)}")
     sections: dict[str, dict] = {}
     for name, value in options.items():
         if value is None:

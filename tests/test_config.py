@@ -110,3 +110,9 @@ def test_spaces_after_run_are_dropped_from_the_weights(tmp_path):
     path.write_text("model:\n  weights: 'run:  runs/large '\n")
     assert load_config(path).model.weights == "run:runs/large"
     assert "weights: run:runs/large\n" in dump_config(load_config(path))
+
+
+@pytest.mark.parametrize("option, suggestion", [("lr", "learning_rate"), ("epoch", "epochs"), ("batchsize", "batch_size")])
+def test_an_unknown_option_suggests_the_keyword_meant(option, suggestion):
+    with pytest.raises(ConfigError, match=rf"Unknown option '{option}'. Did you mean {suggestion}\? Valid options: "):
+        with_options(Config(), **{option: 1})
