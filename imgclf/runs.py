@@ -240,7 +240,8 @@ class RunDir:
             raise RunError(f"{self.path} is a file, not a run folder. Pass the folder `imgclf train DATA --out RUN` "
                            "wrote.")
         if not self.path.is_dir():
-            raise RunError(f"Run directory not found: {self.path}. Train one with `imgclf train DIR --out {shell_word(self.path)}`.")
+            raise RunError(f"Run directory not found: {self.path}. Train one with "
+                           f"`imgclf train DIR --out {shell_word(self.path)}`.")
         for name in names:
             if not (self.path / name).exists():
                 stopped = self.unfinished() if name == "model.keras" else None

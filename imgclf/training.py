@@ -431,8 +431,8 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
     if not unchanged:
         removed = run.remove_evaluations()  # results of the model.keras replaced below
         if removed and verbose:
-            print(f"removed {' and '.join(removed)} of the previous model.keras: run `imgclf evaluate {shell_word(run.path)}` "
-                  "again", flush=True)
+            print(f"removed {' and '.join(removed)} of the previous model.keras: run "
+                  f"`imgclf evaluate {shell_word(run.path)}` again", flush=True)
         if devices.precision == "float32":
             with atomic_path(run.model_path) as tmp:
                 shutil.copyfile(chosen, tmp)
