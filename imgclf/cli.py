@@ -6,6 +6,7 @@ Nothing heavy is imported at module level, so `imgclf --help` is instant.
 from __future__ import annotations
 
 import argparse
+import codecs
 import errno
 import os
 import sys
@@ -618,16 +619,31 @@ def _error(args, message) -> int:
 
 
 def _tolerate_unprintable_characters() -> None:
-    """Prints what the terminal's encoding lacks (`→`, `é` under `PYTHONIOENCODING=ascii`) as `\\u` escapes.
+    """Prints what the terminal's encoding lacks (`→`, `é` under `PYTHONIOENCODING=ascii`) as `\\u2192`, `\\u00e9`.
 
     Without this, a class name or an arrow the encoding cannot show would stop the command with a codec error.
+    Always `\\u` with four digits (or `\\U` with eight): `\\xe9` is how imgclf names a byte that is not UTF-8
+    (`files.escape_name`), so `café` and a Latin-1 `caf\\xe9` stay apart. `imgclf predict` writes its rows
+    strictly (`prediction.write_rows`): they are data.
     """
+    try:
+        codecs.lookup_error(UNICODE_ESCAPES)
+    except LookupError:
+        codecs.register_error(UNICODE_ESCAPES, _unicode_escapes)
     for stream in (sys.stdout, sys.stderr):
         if stream is not None and hasattr(stream, "reconfigure"):
             try:
-                stream.reconfigure(errors="backslashreplace")
+                stream.reconfigure(errors=UNICODE_ESCAPES)
             except (ValueError, OSError):  # a stream already closed, or one that cannot change
                 pass
+
+
+UNICODE_ESCAPES = "imgclf.unicode_escapes"
+
+
+def _unicode_escapes(error: UnicodeEncodeError) -> tuple[str, int]:
+    text = error.object[error.start:error.end]
+    return "".join(f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}" for c in text), error.end
 
 
 _OS_ERROR_HINTS = {

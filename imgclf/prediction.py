@@ -25,6 +25,7 @@ import it too.
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -702,7 +703,8 @@ def write_rows(rows: Iterable[dict], out, *, top_k: int, format: str = "csv") ->
     if format not in FORMATS:
         raise ValueError(f"Unknown format {format!r}. Valid formats: {', '.join(FORMATS)}")
     if out is None or str(out) == "-":
-        return _write_rows(rows, standard_output(), top_k, format, PredictionCounts())
+        with _strict_encoding(standard_output()) as handle:
+            return _write_rows(rows, handle, top_k, format, PredictionCounts())
     target = os.path.realpath(out)  # a symlink's target is written, and the link stays
     if os.path.exists(target) and not os.path.isfile(target):  # a device or a pipe (/dev/null): written to as it is
         with open(target, "w", newline="", encoding="utf-8") as handle:
@@ -716,6 +718,25 @@ def standard_output():
     if sys.stdout is None:
         raise ValueError("Standard output is closed, so the rows would be lost: write them to a file with --out FILE.")
     return sys.stdout
+
+
+@contextlib.contextmanager
+def _strict_encoding(handle):
+    """The rows are data: a class or file name that the output's encoding lacks is an error with the fix, not an
+    escape, which would name another file."""
+    errors = getattr(handle, "errors", None)
+    if errors not in (None, "strict") and hasattr(handle, "reconfigure"):
+        handle.reconfigure(errors="strict")
+    try:
+        yield handle
+    except UnicodeEncodeError as error:
+        raise ValueError(f"The encoding of standard output ({handle.encoding}) cannot hold "
+                         f"{error.object[error.start:error.end]!r} of a class or file name, so the rows would not name "
+                         "the files: write them to a file with --out FILE (UTF-8), or set PYTHONIOENCODING=utf-8."
+                         ) from None
+    finally:
+        if errors not in (None, "strict") and hasattr(handle, "reconfigure"):
+            handle.reconfigure(errors=errors)
 
 
 def _write_rows(rows: Iterable[dict], handle, top_k: int, format: str, counts: PredictionCounts) -> PredictionCounts:

@@ -147,4 +147,4 @@ def test_cli_prints_names_its_output_encoding_lacks_as_escapes(tmp_path):
     done = subprocess.run([sys.executable, "-m", "imgclf", "scan", str(root)], capture_output=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     stdout = done.stdout.decode("ascii")
-    assert "caf\\xe9" in stdout and "\\u65e5\\u672c" in stdout and "2 classes, 6 usable images" in stdout
+    assert "caf\\u00e9" in stdout and "\\u65e5\\u672c" in stdout and "2 classes, 6 usable images" in stdout

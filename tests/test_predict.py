@@ -535,3 +535,16 @@ def test_cli_predict_to_a_closed_standard_output_says_to_use_out(run, new_images
     assert main(["predict", str(run.path), str(new_images)]) == 1
     assert "error: Standard output is closed, so the rows would be lost: write them to a file with --out FILE." \
         in capsys.readouterr().err
+
+
+def test_rows_for_an_output_whose_encoding_lacks_a_name_are_refused_with_the_fix(run, new_images, tmp_path):
+    image = tmp_path / "café.png"
+    shutil.copy(new_images / "circle" / "circle_050.png", image)
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-m", "imgclf", "predict", str(run.path), str(image)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "imgclf predict: error: The encoding of standard output (ascii) cannot hold '\\u00e9' of a class or file name, so "
+        "the rows would not name the files: write them to a file with --out FILE (UTF-8), or set "
+        "PYTHONIOENCODING=utf-8.")
