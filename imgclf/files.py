@@ -60,9 +60,25 @@ def escape_name(name: str) -> str:
 
 
 def shell_word(path) -> str:
-    """`path` as a word of a command to copy into a shell: escaped as `escape_name` does, and quoted where the shell
-    would split or expand it (`runs/my run` -> `'runs/my run'`; `runs/digits` stays as it is)."""
-    return shlex.quote(escape_name(os.fspath(path)))
+    r"""`path` as a word of a command to paste into a shell, naming exactly that file.
+
+    Quoted where the shell would split or expand it (`runs/my run` ->
+    `'runs/my run'`; `runs/digits` stays as it is). A name with bytes that
+    are not UTF-8 or with control characters is written in bash's `$'...'`
+    quoting, which spells them as `\xNN` (`$'caf\xe9'`).
+    """
+    name = os.fspath(path)
+    if name.isprintable() and not any(0xDC80 <= ord(c) <= 0xDCFF for c in name):
+        return shlex.quote(name)
+    spelled = []
+    for byte in os.fsencode(name):
+        if chr(byte) in "\\'":
+            spelled.append("\\" + chr(byte))
+        elif 0x20 <= byte < 0x7F:
+            spelled.append(chr(byte))
+        else:
+            spelled.append(f"\\x{byte:02x}")
+    return "$'" + "".join(spelled) + "'"
 
 
 def unescape_name(text: str) -> str:

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -148,3 +149,13 @@ def test_cli_prints_names_its_output_encoding_lacks_as_escapes(tmp_path):
     assert done.returncode == 0, done.stderr
     stdout = done.stdout.decode("ascii")
     assert "caf\\u00e9" in stdout and "\\u65e5\\u672c" in stdout and "2 classes, 6 usable images" in stdout
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="pastes the words into bash")
+@pytest.mark.parametrize("name", [b"runs/digits", b"runs/my run", b"runs/sw\\b", b"caf\xe9", "café €".encode(),
+                                  b"a\nb", b"it's", b"x\\y\rz", b"~/runs", b"$HOME/*"])
+def test_a_printed_command_names_the_folder_when_pasted_into_a_shell(name):
+    from imgclf.files import shell_word
+
+    pasted = subprocess.run(["bash", "-c", f"printf %s {shell_word(os.fsdecode(name))}"], capture_output=True)
+    assert pasted.stdout == name
