@@ -171,6 +171,8 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
         def start() -> None:  # after every check that can refuse the run: an earlier run is removed only then
             if fresh:
                 run.start(overwrite=overwrite)
+            else:
+                run.settle_checkpoint()
             run.remove_temporaries()
 
         return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress, augment_checked=augment_checked,

@@ -117,6 +117,14 @@ class RunDir:
             return self.checkpoints / named
         return self.checkpoints / "last.keras"
 
+    def settle_checkpoint(self) -> None:
+        """Finishes what a process killed after `state.json` and before the rename left: the checkpoint it names
+        becomes `last.keras`, and no other `epoch-N.keras` stays. Call it while holding `lock()`."""
+        finished = self.finished_checkpoint()
+        if finished.name != "last.keras":
+            os.replace(finished, self.checkpoints / "last.keras")
+        self.remove_epoch_checkpoints()
+
     def remove_epoch_checkpoints(self) -> None:
         """Removes the `epoch-N.keras` files of `checkpoints/` but the one `finished_checkpoint` names."""
         keep = self.finished_checkpoint()

@@ -136,7 +136,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         write_csv(self.run.history_path, columns, ([row.get(c, "") for c in columns] for row in self.history))
         write_json(checkpoints / "state.json",
                    {"epoch": epoch, "phase": self.phase, "monitor": self.monitor, "best": self.best,
-                    "checkpoint": saved.name,
+                    "checkpoint": saved.name, "iterations": int(self.model.optimizer.iterations),
                     "callbacks": {name: callback.state() for name, callback in self.stateful.items()},
                     "seed_generators": [state.tolist() for state in seed_generator_states(self.model)]})
         os.replace(saved, checkpoints / "last.keras")
@@ -184,6 +184,18 @@ def restore_seed_generators(model, states: list) -> None:
                        "the run directory was changed by hand. Start a new run (--overwrite or another --out).")
     for variable, value in zip(variables, states):
         variable.assign(np.asarray(value, dtype=variable.dtype))
+
+
+def _refuse_a_checkpoint_of_another_epoch(run: RunDir, model, state: dict) -> None:
+    """The optimizer's step count in the checkpoint must be the one `state.json` recorded: a checkpoint of another
+    epoch (its `epoch-N.keras` deleted by hand) would train on from the wrong weights without a word."""
+    recorded = state.get("iterations")
+    if recorded is None or int(model.optimizer.iterations) == recorded:
+        return
+    raise RunError(f"{run.finished_checkpoint()} does not hold the epoch {run.checkpoints / 'state.json'} records "
+                   f"(epoch {state['epoch'] + 1}: {recorded:,} optimizer steps, the checkpoint "
+                   f"{int(model.optimizer.iterations):,}); was a file of {run.checkpoints} deleted or replaced? "
+                   "Start the run again with --overwrite.")
 
 
 def _finished_history(run: RunDir, last_epoch: int) -> list[dict]:
@@ -358,6 +370,8 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
         # The model comes before the images: weights that cannot be found fail before anything is decoded.
         model = (keras.saving.load_model(run.finished_checkpoint()) if resuming
                  else build_model(cfg.model, spec, len(classes)))
+    if resuming:
+        _refuse_a_checkpoint_of_another_epoch(run, model, state)
     if verbose:
         for note in _phase_notes(cfg, model):
             print(f"note: {note}", flush=True)

@@ -36,7 +36,7 @@ TRAIN = textwrap.dedent("""
         begin_epoch = imgclf.training.RunCheckpoint.on_epoch_begin
         imgclf.training.RunCheckpoint.on_epoch_begin = begin
         imgclf.training.RunCheckpoint.on_train_batch_end = die_mid_epoch
-    elif mode in ("kill-after-checkpoint", "kill-after-state"):
+    elif mode in ("kill-after-checkpoint", "kill-after-state", "kill-after-last-state"):
         # Killed inside the end of the second epoch: after its checkpoint is saved, or after state.json records it.
         import imgclf.runs
         saves = []
@@ -48,7 +48,8 @@ TRAIN = textwrap.dedent("""
             return written
         def write_json(path, value):
             written = write(path, value)
-            if mode == "kill-after-state" and path.name == "state.json" and value["epoch"] == 1:
+            if path.name == "state.json" and (mode, value["epoch"]) in (("kill-after-state", 1),
+                                                                          ("kill-after-last-state", 3)):
                 os.kill(os.getpid(), signal.SIGKILL)
             return written
         save, write = imgclf.runs.RunDir.save_model, imgclf.training.write_json
@@ -94,7 +95,8 @@ def test_sigkill_mid_epoch_then_resume_repeats_the_uninterrupted_history(tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moment, finished", [("kill-after-checkpoint", ["0"]), ("kill-after-state", ["0", "1"])])
+@pytest.mark.parametrize("moment, finished", [("kill-after-checkpoint", ["0"]), ("kill-after-state", ["0", "1"]),
+                                              ("kill-after-last-state", ["0", "1", "2", "3"])])
 def test_a_kill_while_an_epoch_is_saved_resumes_to_the_uninterrupted_history(tmp_path, moment, finished):
     data = make_class_folder(tmp_path / "data", per_class=10)
     whole = _train(data, tmp_path / "whole", "default", "whole", "mlp")
@@ -112,3 +114,15 @@ def test_a_kill_while_an_epoch_is_saved_resumes_to_the_uninterrupted_history(tmp
         assert [float(r[key]) for r in got] == pytest.approx([float(r[key]) for r in expected], rel=1e-4, abs=1e-6)
     assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()) == [
         "best.keras", "last.keras", "state.json"]
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_another_epoch_than_state_json_records_is_refused_on_resume(tmp_path):
+    data = make_class_folder(tmp_path / "data", per_class=10)
+    killed = _train(data, tmp_path / "run", "default", "kill-after-state", "mlp")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    (tmp_path / "run" / "checkpoints" / "epoch-2.keras").unlink()  # taken for litter: last.keras is epoch 1's
+    resumed = _train(data, tmp_path / "run", "default", "resume", "mlp")
+    assert resumed.returncode == 1
+    assert (f"{tmp_path}/run/checkpoints/last.keras does not hold the epoch {tmp_path}/run/checkpoints/state.json "
+            "records (epoch 2: ") in resumed.stderr
