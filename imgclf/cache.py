@@ -85,8 +85,9 @@ def make_cache_dir(cache_dir: Path) -> None:
     except OSError as error:
         reason = error.strerror or str(error)
         raise ValueError(f"The folder of the decoded-image cache, {escape_name(str(cache_dir))}, cannot be made: "
-                         f"{reason}. It is $XDG_CACHE_HOME/imgclf (~/.cache/imgclf by default), or data.cache_dir of "
-                         "a --config file: point XDG_CACHE_HOME at a folder that can be written.") from None
+                         f"{reason}. It is data.cache_dir of a --config file where one sets it, else "
+                         "$XDG_CACHE_HOME/imgclf (~/.cache/imgclf by default): choose a folder that can be written."
+                         ) from None
 
 
 def cache_key(sha1s: Sequence[str], spec: ImageSpec, limits: ImageLimits) -> str:
@@ -228,6 +229,9 @@ def _read_cache(array_file: Path, failures_file: Path, shape: tuple[int, ...]) -
         `(rows, "")` for a usable cache, `(None, "")` for one never
         completed, `(None, damage)` for a damaged one.
     """
+    for path in (array_file, failures_file):
+        if path.is_dir():
+            return None, f"{path.name} is a folder"
     if not (array_file.exists() and failures_file.exists()):
         return None, ""
     damage = check_array_file(array_file, shape)

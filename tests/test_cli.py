@@ -294,5 +294,5 @@ def test_a_cache_folder_that_cannot_be_made_is_named_as_the_image_cache(tmp_path
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "afile"))
     assert main(["train", str(image_folder), "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "run")]) == 1
     assert (f"error: The folder of the decoded-image cache, {tmp_path}/afile/imgclf, cannot be made: Not a directory. "
-            "It is $XDG_CACHE_HOME/imgclf (~/.cache/imgclf by default), or data.cache_dir of a --config file: point "
-            "XDG_CACHE_HOME at a folder that can be written.") in capsys.readouterr().err
+            "It is data.cache_dir of a --config file where one sets it, else $XDG_CACHE_HOME/imgclf (~/.cache/imgclf "
+            "by default): choose a folder that can be written.") in capsys.readouterr().err
