@@ -204,7 +204,8 @@ class Manifest:
         change time is later: a file replaced by one that keeps an older
         modification time (`cp -p`, `rsync -a`, `touch -r`) is seen too,
         since no tool sets the change time back; a `chmod` or a new hard link
-        also counts, at the cost of a hash.
+        also counts, at the cost of hashing the file at every later check
+        (the note counts the files whose content is new).
 
         Args:
             since: a time stamp, e.g. the manifest file's modification time.
@@ -227,10 +228,13 @@ class Manifest:
             if modified > since:
                 changed.append(entry)
         if changed:
+            hashes = {id(e): e.sha1 for e in changed}
             read_files(changed, limits=limits, workers=workers, progress=progress)
             gone = sum(not e.usable for e in changed)
-            self.notes.append(f"{len(changed):,} file(s) changed or gone since the manifest was written were "
-                              f"checked again; {gone:,} of them left out")
+            other = sum(e.usable and e.sha1 != hashes[id(e)] for e in changed)
+            self.notes.append(f"{len(changed):,} file(s) touched since the manifest was written (edited, or their "
+                              "inode changed: chmod, a copy that kept the times) were hashed again: "
+                              f"{other:,} with other content, {gone:,} gone or unreadable and left out")
         return changed
 
     def cross_split_duplicates(self) -> list[tuple[str, list[str]]]:

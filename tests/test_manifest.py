@@ -400,7 +400,8 @@ def test_a_reused_manifest_checks_again_the_files_changed_or_gone_since(tmp_path
     rewritten = by_name["circle_001.png"]
     assert rewritten.usable and rewritten.sha1 != before[rewritten.path]
     assert rewritten.sha1 == hashlib.sha1((root / "circle" / "circle_001.png").read_bytes()).hexdigest()
-    assert "2 file(s) changed or gone since the manifest was written were checked again; 1 of them left out" in manifest.notes
+    assert ("2 file(s) touched since the manifest was written (edited, or their inode changed: chmod, a copy that kept "
+            "the times) were hashed again: 1 with other content, 1 gone or unreadable and left out") in manifest.notes
     assert manifest.recheck_changed(written + 10, progress=False, workers=1) == []
 
 
