@@ -315,7 +315,9 @@ def fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool = False, v
 def _seeded(seed: int):
     """Seeds the global random generators (Python's, NumPy's, TensorFlow's, Keras') for training, and puts back the
     caller's Python and NumPy generators and TensorFlow's global seed afterwards: a loop that draws its own random
-    settings between runs (a hyper-parameter search) would otherwise draw the same ones after every run."""
+    settings between runs (a hyper-parameter search) would otherwise draw the same ones after every run.
+    TensorFlow has no public way to read its generator's position: a global seed the caller set starts its
+    sequence again."""
     import tensorflow as tf
 
     python, numpy, tensorflow = random.getstate(), np.random.get_state(), tf.compat.v1.get_seed(None)[0]
