@@ -136,7 +136,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         write_csv(self.run.history_path, columns, ([row.get(c, "") for c in columns] for row in self.history))
         write_json(checkpoints / "state.json",
                    {"epoch": epoch, "phase": self.phase, "monitor": self.monitor, "best": self.best,
-                    "checkpoint": saved.name, "iterations": int(self.model.optimizer.iterations),
+                    "checkpoint": saved.name, "iterations": optimizer_steps(self.model),
                     "callbacks": {name: callback.state() for name, callback in self.stateful.items()},
                     "seed_generators": [state.tolist() for state in seed_generator_states(self.model)]})
         os.replace(saved, checkpoints / "last.keras")
@@ -189,13 +189,17 @@ def restore_seed_generators(model, states: list) -> None:
 def _refuse_a_checkpoint_of_another_epoch(run: RunDir, model, state: dict) -> None:
     """The optimizer's step count in the checkpoint must be the one `state.json` recorded: a checkpoint of another
     epoch (its `epoch-N.keras` deleted by hand) would train on from the wrong weights without a word."""
-    recorded = state.get("iterations")
-    if recorded is None or int(model.optimizer.iterations) == recorded:
+    recorded, held = state.get("iterations"), optimizer_steps(model)
+    if recorded is None or held == recorded:
         return
     raise RunError(f"{run.finished_checkpoint()} does not hold the epoch {run.checkpoints / 'state.json'} records "
-                   f"(epoch {state['epoch'] + 1}: {recorded:,} optimizer steps, the checkpoint "
-                   f"{int(model.optimizer.iterations):,}); was a file of {run.checkpoints} deleted or replaced? "
-                   "Start the run again with --overwrite.")
+                   f"(epoch {state['epoch'] + 1}: {recorded:,} optimizer steps, the checkpoint {held:,}); was a file "
+                   f"of {run.checkpoints} deleted or replaced? Start the run again with --overwrite.")
+
+
+def optimizer_steps(model) -> int:
+    """The steps the model's optimizer has taken (a plain or a distributed variable)."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
 def _finished_history(run: RunDir, last_epoch: int) -> list[dict]:
