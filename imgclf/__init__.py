@@ -109,7 +109,6 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
 
     from .augment import build_augment, check_augment, pin_augment
     from .config import Config, load_config, with_options
-    from .files import read_json
     from .manifest import Manifest
     from .runs import RunDir
     from .pipeline import limits_of
@@ -140,7 +139,7 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
                       source=cfg.augment.preset)
     if resume and run.resumable and options.get("epochs") is None:
         # epochs from a config file, below what the run has trained since: the run's own count is meant
-        done = read_json(run.checkpoints / "state.json")["epoch"] + 1
+        done = run.state()["epoch"] + 1
         cfg = with_options(cfg, epochs=max(cfg.train.epochs, done))
     if not (resume and run.resumable) and not (cfg.train.strategy == "multi-worker" and not is_chief()):
         run.check_start(overwrite=overwrite)  # a wrong --out fails before the folder is scanned

@@ -102,6 +102,20 @@ class RunDir:
         """Whether the folder holds a finished epoch to resume from (`checkpoints/state.json` and its checkpoint)."""
         return (self.checkpoints / "state.json").exists() and self.finished_checkpoint().exists()
 
+    def state(self) -> dict:
+        """`checkpoints/state.json`: the last finished epoch, and what resuming needs.
+
+        Raises:
+            DamagedFileError: (a `ValueError`) for a file that is not JSON.
+            RunError: for one that does not hold the object imgclf writes.
+        """
+        path = self.checkpoints / "state.json"
+        state = read_json(path)
+        if not (isinstance(state, dict) and isinstance(state.get("epoch"), int)):
+            raise RunError(f"{escape_name(str(path))} does not hold what imgclf writes there (a JSON object with the "
+                           "last finished epoch): it was edited by hand. Pass --overwrite to start the run again.")
+        return state
+
     def finished_checkpoint(self) -> Path:
         """The checkpoint of the epoch `checkpoints/state.json` records as finished.
 
@@ -110,8 +124,8 @@ class RunDir:
         there (the process was killed before the rename), else `last.keras`.
         """
         try:
-            named = read_json(self.checkpoints / "state.json").get("checkpoint")
-        except (OSError, ValueError, AttributeError):
+            named = self.state().get("checkpoint")
+        except (OSError, ValueError, RunError):
             named = None
         if isinstance(named, str) and _EPOCH_CHECKPOINT.fullmatch(named) and (self.checkpoints / named).is_file():
             return self.checkpoints / named
@@ -191,7 +205,7 @@ class RunDir:
                 "Pass --overwrite to replace it, or choose another --out."
             )
         if state.exists():
-            finished = read_json(state).get("epoch", -1) + 1
+            finished = self.state()["epoch"] + 1
             raise RunError(
                 f"{self.path} holds a run that stopped after {finished} epoch(s). Pass --resume to continue it, "
                 "--overwrite to start again, or choose another --out."
@@ -265,8 +279,8 @@ class RunDir:
         if self.model_path.exists() or not state.is_file():
             return None
         try:
-            done = read_json(state).get("epoch", -1) + 1
-        except (DamagedFileError, AttributeError):
+            done = self.state()["epoch"] + 1
+        except (DamagedFileError, RunError):
             return None
         try:
             of = f" of {load_config(self.config_path).train.epochs}"

@@ -339,7 +339,6 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
     classes = manifest.classes
     if len(classes) < 2:
         raise ValueError(f"Training needs at least 2 classes with usable images; found {classes}. Check the folder with `imgclf scan`.")
-    state_path = run.checkpoints / "state.json"
     resuming = resume and run.resumable
     if resuming and run.classes() != classes:
         raise RunError(f"Cannot resume {run.path}: its classes {run.classes()} differ from the dataset's {classes}.")
@@ -351,7 +350,7 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
     augment = build_augment(cfg.augment, channels=spec.channels, seed=cfg.train.seed)
     if not augment_checked:
         check_augment(augment, (spec.height, spec.width, spec.channels), source=cfg.augment.preset)
-    state = read_json(state_path) if resuming else {}
+    state = run.state() if resuming else {}
     if resuming:
         _refuse_changed_settings(run, cfg)
         if cfg.train.epochs < state["epoch"] + 1:

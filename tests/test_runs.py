@@ -190,3 +190,13 @@ def test_a_run_stopped_before_its_first_epoch_ended_is_started_again_without_its
     (tmp_path / "notes.txt").write_text("mine")
     run.start()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"phase": "train"}', '{"epoch": "2"}'])
+def test_a_state_json_edited_into_something_else_is_named_with_the_fix(tmp_path, text):
+    run = RunDir(tmp_path)
+    run.checkpoints.mkdir(parents=True)
+    (run.checkpoints / "state.json").write_text(text)
+    with pytest.raises(RunError, match=r"state.json does not hold what imgclf writes there .* Pass --overwrite"):
+        run.start()
+    assert run.unfinished() is None
