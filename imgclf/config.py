@@ -439,6 +439,11 @@ def _coerce(value, kind, key: str, source: str):
                 return _coerce(value, option, key, source)
             except ConfigError:
                 continue
+        if len(options) > 1:
+            try:
+                return _coerce(value, options[-1], key, source)
+            except ConfigError:  # the field's own check names the forms it takes (`unfreeze`: all, none or K)
+                return value
         return _coerce(value, options[-1], key, source)
     if origin is tuple:
         if key.endswith("image_size"):

@@ -116,3 +116,10 @@ def test_spaces_after_run_are_dropped_from_the_weights(tmp_path):
 def test_an_unknown_option_suggests_the_keyword_meant(option, suggestion):
     with pytest.raises(ConfigError, match=rf"Unknown option '{option}'. Did you mean {suggestion}\? Valid options: "):
         with_options(Config(), **{option: 1})
+
+
+def test_a_value_of_neither_type_of_unfreeze_is_refused_naming_the_forms_it_takes(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("train:\n  unfreeze: true\n")
+    with pytest.raises(ConfigError, match=r"unfreeze.*all, none or a number of blocks K >= 1"):
+        load_config(path)
