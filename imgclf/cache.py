@@ -40,7 +40,6 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import warnings
 import weakref
 from pathlib import Path
@@ -51,7 +50,8 @@ import numpy as np
 from .config import ImageSpec
 from .images import FileCheck, ImageDecodeError, ImageLimits, ImageProblem, load_image, scan_and_load
 from .parallel import chunked, parallel_map, resolve_workers
-from .files import atomic_path, escape_name, failures_named, process_tag, read_json, remove_abandoned, write_json
+from .files import (atomic_path, escape_name, failures_named, process_tag, read_json, remove_abandoned, remove_path,
+                    write_json)
 
 _CHUNK = 64  # files per job at most: a job opens the memmap once
 _COPY_BYTES = 16 << 20  # copied from a staging file at a time: bounded memory for any size of split
@@ -340,7 +340,7 @@ class StagedImages:
         self._served = np.zeros(len(paths), dtype=bool)
         remove_abandoned(self.cache_dir, ".staging-")
         self.path: Path | None = self.cache_dir / f".staging-{process_tag()}.{secrets.token_hex(4)}.npy"
-        self._finalizer = weakref.finalize(self, _unlink, self.path)
+        self._finalizer = weakref.finalize(self, remove_path, self.path)
         with failures_named(self.path):
             np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8, shape=(len(paths), *spec.shape)).flush()
 
@@ -456,11 +456,4 @@ def scan_is_cached(root, spec: ImageSpec, limits: ImageLimits, cache_dir=None) -
 def _discard(*paths: Path) -> None:
     """Removes damaged cache files; a folder found in the place of one (the cache is imgclf's alone) goes too."""
     for path in paths:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-
-
-def _unlink(path: Path) -> None:
-    Path(path).unlink(missing_ok=True)
+        remove_path(path)

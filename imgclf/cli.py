@@ -626,10 +626,7 @@ def _tolerate_unprintable_characters() -> None:
     (`files.escape_name`), so `café` and a Latin-1 `caf\\xe9` stay apart. `imgclf predict` writes its rows
     strictly (`prediction.write_rows`): they are data.
     """
-    try:
-        codecs.lookup_error(UNICODE_ESCAPES)
-    except LookupError:
-        codecs.register_error(UNICODE_ESCAPES, _unicode_escapes)
+    codecs.register_error(UNICODE_ESCAPES, _unicode_escapes)
     for stream in (sys.stdout, sys.stderr):
         if stream is not None and hasattr(stream, "reconfigure"):
             try:

@@ -68,7 +68,7 @@ def shell_word(path) -> str:
     quoting, which spells them as `\xNN` (`$'caf\xe9'`).
     """
     name = os.fspath(path)
-    if name.isprintable() and not any(0xDC80 <= ord(c) <= 0xDCFF for c in name):
+    if name.isprintable():  # undecodable bytes, held as surrogates, are not printable
         return shlex.quote(name)
     spelled = []
     for byte in os.fsencode(name):
@@ -104,17 +104,20 @@ def unescape_name(text: str) -> str:
     return os.fsdecode(_ESCAPED.sub(byte, text).encode("utf-8", "surrogateescape"))
 
 
+def _host() -> str:
+    return "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40] or "host"
+
+
 def process_tag() -> str:
     """`HOST-PID` of this process, for the name of a work file or folder that it removes when it is done, and
     that a later process removes with `remove_abandoned` if this one was killed first."""
-    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40] or "host"
-    return f"{host}-{os.getpid()}"
+    return f"{_host()}-{os.getpid()}"
 
 
 def remove_abandoned(folder, prefix: str) -> None:
     """Removes the files and folders in `folder` named `prefix` + `process_tag()` + anything, of processes of this
     host that no longer run (killed before they could remove them)."""
-    mine = prefix + process_tag().rsplit("-", 1)[0] + "-"
+    mine = f"{prefix}{_host()}-"
     for path in Path(folder).glob(f"{glob.escape(mine)}*"):
         found = re.match(r"[0-9]+", path.name[len(mine):])
         if not found:
@@ -122,12 +125,22 @@ def remove_abandoned(folder, prefix: str) -> None:
         try:
             os.kill(int(found[0]), 0)
         except ProcessLookupError:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # another process removing it at the same time
+                remove_path(path)
         except OSError:  # a process of another user: still running
             continue
+
+
+def remove_path(target) -> bool:
+    """Removes a file, a link or a folder with its contents; returns whether there was one."""
+    target = Path(target)
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif os.path.lexists(target):
+        target.unlink()
+    else:
+        return False
+    return True
 
 
 _TEMPORARY_STEM_BYTES = 120

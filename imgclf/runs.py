@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import socket
 import sys
 import zipfile
@@ -28,8 +27,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .config import Config, dump_config, load_config
-from .files import (DamagedFileError, atomic_path, check_folder_target, escape_name, read_json, remove_temporaries,
-                    shell_word, write_json, write_text)
+from .files import (DamagedFileError, atomic_path, check_folder_target, escape_name, read_json, remove_path,
+                    remove_temporaries, shell_word, write_json, write_text)
 
 # What a run writes into its folder; `RunDir.start(overwrite=True)` removes these and nothing else.
 RUN_CONTENTS = ("config.yaml", "environment.json", "manifest.csv", "classes.json", "augment.yaml", "history.csv",
@@ -140,10 +139,9 @@ class RunDir:
         self.remove_epoch_checkpoints()
 
     def remove_epoch_checkpoints(self) -> None:
-        """Removes the `epoch-N.keras` files of `checkpoints/` but the one `finished_checkpoint` names."""
-        keep = self.finished_checkpoint()
+        """Removes the `epoch-N.keras` files of `checkpoints/`; call it once the finished one is `last.keras`."""
         for path in self.checkpoints.glob("epoch-*.keras"):
-            if _EPOCH_CHECKPOINT.fullmatch(path.name) and path != keep:
+            if _EPOCH_CHECKPOINT.fullmatch(path.name):
                 path.unlink(missing_ok=True)
 
     # Starting and locking -------------------------------------------------
@@ -167,7 +165,7 @@ class RunDir:
         """
         if self._check_contents(overwrite=overwrite):
             for name in RUN_CONTENTS:
-                _remove(self.path / name)
+                remove_path(self.path / name)
         self.path.mkdir(parents=True, exist_ok=True)
 
     def check_start(self, *, overwrite: bool = False) -> bool:
@@ -409,7 +407,7 @@ class RunDir:
         Returns:
             The names removed, e.g. `["eval/", "report.html"]`.
         """
-        return [shown for name, shown in (("eval", "eval/"), ("report.html", "report.html")) if _remove(self.path / name)]
+        return [shown for name, shown in (("eval", "eval/"), ("report.html", "report.html")) if remove_path(self.path / name)]
 
     def save_model(self, model, path=None) -> Path:
         """Saves a Keras model atomically, by default to `model.keras`."""
@@ -417,17 +415,6 @@ class RunDir:
         with atomic_path(path) as tmp:
             model.save(tmp)
         return path
-
-
-def _remove(target: Path) -> bool:
-    """Removes a file, a link or a folder with its contents; returns whether there was one."""
-    if target.is_dir() and not target.is_symlink():
-        shutil.rmtree(target)
-    elif os.path.lexists(target):
-        target.unlink()
-    else:
-        return False
-    return True
 
 
 def _version(package: str) -> str | None:
