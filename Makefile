@@ -31,13 +31,16 @@ browser:
 	  || echo "could not install chromium: the browser test will be skipped"; \
 	else echo "chromium is missing and apt-get needs root: the browser test will be skipped"; fi
 
-## The whole test suite, slow tests included (what CI runs).
+## The whole test suite, slow tests included (what CI runs), one worker process per core: most tests use
+## one core at a time. A file's tests stay in one process, where its module fixtures are built once.
+PYTEST := $(BIN)/python -m pytest -q -n auto --dist loadfile
+
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 ## Everything but the tests marked slow.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
