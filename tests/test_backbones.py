@@ -305,6 +305,7 @@ def test_a_run_from_a_relative_run_dir_records_it_absolute_and_resumes_after_the
         imgclf.train(tmp_path / "data", config=run.config_path, epochs=1, out=tmp_path / "again", **options)
 
 
+@pytest.mark.slow
 def test_a_relative_weights_file_is_recorded_absolute_and_an_older_relative_record_resumes(tmp_path, monkeypatch):
     data = make_class_folder(tmp_path / "data", per_class=4, size=32, classes=["circle", "square"])
     (tmp_path / "wt").mkdir()
