@@ -78,6 +78,11 @@ def default_cache_dir() -> Path:
     return Path(base) / "imgclf"
 
 
+def cache_folder(cache_dir=None) -> Path:
+    """The cache folder `cache_dir` names (a leading `~` is the home folder, as in a shell), or `default_cache_dir()`."""
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+
+
 def make_cache_dir(cache_dir: Path) -> None:
     """Makes the cache folder, or raises a `ValueError` that names it as the image cache and says where it is set."""
     try:
@@ -92,9 +97,9 @@ def make_cache_dir(cache_dir: Path) -> None:
 
 def cache_key(sha1s: Sequence[str], spec: ImageSpec, limits: ImageLimits) -> str:
     digest = hashlib.sha1()
-    digest.update(repr((spec, limits)).encode())
+    digest.update(repr((spec, limits, len(sha1s))).encode())
     for sha1 in sha1s:
-        digest.update(sha1.encode())
+        digest.update(sha1.encode() + b"\n")
     return digest.hexdigest()[:24]
 
 
@@ -152,7 +157,12 @@ def decode_to_cache(
         `(len(paths), *spec.shape)` (rows of failed files are zero) and the
         files that failed.
     """
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    unhashed = next((path for path, sha1 in zip(paths, sha1s) if not sha1), None)
+    if unhashed is not None:  # the cache keys pixels by content: without a hash, another file's would be served
+        raise ValueError(f"{escape_name(str(unhashed))} has no content hash (an empty sha1 in a manifest written by "
+                         "hand?). Hash it first: `imgclf scan DIR --out FILE` writes a manifest with every hash, and "
+                         "`Manifest.recheck_changed` fills in the missing ones.")
+    cache_dir = cache_folder(cache_dir)
     make_cache_dir(cache_dir)
     key = cache_key(sha1s, spec, limits)
     array_file = cache_dir / f"{key}.npy"
@@ -205,7 +215,7 @@ def cached_rows(images: np.ndarray, rows: np.ndarray, sha1s: Sequence[str], spec
     Returns:
         A read-only uint8 memmap of shape `(len(rows), *spec.shape)`.
     """
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache_dir = cache_folder(cache_dir)
     key = cache_key(sha1s, spec, limits)
     array_file, failures_file = cache_dir / f"{key}.npy", cache_dir / f"{key}.failures.json"
     found, damage = _read_cache(array_file, failures_file, (len(rows), *spec.shape))  # damaged or missing: rewritten
@@ -330,7 +340,7 @@ class StagedImages:
 
     def __init__(self, paths: Sequence[str], spec: ImageSpec, limits: ImageLimits, cache_dir, *, record=None):
         self.spec, self.limits = spec, limits
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.cache_dir = cache_folder(cache_dir)
         make_cache_dir(self.cache_dir)
         self.rows = {path: row for row, path in enumerate(paths)}
         self.paths = list(paths)
@@ -429,7 +439,7 @@ class StagedImages:
 
 def scan_record(root, spec: ImageSpec, limits: ImageLimits, cache_dir=None) -> Path:
     """Where the cache files made from the last staged scan of `root` at `spec` are listed."""
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache_dir = cache_folder(cache_dir)
     key = hashlib.sha1(repr((os.path.realpath(root), spec, limits)).encode()).hexdigest()[:24]
     return cache_dir / "scans" / f"{key}.json"
 

@@ -402,15 +402,27 @@ def _to_plain(value):
     return value
 
 
+# The key a section's single value most likely meant, for `model: mlp` written for `model: {name: mlp}`.
+_MAIN_KEYS = {"model": "name", "augment": "preset"}
+
+
 def _build(cls, values: dict, *, prefix: str, source: str):
+    section = prefix.rstrip(".")
+    if values is None and section:  # every key of the section commented out: its defaults
+        values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the file'} must be a mapping. Received: {values!r}")
+        main = _MAIN_KEYS.get(section)
+        hint = (f" Write it as a mapping of keys, e.g. `{section}: {{{main}: {values}}}`." if main and isinstance(values, str)
+                else "")
+        raise ConfigError(f"{source}: {section or 'the file'} must be a mapping. Received: {values!r}.{hint}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields), key=str)  # YAML keys may be numbers too
     if unknown:
+        key = str(unknown[0])
+        close = _FLAG_ALIASES.get(key) or difflib.get_close_matches(key, list(fields), n=1)
         raise ConfigError(
-            f"{source}: unknown key {prefix}{unknown[0]!s}. Valid keys under "
-            f"{prefix.rstrip('.') or 'the top level'}: {sorted(fields)}"
+            f"{source}: unknown key {prefix}{key}.{f' Did you mean {prefix}{close[0]}?' if close else ''} Valid keys "
+            f"under {section or 'the top level'}: {sorted(fields)}"
         )
     hints = typing.get_type_hints(cls)
     kwargs = {}

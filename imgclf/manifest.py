@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import re
 import unicodedata
 from pathlib import Path
 from typing import Callable, Sequence
@@ -160,35 +161,58 @@ class Manifest:
 
     @classmethod
     def read_csv(cls, path) -> "Manifest":
-        """Reads a manifest written by `to_csv`.
+        """Reads a manifest written by `to_csv`, or one edited by hand.
+
+        A byte-order mark and rows of empty cells (as spreadsheets save them)
+        are allowed, and spaces around the split, hash and size cells. A
+        relative path is relative to the manifest's folder. A usable row
+        whose `sha1` is not 40 hex digits gets an empty one, which
+        `recheck_changed` fills in by hashing the file.
 
         Raises:
-            DatasetError: if the file lacks a column of `COLUMNS`, or a row
-                lacks a value, or holds an unknown split or a size that is
-                not a whole number (naming the line).
+            DatasetError: if the file is not UTF-8 text, lacks a column of
+                `COLUMNS`, or a row lacks a value, or holds an unknown split,
+                no split for a usable file, or a size that is not a whole
+                number (naming the line).
         """
         path = Path(path)
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DatasetError(f"{path} is not an imgclf manifest: it lacks the columns {missing}.")
-            entries = []
-            for number, row in enumerate(({c: r[c] for c in COLUMNS} for r in reader), start=2):
-                fields = sum(value is not None for value in row.values())
-                if fields < len(COLUMNS):
-                    raise DatasetError(f"{escape_name(str(path))}, line {number}: the row has {fields} of the "
-                                       f"{len(COLUMNS)} columns: the file may be cut short. Restore it, or remove the row.")
-                if row["split"] not in (*SPLITS, ""):
-                    raise DatasetError(f"{escape_name(str(path))}, line {number}: unknown split {row['split']!r}. "
-                                       f"Valid splits: {', '.join(SPLITS)} (lower case), or empty for a file with errors.")
-                try:
-                    sizes = {key: int(row[key] or 0) for key in ("width", "height", "channels")}
-                except ValueError:
-                    raise DatasetError(f"{escape_name(str(path))}, line {number}: width, height and channels must be "
-                                       f"whole numbers. Received: {row['width']!r}, {row['height']!r}, "
-                                       f"{row['channels']!r}.") from None
-                entries.append(Entry(**{**row, "path": unescape_name(row["path"]), **sizes}))
+        name = escape_name(str(path))
+        reader = csv.reader(io.StringIO(_csv_text(path), newline=""))
+        header = [field.strip() for field in next(reader, [])]
+        missing = [c for c in COLUMNS if c not in header]
+        if missing:
+            hint = (" Its columns are separated by semicolons: save it with commas." if len(header) == 1 and ";" in header[0]
+                    else "")
+            raise DatasetError(f"{name} is not an imgclf manifest: it lacks the columns {missing}.{hint} "
+                               "`imgclf scan DIR --out FILE` writes one.")
+        column = {c: header.index(c) for c in COLUMNS}
+        entries = []
+        for cells in reader:
+            number = reader.line_num
+            if not any(cell.strip() for cell in cells):
+                continue
+            if len(cells) <= max(column.values()):
+                raise DatasetError(f"{name}, line {number}: the row has {len(cells)} of the {len(header)} columns: the "
+                                   "file may be cut short. Restore it, or remove the row.")
+            row = {c: cells[i] if c in ("path", "label", "problem", "detail") else cells[i].strip()
+                   for c, i in column.items()}
+            usable = row["status"] != Severity.ERROR.value
+            if row["split"] not in (*SPLITS, ""):
+                raise DatasetError(f"{name}, line {number}: unknown split {row['split']!r}. Valid splits: "
+                                   f"{', '.join(SPLITS)} (lower case), or empty for a file with errors.")
+            if usable and not row["split"]:
+                raise DatasetError(f"{name}, line {number}: no split for {row['path']!r}, a usable file. Write train, "
+                                   "val or test; only a file with errors (status error) has none.")
+            try:
+                sizes = {key: int(row[key] or 0) for key in ("width", "height", "channels")}
+            except ValueError:
+                raise DatasetError(f"{name}, line {number}: width, height and channels must be whole numbers. Received: "
+                                   f"{row['width']!r}, {row['height']!r}, {row['channels']!r}.") from None
+            if usable and not _SHA1.fullmatch(row["sha1"]):
+                row["sha1"] = ""  # a hash written by hand: the file is hashed again
+            file = Path(unescape_name(row["path"]))
+            entries.append(Entry(**{**row, "path": str(file) if file.is_absolute() else os.path.abspath(path.parent / file),
+                                    **sizes}))
         return cls(entries, root=str(path))
 
     def recheck_changed(self, since: float, *, limits: ImageLimits = ImageLimits(), workers: int | None = None,
@@ -205,7 +229,8 @@ class Manifest:
         modification time (`cp -p`, `rsync -a`, `touch -r`) is seen too,
         since no tool sets the change time back; a `chmod` or a new hard link
         also counts, at the cost of hashing the file at every later check
-        (the note counts the files whose content is new).
+        (the note counts the files whose content is new). A row without a
+        content hash (`read_csv` of one written by hand) is hashed too.
 
         Args:
             since: a time stamp, e.g. the manifest file's modification time.
@@ -225,16 +250,23 @@ class Manifest:
                 modified = max(status.st_mtime, status.st_ctime)
             except OSError:
                 modified = math.inf
-            if modified > since:
+            if modified > since or not entry.sha1:
                 changed.append(entry)
         if changed:
             hashes = {id(e): e.sha1 for e in changed}
             read_files(changed, limits=limits, workers=workers, progress=progress)
-            gone = sum(not e.usable for e in changed)
-            other = sum(e.usable and e.sha1 != hashes[id(e)] for e in changed)
-            self.notes.append(f"{len(changed):,} file(s) touched since the manifest was written (edited, or their "
-                              "inode changed: chmod, a copy that kept the times) were hashed again: "
-                              f"{other:,} with other content, {gone:,} gone or unreadable and left out")
+            touched = [e for e in changed if hashes[id(e)]]
+            gone = sum(not e.usable for e in touched)
+            other = sum(e.usable and e.sha1 != hashes[id(e)] for e in touched)
+            if touched:
+                self.notes.append(f"{len(touched):,} file(s) touched since the manifest was written (edited, or their "
+                                  "inode changed: chmod, a copy that kept the times) were hashed again: "
+                                  f"{other:,} with other content, {gone:,} gone or unreadable and left out")
+            unhashed = [e for e in changed if not hashes[id(e)]]
+            if unhashed:
+                self.notes.append(f"{len(unhashed):,} row(s) of the manifest had no content hash (a sha1 of 40 hex "
+                                  f"digits) and were hashed; {sum(not e.usable for e in unhashed):,} of their files "
+                                  "are gone or unreadable and left out")
         return changed
 
     def cross_split_duplicates(self) -> list[tuple[str, list[str]]]:
@@ -795,6 +827,7 @@ def _entries_from_csv(path: Path) -> tuple[list[Entry], list[str]]:
     return entries, notes
 
 
+_SHA1 = re.compile("[0-9a-f]{40}")
 _SAVE_AS_UTF8 = 'Save the CSV as UTF-8 (Excel: "CSV UTF-8").'
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import imgclf.cache as cache
 from imgclf.cache import check_array_file, decode_to_cache
@@ -153,3 +154,13 @@ def test_the_cache_folder_follows_xdg_cache_home_unless_it_is_relative(value, ex
     else:
         monkeypatch.setenv("XDG_CACHE_HOME", value)
     assert cache.default_cache_dir() == Path(os.path.expanduser(expected))
+
+
+def test_a_cache_dir_of_a_config_starting_with_a_tilde_is_in_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(path)
+    decode_to_cache([str(path)], ["0" * 40], SPEC, cache_dir="~/imgclf-cache", workers=1, progress=False)
+    assert len(list((tmp_path / "home" / "imgclf-cache").glob("*.npy"))) == 1
+    assert not (tmp_path / "~").exists()

@@ -29,8 +29,22 @@ def test_an_invalid_value_names_its_section(tmp_path):
 def test_unknown_key_is_named(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("train:\n  epoch: 3\n")
-    with pytest.raises(ConfigError, match=r"unknown key train\.epoch.*epochs"):
+    with pytest.raises(ConfigError, match=r"unknown key train\.epoch. Did you mean train.epochs\? Valid keys"):
         load_config(path)
+    path.write_text("train:\n  lr: 0.01\n")
+    with pytest.raises(ConfigError, match=r"unknown key train\.lr. Did you mean train.learning_rate\? Valid keys"):
+        load_config(path)
+
+
+def test_a_section_written_flat_names_the_fix_and_an_empty_one_keeps_its_defaults(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("model: mlp\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: model must be a mapping. Received: 'mlp'. Write it as a mapping "
+                                          r"of keys, e.g. `model: \{name: mlp\}`."):
+        load_config(path)
+    path.write_text("train:\n#  epochs: 3\nmodel:\n  name: mlp\n")
+    cfg = load_config(path)
+    assert (cfg.model.name, cfg.train) == ("mlp", Config().train)
 
 
 @pytest.mark.parametrize(

@@ -1,16 +1,21 @@
 import collections
+import csv
 import dataclasses
 import hashlib
+import io
 import os
 import re
 import shutil
 import time
 
+import numpy as np
 import pytest
 
 from conftest import CLASS_STYLES, draw_example, make_class_folder
-from imgclf.config import ConfigError
+from imgclf.config import ConfigError, ImageSpec
+from imgclf.images import load_image
 from imgclf.manifest import COLUMNS, DatasetError, Entry, Manifest, _unit_hash, assign_splits, scan, split_sizes
+from imgclf.pipeline import load_split
 
 
 def splits_by_path(manifest):
@@ -620,3 +625,68 @@ def test_a_manifest_shows_as_one_short_line(tmp_path):
     (root / "circle" / "broken.png").write_bytes(b"not a png")
     manifest = scan(root, progress=False)
     assert repr(manifest) == f"Manifest(13 files, 12 usable, 3 classes, root={str(root)!r})"
+
+
+def _edited_manifest(tmp_path, edit, *, encoding="utf-8", name="edited.csv"):
+    """A scanned manifest of tiny PNGs, its rows (lists of cells) changed by `edit`, written as a spreadsheet might."""
+    root = make_class_folder(tmp_path / "data", per_class=4)
+    scan(root, progress=False).to_csv(tmp_path / "m.csv")
+    with open(tmp_path / "m.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\r\n").writerows(edit(rows) or rows)
+    (tmp_path / name).write_bytes(text.getvalue().encode(encoding))
+    return tmp_path / name
+
+
+def test_a_manifest_without_hashes_is_hashed_again_and_never_served_another_files_pixels(tmp_path):
+    def blank_hashes(rows):
+        for row in rows[1:]:
+            row[COLUMNS.index("sha1")] = ""
+    edited = _edited_manifest(tmp_path, blank_hashes)
+    manifest = Manifest.read_csv(edited)
+    spec = ImageSpec(16, 16, 3)
+    with pytest.raises(ValueError, match=r"circle_\d+.png has no content hash \(an empty sha1 in a manifest written by "
+                                         r"hand\?\). Hash it first"):
+        load_split(manifest, "train", manifest.classes, spec, progress=False)
+    manifest.recheck_changed(time.time() + 60, progress=False, workers=1)
+    assert "12 row(s) of the manifest had no content hash (a sha1 of 40 hex digits) and were hashed; 0 of their " \
+           "files are gone or unreadable and left out" in manifest.notes
+    for split in ("val", "test"):
+        loaded = load_split(manifest, split, manifest.classes, spec, progress=False)
+        truth = [load_image(e.path, size=(16, 16), channels=3) for e in loaded.entries]
+        assert np.array_equal(np.asarray(loaded.images), np.stack(truth))
+
+
+def test_a_manifest_saved_by_a_spreadsheet_is_read_with_its_paths_beside_it(tmp_path, monkeypatch):
+    def relative_paths_and_empty_rows(rows):
+        for row in rows[1:]:
+            row[0] = os.path.relpath(row[0], tmp_path)
+            row[COLUMNS.index("split")] = f" {row[COLUMNS.index('split')]} "
+        return rows + [[""] * len(COLUMNS)] * 2
+    edited = _edited_manifest(tmp_path, relative_paths_and_empty_rows, encoding="utf-8-sig")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    manifest = Manifest.read_csv(edited)
+    assert len(manifest.entries) == 12 and all(os.path.isfile(e.path) for e in manifest.entries)
+    assert manifest.entries == Manifest.read_csv(tmp_path / "m.csv").entries
+
+
+def test_a_manifest_with_semicolons_no_split_or_another_encoding_names_the_fix(tmp_path):
+    def semicolons(rows):
+        return [[";".join(row)] for row in rows]
+    with pytest.raises(DatasetError, match=r"is not an imgclf manifest: it lacks the columns \['path', .*\]. Its columns "
+                                           r"are separated by semicolons: save it with commas"):
+        Manifest.read_csv(_edited_manifest(tmp_path, semicolons, name="semicolons.csv"))
+
+    def no_split(rows):
+        rows[2][COLUMNS.index("split")] = ""
+    with pytest.raises(DatasetError, match=r"no-split.csv, line 3: no split for '.*', a usable file. Write train, val or "
+                                           r"test; only a file with errors \(status error\) has none."):
+        Manifest.read_csv(_edited_manifest(tmp_path, no_split, name="no-split.csv"))
+
+    def accented(rows):
+        rows[4][COLUMNS.index("detail")] = "café"
+    with pytest.raises(DatasetError, match=r"cp1252.csv, line 5: not UTF-8 text \(byte 0xe9\). Save the CSV as UTF-8"):
+        Manifest.read_csv(_edited_manifest(tmp_path, accented, encoding="cp1252", name="cp1252.csv"))
