@@ -186,7 +186,7 @@ class Manifest:
             raise DatasetError(f"{name} is not an imgclf manifest: it lacks the columns {missing}.{hint} "
                                "`imgclf scan DIR --out FILE` writes one.")
         column = {c: header.index(c) for c in COLUMNS}
-        entries = []
+        entries, first_line, repeats = [], {}, []
         for cells in reader:
             number = reader.line_num
             if not any(cell.strip() for cell in cells):
@@ -211,9 +211,23 @@ class Manifest:
             if usable and not _SHA1.fullmatch(row["sha1"]):
                 row["sha1"] = ""  # a hash written by hand: the file is hashed again
             file = Path(unescape_name(row["path"]))
-            entries.append(Entry(**{**row, "path": str(file) if file.is_absolute() else os.path.abspath(path.parent / file),
-                                    **sizes}))
-        return cls(entries, root=str(path))
+            entry = Entry(**{**row, "path": str(file) if file.is_absolute() else os.path.abspath(path.parent / file),
+                             **sizes})
+            first, first_entry = first_line.setdefault(entry.path, (number, entry))
+            if first == number:
+                entries.append(entry)
+            elif (entry.label, entry.split) != (first_entry.label, first_entry.split):
+                raise DatasetError(f"{name}, line {number}: {row['path']!r} is listed as {entry.label!r} in split "
+                                   f"{entry.split or '(none)'!r}, and on line {first} as {first_entry.label!r} in "
+                                   f"{first_entry.split or '(none)'!r}. A file has one class and one split: keep one "
+                                   "of the two rows.")
+            else:
+                repeats.append((number, first))
+        manifest = cls(entries, root=str(path))
+        if repeats:
+            manifest.notes.append(f"{len(repeats)} row(s) of {name} repeat the file of an earlier row (line "
+                                  f"{repeats[0][0]} repeats line {repeats[0][1]}): each file is used once")
+        return manifest
 
     def recheck_changed(self, since: float, *, limits: ImageLimits = ImageLimits(), workers: int | None = None,
                         progress: bool = True, entries: Sequence[Entry] | None = None) -> list[Entry]:

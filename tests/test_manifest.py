@@ -690,3 +690,14 @@ def test_a_manifest_with_semicolons_no_split_or_another_encoding_names_the_fix(t
         rows[4][COLUMNS.index("detail")] = "café"
     with pytest.raises(DatasetError, match=r"cp1252.csv, line 5: not UTF-8 text \(byte 0xe9\). Save the CSV as UTF-8"):
         Manifest.read_csv(_edited_manifest(tmp_path, accented, encoding="cp1252", name="cp1252.csv"))
+
+
+def test_a_manifest_listing_a_file_twice_in_two_splits_names_both_lines(tmp_path):
+    def in_two_splits(rows):
+        again = list(rows[1])
+        again[COLUMNS.index("split")] = "test" if rows[1][COLUMNS.index("split")] != "test" else "val"
+        return rows + [again]
+    with pytest.raises(DatasetError, match=r"twice.csv, line 14: '.*circle_\d+.png' is listed as 'circle' in split "
+                                           r"'(test|val)', and on line 2 as 'circle' in '\w+'. A file has one class and "
+                                           r"one split: keep one of the two rows."):
+        Manifest.read_csv(_edited_manifest(tmp_path, in_two_splits, name="twice.csv"))

@@ -61,3 +61,26 @@ def test_train_with_a_manifest_refuses_a_run_inside_the_folder_and_split_flags(t
     assert "val cannot apply to a manifest: its images are split already" in capsys.readouterr().err
     assert main(["train", str(data), *common, "--out", str(tmp_path / "run")]) == 0
     assert "note: the splits are the manifest's own" in capsys.readouterr().out
+
+
+def test_train_with_a_manifest_edited_by_hand_notes_repeats_leaks_and_tiny_classes(tmp_path, capsys):
+    import shutil
+
+    data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
+    shutil.copy(data / "circle" / "circle_000.png", data / "circle" / "copy.png")
+    assert main(["scan", str(data), "--out", str(tmp_path / "m.csv")]) == 0
+    with open(tmp_path / "m.csv", newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    by_name = {row[0].rsplit("/", 1)[1]: row for row in rows}
+    by_name["copy.png"][2] = "test" if by_name["circle_000.png"][2] != "test" else "val"  # the copy in another split
+    by_name["square_000.png"][1] = "squre"  # a typo makes a class of one image
+    with open(tmp_path / "edited.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows, by_name["circle_001.png"]])  # a row pasted twice
+    capsys.readouterr()
+    assert main(["train", str(data), "--manifest", str(tmp_path / "edited.csv"), "--model", "mlp", "--hidden", "8",
+                 "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert f"note: 1 row(s) of {tmp_path / 'edited.csv'} repeat the file of an earlier row (line 15 repeats line" in out
+    assert "note: 1 image(s) appear in more than one split (a leak between splits)" in out
+    assert "note: class 'squre' has only 1 usable image(s)" in out
+    assert len(RunDir(tmp_path / "run").manifest().entries) == 13
