@@ -474,7 +474,7 @@ def _decode_opened(image: Image.Image, channels: int | None, limits: ImageLimits
                    path, data: bytes | None = None, check_jpeg: bool = False) -> tuple[Image.Image, list[Finding], str]:
     """`_decode` of an image already opened by `_open` (inside its `with`, which names the errors).
 
-    `data` is the file's bytes when the caller has them, for `_check_png_rows`
+    `data` is the file's bytes when the caller has them, for `_check_png_data`
     and, with `check_jpeg`, for `_check_jpeg_data`.
     """
     stored_mode = image.mode
@@ -483,8 +483,8 @@ def _decode_opened(image: Image.Image, channels: int | None, limits: ImageLimits
         # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far faster for large photos.
         image.draft(None if channels is None else "L" if channels == 1 else "RGB", (draft_size[1], draft_size[0]))
     image.load()
-    if image.format == "PNG" and _last_pixel_is_zero(image):  # as it is where rows are missing
-        _check_png_rows(data if data is not None else _read_bytes(path), path)
+    if image.format == "PNG":
+        _check_png_data(data if data is not None else _read_bytes(path), path, missing_rows=_last_pixel_is_zero(image))
     if check_jpeg and image.format == "JPEG":
         _check_jpeg_data(data if data is not None else _read_bytes(path), path)
     image, findings = _orientation_and_frames(image)
@@ -648,16 +648,20 @@ def _read_once(path, limits: ImageLimits, target) -> tuple[FileCheck, np.ndarray
     return FileCheck(sha1, header.width, header.height, header.channels, header.findings), pixels, None
 
 
-def _check_png_rows(data: bytes, path) -> None:
-    """Raises for a PNG whose pixel data stops early, which Pillow decodes as black rows (`png_rows`).
+def _check_png_data(data: bytes, path, *, missing_rows: bool) -> None:
+    """Raises for a PNG whose pixel data is damaged or stops early, which Pillow decodes as garbled or black rows.
 
-    Every path that decodes a PNG with Pillow checks, so the audit, a first run, the cache and
-    `imgclf predict` agree on such a file. The check inflates the pixel data a second time, so it
-    runs only when the last pixel came out zero, as it does when rows are missing (a plain PNG of
-    the model's size never gets here: libpng itself refuses one whose data ends early,
-    `opencv_decode`).
+    Every path that decodes a PNG with Pillow checks (`png_rows`), so the audit, a first run, the
+    cache and `imgclf predict` agree on such a file. The CRC check of the pixel data is one pass of
+    `zlib.crc32` over bytes in memory. The check for missing rows inflates the pixel data a second
+    time, so it runs only when `missing_rows`: when the last pixel came out zero, as it does where
+    rows are missing (a plain PNG of the model's size never gets here: libpng itself refuses one
+    whose data ends early or fails its CRC, `opencv_decode`).
     """
-    detail = png_rows.missing_rows(data)
+    detail = png_rows.damaged_pixel_data(data)
+    if detail:
+        raise ImageDecodeError(path, ImageProblem.CORRUPT, detail)
+    detail = png_rows.missing_rows(data) if missing_rows else None
     if detail:
         raise ImageDecodeError(path, ImageProblem.TRUNCATED, detail)
 

@@ -1,10 +1,13 @@
-"""PNG files whose pixel data stops before the last row.
+"""PNG files whose pixel data stops before the last row, or is damaged.
 
-Pillow decodes such a file without complaint: when the compressed stream ends
-early, the rows it never received stay black. libpng calls this "Not enough
-image data". A file cut short at the end of the file is caught elsewhere (it
-has no IEND chunk); this catches the stream that ends early inside well-formed
-chunks, e.g. a writer that stopped mid-image and still closed the file.
+Pillow decodes such files without complaint. When the compressed stream ends
+early, the rows it never received stay black (libpng calls this "Not enough
+image data"). A file cut short at the end of the file is caught elsewhere (it
+has no IEND chunk); `missing_rows` catches the stream that ends early inside
+well-formed chunks, e.g. a writer that stopped mid-image and still closed the
+file. Pillow also never checks the CRC of the chunks that hold the pixel data
+(IDAT), so changed bytes there decode as garbled pixels; `damaged_pixel_data`
+checks them, as libpng does.
 """
 
 from __future__ import annotations
@@ -45,6 +48,22 @@ def missing_rows(data: bytes) -> str | None:
     return f"the pixel data ends after {received:,} of {expected:,} bytes; the rest of the image would be black"
 
 
+def damaged_pixel_data(data: bytes) -> str | None:
+    """Says which pixel-data chunk of a PNG fails its CRC check, or `None` when none does (or it is no PNG).
+
+    Args:
+        data: the file's bytes.
+
+    Returns:
+        A detail such as `"the pixel data (IDAT chunk at byte 1,234) fails its
+        CRC check: bytes of it were changed"`, or `None`.
+    """
+    for position, kind, body, crc in _chunks(data):
+        if kind == b"IDAT" and crc is not None and zlib.crc32(body, zlib.crc32(kind)) != crc:
+            return f"the pixel data (IDAT chunk at byte {position:,}) fails its CRC check: bytes of it were changed"
+    return None
+
+
 def _inflated_size(compressed: bytes, limit: int) -> int:
     """Bytes the zlib stream inflates to, counted up to `limit` a megabyte at a time (never all in memory)."""
     inflater, total = zlib.decompressobj(), 0
@@ -58,21 +77,30 @@ def _inflated_size(compressed: bytes, limit: int) -> int:
 
 
 def _header_and_pixel_data(data: bytes):
-    if not data.startswith(_SIGNATURE):
-        return None, b""
-    header, parts, position = None, [], len(_SIGNATURE)
-    while position + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[position:position + 8])
-        body = data[position + 8:position + 8 + length]
+    header, parts = None, []
+    for _, kind, body, _ in _chunks(data):
         if kind == b"IHDR" and len(body) >= 13:
             header = struct.unpack(">IIBBBBB", body[:13])
             header = header[:4] + header[6:]  # width, height, bit depth, colour type, interlace
         elif kind == b"IDAT":
             parts.append(body)
-        elif kind == b"IEND":
-            break
-        position += 12 + length
     return header, b"".join(parts)
+
+
+def _chunks(data: bytes):
+    """`(position, kind, body, crc)` of each chunk up to IEND; `crc` is `None` where the file ends before it."""
+    if not data.startswith(_SIGNATURE):
+        return
+    position = len(_SIGNATURE)
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        body = data[position + 8:position + 8 + length]
+        end = position + 8 + length
+        crc = struct.unpack(">I", data[end:end + 4])[0] if len(body) == length and end + 4 <= len(data) else None
+        yield position, kind, body, crc
+        if kind == b"IEND":
+            return
+        position = end + 4
 
 
 def _stream_size(width: int, height: int, bits_per_pixel: int, interlace: int) -> int:

@@ -1,6 +1,10 @@
 """A PNG whose pixel data ends early is reported as truncated; every complete PNG is not."""
 
 import io
+import re
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -75,3 +79,28 @@ def test_a_whole_png_ending_in_black_rows_is_sound(tmp_path, mode):
     check = inspect_file(path)
     assert check.status.value != "error", check.detail  # RGBA: a warning for the alpha channel
     assert load_image(path, size=(20, 12)).shape == (20, 12, 3)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (64, 64)])  # 64x64 RGB goes through OpenCV first, which refuses it
+def test_every_decode_reports_changed_bytes_in_the_pixel_data(tmp_path, size):
+    pixels = _pixels(size[0] + 2, size[1], 3)
+    # Stored (uncompressed) rows, two more than the header's height: Pillow stops inflating before the stream's own
+    # checksum, so it decodes a few zeroed bytes as black pixels without a word.
+    stream = zlib.compress(b"".join(b"\0" + row.tobytes() for row in pixels), 0)
+    header = struct.pack(">IIBBBBB", size[1], size[0], 8, 2, 0, 0, 0)
+    data = bytearray(b"\x89PNG\r\n\x1a\n" + badfiles.png_chunk(b"IHDR", header) + badfiles.png_chunk(b"IDAT", stream)
+                     + badfiles.png_chunk(b"IEND", b""))
+    start = data.index(b"IDAT") + 4
+    data[start + 20:start + 24] = b"\0\0\0\0"  # a bad sector: the chunk's CRC no longer fits
+    with Image.open(io.BytesIO(data)) as image:
+        assert (np.asarray(image) != pixels[:size[0]]).any()
+    path = badfiles.write(tmp_path / "changed.png", bytes(data))
+    detail = f"the pixel data (IDAT chunk at byte {start - 8}) fails its CRC check: bytes of it were changed"
+    check = inspect_file(path)
+    assert (check.status.value, check.problem, check.detail) == ("error", "corrupt", detail)
+    check, pixels, error = scan_and_load(path, size=(8, 8))
+    assert pixels is None and error.problem.value == "corrupt"
+    for decode in (lambda: decode_image(path), lambda: load_image(path, size=(8, 8)),
+                   lambda: load_image(path, size=size, channels=3)):
+        with pytest.raises(ImageDecodeError, match=re.escape(detail)):
+            decode()
