@@ -484,6 +484,8 @@ def _decode_opened(image: Image.Image, channels: int | None, limits: ImageLimits
     if draft_size is not None and image.format == "JPEG":
         # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far faster for large photos.
         image.draft(None if channels is None else "L" if channels == 1 else "RGB", (draft_size[1], draft_size[0]))
+    if image.format == "TIFF":
+        _check_tiff_strips(image, path)
     image.load()
     if image.format == "PNG":
         _check_png_data(data if data is not None else _read_bytes(path), path, missing_rows=_last_pixel_is_zero(image))
@@ -666,6 +668,16 @@ def _check_png_data(data: bytes, path, *, missing_rows: bool) -> None:
     detail = png_rows.missing_rows(data) if missing_rows else None
     if detail:
         raise ImageDecodeError(path, ImageProblem.TRUNCATED, detail)
+
+
+def _check_tiff_strips(image: Image.Image, path) -> None:
+    """Raises for a TIFF whose strips or tiles cover only part of the image (a writer that stopped after the first
+    strips, a header edited): Pillow decodes the pixels no strip holds as black, without a word."""
+    width, height = image.size
+    covered = sum(max(0, min(x1, width) - x0) * max(0, min(y1, height) - y0) for _, (x0, y0, x1, y1), *_ in image.tile)
+    if image.tile and covered < width * height:
+        raise ImageDecodeError(path, ImageProblem.TRUNCATED, f"its strips hold {covered:,} of its {width * height:,} "
+                                                             "pixels; the rest of the image would be black")
 
 
 def _check_jpeg_data(data: bytes, path) -> None:

@@ -287,3 +287,17 @@ BAD_FILES = {
     "progressive.jpg": (progressive_jpeg, "ok", ""),
     "grey.jpg": (grey_jpeg, "ok", ""),
 }
+
+
+def short_strip_tiff(path):
+    """An uncompressed 32x32 TIFF whose one strip holds 8 rows: its header's height was 8 before it was edited."""
+    buffer = io.BytesIO()
+    _rgb((32, 8)).save(buffer, format="TIFF")
+    data = bytearray(buffer.getvalue())
+    assert data[:4] == b"II*\0"
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for entry in range(struct.unpack("<H", data[ifd:ifd + 2])[0]):
+        at = ifd + 2 + 12 * entry
+        if struct.unpack("<H", data[at:at + 2])[0] == 257:  # ImageLength
+            data[at + 8:at + 12] = struct.pack("<I", 32) if data[at + 2] == 4 else struct.pack("<HH", 32, 0)
+    return write(path, bytes(data))

@@ -264,3 +264,19 @@ def test_a_lab_image_decodes_as_grey_as_it_does_as_rgb(tmp_path):
     assert grey[0, 0, 0] == np.asarray(Image.fromarray(rgb).convert("L"))[0, 0]
     spec = ImageSpec(8, 8, 1, "stretch")
     assert (resize_image(Image.open(path), spec) == grey).all()  # a PIL image given to predict, as a file
+
+
+def test_a_tiff_whose_strips_miss_rows_is_truncated_in_every_decode(tmp_path):
+    path = badfiles.short_strip_tiff(tmp_path / "short.tif")
+    with Image.open(path) as image:
+        assert image.size == (32, 32)
+        assert not np.asarray(image.convert("L"))[8:].any()  # Pillow alone: 24 black rows
+    detail = "its strips hold 256 of its 1,024 pixels; the rest of the image would be black"
+    check = inspect_file(path)
+    assert (check.status.value, check.problem, check.detail) == ("error", "truncated", detail)
+    for decode in (lambda: decode_image(path), lambda: load_image(path, size=(8, 8))):
+        with pytest.raises(ImageDecodeError, match=detail):
+            decode()
+    ok = badfiles.write(tmp_path / "strips.tif", b"")
+    Image.fromarray(np.zeros((32, 20, 3), np.uint8)).save(ok, tiffinfo={278: 5})  # 7 strips, the last one short
+    assert inspect_file(ok).status.value == "ok"
