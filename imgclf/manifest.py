@@ -344,6 +344,10 @@ class Manifest:
             found = describe_problems(self.entries, severity)
             if found:
                 lines.append(f"{severity.value}s: {found}")
+        first = next((e for e in self.entries if not e.usable), None)
+        if first is not None:  # one file named, so that "unreadable 24" says which files it means, and why
+            lines.append(f"first error: {self.display_path(first.path)}: {first.problem}"
+                         + (f" ({first.detail})" if first.detail else ""))
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 

@@ -701,3 +701,11 @@ def test_a_manifest_listing_a_file_twice_in_two_splits_names_both_lines(tmp_path
                                            r"'(test|val)', and on line 2 as 'circle' in '\w+'. A file has one class and "
                                            r"one split: keep one of the two rows."):
         Manifest.read_csv(_edited_manifest(tmp_path, in_two_splits, name="twice.csv"))
+
+
+def test_the_summary_names_the_first_file_left_out_and_why(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=3)
+    rows = "".join(f"{label}/{label}_{i:03d}.png,{label}\n" for label in ("circle", "square") for i in range(3))
+    (root / "list.csv").write_text("path,label\n" + rows + "circle\\circle_000.png,circle\n")  # written on Windows
+    summary = scan(root / "list.csv", progress=False, workers=1).summary()
+    assert f"first error: {root / 'circle'}\\\\circle_000.png: unreadable (No such file or directory)" in summary.splitlines()
