@@ -137,3 +137,12 @@ def test_a_value_of_neither_type_of_unfreeze_is_refused_naming_the_forms_it_take
     path.write_text("train:\n  unfreeze: true\n")
     with pytest.raises(ConfigError, match=r"unfreeze.*all, none or a number of blocks K >= 1"):
         load_config(path)
+
+
+def test_numbers_in_a_config_file_are_decimal(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  batch_size: 010\n  epochs: 1_000\n")  # YAML 1.1 reads 010 as octal: 8
+    assert (load_config(path).train.batch_size, load_config(path).train.epochs) == (10, 1000)
+    path.write_text("train:\n  epochs: 1:30\n")  # and this as 90, in base 60
+    with pytest.raises(ConfigError, match=r"train.epochs must be of type int. Received: train.epochs='1:30'"):
+        load_config(path)
