@@ -19,29 +19,22 @@ def test_missing_keys_keep_defaults(tmp_path):
     assert cfg.model.name == Config().model.name
 
 
-def test_an_invalid_value_names_its_section(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ("data:\n  seed: -1\n", r"exp.yaml, section data: Invalid seed: expected an integer"),
+    ("train:\n  epoch: 3\n", r"unknown key train\.epoch. Did you mean train.epochs\? Valid keys"),
+    ("train:\n  lr: 0.01\n", r"unknown key train\.lr. Did you mean train.learning_rate\? Valid keys"),
+    ("model: mlp\n", r"exp.yaml: model must be a mapping. Received: 'mlp'. Write it as a mapping of keys, e.g. "
+                     r"`model: \{name: mlp\}`."),
+])
+def test_a_mistake_in_a_config_file_is_named_with_the_fix(tmp_path, text, message):
     path = tmp_path / "exp.yaml"
-    path.write_text("data:\n  seed: -1\n")
-    with pytest.raises(ConfigError, match=r"exp.yaml, section data: Invalid seed: expected an integer"):
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
         load_config(path)
 
 
-def test_unknown_key_is_named(tmp_path):
+def test_a_section_left_empty_keeps_its_defaults(tmp_path):
     path = tmp_path / "exp.yaml"
-    path.write_text("train:\n  epoch: 3\n")
-    with pytest.raises(ConfigError, match=r"unknown key train\.epoch. Did you mean train.epochs\? Valid keys"):
-        load_config(path)
-    path.write_text("train:\n  lr: 0.01\n")
-    with pytest.raises(ConfigError, match=r"unknown key train\.lr. Did you mean train.learning_rate\? Valid keys"):
-        load_config(path)
-
-
-def test_a_section_written_flat_names_the_fix_and_an_empty_one_keeps_its_defaults(tmp_path):
-    path = tmp_path / "exp.yaml"
-    path.write_text("model: mlp\n")
-    with pytest.raises(ConfigError, match=r"exp.yaml: model must be a mapping. Received: 'mlp'. Write it as a mapping "
-                                          r"of keys, e.g. `model: \{name: mlp\}`."):
-        load_config(path)
     path.write_text("train:\n#  epochs: 3\nmodel:\n  name: mlp\n")
     cfg = load_config(path)
     assert (cfg.model.name, cfg.train) == ("mlp", Config().train)
