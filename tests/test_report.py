@@ -654,3 +654,11 @@ def test_figures_of_names_the_font_lacks_warn_nothing_and_leave_the_warning_filt
         assert list(warnings.filters) == filters
     assert (tmp_path / "matrix.png").exists()
     assert not [w for w in caught if "missing from font" in str(w.message)]
+
+
+def test_the_confusion_matrix_stops_growing_at_6000_pixels_and_its_labels_shrink_instead():
+    from imgclf.reporting import confusion_matrix_layout
+
+    assert confusion_matrix_layout(480) == pytest.approx((6.0, 60.0))
+    points, side = confusion_matrix_layout(1000)
+    assert side == 60.0 and points == pytest.approx(60.0 * 72 / 1.5 / 1000)  # still 1.5 lines a class

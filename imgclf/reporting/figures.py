@@ -27,6 +27,7 @@ _MAX_ANNOTATED_CLASSES = 30
 _LABEL_POINTS = 10
 _MIN_LABEL_POINTS = 6
 _LINE_SPACING = 1.5
+_MAX_SIDE_INCHES = 60.0  # 6,000 pixels at the figures' 100 dpi
 # Gallery thumbnails per row, and their size in inches.
 _GALLERY_COLUMNS = 4
 _THUMBNAIL_INCHES = 2.6
@@ -76,11 +77,17 @@ def confusion_matrix_layout(num_classes: int) -> tuple[float, float]:
     overlap: 10-point labels up to 60 classes (cells of 0.4 inch while they
     hold numbers, up to 30 classes), then smaller labels down to 6 points,
     then a larger matrix: 200 classes give a 25-inch matrix of 6-point labels.
+    The matrix grows to `_MAX_SIDE_INCHES` (480 classes), then the labels
+    shrink again: drawing a larger one takes gigabytes (1,000 classes took
+    7.7 GB uncapped).
     """
     points = float(np.clip(_LABEL_POINTS * 60 / max(num_classes, 1), _MIN_LABEL_POINTS, _LABEL_POINTS))
     cell = points * _LINE_SPACING / 72
     if num_classes <= _MAX_ANNOTATED_CLASSES:
         cell = max(cell, 0.4)
+    if num_classes * cell > _MAX_SIDE_INCHES:  # labels shrink below 6 points rather than the memory growing further
+        cell = _MAX_SIDE_INCHES / num_classes
+        points = cell * 72 / _LINE_SPACING
     return points, max(4.0, num_classes * cell)
 
 
