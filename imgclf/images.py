@@ -257,7 +257,8 @@ def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
                 if width * height > limits.max_pixels:
                     raise ImageDecodeError(
                         path, ImageProblem.DECOMPRESSION_BOMB,
-                        f"{width}x{height} = {width * height:,} pixels exceeds max_pixels={limits.max_pixels:,}",
+                        f"{width}x{height} = {width * height:,} pixels exceeds max_pixels={limits.max_pixels:,}"
+                        + _BOMB_FIX.format(pixels=width * height),
                     )
                 try:
                     yield image
@@ -288,7 +289,12 @@ def _corrupt(path, error: Exception, prefix: str = "") -> ImageDecodeError:
 def _bomb_detail(error: Exception, limits: ImageLimits) -> str:
     # Pillow refuses some bombs itself before the size is known here; its message holds the count.
     found = re.search(r"\((\d+) pixels\)", str(error))
-    return f"{int(found[1]):,} pixels exceeds max_pixels={limits.max_pixels:,}" if found else str(error)
+    if not found:
+        return str(error)
+    return f"{int(found[1]):,} pixels exceeds max_pixels={limits.max_pixels:,}" + _BOMB_FIX.format(pixels=int(found[1]))
+
+
+_BOMB_FIX = "; if the image is sound, --max-pixels {pixels} (data.max_pixels) accepts it"
 
 
 # The last bytes of a complete file of these formats (others have no fixed end, so they count as complete).

@@ -885,6 +885,9 @@ def class_size_notes(manifest: Manifest) -> list[str]:
     listed = collections.Counter(e.label for e in manifest.entries)
     notes = [f"class '{label}' has no usable image ({n} file(s) with errors) and is left out; `imgclf audit` says why"
              for label, n in sorted(listed.items()) if not sizes[label]]
+    if len(sizes) == 1:
+        notes.append(f"only one class ('{next(iter(sizes))}') has usable images: a classifier needs at least 2. Is the "
+                     "folder a class folder instead of the dataset folder that holds one subfolder per class?")
     notes += [f"class '{label}' has only {n} usable image(s); it needs at least 2 to be learned and evaluated"
               for label, n in sorted(sizes.items()) if n < 2]
     for split in SPLITS:

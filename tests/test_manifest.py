@@ -709,3 +709,9 @@ def test_the_summary_names_the_first_file_left_out_and_why(tmp_path):
     (root / "list.csv").write_text("path,label\n" + rows + "circle\\circle_000.png,circle\n")  # written on Windows
     summary = scan(root / "list.csv", progress=False, workers=1).summary()
     assert f"first error: {root / 'circle'}\\\\circle_000.png: unreadable (No such file or directory)" in summary.splitlines()
+
+
+def test_a_folder_of_one_class_is_noted_as_maybe_a_class_folder(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=4, classes=["circle"])
+    assert ("note: only one class ('circle') has usable images: a classifier needs at least 2. Is the folder a class "
+            "folder instead of the dataset folder that holds one subfolder per class?") in scan(root, progress=False).summary()

@@ -436,7 +436,8 @@ def test_max_pixels_applies_to_a_png_of_the_models_size(run, tmp_path):
     path = tmp_path / "plain.png"  # 12x12 grey: the model's input, decoded by OpenCV
     Image.fromarray(np.full((12, 12), 90, np.uint8)).save(path)
     row = imgclf.predict(run, path, max_pixels=100, progress=False)[0]
-    assert (row["status"], row["detail"]) == ("decompression_bomb", "144 pixels exceeds max_pixels=100")
+    assert (row["status"], row["detail"]) == ("decompression_bomb", "144 pixels exceeds max_pixels=100; if the image is "
+                                             "sound, --max-pixels 144 (data.max_pixels) accepts it")
     with pytest.raises(imgclf.images.ImageDecodeError, match="144 pixels exceeds max_pixels=100"):
         imgclf.load(run, max_pixels=100).predict(path)
     assert imgclf.predict(run, path, max_pixels=144, progress=False)[0]["status"] == "ok"

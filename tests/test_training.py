@@ -217,3 +217,13 @@ def test_a_finished_run_and_its_evaluation_hold_no_cache_file_open(tmp_path):
         except OSError:
             continue
     assert [path for path in held if path.startswith(str(cache))] == []
+
+
+def test_the_course_cnn_needs_6_pixels_a_side_and_says_so():
+    from imgclf.config import ImageSpec, ModelConfig
+    from imgclf.models import build_model
+
+    with pytest.raises(ValueError, match=r"cnn needs images of at least 6x6 pixels. Received: image_size=\(5, 20\)"):
+        build_model(ModelConfig(name="cnn"), ImageSpec(5, 20, 3), 2)
+    model = build_model(ModelConfig(name="cnn"), ImageSpec(6, 6, 3), 2)
+    assert model.predict(np.zeros((1, 6, 6, 3), np.uint8), verbose=0).shape == (1, 2)

@@ -36,8 +36,8 @@ def mlp(cfg: ModelConfig, spec: ImageSpec, num_classes: int) -> keras.Model:
 @MODELS.register("cnn")
 def cnn(cfg: ModelConfig, spec: ImageSpec, num_classes: int) -> keras.Model:
     """Small ConvNet: Conv2D(32, 5) → MaxPool → Dropout → Dense(128) → softmax."""
-    if min(spec.height, spec.width) < 5:
-        raise ValueError(f"cnn needs images of at least 5x5 pixels. Received: image_size=({spec.height}, {spec.width}); pass a larger --image-size.")
+    if min(spec.height, spec.width) < 6:  # its 5x5 convolution leaves 2x2 for the pooling
+        raise ValueError(f"cnn needs images of at least 6x6 pixels. Received: image_size=({spec.height}, {spec.width}); pass a larger --image-size.")
     inputs, x = _inputs(spec)
     x = layers.Conv2D(32, 5, activation="relu")(x)
     x = layers.MaxPooling2D(2)(x)
