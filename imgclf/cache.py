@@ -97,9 +97,9 @@ def make_cache_dir(cache_dir: Path) -> None:
 
 def cache_key(sha1s: Sequence[str], spec: ImageSpec, limits: ImageLimits) -> str:
     digest = hashlib.sha1()
-    digest.update(repr((spec, limits, len(sha1s))).encode())
+    digest.update(repr((spec, limits)).encode())
     for sha1 in sha1s:
-        digest.update(sha1.encode() + b"\n")
+        digest.update(sha1.encode())
     return digest.hexdigest()[:24]
 
 

@@ -519,8 +519,18 @@ def load_config(path) -> Config:
     return Config.from_dict(values or {}, source=str(path))
 
 
+# YAML 1.1 reads 010 as 8 (octal), 0x10 as 16 and 1:30 as 90 (base 60); people write decimal numbers. Only those
+# are integers here; the rest stays text, which a field then converts as written (010 -> 10) or refuses.
+_DECIMAL_INT = re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$")
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last), and
+    that integers are decimal."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, _DECIMAL_INT if tag == "tag:yaml.org,2002:int" else pattern) for tag, pattern in resolvers]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
     def construct_mapping(self, node, deep=False):
         lines = {}
@@ -534,14 +544,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
             lines[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
-
-
-# YAML 1.1 reads 010 as 8 (octal), 0x10 as 16 and 1:30 as 90 (base 60); people write decimal numbers. Only those
-# are integers here; the rest stays text, which a field then converts as written (010 -> 10) or refuses.
-_DECIMAL_INT = re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$")
-_UniqueKeyLoader.yaml_implicit_resolvers = {
-    first: [(tag, _DECIMAL_INT if tag == "tag:yaml.org,2002:int" else pattern) for tag, pattern in resolvers]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
 
 def load_yaml(text: str):

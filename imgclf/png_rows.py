@@ -91,10 +91,10 @@ def _chunks(data: bytes):
     """`(position, kind, body, crc)` of each chunk up to IEND; `crc` is `None` where the file ends before it."""
     if not data.startswith(_SIGNATURE):
         return
-    position = len(_SIGNATURE)
+    view, position = memoryview(data), len(_SIGNATURE)  # chunk bodies as views: no copy of the pixel data
     while position + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[position:position + 8])
-        body = data[position + 8:position + 8 + length]
+        body = view[position + 8:position + 8 + length]
         end = position + 8 + length
         crc = struct.unpack(">I", data[end:end + 4])[0] if len(body) == length and end + 4 <= len(data) else None
         yield position, kind, body, crc

@@ -25,6 +25,10 @@ def test_missing_keys_keep_defaults(tmp_path):
     ("train:\n  lr: 0.01\n", r"unknown key train\.lr. Did you mean train.learning_rate\? Valid keys"),
     ("model: mlp\n", r"exp.yaml: model must be a mapping. Received: 'mlp'. Write it as a mapping of keys, e.g. "
                      r"`model: \{name: mlp\}`."),
+    ("train:\n  epochs: 1\n  1: a\n  foo: b\n", r"exp.yaml: unknown key train.1. Valid keys under train"),
+    ("train:\n  unfreeze: true\n", r"unfreeze.*all, none or a number of blocks K >= 1"),
+    # YAML 1.1 reads this as 90, in base 60
+    ("train:\n  epochs: 1:30\n", r"train.epochs must be of type int. Received: train.epochs='1:30'"),
 ])
 def test_a_mistake_in_a_config_file_is_named_with_the_fix(tmp_path, text, message):
     path = tmp_path / "exp.yaml"
@@ -98,13 +102,6 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
     assert load_yaml("base: &b {epochs: 3}\ntrain:\n  <<: *b\n  epochs: 4\n")["train"] == {"epochs": 4}
 
 
-def test_unknown_keys_of_mixed_types_are_named(tmp_path):
-    path = tmp_path / "exp.yaml"
-    path.write_text("train:\n  epochs: 1\n  1: a\n  foo: b\n")
-    with pytest.raises(ConfigError, match=r"exp.yaml: unknown key train.1. Valid keys under train"):
-        load_config(path)
-
-
 def test_a_config_that_is_not_utf8_names_the_file(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_bytes("train:\n  epochs: 3 # caf\xe9\n".encode("latin-1"))
@@ -125,17 +122,7 @@ def test_an_unknown_option_suggests_the_keyword_meant(option, suggestion):
         with_options(Config(), **{option: 1})
 
 
-def test_a_value_of_neither_type_of_unfreeze_is_refused_naming_the_forms_it_takes(tmp_path):
-    path = tmp_path / "config.yaml"
-    path.write_text("train:\n  unfreeze: true\n")
-    with pytest.raises(ConfigError, match=r"unfreeze.*all, none or a number of blocks K >= 1"):
-        load_config(path)
-
-
 def test_numbers_in_a_config_file_are_decimal(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("train:\n  batch_size: 010\n  epochs: 1_000\n")  # YAML 1.1 reads 010 as octal: 8
     assert (load_config(path).train.batch_size, load_config(path).train.epochs) == (10, 1000)
-    path.write_text("train:\n  epochs: 1:30\n")  # and this as 90, in base 60
-    with pytest.raises(ConfigError, match=r"train.epochs must be of type int. Received: train.epochs='1:30'"):
-        load_config(path)
