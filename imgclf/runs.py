@@ -225,13 +225,28 @@ class RunDir:
         import fcntl
 
         self._refuse_a_file()
+        made = not self.path.exists()
+        had_lock_file = (self.path / ".lock").exists()
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.path / ".lock", "w") as handle:
             self._take_lock(handle)
             try:
                 yield
             finally:
+                if not had_lock_file:
+                    self._remove_if_unused(made)
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _remove_if_unused(self, made: bool) -> None:
+        """A run refused before it wrote anything leaves no lock file behind, nor the folder `lock()` made for it."""
+        try:
+            if [entry.name for entry in self.path.iterdir()] != [".lock"]:
+                return
+            (self.path / ".lock").unlink()
+            if made:
+                self.path.rmdir()
+        except OSError:  # a folder someone else writes into meanwhile is theirs to keep
+            pass
 
     def _refuse_in_use(self) -> None:
         """Raises `RunError` if another process holds `lock()` on this run (and changes nothing)."""

@@ -54,6 +54,19 @@ def test_lock_refuses_a_second_holder(tmp_path):
                 pass
 
 
+def test_a_run_refused_before_it_wrote_leaves_no_lock_file_or_folder(tmp_path):
+    with RunDir(tmp_path / "new").lock():
+        pass  # refused: nothing written
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    with RunDir(tmp_path / "empty").lock():
+        pass
+    assert (tmp_path / "empty").is_dir() and list((tmp_path / "empty").iterdir()) == []
+    with RunDir(tmp_path / "used").lock():
+        (tmp_path / "used" / "config.yaml").write_text("x")
+    assert sorted(p.name for p in (tmp_path / "used").iterdir()) == [".lock", "config.yaml"]
+
+
 def test_a_run_being_trained_is_named_in_use_not_stopped(tmp_path):
     run = RunDir(tmp_path)
     write_json(run.checkpoints / "state.json", {"epoch": 2})
