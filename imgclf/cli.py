@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import errno
 import os
+import signal
 import sys
 import textwrap
+import threading
 import warnings
+from collections.abc import Iterator
 
 EPILOG = """\
 commands in order:
@@ -427,12 +431,36 @@ def cmd_augment_preview(args) -> int:
     return 0
 
 
-def _interrupted(args) -> int:
-    """The one line of a command stopped by Ctrl-C, and its exit status."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a scheduler's time limit), raised as Ctrl-C is: on the way out every temporary
+    file is removed and every lock let go, where the signal's default action would end the process on the spot."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interruption() -> Iterator[None]:
+    """Raises `Terminated` on SIGTERM while the command runs; a handler someone else installed is left alone."""
+    def stop(signum, frame):
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _interrupted(args, interruption: KeyboardInterrupt) -> int:
+    """The one line of a command stopped by Ctrl-C or SIGTERM, and its exit status (128 + the signal's number)."""
     resume = ""
     if args.command == "train":
         how = "with --resume in place of --overwrite" if args.overwrite else "with --resume"
         resume = f" (the same command {how} continues from the last finished epoch)"
+    if isinstance(interruption, Terminated):
+        print(f"imgclf {args.command}: stopped by SIGTERM{resume}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     print(f"imgclf {args.command}: interrupted{resume}", file=sys.stderr)
     return 130
 
@@ -590,19 +618,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in _TENSORFLOW_COMMANDS:
             _quiet_tensorflow()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _sigterm_as_interruption():
             warnings.showwarning = _show_warning
             return args.handler(args)
     except (ConfigError, DatasetError, RunError, WorkerDiedError, FileNotFoundError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         return _error(args, message)
-    except KeyboardInterrupt:
-        return _interrupted(args)
+    except KeyboardInterrupt as interruption:
+        return _interrupted(args, interruption)
     except RuntimeError as error:
         # Ctrl-C that lands inside threading.Condition.wait (waiting on a thread's result) can leave the condition's
         # lock released and surface as "cannot release un-acquired lock", with the KeyboardInterrupt as its context.
         if isinstance(error.__context__, KeyboardInterrupt):
-            return _interrupted(args)
+            return _interrupted(args, error.__context__)
         raise
     except BrokenPipeError:  # `imgclf models | head`: the reader left; nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

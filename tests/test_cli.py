@@ -201,6 +201,32 @@ def test_ctrl_c_inside_a_wait_on_a_thread_is_reported_as_an_interrupt(tmp_path, 
     assert capsys.readouterr().err == "imgclf scan: interrupted\n"
 
 
+def test_sigterm_stops_a_command_as_ctrl_c_does_and_leaves_no_temporary_file(tmp_path, capsys, monkeypatch):
+    import signal
+    import time
+
+    from imgclf import cli
+    from imgclf.files import atomic_path
+
+    (tmp_path / "out").mkdir()
+
+    def killed_while_writing(args):  # `kill`, `timeout` or a scheduler's time limit, half-way through a file
+        with atomic_path(tmp_path / "out" / "predictions.csv") as tmp:
+            tmp.write_text("path,label\n")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+
+    monkeypatch.setattr(cli, "cmd_predict", killed_while_writing)
+    monkeypatch.setattr(cli, "cmd_train", killed_while_writing)
+    assert cli.main(["predict", "RUN", str(tmp_path)]) == 143
+    assert capsys.readouterr().err == "imgclf predict: stopped by SIGTERM\n"
+    assert list((tmp_path / "out").iterdir()) == []
+    assert cli.main(["train", str(tmp_path), "--out", str(tmp_path / "run")]) == 143
+    assert capsys.readouterr().err.endswith("stopped by SIGTERM (the same command with --resume continues from the "
+                                            "last finished epoch)\n")
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler lasts as long as the command
+
+
 @pytest.mark.parametrize("command", [["predict", "RUN", "a.png", "--batch-size", "0"],
                                      ["predict", "RUN", "a.png", "--max-pixels", "-5"],
                                      ["augment-preview", "DATA", "--n", "0"],
