@@ -440,6 +440,7 @@ class Terminated(KeyboardInterrupt):
 def _sigterm_as_interruption() -> Iterator[None]:
     """Raises `Terminated` on SIGTERM while the command runs; a handler someone else installed is left alone."""
     def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process without waiting
         raise Terminated
 
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
