@@ -481,6 +481,28 @@ def test_report_of_long_class_names_fits_the_window_and_isolates_names(awkward_r
     assert all(right for _, right in after), after
 
 
+def test_a_picture_shrunk_to_the_page_opens_at_full_size_on_a_click(reported_run, browser):
+    from selenium.webdriver.common.by import By
+
+    run, _, _ = reported_run
+    size = browser.get_window_size()
+    browser.set_window_size(420, 900)  # narrower than the confusion matrix, as a matrix of many classes is
+    try:
+        browser.get((run.path / "report.html").as_uri())
+        matrix = browser.find_element(By.CSS_SELECTOR, "img[alt^='confusion matrix of']")
+        natural, shown = browser.execute_script("return [arguments[0].naturalWidth, arguments[0].clientWidth]", matrix)
+        assert shown < natural and matrix.get_attribute("title") == "click to see it at full size"
+        page_width = browser.execute_script("return document.documentElement.scrollWidth")
+        matrix.click()
+        assert browser.execute_script("return arguments[0].clientWidth", matrix) == natural
+        # The picture scrolls inside its figure; the page keeps its width.
+        assert browser.execute_script("return document.documentElement.scrollWidth") == page_width
+        matrix.click()
+        assert browser.execute_script("return arguments[0].clientWidth", matrix) == shown
+    finally:
+        browser.set_window_size(size["width"], size["height"])
+
+
 def _copy_with_evaluation(run, folder: Path):
     """A copy of a run with its evaluation of the train split (`copy_of_run` leaves eval/ out)."""
     copy = copy_of_run(run, folder)

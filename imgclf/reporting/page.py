@@ -42,13 +42,14 @@ table.sortable th{cursor:pointer;user-select:none}table.sortable th[aria-sort=as
 table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
 .cards{display:flex;flex-wrap:wrap;gap:12px;margin:12px 0}.card{border:1px solid #d8dde6;border-radius:6px;padding:8px 14px;min-width:150px}
 .card .value{font-size:22px;font-weight:600}.card .label{color:#5b6474;font-size:12px}
-img{max-width:100%;height:auto;border:1px solid #e3e7ee}figure{margin:8px 0}figcaption{color:#5b6474;font-size:12px}
+img{max-width:100%;height:auto;border:1px solid #e3e7ee}figure{margin:8px 0;overflow:auto}
+img.shrunk{cursor:zoom-in}img.full{max-width:none;cursor:zoom-out}figcaption{color:#5b6474;font-size:12px}
 pre{background:#f6f8fb;border:1px solid #e3e7ee;padding:8px;overflow:auto;font-size:12px}
 .path{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
 nav a{margin-right:12px}.row{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}.row figure{flex:1 1 460px;min-width:0}
 """
 
-# Sorting by hand: a few lines, no library. A cell's data-sort (a number) wins over its text.
+# Sorting and zooming by hand: a few lines, no library. A cell's data-sort (a number) wins over its text.
 _SCRIPT = """
 document.querySelectorAll("table.sortable").forEach(function (table) {
   table.querySelectorAll("thead th").forEach(function (th, column) {
@@ -70,6 +71,24 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
       rows.forEach(function (row) { body.appendChild(row); });
     });
   });
+});
+// A picture wider than its place (the confusion matrix of many classes) opens at full size on a click, scrolling
+// inside its figure; a second click fits it to the page again.
+document.querySelectorAll("figure img").forEach(function (image) {
+  function mark() {
+    if (image.classList.contains("full")) return;
+    var shrunk = image.naturalWidth > image.clientWidth + 1;
+    image.classList.toggle("shrunk", shrunk);
+    image.title = shrunk ? "click to see it at full size" : "";
+  }
+  image.addEventListener("click", function () {
+    if (!image.classList.contains("shrunk") && !image.classList.contains("full")) return;
+    image.classList.toggle("full");
+    image.classList.toggle("shrunk");
+    image.title = image.classList.contains("full") ? "click to fit it to the page" : "click to see it at full size";
+  });
+  if (image.complete) mark(); else image.addEventListener("load", mark);
+  window.addEventListener("resize", mark);
 });
 """
 
