@@ -106,8 +106,9 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     >>> run = imgclf.train("photos/", model="efficientnet_b0", weights="imagenet", out="runs/photos")
     """
     import dataclasses
+    import os
 
-    from .augment import build_augment, check_augment, pin_augment
+    from .augment import build_augment, check_augment, is_augment_file, pin_augment
     from .config import Config, load_config, with_options
     from .manifest import Manifest
     from .runs import RunDir
@@ -127,9 +128,12 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     elif not isinstance(config, Config):
         config = load_config(config)
     cfg = with_absolute_paths(with_options(config, **options))
-    # A YAML augmentation file is recorded with its hash: a resumed or repeated run refuses one edited since.
-    cfg = dataclasses.replace(cfg, augment=pin_augment(cfg.augment))
     run = RunDir(out)
+    # A YAML augmentation file is recorded with its hash: a resumed or repeated run refuses one edited since.
+    kept = run.path / "augment.yaml" if resume and run.resumable else None
+    cfg = dataclasses.replace(cfg, augment=pin_augment(cfg.augment, kept=kept))
+    if kept is not None and verbose and is_augment_file(cfg.augment.preset) and not os.path.lexists(cfg.augment.preset):
+        print(f"note: {cfg.augment.preset} is gone: the run goes on with the pipeline it recorded, {kept}", flush=True)
     check_choices(cfg, resuming=resume and run.resumable)
     spec = _spec_before_scan(cfg)
     # The channels of color_mode "auto" are known after the scan: then training checks the pipeline before decoding.

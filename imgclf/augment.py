@@ -383,7 +383,7 @@ def augment_sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def pin_augment(augment: AugmentConfig) -> AugmentConfig:
+def pin_augment(augment: AugmentConfig, *, kept: Path | None = None) -> AugmentConfig:
     """Records the SHA-256 of the YAML file an `AugmentConfig` names.
 
     A config that already records one (a resumed run, or a run's
@@ -396,6 +396,9 @@ def pin_augment(augment: AugmentConfig) -> AugmentConfig:
 
     Args:
         augment: the config; a preset name is returned unchanged.
+        kept: the `augment.yaml` of the run being resumed: where the file
+            `augment` records is gone (moved, or deleted), the run goes on
+            with the pipeline this copy holds. Defaults to `None`.
 
     Returns:
         The config with `sha256` set for a file, whose path is made
@@ -408,6 +411,9 @@ def pin_augment(augment: AugmentConfig) -> AugmentConfig:
     if not is_augment_file(augment.preset):
         return augment
     path = Path(augment.preset)
+    if kept is not None and augment.sha256 and not os.path.lexists(path) and kept.is_file():
+        _PINNED[augment.sha256] = kept.read_bytes()
+        return augment
     data = _read_bytes(path)
     digest = hashlib.sha256(data).hexdigest()
     if augment.sha256:

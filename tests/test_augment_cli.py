@@ -46,6 +46,23 @@ def test_train_with_a_yaml_file_records_it_and_refuses_it_once_edited(tmp_path, 
     assert f"Cannot resume {run} with augment.sha256=" in err
 
 
+def test_a_run_resumed_after_its_augmentation_file_moved_goes_on_with_the_pipeline_it_recorded(tmp_path, capsys):
+    data = make_class_folder(tmp_path / "data", per_class=6)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(augment_to_yaml(A.Compose([A.Affine(rotate=(-20, 20), p=0.5), A.RandomBrightnessContrast(p=0.5)])))
+    flags = ["--augment", str(mine), "--schedule", "constant", "--model", "mlp", "--hidden", "8", "--image-size", "12"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert main(["train", str(data), "--out", str(whole), "--epochs", "2", *flags]) == 0
+    assert main(["train", str(data), "--out", str(resumed), "--epochs", "1", *flags]) == 0
+    mine.rename(tmp_path / "moved.yaml")
+    capsys.readouterr()
+    assert main(["train", str(data), "--out", str(resumed), "--resume", "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: {mine} is gone: the run goes on with the pipeline it recorded, {resumed / 'augment.yaml'}" in out
+    assert (resumed / "history.csv").read_text() == (whole / "history.csv").read_text()
+    assert RunDir(resumed).config().augment == RunDir(whole).config().augment
+
+
 @pytest.mark.parametrize("body, message", [
     ("transform:\n  __class_fullname__: Compose\n  transforms:\n  - {__class_fullname__: RandomFlip, p: 0.5}\n",
      "unknown transform 'RandomFlip' at transform.transforms[0]"),
