@@ -171,9 +171,10 @@ class Manifest:
 
         Raises:
             DatasetError: if the file is not UTF-8 text, lacks a column of
-                `COLUMNS`, or a row lacks a value, or holds an unknown split,
-                no split for a usable file, or a size that is not a whole
-                number (naming the line).
+                `COLUMNS`, or a row lacks a value or has one too many (an
+                unquoted comma), or holds an unknown split, no split for a
+                usable file, or a size that is not a whole number (naming the
+                line).
         """
         path = Path(path)
         name = escape_name(str(path))
@@ -194,6 +195,7 @@ class Manifest:
             if len(cells) <= max(column.values()):
                 raise DatasetError(f"{name}, line {number}: the row has {len(cells)} of the {len(header)} columns: the "
                                    "file may be cut short. Restore it, or remove the row.")
+            _refuse_extra_cells(path, number, cells, header, empty_allowed=False)  # imgclf writes every row whole
             row = {c: cells[i] if c in ("path", "label", "problem", "detail") else cells[i].strip()
                    for c, i in column.items()}
             usable = row["status"] != Severity.ERROR.value
@@ -808,15 +810,25 @@ def _other_files_note(others: collections.Counter) -> str:
 
 
 def _entries_from_csv(path: Path) -> tuple[list[Entry], list[str]]:
-    reader = csv.DictReader(io.StringIO(_csv_text(path), newline=""))
-    fields = [f.strip().lower() for f in reader.fieldnames or []]
+    reader = csv.reader(io.StringIO(_csv_text(path), newline=""))
+    header = next(reader, [])
+    fields = [f.strip().lower() for f in header]
     if "path" not in fields or "label" not in fields:
-        received = ", ".join(reader.fieldnames) if reader.fieldnames else "none (the file is empty)"
+        received = ", ".join(header) if header else "none (the file is empty)"
         raise DatasetError(f"{escape_name(str(path))} needs a header with columns path,label (optional split). "
                            f"Received columns: {received}")
-    rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    rows = []
+    for cells in reader:
+        if not any(cell.strip() for cell in cells):
+            continue
+        _refuse_extra_cells(path, reader.line_num, cells, header, empty_allowed=True)
+        rows.append((reader.line_num, {name: cell.strip() for name, cell in zip(fields, cells) if name}))
     entries, first_line, repeats = [], {}, []
-    for number, row in enumerate(rows, start=2):
+    for number, row in rows:
+        if not row.get("path"):
+            raise DatasetError(f"{escape_name(str(path))}, line {number}: no path in the row. Write the image's path "
+                               "in the path column, or remove the row.")
+        row.setdefault("label", "")
         split = SPLIT_FOLDER_NAMES.get(row.get("split", "").lower(), None) if row.get("split") else ""
         if split is None:
             raise DatasetError(f"{escape_name(str(path))}, line {number}: unknown split {row['split']!r}. Use train, val or test (or leave it empty).")
@@ -843,6 +855,16 @@ def _entries_from_csv(path: Path) -> tuple[list[Entry], list[str]]:
         notes.append(f"{len(repeats)} row(s) of {escape_name(str(path))} repeat a file and label of an earlier row (line "
                      f"{number} repeats line {first}): each file is used once")
     return entries, notes
+
+
+def _refuse_extra_cells(path: Path, number: int, cells: list[str], header: list[str], *, empty_allowed: bool) -> None:
+    """A row with more cells than the header has a comma that split a path or a class name in two; with
+    `empty_allowed`, extra cells that are all empty (a trailing comma typed by hand) pass."""
+    extra = cells[len(header):]
+    if extra and not (empty_allowed and not any(cell.strip() for cell in extra)):
+        raise DatasetError(f"{escape_name(str(path))}, line {number}: the row has {len(cells)} cells, more than the "
+                           f"{len(header)} columns of the header. A path or class name that holds a comma must be in "
+                           'double quotes: "photos/a,b.jpg" (Python\'s csv module and spreadsheets write it so).')
 
 
 _SHA1 = re.compile("[0-9a-f]{40}")

@@ -432,6 +432,11 @@ def test_a_manifest_with_an_unknown_split_names_the_line(tmp_path):
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(DatasetError, match=r"m.csv, line 4: unknown split 'VAL'. Valid splits: train, val, test"):
         Manifest.read_csv(tmp_path / "m.csv")
+    lines = (tmp_path / "m.csv").read_text().splitlines()
+    lines[3] = lines[3].replace(",VAL,", ",val,").replace("circle", "cir,cle", 1)  # a path edited without its quotes
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"m.csv, line 4: the row has 11 cells, more than the 10 columns"):
+        Manifest.read_csv(tmp_path / "m.csv")
 
 
 def test_a_manifest_cut_short_or_with_a_bad_size_names_the_line(tmp_path):
@@ -482,6 +487,27 @@ def test_a_csv_dataset_without_rows_or_header_says_what_is_missing(tmp_path, tex
     (tmp_path / "labels.csv").write_text(text)
     with pytest.raises(DatasetError, match=message):
         scan(tmp_path / "labels.csv", progress=False)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("path,label\na,b/0.png,cat\n", r"labels.csv, line 2: the row has 3 cells, more than the 2 columns of the header. A "
+                                     r'path or class name that holds a comma must be in double quotes: "photos/a,b.jpg"'),
+    ("path,label\n\n,cat\n", r"labels.csv, line 3: no path in the row"),
+    ('path,label\n"a,b/0.png"\n', r"labels.csv, line 2: empty label for 'a,b/0.png'"),
+])
+def test_a_csv_row_split_by_a_comma_or_lacking_a_cell_is_named_by_its_line(tmp_path, text, message):
+    (tmp_path / "labels.csv").write_text(text)
+    with pytest.raises(DatasetError, match=message):
+        scan(tmp_path / "labels.csv", progress=False)
+
+
+def test_a_quoted_path_with_a_comma_is_read_whole_and_empty_trailing_cells_are_allowed(tmp_path):
+    make_class_folder(tmp_path / "a,b", per_class=2, classes=["circle", "square"])
+    rows = "".join(f'"a,b/{label}/{label}_00{i}.png",{label},,\n' for label in ("circle", "square") for i in range(2))
+    (tmp_path / "labels.csv").write_text("path,label,,\n" + rows)
+    manifest = scan(tmp_path / "labels.csv", val=0, test=0, progress=False)
+    assert sorted(os.path.relpath(e.path, tmp_path) for e in manifest.usable) == [
+        "a,b/circle/circle_000.png", "a,b/circle/circle_001.png", "a,b/square/square_000.png", "a,b/square/square_001.png"]
 
 
 def test_a_presplit_folder_with_one_picture_in_train_and_test_is_noted_by_the_scan(tmp_path):
