@@ -14,6 +14,9 @@ from typing import Callable
 from PIL import Image
 
 STAMP = ".imgclf-dataset.json"
+# The options of the command line that runs this build (`run_build`), recorded in the stamp: imgclf's note on an
+# interrupted build repeats them. `None` for a build called from Python.
+_command_options: list[str] | None = None
 _TEMP = re.compile(r"^\..+\.\d+\.tmp$")
 _IMAGE = re.compile(r"^\d+\.(png|jpg|bmp|webp)$")  # the names the recipes give their images
 
@@ -47,8 +50,14 @@ def existing_files(folder: Path) -> set[str]:
 def write_stamp(out: Path, params: dict, *, complete: bool, summary: dict | None = None) -> None:
     """Records the recipe's settings in `out/.imgclf-dataset.json` (hidden: imgclf reads only `complete`)."""
     data = {"params": params, "complete": complete}
+    if _command_options is not None:
+        data["options"] = _command_options
     if summary is not None:
         data["summary"] = {k: v for k, v in summary.items() if k not in ("written", "skipped")}
+    _write_record(out, data)
+
+
+def _write_record(out: Path, data: dict) -> None:
     tmp = out / f".{STAMP}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, out / STAMP)
@@ -82,7 +91,8 @@ def prepare_out(out: Path, params: dict, *, overwrite: bool, folders: Callable[[
         stamp = out / STAMP
         if stamp.is_file():
             try:
-                previous = json.loads(stamp.read_text(encoding="utf-8")).get("params")
+                record = json.loads(stamp.read_text(encoding="utf-8"))
+                previous = record.get("params")
             except (OSError, ValueError, AttributeError):
                 previous = None
             if previous != params and not overwrite:
@@ -91,7 +101,11 @@ def prepare_out(out: Path, params: dict, *, overwrite: bool, folders: Callable[[
                     f"Pass --overwrite (overwrite=True) to delete its images and build again, or choose another output folder."
                 )
             if overwrite:
-                _remove_build(out, _previous_folders(out, previous, params, folders))
+                earlier = _previous_folders(out, previous, params, folders)
+                # Marked unfinished first: a build killed while its images are deleted is not taken for a whole one,
+                # and its own command (in the record) finishes it.
+                _write_record(out, {**record, "complete": False})
+                _remove_build(out, earlier)
         elif any(not name.startswith(".") for name in os.listdir(out)):
             raise FileExistsError(
                 f"{out} is not empty and was not written by this recipe (it has no {STAMP}). "
@@ -141,14 +155,30 @@ def _differences(previous, params: dict) -> str:
     return ", ".join(f"{k}: {previous.get(k)!r} before, {params.get(k)!r} now" for k in keys if previous.get(k) != params.get(k))
 
 
-def run_build(build: Callable[[], dict], describe: Callable[[dict], str] | None = None) -> int:
-    """Runs a recipe's `build` for its command line: prints the summary, or the error; returns the exit status."""
+def run_build(build: Callable[[], dict], describe: Callable[[dict], str] | None = None, *,
+              argv: list[str] | None = None, out: str | None = None) -> int:
+    """Runs a recipe's `build` for its command line: prints the summary, or the error; returns the exit status.
+
+    `argv` (the command line's arguments; default `sys.argv[1:]`) less `out` and `--overwrite` is recorded in the
+    build's stamp, so the note on an interrupted build gives the command that finishes it.
+    """
+    global _command_options
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if out in arguments:
+        arguments.remove(out)
+    _command_options = [argument for argument in arguments if argument != "--overwrite"]
     start = time.perf_counter()
     try:
         summary = build()
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("stopped: the images written so far are kept; run the same command again to finish the build",
+              file=sys.stderr)
+        return 130
+    finally:
+        _command_options = None
     seconds = time.perf_counter() - start
     where = describe(summary) if describe else f"in {len(summary['classes'])} classes under {summary['root']}"
     print(f"{summary['images']} images {where} ({summary['written']} written, {summary['skipped']} already there) "

@@ -139,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Runs the command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    return run_build(lambda: build(args.out, size=args.size, overwrite=args.overwrite))
+    return run_build(lambda: build(args.out, size=args.size, overwrite=args.overwrite), argv=argv, out=args.out)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import urllib.request
 from pathlib import Path
@@ -488,7 +489,7 @@ def build(
             else:
                 import multiprocessing
 
-                with multiprocessing.Pool(workers) as pool:
+                with multiprocessing.Pool(workers, initializer=_leave_ctrl_c_to_the_parent) as pool:
                     for n in pool.imap_unordered(_write_chunk, tasks):
                         bar.update(n)
         finally:
@@ -496,6 +497,12 @@ def build(
 
     return finish_build(out, params, classes=CLASSES, counts=counts, images=total, written=len(todo_paths),
                         skipped=total - len(todo_paths), source=str(files[("train", "images")].parent))
+
+
+def _leave_ctrl_c_to_the_parent() -> None:
+    """Ctrl-C reaches every process of the terminal's group: the pool's owner stops on it and ends the workers,
+    which would otherwise print a traceback each."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # Command line ----------------------------------------------------------------
@@ -539,7 +546,7 @@ def main(argv=None) -> int:
     return run_build(lambda: build(
         args.out, source=args.source, cache=args.cache, download=not args.no_download, limit=args.limit,
         workers=args.workers, overwrite=args.overwrite, progress=not args.quiet,
-    ), describe)
+    ), describe, argv=argv, out=args.out)
 
 
 if __name__ == "__main__":

@@ -454,7 +454,7 @@ def main(argv=None) -> int:
         args.out, classes=args.classes, per_class=args.per_class, difficulty=args.difficulty, seed=args.seed,
         sizes=args.sizes, formats=args.formats, modes=args.modes, split=args.split, names=args.names,
         overwrite=args.overwrite,
-    ))
+    ), argv=argv, out=args.out)
 
 
 if __name__ == "__main__":

@@ -481,10 +481,13 @@ def interrupted_build(root) -> str | None:
     if not isinstance(record, dict) or record.get("complete") is not False:
         return None
     params = record.get("params") if isinstance(record.get("params"), dict) else {}
+    command = f"python datasets/{params.get('recipe', 'RECIPE')}.py {shell_word(root)}"
+    said = f"this dataset build was interrupted ({escape_name(str(stamp))} says \"complete\": false), so images are missing"
+    given = record.get("options")
+    if isinstance(given, list) and all(isinstance(option, str) for option in given):  # the recipe's command line
+        return f"{said}: run `{' '.join([command, *map(shell_word, given)])}` to finish it"
     options = ", ".join(f"{key} {json.dumps(value)}" for key, value in params.items() if key != "recipe")
-    command = f"python datasets/{params.get('recipe', 'RECIPE')}.py {escape_name(str(root))}"
-    return (f"this dataset build was interrupted ({escape_name(str(stamp))} says \"complete\": false), so images "
-            f"are missing: run `{command}` again{f' with the same options ({options})' if options else ''} to finish it")
+    return f"{said}: run `{command}` again{f' with the same options ({options})' if options else ''} to finish it"
 
 
 def _is_ignored(name: str) -> bool:

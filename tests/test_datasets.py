@@ -151,6 +151,35 @@ def test_overwrite_deletes_only_the_images_of_the_earlier_build(tmp_path, capsys
     assert (out / ".git" / "keep").read_text() == "x" and (out / "runs" / "model.keras").read_text() == "precious"
 
 
+def test_an_overwrite_stopped_while_it_deletes_leaves_a_build_marked_unfinished_that_the_command_finishes(
+        tmp_path, capsys, monkeypatch):
+    from datasets import _common
+    from imgclf.manifest import interrupted_build
+
+    out = tmp_path / "my data"
+    assert synthetic.main([str(out), "--per-class", "4", "--sizes", "32x32"]) == 0
+    built = _files(out)
+    original, deleted = os.unlink, []
+
+    def stopped_after_three(path, *args, **kwargs):
+        if len(deleted) == 3:
+            raise KeyboardInterrupt  # Ctrl-C, or a kill, half-way through the old images
+        deleted.append(path)
+        original(path, *args, **kwargs)
+
+    monkeypatch.setattr(_common.os, "unlink", stopped_after_three)
+    assert synthetic.main([str(out), "--per-class", "4", "--sizes", "48x48", "--overwrite"]) == 130
+    assert capsys.readouterr().err == ("stopped: the images written so far are kept; run the same command again to "
+                                       "finish the build\n")
+    monkeypatch.setattr(_common.os, "unlink", original)
+    assert len(_files(out)) == len(built) - 3
+    # The earlier build is marked unfinished: imgclf's note gives the command that rebuilds it as it was.
+    note = interrupted_build(out)
+    assert note.endswith(f"run `python datasets/synthetic.py '{out}' --per-class 4 --sizes 32x32` to finish it")
+    assert synthetic.main([str(out), "--per-class", "4", "--sizes", "32x32"]) == 0
+    assert _files(out) == built and interrupted_build(out) is None
+
+
 def test_overwrite_refuses_a_build_it_cannot_tell_apart(tmp_path):
     out = tmp_path / "synth"
     synthetic.build(out, classes=2, per_class=3)
