@@ -87,4 +87,7 @@ class ValidationMacroF1(keras.callbacks.Callback):
         if logs is None:
             return
         predicted = np.argmax(self.model.predict(self.batches, verbose=0), axis=1)
-        logs["val_macro_f1"] = float(f1_score(self.labels, predicted, average="macro", zero_division=0))
+        # Over the classes the validation images hold, as `imgclf evaluate` averages: a class that only the
+        # predictions name would count as an F1 of 0.
+        logs["val_macro_f1"] = float(f1_score(self.labels, predicted, labels=np.unique(self.labels), average="macro",
+                                              zero_division=0))

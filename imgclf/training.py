@@ -616,6 +616,8 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
             continue
         if phase.name != loaded_phase:
             _enter_phase(model, phase, cfg)
+        elif cfg.train.schedule == "constant":  # no callback sets the rate: the checkpoint's would stay, not --lr's
+            model.optimizer.learning_rate = phase.learning_rate
         if verbose:
             lowered = ""
             if phase.name == loaded_phase and cfg.train.schedule == "plateau":  # the rate the plateaus left

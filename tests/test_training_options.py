@@ -83,6 +83,14 @@ def test_plateau_schedule_lowers_the_rate_after_patience_epochs_without_improvem
     assert set(state["callbacks"]["schedule"]) == {"wait", "best", "cooldown_counter"}
 
 
+@pytest.mark.parametrize("first", ["constant", "cosine"])
+def test_a_run_resumed_with_a_constant_rate_trains_at_the_rate_it_is_given(tmp_path, data, first):
+    run = imgclf.train(data, epochs=2, learning_rate=0.001, schedule=first, out=tmp_path / "run", **TINY)
+    imgclf.train(data, epochs=4, learning_rate=0.01, schedule="constant", out=run.path, resume=True, **TINY)
+    assert rates(run)[2:] == [0.01, 0.01]
+    assert run.config().train.learning_rate == 0.01
+
+
 def test_a_resumed_plateau_run_says_the_rate_it_resumes_at(tmp_path, data, capsys):
     options = dict(TINY, learning_rate=0.01, schedule="plateau", lr_patience=1, lr_factor=0.5, monitor="val_accuracy")
     run = imgclf.train(data, epochs=6, out=tmp_path / "run", **options)
@@ -139,6 +147,27 @@ def test_validation_macro_f1_is_logged_and_picks_the_best_epoch(tmp_path, data):
     assert all(0.0 <= s <= 1.0 for s in scores)
     state = json.loads((run.checkpoints / "state.json").read_text())
     assert state["monitor"] == "val_macro_f1" and state["best"] == pytest.approx(max(scores))
+
+
+def test_validation_macro_f1_is_the_macro_f1_evaluate_reports_when_a_class_has_no_validation_image():
+    from types import SimpleNamespace
+
+    from imgclf.evaluation import evaluate_predictions
+    from imgclf.monitoring import ValidationMacroF1
+
+    labels = np.array([0, 0, 1, 1])  # class 2 has no validation image, and the model predicts it twice
+    probabilities = np.eye(3)[[0, 2, 2, 1]] * 0.9 + 0.1 / 3
+
+    class Predicting:
+        def predict(self, batches, verbose=0):
+            return probabilities
+
+    callback = ValidationMacroF1(SimpleNamespace(labels=labels), batches=None)
+    callback.set_model(Predicting())
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    reported = evaluate_predictions(labels, probabilities, ["a", "b", "c"]).metrics()["macro_f1"]
+    assert logs["val_macro_f1"] == pytest.approx(reported, abs=1e-6) == pytest.approx((2 / 3 + 2 / 3) / 2, abs=1e-6)
 
 
 def test_early_stopping_on_accuracy_keeps_the_best_epochs_weights(tmp_path, data):
