@@ -361,6 +361,7 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
         print(f"joining the cluster of TF_CONFIG ({', '.join(cluster_addresses())}): this waits until every worker "
               "has started", flush=True)
     devices = choose_devices(cfg.train.strategy, mixed_precision=cfg.train.mixed_precision)
+    cfg = _batch_shared_evenly(cfg, devices, verbose=verbose)
     if resume and not devices.chief and not resuming:
         raise RunError(f"Cannot resume in {run.path}: no checkpoint of the chief there. Every worker of a multi-worker "
                        "run reads the chief's run directory, so --out must name the same folder on storage all "
@@ -404,6 +405,9 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
     if devices.name == "multi-worker":
         _refuse_batches_below_replicas(cfg.train.batch_size, {"train": len(train_data), "val": len(val_data)},
                                        devices.replicas)
+    if devices.name == "mirrored":
+        _refuse_splits_replicas_cannot_share(cfg.train.batch_size, {"train": len(train_data), "val": len(val_data)},
+                                             devices.replicas)
 
     if start is not None:
         start()
@@ -459,6 +463,31 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
             run.save_model(float32_model(keras.saving.load_model(chosen)))
     manifest.to_csv(run.manifest_path)
     return run
+
+
+# Keras' `fit` and `evaluate` under MirroredStrategy average the first batch over the replicas to build the model
+# (`_maybe_symbolic_build`), which fails with an AddN shape error unless every replica holds as many images.
+def _batch_shared_evenly(cfg: Config, devices, *, verbose) -> Config:
+    """The config with a batch size that the replicas of `mirrored` share evenly (rounded up, with a note)."""
+    replicas = devices.replicas
+    if devices.name != "mirrored" or cfg.train.batch_size % replicas == 0:
+        return cfg
+    shared = -(-cfg.train.batch_size // replicas) * replicas
+    if verbose:
+        print(f"note: batch size {cfg.train.batch_size} rounded up to {shared}, so that each of the {replicas} "
+              f"replicas gets {shared // replicas} images of a batch", flush=True)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=shared))
+
+
+def _refuse_splits_replicas_cannot_share(batch_size: int, split_sizes: dict[str, int], replicas: int) -> None:
+    """Raises `ValueError` before training if a split of less than one batch cannot be shared evenly (its first
+    batch is all of it)."""
+    for split, size in split_sizes.items():
+        if 0 < size < batch_size and size % replicas:
+            raise ValueError(f"Mirrored training shares each batch evenly among its {replicas} replicas, but the "
+                             f"{split} split holds {size} image(s), less than one batch and not a multiple of "
+                             f"{replicas}. " + ("Pass --val 0, or a larger --val." if split == "val"
+                                                else "Add images, or lower --val/--test."))
 
 
 def _refuse_batches_below_replicas(batch_size: int, split_sizes: dict[str, int], replicas: int) -> None:

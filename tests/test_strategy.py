@@ -39,7 +39,8 @@ MIRRORED_RUNS = STOP_AFTER_SECOND_EPOCH + textwrap.dedent("""
     import imgclf.training
 
     data, out = sys.argv[1], sys.argv[2]
-    options = dict(model="mlp", hidden=(16,), batch_size=8, epochs=5, learning_rate=0.01, schedule="plateau",
+    # An odd batch: Keras' fit fails on a first batch the replicas cannot share evenly, so imgclf rounds it up.
+    options = dict(model="mlp", hidden=(16,), batch_size=7, epochs=5, learning_rate=0.01, schedule="plateau",
                    lr_patience=1, lr_factor=0.5, monitor="val_accuracy", strategy="mirrored", verbose=0,
                    progress=False)
     whole = imgclf.train(data, out=out + "/whole", **options)
@@ -54,7 +55,7 @@ MIRRORED_RUNS = STOP_AFTER_SECOND_EPOCH + textwrap.dedent("""
     def rows(run):
         with open(run.history_path) as handle:
             return list(csv.DictReader(handle))
-    print(json.dumps({"whole": rows(whole), "resumed": rows(resumed),
+    print(json.dumps({"whole": rows(whole), "resumed": rows(resumed), "batch_size": whole.config().train.batch_size,
                       "environment": json.loads(whole.environment_path.read_text()),
                       "killed_state": json.loads((resumed.checkpoints / "state.json").read_text())}))
 """)
@@ -87,6 +88,7 @@ def test_mirrored_over_two_cpu_devices_trains_checkpoints_and_resumes_to_the_sam
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert [float(r[key]) for r in resumed] == pytest.approx([float(r[key]) for r in whole], rel=1e-4, abs=1e-6)
     assert len(whole) == 5 and float(whole[-1]["accuracy"]) > float(whole[0]["accuracy"])
+    assert result["batch_size"] == 8
 
 
 # One worker of a two-process cluster on 127.0.0.1; TF_CONFIG comes from the environment.
@@ -250,3 +252,22 @@ def test_splits_or_batches_smaller_than_the_replicas_are_refused_before_training
         _refuse_batches_below_replicas(8, {"train": 17, "val": 1}, 2)
     with pytest.raises(ValueError, match=r"pass a --batch-size of at least 2. Received: --batch-size 1"):
         _refuse_batches_below_replicas(1, {"train": 17, "val": 2}, 2)
+
+
+def test_mirrored_shares_batches_evenly_and_refuses_a_split_of_less_than_one_batch_it_cannot_share(capsys):
+    from types import SimpleNamespace
+
+    from imgclf.config import Config
+    from imgclf.training import _batch_shared_evenly, _refuse_splits_replicas_cannot_share
+
+    three_gpus = SimpleNamespace(name="mirrored", replicas=3)
+    assert _batch_shared_evenly(Config(), three_gpus, verbose=1).train.batch_size == 33
+    assert capsys.readouterr().out == ("note: batch size 32 rounded up to 33, so that each of the 3 replicas gets 11 "
+                                       "images of a batch\n")
+    assert _batch_shared_evenly(Config(), SimpleNamespace(name="mirrored", replicas=2), verbose=1).train.batch_size == 32
+    assert _batch_shared_evenly(Config(), SimpleNamespace(name="default", replicas=1), verbose=1).train.batch_size == 32
+    _refuse_splits_replicas_cannot_share(32, {"train": 61, "val": 33}, 3)  # a short last batch is fine
+    _refuse_splits_replicas_cannot_share(32, {"train": 61, "val": 0}, 3)
+    with pytest.raises(ValueError, match=r"the val split holds 10 image\(s\), less than one batch and not a multiple "
+                                         r"of 3. Pass --val 0, or a larger --val."):
+        _refuse_splits_replicas_cannot_share(33, {"train": 61, "val": 10}, 3)
