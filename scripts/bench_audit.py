@@ -26,14 +26,15 @@ Debian's `dataset-fashion-mnist` package (`sudo apt-get install dataset-fashion-
 from __future__ import annotations
 
 import argparse
-import json
+import csv
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _bench import machine as machine_record, write_results  # scripts/, first on sys.path
+from _bench import (check_at_least, check_json_target, check_train_test,  # scripts/, first on sys.path
+                    machine as machine_record, run_json, write_results)
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS = 30.0
@@ -83,23 +84,23 @@ def ensure_dataset(folder: Path) -> None:
 
 def subset_csv(folder: Path, per_class: int, path: Path) -> Path:
     """A `path,label` CSV of the first `per_class` training images of every class."""
-    lines = ["path,label"]
-    for class_folder in sorted((folder / "train").iterdir()):
-        for image in sorted(class_folder.glob("*.png"))[:per_class]:
-            lines.append(f"{image},{class_folder.name}")
-    path.write_text("\n".join(lines) + "\n")
+    folder = folder.resolve()  # the CSV lies elsewhere; imgclf reads relative paths relative to it
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "label"])
+        for class_folder in sorted(p for p in (folder / "train").iterdir() if p.is_dir()):
+            for image in sorted(class_folder.glob("*.png"))[:per_class]:
+                writer.writerow([image, class_folder.name])
     return path
 
 
-def measure(code: str, target: Path, repeat: int) -> dict:
+def measure(name: str, code: str, target: Path, repeat: int) -> dict:
     """Best of `repeat` fresh-process runs of `code` on `target`."""
     runs = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as out:
             env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
-            done = subprocess.run([sys.executable, "-c", code, str(target), out], capture_output=True, text=True,
-                                  env=env, check=True)
-            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            runs.append(run_json([sys.executable, "-c", code, str(target), out], f"{name} on {target}", env=env))
     return min(runs, key=lambda run: run["seconds"])
 
 
@@ -120,23 +121,33 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the best is kept")
     parser.add_argument("--json", type=Path, default=ROOT / "scripts" / "results" / "bench_audit.json")
     args = parser.parse_args(argv)
+    check_at_least(parser, args, 1, "repeat")
+    check_json_target(parser, args.json)
+    if args.data.exists():
+        check_train_test(parser, args.data, "--data")
 
     ensure_dataset(args.data)
     warm_page_cache(args.data)
+    # The JSON keys keep their names ("70k", "10k subset", as in scripts/results/bench_audit.json);
+    # the printed rows and each result's "label" give the real file counts.
     with tempfile.TemporaryDirectory() as scratch:
         subset = subset_csv(args.data, 1000, Path(scratch) / "subset.csv")
         results = {
-            "imgclf audit, 70k": measure(AUDIT_CODE, args.data, args.repeat),
-            "reference loop (Pillow open+load, 1 process), 70k": measure(REFERENCE_CODE, args.data, args.repeat),
-            "imgclf audit, 10k subset": measure(AUDIT_CODE, subset, args.repeat),
+            "imgclf audit, 70k": measure("imgclf audit", AUDIT_CODE, args.data, args.repeat),
+            "reference loop (Pillow open+load, 1 process), 70k": measure("reference loop", REFERENCE_CODE, args.data,
+                                                                         args.repeat),
+            "imgclf audit, 10k subset": measure("imgclf audit of the subset", AUDIT_CODE, subset, args.repeat),
         }
-
-    print(f"{'measurement':<52} {'files':>7} {'seconds':>8} {'files/s':>9} {'RSS MiB':>8} {'workers MiB':>12}")
-    for name, run in results.items():
-        run["files_per_second"] = run["files"] / run["seconds"]
-        print(f"{name:<52} {run['files']:>7,} {run['seconds']:>8.2f} {run['files_per_second']:>9,.0f} "
-              f"{run['rss_mib']:>8.0f} {run['children_rss_mib']:>12.0f}")
     full, reference, small = results.values()
+    labels = [f"imgclf audit, {full['files']:,} files", f"reference loop (Pillow open+load, 1 process), "
+              f"{reference['files']:,} files", f"imgclf audit, subset of {small['files']:,} files"]
+
+    print(f"{'measurement':<60} {'files':>7} {'seconds':>8} {'files/s':>9} {'RSS MiB':>8} {'workers MiB':>12}")
+    for label, run in zip(labels, results.values()):
+        run["label"] = label
+        run["files_per_second"] = run["files"] / run["seconds"]
+        print(f"{label:<60} {run['files']:>7,} {run['seconds']:>8.2f} {run['files_per_second']:>9,.0f} "
+              f"{run['rss_mib']:>8.0f} {run['children_rss_mib']:>12.0f}")
     speed_ratio = full["files_per_second"] / reference["files_per_second"]
     memory_ratio = full["rss_mib"] / small["rss_mib"]
     workers_ratio = full["children_rss_mib"] / max(small["children_rss_mib"], 1e-9)
@@ -144,8 +155,8 @@ def main(argv=None) -> int:
           f"(the audit also hashes, checks EXIF/modes/duplicates and writes audit.csv)")
     print(f"target: full audit {full['seconds']:.1f} s <= {TARGET_SECONDS:.0f} s: "
           f"{'met' if full['seconds'] <= TARGET_SECONDS else 'NOT met'}")
-    print(f"memory: peak RSS 70k / 10k = {memory_ratio:.2f}x (main process), {workers_ratio:.2f}x (workers) "
-          f"for 7x the files")
+    print(f"memory: peak RSS {full['files']:,} / {small['files']:,} files = {memory_ratio:.2f}x (main process), "
+          f"{workers_ratio:.2f}x (workers) for {full['files'] / small['files']:.1f}x the files")
 
     summary = {"machine": machine(), "results": results, "speed_ratio_vs_reference": speed_ratio,
                "rss_ratio_70k_vs_10k": memory_ratio, "workers_rss_ratio_70k_vs_10k": workers_ratio,

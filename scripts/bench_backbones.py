@@ -34,17 +34,12 @@ import sys
 import time
 from pathlib import Path
 
-from _bench import machine as machine_record, write_results  # scripts/, first on sys.path
+from _bench import (check_at_least, check_json_target,  # scripts/, first on sys.path
+                    machine as machine_record, write_results)
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from imgclf.config import ImageSpec, ModelConfig  # noqa: E402
-from imgclf.models import build_model  # noqa: E402
-from imgclf.models.backbones import BACKBONES, get_backbone, set_trainable  # noqa: E402
+# Keras and imgclf.models (TensorFlow) are imported in the functions that use them, so that --help answers at once.
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = "small_cnn"
@@ -58,6 +53,8 @@ def smallest_weights_size(backbone) -> int:
 
 def configurations() -> list[tuple[str, int]]:
     """(model, size) pairs: each backbone at its smallest weights size, then every one at 96 px, then small_cnn."""
+    from imgclf.models.backbones import BACKBONES
+
     pairs = [(b.name, smallest_weights_size(b)) for b in BACKBONES]
     pairs += [(b.name, COMPARISON_SIZE) for b in BACKBONES if (b.name, COMPARISON_SIZE) not in pairs]
     pairs += [(REFERENCE, size) for size in sorted({size for _, size in pairs})]
@@ -87,6 +84,13 @@ def _seconds(run, batches: int) -> float:
 
 
 def measure(name: str, size: int, *, batch: int, seconds: float, repeat: int) -> dict:
+    import keras
+    import numpy as np
+
+    from imgclf.config import ImageSpec, ModelConfig
+    from imgclf.models import build_model
+    from imgclf.models.backbones import get_backbone, set_trainable
+
     keras.backend.clear_session()
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(batch * 30, size, size, 3), dtype=np.uint8)
@@ -113,6 +117,7 @@ def measure(name: str, size: int, *, batch: int, seconds: float, repeat: int) ->
 
 
 def machine() -> dict:
+    import keras
     import tensorflow as tf
 
     return {**machine_record(tensorflow=tf.__version__, keras=keras.__version__),
@@ -143,6 +148,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="timed calls per measurement; the fastest is kept")
     parser.add_argument("--json", type=Path, default=ROOT / "scripts" / "results" / "bench_backbones.json")
     args = parser.parse_args(argv)
+    check_at_least(parser, args, 1, "batch_size", "repeat")
+    check_json_target(parser, args.json)
 
     info = machine()
     start = time.perf_counter()

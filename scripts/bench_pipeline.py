@@ -48,10 +48,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -59,7 +59,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from _bench import machine as machine_record, write_results  # scripts/, first on sys.path
+from _bench import (check_at_least, check_json_target,  # scripts/, first on sys.path
+                    machine as machine_record, run_json, write_results)
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 128
@@ -71,6 +72,7 @@ TARGETS = {  # issue #11: imgclf over Keras, cold and steady
 CAMERA_SIZE = (1024, 768)
 PHONE_SIZE = (4032, 3024)
 PHOTO_CLASSES = ("beach", "city", "forest", "snow")
+PARTS = ("fashion", "camera", "phone", "workers", "memory")
 
 
 # Data ---------------------------------------------------------------------------
@@ -279,11 +281,8 @@ def run_child(kind: str, *args, env: dict | None = None, **kwargs) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as cache:
         environment = {**os.environ, "XDG_CACHE_HOME": cache, "NO_ALBUMENTATIONS_UPDATE": "1",
                        "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-        done = subprocess.run([sys.executable, __file__, "--child", json.dumps([kind, args, kwargs])],
-                              capture_output=True, text=True, env=environment)
-    if done.returncode != 0:
-        raise RuntimeError(f"{kind} {args} {kwargs} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        return run_json([sys.executable, __file__, "--child", json.dumps([kind, args, kwargs])],
+                        f"{kind} {args} {kwargs}", env=environment)
 
 
 # Main ----------------------------------------------------------------------------------
@@ -301,10 +300,12 @@ def machine() -> dict:
 
 def subset_csv(folder: Path, per_class: int, out: Path) -> Path:
     """A `path,label` CSV of the first `per_class` files of each class folder."""
-    lines = ["path,label"]
-    for label in sorted(p.name for p in folder.iterdir() if p.is_dir()):
-        lines += [f"{path},{label}" for path in sorted((folder / label).iterdir())[:per_class]]
-    out.write_text("\n".join(lines) + "\n")
+    folder = folder.resolve()  # the CSV lies elsewhere; imgclf reads relative paths relative to it
+    with open(out, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "label"])
+        for label in sorted(p.name for p in folder.iterdir() if p.is_dir()):
+            writer.writerows([path, label] for path in sorted((folder / label).iterdir())[:per_class])
     return out
 
 
@@ -327,8 +328,8 @@ def main(argv=None) -> int:
     parser.add_argument("--phone-count", type=int, default=300)
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run: the first is cold, the rest steady")
     parser.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is kept")
-    parser.add_argument("--only", nargs="*", default=None,
-                        help="parts to run among: fashion camera phone workers memory (default: all)")
+    parser.add_argument("--only", nargs="*", default=None, choices=PARTS, metavar="PART",
+                        help=f"parts to run among: {' '.join(PARTS)} (default: all)")
     parser.add_argument("--json", type=Path, default=ROOT / "scripts" / "results" / "bench_pipeline.json")
     args = parser.parse_args(argv)
 
@@ -337,12 +338,20 @@ def main(argv=None) -> int:
         print(json.dumps(CHILDREN[kind](*child_args, **kwargs)))
         return 0
 
+    check_at_least(parser, args, 1, "camera_count", "phone_count", "repeat")
+    check_at_least(parser, args, 2, "epochs")  # the first is cold; the steady speed needs a second
+    check_json_target(parser, args.json)
     settings = {
         "fashion": (args.fashion_mnist, (28, 28, 1), "light"),
         "camera": (args.camera, (160, 160, 3), "standard"),
         "phone": (args.phone, (224, 224, 3), "standard"),
     }
-    parts = args.only or [*settings, "workers", "memory"]
+    parts = args.only or list(PARTS)
+    fashion = args.fashion_mnist
+    if {"fashion", "workers", "memory"} & set(parts) and not any(p.is_file() for p in fashion.rglob("*")):
+        problem = "holds no files" if fashion.is_dir() else "is not a folder" if fashion.exists() else "does not exist"
+        parser.error(f"--fashion-mnist {fashion} {problem}: pass the train/ folder of a built Fashion-MNIST "
+                     "(`datasets/fashion_mnist.py DIR` writes DIR/train/)")
     if "camera" in parts or "workers" in parts:
         ensure_photos(args.camera, args.camera_count, tuple(int(v) for v in args.camera_size.split("x")), quality=90)
     if "phone" in parts or "workers" in parts:

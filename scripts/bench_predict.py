@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import statistics
@@ -50,6 +49,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _bench import check_at_least, check_json_target, run_json, write_results  # scripts/, first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEEDUP_TARGET = 1.2
@@ -105,7 +106,8 @@ def bench_folder(name: str, run: Path, folder: Path, *, batch_size: int, repeats
     paths = list(iter_inputs(folder))
     images, failures = decode_batch((paths, spec, predictor.limits))
     assert not failures, failures[:3]
-    csv_path = Path(tempfile.mkdtemp()) / "predictions.csv"
+    scratch = tempfile.TemporaryDirectory(prefix="bench-predict-")
+    csv_path = Path(scratch.name) / "predictions.csv"
 
     def keras_path():
         model.predict(keras_dataset(folder, spec, batch_size), verbose=0)
@@ -132,6 +134,7 @@ def bench_folder(name: str, run: Path, folder: Path, *, batch_size: int, repeats
             step()
             times[key].append(time.perf_counter() - start)
     predictor.close()
+    scratch.cleanup()
     median = {key: statistics.median(values) for key, values in times.items()}
     return {
         "folder": str(folder), "run": str(run), "images": len(paths), "batch_size": batch_size,
@@ -146,12 +149,11 @@ def bench_folder(name: str, run: Path, folder: Path, *, batch_size: int, repeats
 
 
 def peak_rss(run: Path, folder: Path) -> dict:
-    out = Path(tempfile.mkdtemp()) / "predictions.csv"
-    result = subprocess.run([sys.executable, "-c", RSS_CODE, str(run), str(folder), str(out)], capture_output=True,
-                            text=True, cwd=ROOT)
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr[-3000:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    # The child runs in ROOT: relative paths, given from the caller's folder, are resolved first.
+    with tempfile.TemporaryDirectory(prefix="bench-predict-") as scratch:
+        out = Path(scratch) / "predictions.csv"
+        return run_json([sys.executable, "-c", RSS_CODE, str(run.resolve()), str(folder.resolve()), str(out)],
+                        f"imgclf predict {run} {folder}", cwd=ROOT)
 
 
 def main() -> None:
@@ -166,6 +168,8 @@ def main() -> None:
     parser.add_argument("--skip-rss", action="store_true", help="skip the peak-memory runs at 10k and 60k files")
     parser.add_argument("--json", type=Path, default=ROOT / "scripts" / "results" / "bench_predict.json")
     args = parser.parse_args()
+    check_at_least(parser, args, 1, "batch_size", "repeats", "camera_repeats")
+    check_json_target(parser, args.json)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     ensure_run(args.fashion_run, args.fashion, ["--model", "cnn"])
@@ -207,9 +211,7 @@ def main() -> None:
         "results": results,
         "peak_rss": memory,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"written to {args.json}")
+    write_results(args.json, record)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import machine, write_results  # noqa: E402
+from _bench import check_json_target, check_train_test, machine, write_results  # noqa: E402
 
 BUDGET_MINUTES = 20.0
 TARGET_ERROR = 5.5
@@ -117,9 +117,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
-    if not (args.data / "train").is_dir() or not (args.data / "test").is_dir():
-        parser.error(f"{args.data} needs train/ and test/ subfolders; make Fashion-MNIST with "
-                     "`datasets/fashion_mnist.py DIR` (it needs `apt-get install dataset-fashion-mnist`)")
+    check_train_test(parser, args.data)
+    check_json_target(parser, args.json)
 
     imgclf = run_imgclf(args.data, args.out, args.option)
     keras_result = None if args.skip_keras else run_keras(args.data, args.keras_epochs, args.seed)

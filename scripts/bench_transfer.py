@@ -34,6 +34,7 @@ python datasets/fashion_mnist.py data/fashion-mnist          # once, if the fold
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import random
 import statistics
@@ -42,7 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _bench import machine as machine_record, write_results  # scripts/, first on sys.path
+from _bench import (check_at_least, check_json_target,  # scripts/, first on sys.path
+                    machine as machine_record, write_results)
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -67,7 +69,10 @@ RECIPE = {"schedule": "constant", "label_smoothing": 0.0}
 
 
 def write_csv(path: Path, rows) -> Path:
-    path.write_text("path,label,split\n" + "".join(f"{file},{label},{split}\n" for file, label, split in rows))
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "label", "split"])
+        writer.writerows(rows)
     return path
 
 
@@ -108,15 +113,18 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=Path, default=None, help="folder for the runs (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=ROOT / "scripts" / "results" / "bench_transfer.json")
     args = parser.parse_args(argv)
+    check_at_least(parser, args, 1, "image_size", "pretrain_per_class", "pretrain_epochs", "per_class",
+                   "test_per_class", "epochs", "draws")
+    check_json_target(parser, args.json)
 
     pretrain_classes = tuple(args.pretrain_classes.split(","))
     target_classes = tuple(c for c in CLASSES if c not in pretrain_classes)
     if not set(pretrain_classes) < set(CLASSES):
         parser.error(f"--pretrain-classes must name Fashion-MNIST classes {CLASSES}. Received: {args.pretrain_classes}")
     if not all((args.data / "train" / c).is_dir() for c in CLASSES):
-        print(f"{args.data} is not a Fashion-MNIST folder. Build it with `sudo apt-get install dataset-fashion-mnist` "
-              f"and `python datasets/fashion_mnist.py {args.data}`.", file=sys.stderr)
-        return 2
+        parser.error(f"{args.data} is not a Fashion-MNIST folder (train/CLASS/ for its 10 classes). Build one with "
+                     "`sudo apt-get install dataset-fashion-mnist` and `python datasets/fashion_mnist.py DIR` (a new "
+                     "folder DIR), then pass DIR.")
     data = args.data.resolve()  # the CSVs lie elsewhere; relative paths would be read relative to them
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:

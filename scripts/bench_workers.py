@@ -38,7 +38,6 @@ reused afterwards.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -46,7 +45,8 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from _bench import machine as machine_record, write_results  # scripts/, first on sys.path
+from _bench import (check_at_least, check_json_target,  # scripts/, first on sys.path
+                    machine as machine_record, run_json, write_results)
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
@@ -151,9 +151,8 @@ def warm_page_cache(folder: Path) -> None:
 def run_stages(folder: Path, size: tuple[int, int, int], backend: str) -> dict:
     variable, workers = BACKENDS[backend]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", BACKEND_VARIABLE: variable}
-    done = subprocess.run([sys.executable, "-c", STAGES_CODE, str(folder), *map(str, size), str(workers)],
-                          capture_output=True, text=True, env=env, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json([sys.executable, "-c", STAGES_CODE, str(folder), *map(str, size), str(workers)],
+                    f"scan, audit and decode cache of {folder} with {backend}", env=env)
 
 
 def machine() -> dict:
@@ -172,6 +171,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is kept")
     parser.add_argument("--json", type=Path, default=ROOT / "scripts" / "results" / "bench_workers.json")
     args = parser.parse_args(argv)
+    check_at_least(parser, args, 1, "jpeg_count", "repeat")
+    check_json_target(parser, args.json)
 
     ensure_fashion_mnist(args.fashion_mnist)
     ensure_jpegs(args.jpegs, args.jpeg_count)
