@@ -111,7 +111,7 @@ def main(argv=None) -> int:
         parser.error(f"--test is the fraction of the images held out for testing, from 0 to below 1. Received: {args.test}")
 
     import imgclf
-    from imgclf.files import write_json
+    from imgclf.files import escape_name, shell_word, write_json
     from imgclf.manifest import interrupted_build
 
     dataset = Path(args.data).name
@@ -132,6 +132,11 @@ def main(argv=None) -> int:
             parser.error(f"{test_folder} holds no usable images, so the test error would be measured on images carved "
                          f"out of train/ instead of the folder's own test split. Put the test images in "
                          f"{test_folder}/<class>/, or remove {test_folder} to carve a test split with --test.")
+    left_out = [entry for entry in manifest.entries if not entry.usable]
+    if left_out:
+        print(f"note: {len(left_out):,} file(s) left out with errors, e.g. {escape_name(left_out[0].path)} "
+              f"({left_out[0].problem}); `imgclf audit {shell_word(args.data)} --out DIR` lists every one",
+              file=sys.stderr, flush=True)
     if len(manifest.classes) < 2:
         parser.error(f"{args.data} holds {len(manifest.classes)} class(es) with usable images; the experiments "
                      "need at least 2 class folders.")

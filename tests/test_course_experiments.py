@@ -14,9 +14,12 @@ import course_experiments  # noqa: E402
 
 def test_a_step_prints_its_row_beside_the_course_and_writes_json(tmp_path, capsys):
     data = make_class_folder(tmp_path / "data", per_class=10, classes=["circle", "square"])
+    (data / "circle" / "broken.png").write_bytes(b"not an image")
     assert course_experiments.main([str(data), "--out", str(tmp_path / "runs"), "--steps", "5",
                                     "--json", str(tmp_path / "rows.json")]) == 0
-    table = capsys.readouterr().out
+    table, err = capsys.readouterr()
+    assert (f"note: 1 file(s) left out with errors, e.g. {data / 'circle' / 'broken.png'} (not_an_image); "
+            f"`imgclf audit {data} --out DIR` lists every one") in err
     assert "| step (data) | test error | epochs | s/epoch | course (MNIST) |" in table
     row = json.loads((tmp_path / "rows.json").read_text())["rows"][0]
     assert row["step"] == "SGD instead of Adam" and row["epochs"] == 2 and f"| {row['test_error']:.2f}% | 2 |" in table
