@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import threading
 from typing import Sequence
 
@@ -117,11 +116,16 @@ class ImageBatches(keras.utils.PyDataset):
         batch_augment: apply a recognised pipeline to whole batches;
             `False` always runs albumentations image by image (to compare
             the two). Defaults to `True`.
+        replicas: the devices of `MirroredStrategy` that share each batch.
+            A last batch smaller than this, which would leave a device
+            without an image, joins the batch before it, or, when that is
+            the first batch (which every device must share evenly), takes
+            `replicas` images of it. Defaults to 1.
     """
 
     def __init__(self, data: SplitImages, *, batch_size: int = 32, shuffle: bool = False,
                  augment=None, seed: int = 0, workers: int = 1, epoch: int = 0, sampler: str = "shuffle",
-                 one_hot: int | None = None, batch_augment: bool = True):
+                 one_hot: int | None = None, batch_augment: bool = True, replicas: int = 1):
         super().__init__(workers=workers, use_multiprocessing=False)
         if sampler not in SAMPLERS:
             raise ValueError(f"Unknown sampler: expected one of {tuple(SAMPLERS)}. Received: sampler={sampler!r}")
@@ -133,7 +137,9 @@ class ImageBatches(keras.utils.PyDataset):
         self.epoch = epoch
         self.sampler = sampler
         self.one_hot = one_hot
+        self.replicas = replicas
         self.order = self._order()
+        self.bounds = self._bounds()
         self._batch_augment = _batch_augment(augment) if augment is not None and batch_augment else None
         self._local = threading.local()  # each thread augments with its own copy of the pipeline
 
@@ -157,11 +163,23 @@ class ImageBatches(keras.utils.PyDataset):
         self.data = None
 
     def __len__(self) -> int:
-        return math.ceil(len(self.order) / self.batch_size)
+        return len(self.bounds) - 1
+
+    def _bounds(self) -> list[int]:
+        """Where each batch starts in `order`, then its end."""
+        total = len(self.order)
+        bounds = [*range(0, total, self.batch_size), total]
+        rest = total % self.batch_size
+        if 0 < rest < self.replicas and len(bounds) > 2:
+            if len(bounds) > 3:
+                del bounds[-2]  # the last batch joins the one before it
+            elif self.batch_size >= 2 * self.replicas:
+                bounds[-2] -= self.replicas  # the first batch stays a multiple of the replicas
+        return bounds
 
     def __getitem__(self, index: int):
         # Sorted indices read the memmap front to back; order within a batch does not matter.
-        rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
+        rows = np.sort(self.order[self.bounds[index]:self.bounds[index + 1]])
         images = np.asarray(self.data.images[rows])
         if self._batch_augment is not None:
             rng = np.random.default_rng(batch_seed(self.seed, self.epoch, index))
@@ -184,6 +202,7 @@ class ImageBatches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.epoch += 1
         self.order = self._order()
+        self.bounds = self._bounds()
 
 
 def batch_seed(seed: int, epoch: int, index: int) -> int:

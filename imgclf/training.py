@@ -423,7 +423,8 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
         print(f"note: there is no validation split: the training loss takes the place of {cfg.train.monitor} "
               "(for the best epoch, early stopping and the plateau schedule)", flush=True)
     checkpoint = RunCheckpoint(run, monitor, best=state.get("best"), history=history, write=devices.chief)
-    batches = _Batches(cfg, train_data, val_data, augment, len(classes))
+    batches = _Batches(cfg, train_data, val_data, augment, len(classes),
+                       replicas=devices.replicas if devices.name == "mirrored" else 1)
     with devices.scope(), _out_of_memory_named(cfg, spec):
         if "seed_generators" in state:
             restore_seed_generators(model, state["seed_generators"])
@@ -480,14 +481,19 @@ def _batch_shared_evenly(cfg: Config, devices, *, verbose) -> Config:
 
 
 def _refuse_splits_replicas_cannot_share(batch_size: int, split_sizes: dict[str, int], replicas: int) -> None:
-    """Raises `ValueError` before training if a split of less than one batch cannot be shared evenly (its first
-    batch is all of it)."""
+    """Raises `ValueError` before training if the first batch of a split cannot be shared evenly: a split of less
+    than one batch that is not a multiple of the replicas, or one whose short last batch `ImageBatches` could only
+    move into a first batch of as many images as replicas."""
     for split, size in split_sizes.items():
         if 0 < size < batch_size and size % replicas:
             raise ValueError(f"Mirrored training shares each batch evenly among its {replicas} replicas, but the "
                              f"{split} split holds {size} image(s), less than one batch and not a multiple of "
                              f"{replicas}. " + ("Pass --val 0, or a larger --val." if split == "val"
                                                 else "Add images, or lower --val/--test."))
+        if batch_size < 2 * replicas and batch_size < size < 2 * batch_size and size % replicas:
+            raise ValueError(f"Mirrored training shares each batch evenly among its {replicas} replicas: the {split} "
+                             f"split of {size} images needs a --batch-size of at least {2 * replicas}. Received: "
+                             f"--batch-size {batch_size}")
 
 
 def _refuse_batches_below_replicas(batch_size: int, split_sizes: dict[str, int], replicas: int) -> None:
@@ -592,6 +598,7 @@ class _Batches:
     val: SplitImages
     augment: object
     num_classes: int
+    replicas: int = 1  # of MirroredStrategy, which batches must leave no device without an image
     made: list = dataclasses.field(default_factory=list)
 
     @property
@@ -603,12 +610,13 @@ class _Batches:
         return self._made(ImageBatches(self.train, batch_size=self.cfg.train.batch_size, shuffle=True,
                                        augment=self.augment if augmenting else None, seed=self.cfg.train.seed,
                                        workers=min(4, default_workers()) if augmenting else 1, epoch=epoch,
-                                       sampler=self.cfg.train.sampler, one_hot=self._one_hot))
+                                       sampler=self.cfg.train.sampler, one_hot=self._one_hot, replicas=self.replicas))
 
     def validation(self) -> ImageBatches | None:
         if not len(self.val):
             return None
-        return self._made(ImageBatches(self.val, batch_size=self.cfg.train.batch_size, one_hot=self._one_hot))
+        return self._made(ImageBatches(self.val, batch_size=self.cfg.train.batch_size, one_hot=self._one_hot,
+                                       replicas=self.replicas))
 
     def _made(self, batches: ImageBatches) -> ImageBatches:
         self.made.append(batches)

@@ -271,3 +271,29 @@ def test_mirrored_shares_batches_evenly_and_refuses_a_split_of_less_than_one_bat
     with pytest.raises(ValueError, match=r"the val split holds 10 image\(s\), less than one batch and not a multiple "
                                          r"of 3. Pass --val 0, or a larger --val."):
         _refuse_splits_replicas_cannot_share(33, {"train": 61, "val": 10}, 3)
+    with pytest.raises(ValueError, match=r"the train split of 3 images needs a --batch-size of at least 4. Received: "
+                                         r"--batch-size 2"):
+        _refuse_splits_replicas_cannot_share(2, {"train": 3, "val": 0}, 2)
+
+
+@pytest.mark.parametrize("images, batch_size, replicas, sizes", [
+    (17, 8, 1, [8, 8, 1]),
+    (17, 8, 2, [8, 9]),  # a last image alone would leave a device empty (a crash in batch normalisation)
+    (9, 8, 2, [6, 3]),  # the first batch, which Keras averages over the devices, stays a multiple of them
+    (34, 33, 3, [30, 4]),
+    (100, 33, 3, [33, 33, 34]),
+    (24, 8, 2, [8, 8, 8]),
+    (25, 8, 4, [8, 8, 9]),
+    (7, 8, 2, [7]),  # less than one batch: refused before training unless a multiple of the devices
+])
+def test_mirrored_batches_leave_no_device_without_an_image(images, batch_size, replicas, sizes):
+    import numpy as np
+
+    from imgclf.pipeline import ImageBatches, SplitImages
+
+    split = SplitImages(np.arange(images, dtype=np.uint8).reshape(images, 1, 1, 1), np.zeros(images, np.int32),
+                        [None] * images)
+    batches = ImageBatches(split, batch_size=batch_size, shuffle=True, replicas=replicas)
+    read = [batches[i] for i in range(len(batches))]
+    assert [len(labels) for _, labels in read] == sizes
+    assert sorted(int(v) for images, _ in read for v in images.ravel()) == list(range(images))  # each image once
