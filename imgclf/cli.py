@@ -392,7 +392,8 @@ def cmd_train(args) -> int:
     run = imgclf.train(data, out=args.out, config=args.config, resume=args.resume, overwrite=args.overwrite,
                        strict=args.strict, verbose=2, **options)
     if _another_worker(run):
-        print(f"\nthis worker's part is done; the chief of the cluster writes the run to {run.path}")
+        print("\nthis worker's part is done; the chief of the cluster writes the run to the --out it was given "
+              f"(which must be the folder this worker was given too, {shell_word(run.path)}, on shared storage)")
         return 0
     manifest = run.manifest()
     if any(not entry.usable for entry in manifest.entries):

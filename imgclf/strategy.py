@@ -100,8 +100,12 @@ def choose_devices(strategy: str = "auto", *, mixed_precision: bool = False) -> 
     if strategy == "multi-worker":
         # Created before the devices are listed: listing them starts TensorFlow's runtime, which a
         # multi-worker strategy must configure first.
+        term = signal.getsignal(signal.SIGTERM)
         with _stoppable_while_waiting():
             chosen = tf.distribute.MultiWorkerMirroredStrategy()
+        if term is not None and threading.current_thread() is threading.main_thread():
+            # TensorFlow's coordination service took SIGTERM over: without this, `kill` would not stop training.
+            signal.signal(signal.SIGTERM, term)
     gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
     cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
     name = ("mirrored" if len(gpus) > 1 else "default") if strategy == "auto" else strategy
@@ -186,8 +190,11 @@ def _tf_config() -> dict:
         config = json.loads(text)
         cluster, task = config["cluster"], config["task"]
         members = cluster[task["type"]]
-        if not isinstance(members, list) or not 0 <= int(task["index"]) < len(members):
-            raise KeyError("index")
+        if not isinstance(members, list):
+            raise ValueError(f"cluster.{task['type']} must be a list of host:port, not {members!r}")
+        if not 0 <= int(task["index"]) < len(members):
+            raise ValueError(f"task index {task['index']} is not one of the {len(members)} {task['type']} entries of "
+                             f"the cluster (0-{len(members) - 1})")
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"TF_CONFIG is not a usable cluster description ({type(error).__name__}: {error}). It needs "
                          "\"cluster\" (task type -> list of host:port) and \"task\" ({\"type\": ..., \"index\": ...} "

@@ -206,7 +206,11 @@ def test_multi_worker_without_tf_config_names_the_variable(monkeypatch):
     with pytest.raises(ValueError, match="TF_CONFIG environment variable, which is not set"):
         choose_devices("multi-worker")
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}')
-    with pytest.raises(ValueError, match="not a usable cluster description"):
+    with pytest.raises(ValueError, match=r"not a usable cluster description \(ValueError: task index 3 is not one of "
+                                         r"the 1 worker entries of the cluster \(0-0\)\)"):
+        choose_devices("multi-worker")
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker", "index": 0}}')
+    with pytest.raises(ValueError, match=r"cluster.worker must be a list of host:port, not '127.0.0.1:1'"):
         choose_devices("multi-worker")
 
 
@@ -297,3 +301,26 @@ def test_mirrored_batches_leave_no_device_without_an_image(images, batch_size, r
     read = [batches[i] for i in range(len(batches))]
     assert [len(labels) for _, labels in read] == sizes
     assert sorted(int(v) for images, _ in read for v in images.ravel()) == list(range(images))  # each image once
+
+
+# TensorFlow's coordination service installs a SIGTERM handler of its own when the multi-worker strategy is made.
+SIGTERM_AFTER_JOINING = textwrap.dedent("""
+    import os, signal, time
+    received = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    from imgclf.strategy import choose_devices
+
+    choose_devices("multi-worker")
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(1)
+    print("handled" if received else "lost")
+""")
+
+
+def test_sigterm_still_reaches_imgclf_once_a_worker_has_joined_its_cluster(tmp_path):
+    cluster = {"cluster": {"worker": [f"127.0.0.1:{_free_ports(1)[0]}"]}, "task": {"type": "worker", "index": 0}}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(cluster)}
+    done = subprocess.run([sys.executable, "-c", SIGTERM_AFTER_JOINING], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "handled"
