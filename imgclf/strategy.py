@@ -101,7 +101,7 @@ def choose_devices(strategy: str = "auto", *, mixed_precision: bool = False) -> 
         # Created before the devices are listed: listing them starts TensorFlow's runtime, which a
         # multi-worker strategy must configure first.
         term = signal.getsignal(signal.SIGTERM)
-        with _stoppable_while_waiting():
+        with _stoppable_while_waiting(), _own_address_named():
             chosen = tf.distribute.MultiWorkerMirroredStrategy()
         if term is not None and threading.current_thread() is threading.main_thread():
             # TensorFlow's coordination service took SIGTERM over: without this, `kill` would not stop training.
@@ -142,6 +142,23 @@ def _stoppable_while_waiting():
         yield
     finally:
         signal.signal(signal.SIGINT, handler)
+
+
+@contextlib.contextmanager
+def _own_address_named():
+    """TensorFlow's "Could not start gRPC server" as the address of TF_CONFIG that this worker cannot listen on."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.UnknownError as error:
+        if "gRPC server" not in str(error):
+            raise
+        task = _tf_config()["task"]
+        address = _tf_config()["cluster"][task["type"]][int(task["index"])]
+        raise ValueError(f"This worker cannot listen on {address}, its address in TF_CONFIG: another process uses the "
+                         "port, or the host is not this machine. Free the port or choose another one in TF_CONFIG, "
+                         "on every worker.") from None
 
 
 def cpu_has_bfloat16() -> bool:

@@ -496,6 +496,19 @@ def _refuse_splits_replicas_cannot_share(batch_size: int, split_sizes: dict[str,
                              f"--batch-size {batch_size}")
 
 
+@contextlib.contextmanager
+def _lost_workers_named():
+    """A collective that failed because another worker stopped (killed, or refused after joining) as one line."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError):
+        raise RunError(f"A worker of the cluster ({', '.join(cluster_addresses())}) stopped answering, so this one "
+                       "stopped too: see that worker's own output for why, then start every worker again with the "
+                       "same command and --resume (the run continues from its last finished epoch).") from None
+
+
 def _refuse_batches_below_replicas(batch_size: int, split_sizes: dict[str, int], replicas: int) -> None:
     """Raises `ValueError` before training if a batch could leave a replica of the cluster without an image."""
     if batch_size < replicas:
@@ -669,8 +682,9 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
                                progress=progress)
         with _augment_errors_unwrapped():
             if devices.name == "multi-worker":
-                fit_epochs(model, training, batches.validation(), strategy=devices.strategy, epochs=phase.end,
-                           initial_epoch=start, callbacks=callbacks, class_weight=class_weight)
+                with _lost_workers_named():
+                    fit_epochs(model, training, batches.validation(), strategy=devices.strategy, epochs=phase.end,
+                               initial_epoch=start, callbacks=callbacks, class_weight=class_weight)
             else:
                 # shuffle=False: the batches shuffle themselves, seeded by the epoch; Keras' own shuffling of the
                 # batch order draws from the global random state, which a resumed process does not share.

@@ -317,6 +317,46 @@ SIGTERM_AFTER_JOINING = textwrap.dedent("""
 """)
 
 
+PORT_IN_USE = textwrap.dedent("""
+    import json, os, socket
+    from imgclf.strategy import choose_devices
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}"]},
+                                          "task": {"type": "worker", "index": 0}})
+    try:
+        choose_devices("multi-worker")
+    except ValueError as error:
+        print(str(error).replace(str(port), "PORT"))
+""")
+
+
+def test_a_worker_whose_port_is_taken_names_its_address_and_the_fix():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", PORT_IN_USE], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == (
+        "This worker cannot listen on 127.0.0.1:PORT, its address in TF_CONFIG: another process uses the port, or the "
+        "host is not this machine. Free the port or choose another one in TF_CONFIG, on every worker.")
+
+
+def test_a_worker_that_stops_answering_is_named_with_the_command_that_resumes(monkeypatch):
+    import tensorflow as tf
+
+    from imgclf.runs import RunError
+    from imgclf.training import _lost_workers_named
+
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["host1:1", "host2:1"]}, "task": {"type": "worker", '
+                                     '"index": 0}}')
+    with pytest.raises(RunError, match=r"A worker of the cluster \(host1:1, host2:1\) stopped answering, so this one "
+                                       r"stopped too: .* start every worker again with the same command and --resume"):
+        with _lost_workers_named():
+            raise tf.errors.UnavailableError(None, None, "Collective ops is aborted by: ... task:1 unhealthy")
+
+
 def test_sigterm_still_reaches_imgclf_once_a_worker_has_joined_its_cluster(tmp_path):
     cluster = {"cluster": {"worker": [f"127.0.0.1:{_free_ports(1)[0]}"]}, "task": {"type": "worker", "index": 0}}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(cluster)}
