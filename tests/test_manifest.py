@@ -482,20 +482,12 @@ def test_classes_missing_from_a_split_are_named(tmp_path):
     ("", r"needs a header with columns path,label \(optional split\). Received columns: none \(the file is empty\)"),
     ("file,class\na.png,cat\n", r"Received columns: file, class"),
     ("path,label\n", r"lists no images: add a row per image under its path,label header"),
-])
-def test_a_csv_dataset_without_rows_or_header_says_what_is_missing(tmp_path, text, message):
-    (tmp_path / "labels.csv").write_text(text)
-    with pytest.raises(DatasetError, match=message):
-        scan(tmp_path / "labels.csv", progress=False)
-
-
-@pytest.mark.parametrize("text, message", [
     ("path,label\na,b/0.png,cat\n", r"labels.csv, line 2: the row has 3 cells, more than the 2 columns of the header. A "
                                      r'path or class name that holds a comma must be in double quotes: "photos/a,b.jpg"'),
     ("path,label\n\n,cat\n", r"labels.csv, line 3: no path in the row"),
     ('path,label\n"a,b/0.png"\n', r"labels.csv, line 2: empty label for 'a,b/0.png'"),
 ])
-def test_a_csv_row_split_by_a_comma_or_lacking_a_cell_is_named_by_its_line(tmp_path, text, message):
+def test_a_csv_dataset_without_a_header_or_rows_or_with_a_broken_row_says_what_is_wrong(tmp_path, text, message):
     (tmp_path / "labels.csv").write_text(text)
     with pytest.raises(DatasetError, match=message):
         scan(tmp_path / "labels.csv", progress=False)
