@@ -65,6 +65,7 @@ def test_models_lists_registered_models():
     assert rows["efficientnet_b0"][4:] == ["imagenet", "(download)"]
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_end_to_end(tmp_path):
     data = make_class_folder(tmp_path / "data", per_class=14)
     run = tmp_path / "runs" / "tiny"
