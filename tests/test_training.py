@@ -227,3 +227,20 @@ def test_the_course_cnn_needs_6_pixels_a_side_and_says_so():
         build_model(ModelConfig(name="cnn"), ImageSpec(5, 20, 3), 2)
     model = build_model(ModelConfig(name="cnn"), ImageSpec(6, 6, 3), 2)
     assert model.predict(np.zeros((1, 6, 6, 3), np.uint8), verbose=0).shape == (1, 2)
+
+
+def test_each_fit_traces_its_train_step_once_fresh_or_resumed(tmp_path, monkeypatch):
+    # Outside a strategy Keras builds the optimizer and metrics inside the first trace, and TensorFlow then
+    # traces the step again: seconds before the first batch, tens of seconds for a backbone.
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    traces = []
+    step = TensorFlowTrainer.train_step
+    monkeypatch.setattr(TensorFlowTrainer, "train_step", lambda self, data: traces.append(1) or step(self, data))
+    data = make_class_folder(tmp_path / "data", per_class=6)
+    options = dict(model="mlp", hidden=(16,), batch_size=8, verbose=0, progress=False)
+    run = imgclf.train(data, epochs=2, out=tmp_path / "run", **options)
+    assert len(traces) == 1
+    run.model_path.unlink()  # as a run killed after its second epoch leaves it
+    imgclf.train(data, epochs=3, out=run.path, resume=True, **options)
+    assert len(traces) == 2
