@@ -71,6 +71,16 @@ def _history(run: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_mlp(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """A data folder and the history of the mlp trained on it never stopped, for the tests that kill the same run."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    data = make_class_folder(root / "data", per_class=10)
+    whole = _train(data, root / "whole", "default", "whole", "mlp")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    return data, _history(root / "whole")
+
+
 # small_cnn has dropout and batch norm; under `mirrored` only the mlp is checked, since a resumed mirrored
 # run of small_cnn does not always repeat the uninterrupted history (losses differ by up to a few percent).
 @pytest.mark.slow
@@ -97,18 +107,16 @@ def test_sigkill_mid_epoch_then_resume_repeats_the_uninterrupted_history(tmp_pat
 @pytest.mark.slow
 @pytest.mark.parametrize("moment, finished", [("kill-after-checkpoint", ["0"]), ("kill-after-state", ["0", "1"]),
                                               ("kill-after-last-state", ["0", "1", "2", "3"])])
-def test_a_kill_while_an_epoch_is_saved_resumes_to_the_uninterrupted_history(tmp_path, moment, finished):
-    data = make_class_folder(tmp_path / "data", per_class=10)
-    whole = _train(data, tmp_path / "whole", "default", "whole", "mlp")
-    assert whole.returncode == 0, whole.stderr[-3000:]
-
+def test_a_kill_while_an_epoch_is_saved_resumes_to_the_uninterrupted_history(tmp_path, uninterrupted_mlp, moment,
+                                                                            finished):
+    data, expected = uninterrupted_mlp
     killed = _train(data, tmp_path / "killed", "default", moment, "mlp")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert [row["epoch"] for row in _history(tmp_path / "killed")] == finished
 
     resumed = _train(data, tmp_path / "killed", "default", "resume", "mlp")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected, got = _history(tmp_path / "whole"), _history(tmp_path / "killed")
+    got = _history(tmp_path / "killed")
     assert [(r["epoch"], r["learning_rate"]) for r in got] == [(r["epoch"], r["learning_rate"]) for r in expected]
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert [float(r[key]) for r in got] == pytest.approx([float(r[key]) for r in expected], rel=1e-4, abs=1e-6)
@@ -117,8 +125,8 @@ def test_a_kill_while_an_epoch_is_saved_resumes_to_the_uninterrupted_history(tmp
 
 
 @pytest.mark.slow
-def test_a_checkpoint_of_another_epoch_than_state_json_records_is_refused_on_resume(tmp_path):
-    data = make_class_folder(tmp_path / "data", per_class=10)
+def test_a_checkpoint_of_another_epoch_than_state_json_records_is_refused_on_resume(tmp_path, uninterrupted_mlp):
+    data, _ = uninterrupted_mlp
     killed = _train(data, tmp_path / "run", "default", "kill-after-state", "mlp")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     (tmp_path / "run" / "checkpoints" / "epoch-2.keras").unlink()  # taken for litter: last.keras is epoch 1's
