@@ -56,10 +56,11 @@ def test_scan_of_missing_folder_says_so(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_models_lists_registered_models():
-    result = run_cli("models")
-    assert result.returncode == 0
-    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
+def test_models_lists_registered_models(capsys):
+    from imgclf.cli import main
+
+    assert main(["models"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert {"mlp", "cnn", "small_cnn"} <= set(rows)
     assert rows["mobilenet_v2"][1:4] == ["backbone", "224x224", "2,257,984"]
     assert rows["efficientnet_b0"][4:] == ["imagenet", "(download)"]
@@ -101,30 +102,34 @@ def test_train_then_evaluate_end_to_end(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_train_refuses_to_overwrite_a_finished_run(tmp_path, image_folder):
+def test_train_refuses_to_overwrite_a_finished_run(tmp_path, image_folder, capsys):
+    from imgclf.cli import main
+
     run = tmp_path / "run"
     run.mkdir()
     (run / "model.keras").write_bytes(b"x")
-    result = run_cli("train", image_folder, "--out", run, "--epochs", "1")
-    assert result.returncode == 1
-    assert "--overwrite" in result.stderr
+    assert main(["train", str(image_folder), "--out", str(run), "--epochs", "1"]) == 1
+    assert "--overwrite" in capsys.readouterr().err
 
 
-def test_train_reports_bad_config_key(tmp_path, image_folder):
+def test_train_reports_bad_config_key(tmp_path, image_folder, capsys):
+    from imgclf.cli import main
+
     (tmp_path / "exp.yaml").write_text("train:\n  epoch: 3\n")
-    result = run_cli("train", image_folder, "--out", tmp_path / "run", "--config", tmp_path / "exp.yaml")
-    assert result.returncode == 1
-    assert "unknown key train.epoch" in result.stderr
+    assert main(["train", str(image_folder), "--out", str(tmp_path / "run"), "--config", str(tmp_path / "exp.yaml")]) == 1
+    assert "unknown key train.epoch" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag, value, message", [
     ("--model", "resnet", "Unknown model 'resnet'. Valid models: mobilenet_v2, mobilenet_v3_small"),
     ("--augment", "strong", "Unknown augmentation preset 'strong'. Valid presets: auto, none, light, standard, heavy"),
 ])
-def test_train_rejects_unknown_names_before_reading_images(tmp_path, flag, value, message):
-    result = run_cli("train", tmp_path / "not-read-yet", flag, value, "--out", tmp_path / "run")
-    assert result.returncode == 1
-    assert message in result.stderr and "not found" not in result.stderr
+def test_train_rejects_unknown_names_before_reading_images(tmp_path, flag, value, message, capsys):
+    from imgclf.cli import main
+
+    assert main(["train", str(tmp_path / "not-read-yet"), flag, value, "--out", str(tmp_path / "run")]) == 1
+    error = capsys.readouterr().err
+    assert message in error and "not found" not in error
     assert not (tmp_path / "run").exists()
 
 
