@@ -116,7 +116,8 @@ def test_train_reports_bad_config_key(tmp_path, image_folder, capsys):
     from imgclf.cli import main
 
     (tmp_path / "exp.yaml").write_text("train:\n  epoch: 3\n")
-    assert main(["train", str(image_folder), "--out", str(tmp_path / "run"), "--config", str(tmp_path / "exp.yaml")]) == 1
+    config = str(tmp_path / "exp.yaml")
+    assert main(["train", str(image_folder), "--out", str(tmp_path / "run"), "--config", config]) == 1
     assert "unknown key train.epoch" in capsys.readouterr().err
 
 
