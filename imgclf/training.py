@@ -714,7 +714,7 @@ def _build_state_before_tracing(model, training: ImageBatches) -> None:
     images, labels = training[0]
     images, labels = images[:1], labels[:1]
     predicted = model(images, training=False)
-    model.compute_loss(x=images, y=labels, y_pred=predicted, training=False)
+    model.compute_loss(x=images, y=labels, y_pred=predicted)
     model.compute_metrics(images, labels, predicted)
     if not model.optimizer.built:  # a resumed model's was built as it loaded
         model.optimizer.build(model.trainable_variables)
