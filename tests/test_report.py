@@ -180,6 +180,16 @@ def test_report_renders_sorts_and_stays_offline_in_chromium(reported_run, browse
     assert browser.save_screenshot(str(ARTIFACTS / "report.png"))
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
 
+    # In a phone-sized window the page itself never scrolls sideways: a wide table scrolls in its own box.
+    browser.set_window_size(400, 900)
+    try:
+        assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        boxes = browser.execute_script("return Array.from(document.querySelectorAll('table'), t => "
+                                       "getComputedStyle(t.parentElement).overflowX)")
+        assert boxes and set(boxes) == {"auto"}
+    finally:
+        browser.set_window_size(1280, 1600)
+
 
 # Confusion matrices from 2 to 200 classes -------------------------------------------------------------------------
 

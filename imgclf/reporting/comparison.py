@@ -114,10 +114,13 @@ class Comparison:
         notes = "".join(f'<p class="note">Note: {e(note)}</p>' for note in self.notes)
         style = _STYLE + "tr.differs td,tr.differs th{background:#fff4d6}th.section{background:#e4e9f2}"
         return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                '<meta name="viewport" content="width=device-width, initial-scale=1">'
                 f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">'
                 f"<title>imgclf: {len(self.runs)} runs compared</title><style>{style}</style></head><body>"
                 f"<h1>{len(self.runs)} runs compared</h1><p class=\"muted\">Highlighted rows differ between runs.</p>"
-                f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{notes}</body></html>\n")
+                f'<div class="scroll"><table><thead><tr><th></th>{head}</tr></thead>'
+                f'<tbody>{"".join(body)}</tbody></table></div>'
+                f"{notes}</body></html>\n")
 
     def save(self, folder, *, html: bool = False) -> list[Path]:
         """Writes `comparison.md`, `comparison.csv` and, with `html`, `comparison.html` into `folder`."""

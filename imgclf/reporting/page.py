@@ -45,6 +45,7 @@ table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
 img{max-width:100%;height:auto;border:1px solid #e3e7ee}figure{margin:8px 0;overflow:auto}
 img.shrunk{cursor:zoom-in}img.full{max-width:none;cursor:zoom-out}figcaption{color:#5b6474;font-size:12px}
 pre{background:#f6f8fb;border:1px solid #e3e7ee;padding:8px;overflow:auto;font-size:12px}
+.scroll{overflow-x:auto;max-width:100%}
 .path{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
 nav a{margin-right:12px}.row{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}.row figure{flex:1 1 460px;min-width:0}
 """
@@ -151,7 +152,8 @@ def _table(header, rows, *, numeric=(), sortable: bool = False, table_id: str = 
                 cells.append(f"<td>{_e(value)}</td>")
         lines.append("<tr>" + "".join(cells) + "</tr>")
     attributes = (f' id="{_e(table_id)}"' if table_id else "") + (' class="sortable"' if sortable else "")
-    return f"<table{attributes}><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+    table = f"<table{attributes}><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+    return f'<div class="scroll">{table}</div>'  # a wide table scrolls in its box, not the whole page
 
 
 def _read_csv(path: Path) -> list[dict]:
