@@ -671,7 +671,7 @@ class PredictionCounts:
         images: rows written.
         failed: rows whose status is not `ok`.
         problems: failed rows per problem.
-        path: the file written, `None` for standard output.
+        path: the file written, `None` for standard output or when no input gave a row.
     """
 
     images: int = 0
@@ -689,7 +689,8 @@ def write_rows(rows: Iterable[dict], out, *, top_k: int, format: str = "csv") ->
     Standard output gets the rows as they come, flushed every 256 rows. A
     file is written row by row under a temporary name beside it, which
     replaces it once every row is written: a stopped or failed run leaves
-    an existing file as it was, and no partial file.
+    an existing file as it was, and no partial file. When no input gives a
+    row, no file is written (`path` is `None`).
 
     Args:
         rows: rows from `Predictor.predict_files`.
@@ -709,8 +710,18 @@ def write_rows(rows: Iterable[dict], out, *, top_k: int, format: str = "csv") ->
     if os.path.exists(target) and not os.path.isfile(target):  # a device or a pipe (/dev/null): written to as it is
         with open(target, "w", newline="", encoding="utf-8") as handle:
             return _write_rows(rows, handle, top_k, format, PredictionCounts(path=Path(out)))
-    with atomic_path(target) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-        return _write_rows(rows, handle, top_k, format, PredictionCounts(path=Path(out)))
+    try:
+        with atomic_path(target) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+            counts = _write_rows(rows, handle, top_k, format, PredictionCounts(path=Path(out)))
+            if counts.images == 0:
+                raise _NoRows  # a mistyped or empty folder must not replace earlier predictions with a bare header
+    except _NoRows:
+        return PredictionCounts()
+    return counts
+
+
+class _NoRows(Exception):
+    """No input gave a row: the temporary file is dropped and `out` stays as it was."""
 
 
 def standard_output():

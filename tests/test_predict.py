@@ -307,6 +307,21 @@ def test_a_failed_predict_leaves_an_existing_out_file_as_it_was(run, new_images,
     assert out.read_text(encoding="utf-8").startswith("path,predicted,")
 
 
+def test_a_predict_that_finds_no_image_leaves_an_existing_out_file_as_it_was(run, tmp_path, capsys):
+    from imgclf.cli import main
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "list.csv").write_text("path\n", encoding="utf-8")
+    out = tmp_path / "p.csv"
+    out.write_text("earlier rows\n", encoding="utf-8")
+    for inputs in ("empty", "list.csv"):
+        assert main(["predict", str(run.path), str(tmp_path / inputs), "--out", str(out)]) == 1
+        assert "no image files found" in capsys.readouterr().err
+        assert out.read_text(encoding="utf-8") == "earlier rows\n"
+    counts = imgclf.predict(run, tmp_path / "empty", out=tmp_path / "new.csv", progress=False)
+    assert (counts.images, counts.path) == (0, None) and sorted(os.listdir(tmp_path)) == ["empty", "list.csv", "p.csv"]
+
+
 def test_an_out_link_is_written_through_and_a_device_or_pipe_is_written_to(run, new_images, tmp_path):
     (tmp_path / "shared").mkdir()
     (tmp_path / "link.csv").symlink_to(tmp_path / "shared" / "p.csv")
