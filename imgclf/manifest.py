@@ -6,6 +6,7 @@ flags duplicates and label conflicts, and assigns a stable stratified split.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import csv
 import dataclasses
@@ -888,9 +889,34 @@ def _csv_text(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = data[:error.start].count(b"\n") + 1
-        raise DatasetError(f"{escape_name(str(path))}, line {line}: not UTF-8 text (byte {data[error.start]:#04x}). "
-                           f"{_SAVE_AS_UTF8}") from None
+        raise _not_utf8(path, error, lines_before=0) from None
+
+
+def check_utf8_text(path) -> None:
+    """Refuses a CSV that is not UTF-8 text, naming the line of its first other byte; read in chunks, kept nowhere.
+
+    Raises:
+        DatasetError: naming the file, the line and the byte, with the fix.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 0
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                raise _not_utf8(path, error, lines_before=lines) from None
+            lines += chunk.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as error:  # the file ends inside a character
+            raise _not_utf8(path, error, lines_before=lines) from None
+
+
+def _not_utf8(path, error: UnicodeDecodeError, *, lines_before: int) -> DatasetError:
+    line = lines_before + error.object[:error.start].count(b"\n") + 1
+    return DatasetError(f"{escape_name(str(path))}, line {line}: not UTF-8 text (byte {error.object[error.start]:#04x}). "
+                        f"{_SAVE_AS_UTF8}")
 
 
 def class_name(label: str) -> str:

@@ -43,7 +43,7 @@ import numpy as np
 from .config import ImageSpec
 from .files import atomic_path, escape_name, unescape_name
 from .images import RESIZE_MODES, ImageDecodeError, ImageLimits, load_image
-from .manifest import _is_dir, _is_ignored, _is_image_name, symlink_loop_note
+from .manifest import _is_dir, _is_ignored, _is_image_name, check_utf8_text, symlink_loop_note
 from .parallel import WorkerDiedError, WorkerPool, resolve_workers
 
 DEFAULT_BATCH_SIZE = 64
@@ -594,7 +594,7 @@ _PATH_COLUMNS = ("path", "file", "filename", "image", "image_path")
 
 def _paths_from_csv(path: str) -> Iterator[str]:
     base = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle, _not_utf8_named(path):
         reader = csv.reader(handle)
         column = 0
         for number, row in enumerate(reader):
@@ -607,6 +607,24 @@ def _paths_from_csv(path: str) -> Iterator[str]:
             if len(row) <= column or not row[column].strip():
                 continue
             yield _csv_path(base, row[column])
+
+
+@contextlib.contextmanager
+def _not_utf8_named(path: str) -> Iterator[None]:
+    """A list that is not UTF-8 (Excel's plain "CSV") is refused with its name, the line and the fix."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        check_utf8_text(path)
+        raise
+
+
+def check_csv_lists(inputs) -> None:
+    """Refuses a CSV list among `inputs` that is not UTF-8, before a row is written (an iterator is not read)."""
+    if isinstance(inputs, (str, os.PathLike, list, tuple)):
+        for item in _input_list(inputs):
+            if isinstance(item, (str, os.PathLike)) and os.fspath(item).lower().endswith(".csv") and os.path.isfile(item):
+                check_utf8_text(item)
 
 
 def _csv_path(base: str, cell: str) -> str:
@@ -821,6 +839,7 @@ def predict(run, inputs, *, out=None, top_k: int = DEFAULT_TOP_K, batch_size: in
         raise ValueError(f"Unknown format {format!r}. Valid formats: {', '.join(FORMATS)}")
     _input_list(inputs)  # None or bytes: refused before the model loads
     check_inputs_kept(inputs, out)
+    check_csv_lists(inputs)
     owned = not isinstance(run, Predictor)
     predictor = load(run, workers=workers, max_pixels=max_pixels) if owned else run
     top_k = min(top_k, len(predictor.classes))

@@ -322,6 +322,20 @@ def test_a_predict_that_finds_no_image_leaves_an_existing_out_file_as_it_was(run
     assert (counts.images, counts.path) == (0, None) and sorted(os.listdir(tmp_path)) == ["empty", "list.csv", "p.csv"]
 
 
+def test_a_csv_list_that_is_not_utf8_is_named_with_its_line_before_any_row(run, new_images, tmp_path, capsys):
+    from imgclf.cli import main
+    from imgclf.manifest import DatasetError
+
+    listing = tmp_path / "list.csv"
+    listing.write_bytes(b"path\n" + str(new_images / "triangle" / "triangle_050.png").encode() + b"\ncaf\xe9.png\n")
+    assert main(["predict", str(run.path), str(listing)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""  # not even the header
+    assert f"{listing}, line 3: not UTF-8 text (byte 0xe9). Save the CSV as UTF-8" in err
+    with pytest.raises(DatasetError, match=r"list\.csv, line 3: not UTF-8"):
+        imgclf.predict(run, iter([listing]), progress=False)  # an iterator is read only as it predicts
+
+
 def test_an_out_link_is_written_through_and_a_device_or_pipe_is_written_to(run, new_images, tmp_path):
     (tmp_path / "shared").mkdir()
     (tmp_path / "link.csv").symlink_to(tmp_path / "shared" / "p.csv")
