@@ -22,6 +22,29 @@ def _last_feature_map(model) -> int | None:
     return found
 
 
+# A map of fewer positions a side cannot say where in the image the model looked (a backbone's last map is 1x1 for
+# 32-pixel images): Grad-CAM then explains the backbone's last map of at least this size.
+MIN_MAP_SIDE = 4
+
+
+def _inner_feature_map(backbone):
+    """For a nested backbone whose last map is smaller than `MIN_MAP_SIDE` a side, a model from its input to its
+    last map of at least that size and to its output; else `None` (its own output is the map)."""
+    import keras
+
+    def side(shape):
+        return min(shape[1] or 0, shape[2] or 0) if shape is not None and len(shape) == 4 else 0
+
+    if not isinstance(backbone, keras.Model) or side(backbone.output.shape) >= MIN_MAP_SIDE:
+        return None
+    candidates = [layer for layer in backbone.layers[1:]
+                  if side(getattr(getattr(layer, "output", None), "shape", None)) >= MIN_MAP_SIDE
+                  and not isinstance(layer, keras.layers.ZeroPadding2D)]  # a border of zeros is not a feature
+    if not candidates:
+        return None
+    return keras.Model(backbone.inputs, [candidates[-1].output, backbone.output])
+
+
 def _is_input_side(layer) -> bool:
     """Scaling and channel layers at the input: a 4-D output, but no features."""
     return type(layer).__name__ in ("InputLayer", "Rescaling", "Concatenate", "Normalization")
@@ -33,9 +56,11 @@ def grad_cam(model, images: np.ndarray, classes, *, batch_size: int = 32) -> np.
     The model is run layer by layer (the classifiers imgclf builds are a
     chain: scaling, convolutions or a nested `keras.applications` backbone,
     pooling, head), recording the last 4-D output. A nested backbone counts as
-    one layer whose output is its last feature map; building a
-    `keras.Model` from the outer inputs to a layer inside it fails in
-    Keras 3. The class score is the logit of the final softmax layer, whose
+    one layer whose output is its last feature map, unless that map has
+    fewer than `MIN_MAP_SIDE` positions a side (small images): then its last
+    map of at least that size is taken, through a model from the backbone's
+    own input (one from the outer inputs to a layer inside it fails in
+    Keras 3). The class score is the logit of the final softmax layer, whose
     gradient does not vanish when the model is sure.
 
     Args:
@@ -64,6 +89,7 @@ def grad_cam(model, images: np.ndarray, classes, *, batch_size: int = 32) -> np.
         return None
     layers = model.layers[1:]  # after the InputLayer
     target -= 1
+    inner = _inner_feature_map(layers[target])
     last = layers[-1]
     softmax_head = isinstance(last, keras.layers.Dense) and getattr(last.activation, "__name__", "") == "softmax"
     maps = []
@@ -77,9 +103,11 @@ def grad_cam(model, images: np.ndarray, classes, *, batch_size: int = 32) -> np.
                     x = tf.matmul(x, last.kernel) + last.bias  # logits: the softmax is left out
                 elif isinstance(layer, keras.layers.Concatenate):
                     x = layer([x] * len(layer.input) if isinstance(layer.input, list) else [x, x, x])
+                elif index == target and inner is not None:
+                    features, x = inner(x, training=False)
                 else:
                     x = layer(x, training=False)
-                if index == target:
+                if index == target and inner is None:
                     features = x
                     tape.watch(features)
             score = tf.gather(x, picked, axis=1, batch_dims=1)
