@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import time
 import unicodedata
 from pathlib import Path
 from typing import Callable, Sequence
@@ -97,6 +98,9 @@ class Manifest:
         split_settings: the `val`, `test` and `seed` of the scan that split
             the entries, e.g. `{"val": 0.15, "test": 0.15, "seed": 0}`;
             `None` for a manifest read from CSV. Not written to CSV.
+        hashed_at: when the scan started to read the files (`time.time()`),
+            so that `imgclf.train` checks again those changed since;
+            `None` for a manifest read from CSV. Not written to CSV.
     """
 
     entries: list[Entry]
@@ -104,6 +108,7 @@ class Manifest:
     notes: list[str] = dataclasses.field(default_factory=list)
     staged: StagedImages | None = dataclasses.field(default=None, repr=False, compare=False)
     split_settings: dict | None = dataclasses.field(default=None, compare=False)
+    hashed_at: float | None = dataclasses.field(default=None, compare=False)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -233,7 +238,8 @@ class Manifest:
         return manifest
 
     def recheck_changed(self, since: float, *, limits: ImageLimits = ImageLimits(), workers: int | None = None,
-                        progress: bool = True, entries: Sequence[Entry] | None = None) -> list[Entry]:
+                        progress: bool = True, entries: Sequence[Entry] | None = None,
+                        note: bool = True) -> list[Entry]:
         """Checks again the usable files that are gone or were modified after `since`.
 
         A reused manifest (`imgclf train --manifest`) names files by path and
@@ -256,6 +262,7 @@ class Manifest:
             progress: show a progress bar. Defaults to `True`.
             entries: check only these (e.g. one split's). Defaults to
                 `None`: every usable entry.
+            note: add the note to `notes`. Defaults to `True`.
 
         Returns:
             The entries checked again.
@@ -275,7 +282,7 @@ class Manifest:
             touched = [e for e in changed if hashes[id(e)]]
             gone = sum(not e.usable for e in touched)
             other = sum(e.usable and e.sha1 != hashes[id(e)] for e in touched)
-            if touched:
+            if touched and note:
                 self.notes.append(f"{len(touched):,} file(s) touched since the manifest was written (edited, or their "
                                   "inode changed: chmod, a copy that kept the times) were hashed again: "
                                   f"{other:,} with other content, {gone:,} gone or unreadable and left out")
@@ -452,6 +459,8 @@ def scan(
     if cache_spec is not None and not decode and not scan_is_cached(root, cache_spec, limits, cache_dir):
         staged = StagedImages([e.path for e in entries], cache_spec, limits, cache_dir,
                               record=scan_record(root, cache_spec, limits, cache_dir))
+    # A file changed within a tick of the file system's coarse clock of the start may carry a time just before it.
+    hashed_at = time.time() - 0.1
     read_files(entries, limits=limits, decode=decode, workers=workers, progress=progress, staged=staged)
     flag_duplicates(entries)
     given = {entry.split for entry in entries if entry.split}  # by the folders or the CSV
@@ -460,7 +469,7 @@ def scan(
     if root.is_file():
         notes.extend(_carved_rows_notes(root, marked_train))
     manifest = Manifest(entries, root=str(root), notes=notes, staged=staged,
-                        split_settings={"val": val, "test": test, "seed": seed})
+                        split_settings={"val": val, "test": test, "seed": seed}, hashed_at=hashed_at)
     manifest.notes.extend(class_size_notes(manifest))
     manifest.notes.extend(_empty_split_notes(manifest, {"val": val, "test": test}, given))
     manifest.note_leaks()

@@ -244,3 +244,32 @@ def test_each_fit_traces_its_train_step_once_fresh_or_resumed(tmp_path, monkeypa
     run.model_path.unlink()  # as a run killed after its second epoch leaves it
     imgclf.train(data, epochs=3, out=run.path, resume=True, **options)
     assert len(traces) == 2
+
+
+def test_a_file_rewritten_between_scan_and_train_is_trained_on_as_it_is_now_and_poisons_no_cache(tmp_path, capsys):
+    import hashlib
+    import shutil
+
+    from PIL import Image
+
+    from imgclf.config import DataConfig, ImageSpec
+    from imgclf.images import load_image
+    from imgclf.pipeline import load_split
+
+    original = make_class_folder(tmp_path / "original", per_class=6)
+    shutil.copytree(original, tmp_path / "copy")
+    manifest = imgclf.scan(tmp_path / "copy", progress=False)
+    rewritten = next(e for e in manifest.split("train") if e.label == "circle").path
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(rewritten)  # the picture replaced after the scan
+    run = imgclf.train(manifest, model="mlp", hidden=(8,), epochs=1, out=tmp_path / "run", verbose=1, progress=False)
+    printed = capsys.readouterr().out
+    assert "1 file(s) changed since the scan and were hashed again: 1 with other content" in printed
+    recorded = {e.path: e.sha1 for e in run.manifest().entries}
+    with open(rewritten, "rb") as handle:
+        assert recorded[rewritten] == hashlib.sha1(handle.read()).hexdigest()
+    # The folder that still holds the old picture gets its own pixels, not the rewritten file's.
+    other = imgclf.scan(original, progress=False)
+    spec = ImageSpec(16, 16, 3)
+    images = load_split(other, "train", other.classes, spec, data=DataConfig(), progress=False)
+    for entry, pixels in zip(other.split("train"), images.images):
+        assert np.array_equal(pixels, load_image(entry.path, size=(16, 16))), entry.path
