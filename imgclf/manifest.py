@@ -1127,7 +1127,9 @@ def split_sizes(n: int, *, val: float, test: float) -> dict[str, int]:
 
     `round(n * test)` and `round(n * val)` with halves rounded up, the rest
     train. From 3 images up, every split asked for (a fraction above 0, and
-    train) gets at least one, taken from the largest split.
+    train) gets at least one, taken from the largest split; below, train
+    gets one first, taken from val if it has one (a class the model never
+    sees cannot be learnt).
 
     Example:
 
@@ -1143,4 +1145,8 @@ def split_sizes(n: int, *, val: float, test: float) -> dict[str, int]:
                 largest = max(sizes, key=sizes.get)
                 sizes[largest] -= 1
                 sizes[name] += 1
+    elif n and sizes["train"] == 0:
+        taken = "val" if sizes["val"] else "test"
+        sizes[taken] -= 1
+        sizes["train"] += 1
     return sizes

@@ -169,6 +169,9 @@ def test_split_sizes_are_exact_for_small_classes(tmp_path):
     assert split_sizes(4, val=0.15, test=0.15) == {"test": 1, "val": 1, "train": 2}
     assert split_sizes(2, val=0.15, test=0.15) == {"test": 0, "val": 0, "train": 2}
     assert split_sizes(5, val=0.4, test=0.5) == {"test": 2, "val": 2, "train": 1}  # train keeps one
+    # Below 3 images train still gets one: a class the model never sees cannot be learnt.
+    assert split_sizes(2, val=0.25, test=0.25) == {"test": 1, "val": 0, "train": 1}
+    assert split_sizes(1, val=0, test=0.5) == {"test": 0, "val": 0, "train": 1}
 
 
 @pytest.mark.parametrize("n, fraction, rounded", [(50, 0.29, 15), (90, 0.35, 32), (50, 0.57, 29), (25, 0.58, 15),
