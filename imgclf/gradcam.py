@@ -104,6 +104,7 @@ def grad_cam(model, images: np.ndarray, classes, *, batch_size: int = 32) -> np.
                 elif isinstance(layer, keras.layers.Concatenate):
                     x = layer([x] * len(layer.input) if isinstance(layer.input, list) else [x, x, x])
                 elif index == target and inner is not None:
+                    tape.watch(x)  # so the map inside is recorded whatever the backbone's trainable flags
                     features, x = inner(x, training=False)
                 else:
                     x = layer(x, training=False)
