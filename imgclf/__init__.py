@@ -155,16 +155,18 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     limits = limits_of(cfg.data)
     if isinstance(data, Manifest) and data.hashed_at is not None:
         # A file rewritten since the scan would be decoded into the cache under its old hash, and served to any
-        # folder holding the old content: such files are hashed again first.
+        # folder holding the old content: such files are hashed again first. Files gone are left to the decoding,
+        # whose error says where the folder went.
         hashes = {id(entry): entry.sha1 for entry in data.entries}
+        present = [entry for entry in data.usable if os.path.lexists(entry.path)]
         checked = data.recheck_changed(data.hashed_at, limits=limits, workers=cfg.data.workers, progress=progress,
-                                       note=False)
+                                       entries=present, note=False)
         changed = [entry for entry in checked if entry.sha1 != hashes[id(entry)] or not entry.usable]
         if changed:
             data.staged = None  # the scan's decoded pixels are of the old content
             data.notes.append(f"{len(changed):,} file(s) changed since the scan and were hashed again: "
                               f"{sum(e.usable for e in changed):,} with other content, "
-                              f"{sum(not e.usable for e in changed):,} gone or unreadable and left out")
+                              f"{sum(not e.usable for e in changed):,} unreadable and left out")
     if not isinstance(data, Manifest):
         # When the size and colour mode the model sees do not depend on the images, the scan decodes them
         # into the cache as it reads them: each file is read once.
