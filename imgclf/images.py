@@ -632,13 +632,19 @@ def scan_and_load(path, *, size: tuple[int, int], channels: int = 3, resize: str
     return _read_once(path, limits, (size, channels, resize))
 
 
+def _content_hash(data: bytes) -> str | None:
+    """The sha1 of a file's bytes; `None` for an empty file, which has no content to place in a split (like a file
+    that cannot be read, it then takes no place in its class's split order and moves no other file)."""
+    return hashlib.sha1(data).hexdigest() if data else None
+
+
 def _read_once(path, limits: ImageLimits, target) -> tuple[FileCheck, np.ndarray | None, ImageDecodeError | None]:
     """`check_header`, and with `target` `(size, channels, resize)` the pixels of `scan_and_load` too."""
     try:
         data = _read_bytes(path)
     except OSError as error:
         return FileCheck(None, None, None, None, (Finding(ImageProblem.UNREADABLE, _unreadable(path, error)),)), None, None
-    sha1 = hashlib.sha1(data).hexdigest()
+    sha1 = _content_hash(data)
     header, pixels = None, None
     try:
         if not data:
@@ -758,7 +764,7 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits(), draft: bool = Tru
         data = _read_bytes(path)  # a missing file, a folder or a named pipe fails here, as in `_check_file`
     except OSError as error:
         return FileCheck(None, None, None, None, (Finding(ImageProblem.UNREADABLE, _unreadable(path, error)),))
-    sha1 = hashlib.sha1(data).hexdigest()
+    sha1 = _content_hash(data)
     if not data:
         return FileCheck(sha1, None, None, None, (Finding(ImageProblem.EMPTY_FILE, _EMPTY),))
     try:

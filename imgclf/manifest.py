@@ -1066,7 +1066,7 @@ def assign_splits(entries: Sequence[Entry], *, val: float, test: float, seed: in
     with at least 3 distinct files gets at least one in each split (taken
     from the largest).
 
-    n counts every file whose content could be read, usable or not: a file
+    n counts every file whose content could be read (an empty file has none), usable or not: a file
     that only a full decode finds broken then moves no other file, so
     `imgclf audit` and `imgclf train` (which reads headers) give the same
     split. Files with errors take their place in the order and get no split.

@@ -160,6 +160,15 @@ def test_split_is_stratified_with_every_split_in_every_class(tmp_path):
         assert row == {"train": 1, "val": 1, "test": 1}
 
 
+def test_an_empty_file_takes_no_place_in_its_classs_split(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=6)
+    before = {e.path: e.split for e in scan(root, progress=False).entries}
+    (root / "circle" / "download_failed.jpg").write_bytes(b"")
+    after = scan(root, progress=False)
+    assert {e.path: e.split for e in after.entries if e.usable} == before  # the class keeps its one val image
+    assert after.counts()["circle"] == {"train": 4, "val": 1, "test": 1}
+
+
 def test_split_sizes_are_exact_for_small_classes(tmp_path):
     root = make_class_folder(tmp_path / "data", per_class=12)
     for seed in range(5):
