@@ -1064,7 +1064,7 @@ def assign_splits(entries: Sequence[Entry], *, val: float, test: float, seed: in
     `round(n * val)` val of the n distinct files of the class, halves rounded
     up, the rest train, as scikit-learn's stratified splitters do. A class
     with at least 3 distinct files gets at least one in each split (taken
-    from the largest).
+    from the largest); a class of 1 or 2 gets one in train first.
 
     n counts every file whose content could be read (an empty file has none), usable or not: a file
     that only a full decode finds broken then moves no other file, so
