@@ -154,8 +154,9 @@ def _own_address_named():
     except tf.errors.UnknownError as error:
         if "gRPC server" not in str(error):
             raise
-        task = _tf_config()["task"]
-        address = _tf_config()["cluster"][task["type"]][int(task["index"])]
+        config = _tf_config()
+        task = config["task"]
+        address = config["cluster"][task["type"]][int(task["index"])]
         raise ValueError(f"This worker cannot listen on {address}, its address in TF_CONFIG: another process uses the "
                          "port, or the host is not this machine. Free the port or choose another one in TF_CONFIG, "
                          "on every worker.") from None
