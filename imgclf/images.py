@@ -74,6 +74,7 @@ class ImageProblem(str, enum.Enum):
     TOO_SMALL = "too_small"
     EXTREME_ASPECT = "extreme_aspect"
     DUPLICATE = "duplicate"
+    BLANK = "blank"
 
     @property
     def severity(self) -> Severity:
@@ -778,5 +779,15 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits(), draft: bool = Tru
     width, height = image.size
     if scaled:  # the size of the image, not of its draft
         width, height = full[::-1] if orientation in _SIDEWAYS_ORIENTATIONS else full
-    findings += _shape_findings(width, height, limits)
+    findings += _shape_findings(width, height, limits) + _blank_findings(image, _channels(stored_mode), limits)
     return FileCheck(sha1, width, height, _channels(stored_mode), tuple(findings))
+
+
+def _blank_findings(image: Image.Image, channels: int, limits: ImageLimits) -> list[Finding]:
+    """A warning for an image of one flat colour, as training sees it (a placeholder, a failed render or export)."""
+    extrema = _convert(image, channels, limits).getextrema()
+    bands = [extrema] if channels == 1 else list(extrema)
+    if any(low != high for low, high in bands):
+        return []
+    colour = bands[0][0] if channels == 1 else tuple(low for low, _ in bands)
+    return [Finding(ImageProblem.BLANK, f"every pixel is {colour}: the image shows nothing to learn from")]

@@ -208,7 +208,7 @@ def palette_transparency_png(path):
 
 def rgba_png(path):
     image = _rgb().convert("RGBA")
-    image.putalpha(0)
+    image.putalpha(128)
     return write(path, _png_bytes(image))
 
 
@@ -242,6 +242,21 @@ def tiny_png(path):
 
 def extreme_aspect_png(path):
     return write(path, _png_bytes(_rgb((200, 10))))
+
+
+def blank_png(path):
+    return write(path, _png_bytes(Image.new("L", (16, 16), 128)))
+
+
+def black_jpeg(path):
+    return write(path, _jpeg_bytes(Image.new("RGB", (64, 48), (0, 0, 0))))
+
+
+def transparent_png(path):
+    """Every pixel fully transparent over varied colours: white once composited on the background."""
+    image = _rgb()
+    image.putalpha(0)
+    return write(path, _png_bytes(image))
 
 
 def png_named_jpg(path):
@@ -282,6 +297,9 @@ BAD_FILES = {
     "rotated.jpg": (exif_rotated_jpeg, "warning", "exif_orientation"),
     "tiny.png": (tiny_png, "warning", "too_small"),
     "banner.png": (extreme_aspect_png, "warning", "extreme_aspect"),
+    "blank.png": (blank_png, "warning", "blank"),
+    "black.jpg": (black_jpeg, "warning", "blank"),
+    "clear.png": (transparent_png, "warning", "alpha;blank"),
     "really_png.jpg": (png_named_jpg, "ok", ""),
     "good.jpg": (good_jpeg, "ok", ""),
     "progressive.jpg": (progressive_jpeg, "ok", ""),
