@@ -95,9 +95,14 @@ def make_cache_dir(cache_dir: Path) -> None:
                          ) from None
 
 
+# Raised whenever the pixels a file decodes to change (2: a PNG's transparent colour is composited), so that
+# a cache written by an earlier imgclf is decoded again rather than served.
+DECODING_VERSION = 2
+
+
 def cache_key(sha1s: Sequence[str], spec: ImageSpec, limits: ImageLimits) -> str:
     digest = hashlib.sha1()
-    digest.update(repr((spec, limits)).encode())
+    digest.update(repr((DECODING_VERSION, spec, limits)).encode())
     for sha1 in sha1s:
         digest.update(sha1.encode())
     return digest.hexdigest()[:24]

@@ -577,7 +577,7 @@ if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit or flo
     else:
         a = np.clip(a.astype(np.int64) >> 8 if image.mode.startswith("I;16") or a.max(initial=0) > 255 else a, 0, 255)
     image = Image.fromarray(a.astype(np.uint8), mode="L")
-if image.mode in ("LA", "La", "RGBA", "RGBa", "PA") or (image.mode == "P" and "transparency" in image.info):
+if image.mode in ("LA", "La", "RGBA", "RGBa", "PA") or (image.mode in ("P", "L", "RGB") and "transparency" in image.info):
     rgba = image.convert("RGBA")  # transparent pixels: composited on the background below
     image = Image.alpha_composite(Image.new("RGBA", rgba.size, (*pre["transparency"]["composited_on"], 255)), rgba)
 image = image.convert("L" if pre["channels"] == 1 else "RGB")

@@ -400,14 +400,21 @@ def _mode_findings(image: Image.Image) -> list[Finding]:
         return [Finding(ImageProblem.PALETTE_TRANSPARENCY, "palette image with transparency composited on the background")]
     if mode in _ALPHA_MODES:
         return [Finding(ImageProblem.ALPHA, f"{mode} image: alpha composited on the background")]
+    if _has_transparent_colour(image):
+        return [Finding(ImageProblem.ALPHA, f"{mode} image with a transparent colour: composited on the background")]
     return []
+
+
+def _has_transparent_colour(image: Image.Image) -> bool:
+    """Whether a grey or RGB image marks one colour transparent (a PNG's tRNS chunk), as browsers show it."""
+    return image.mode in ("L", "RGB") and "transparency" in image.info
 
 
 def _convert(image: Image.Image, channels: int, limits: ImageLimits) -> Image.Image:
     """Converts a loaded image to mode `L` (channels=1) or `RGB`."""
     if image.mode in _HIGH_BIT_MODES:
         image = _to_8bit(image)
-    if image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info) or _has_transparent_colour(image):
         rgba = image if image.mode == "RGBA" else image.convert("RGBA")
         # Pasted through its own alpha onto the background: the pixels of `alpha_composite` on an opaque
         # background, without its two full-size RGBA copies (a large transparent PNG took 18 bytes a pixel).

@@ -244,6 +244,13 @@ def extreme_aspect_png(path):
     return write(path, _png_bytes(_rgb((200, 10))))
 
 
+def colour_key_png(path):
+    """An RGB PNG whose tRNS chunk makes one colour transparent, the colour of its top left pixel."""
+    image = _rgb()
+    image.info["transparency"] = image.getpixel((0, 0))
+    return write(path, _png_bytes(image))
+
+
 def blank_png(path):
     return write(path, _png_bytes(Image.new("L", (16, 16), 128)))
 
@@ -292,6 +299,7 @@ BAD_FILES = {
     "palette.png": (palette_transparency_png, "warning", "palette_transparency"),
     "rgba.png": (rgba_png, "warning", "alpha"),
     "la.png": (la_png, "warning", "alpha"),
+    "colour_key.png": (colour_key_png, "warning", "alpha"),
     "animated.gif": (animated_gif, "warning", "animated"),
     "animated.webp": (animated_webp, "warning", "animated"),
     "rotated.jpg": (exif_rotated_jpeg, "warning", "exif_orientation"),

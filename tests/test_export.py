@@ -113,6 +113,13 @@ def _transparent(image):
     return rgba
 
 
+def _colour_key(image):
+    """An RGB PNG whose tRNS chunk makes the colour of its top left pixel transparent."""
+    rgb = image.convert("RGB")
+    rgb.info["transparency"] = rgb.getpixel((0, 0))
+    return rgb
+
+
 def _large(image):
     """The picture as a 400x300 photo: imgclf decodes a JPEG this size at 1/8 scale (draft mode) before resizing."""
     pixels = np.asarray(image.convert("RGB").resize((400, 300), Image.Resampling.BILINEAR), np.int16)
@@ -122,7 +129,9 @@ def _large(image):
 
 @pytest.mark.parametrize("kind, convert, suffix", [("8-bit", None, ".png"), ("16-bit", _sixteen_bit, ".png"),
                                                    ("32-bit", _thirty_two_bit, ".tif"), ("float", _float, ".tif"),
-                                                   ("transparent", _transparent, ".png"), ("large JPEG", _large, ".jpg")])
+                                                   ("transparent", _transparent, ".png"),
+                                                   ("transparent colour", _colour_key, ".png"),
+                                                   ("large JPEG", _large, ".jpg")])
 def test_the_readme_example_runs_with_only_litert_and_pillow(run, tmp_path, kind, convert, suffix):
     folder = tmp_path / "out"
     imgclf.export(run, format="tflite", out=folder, progress=False)

@@ -292,3 +292,16 @@ def test_blank_means_one_colour_as_training_sees_it(tmp_path):
     Image.fromarray(one_dot).save(tmp_path / "dot.png")
     assert inspect_file(tmp_path / "dot.png").status.value == "ok"
     assert read_header(grey).findings == ()  # only decoding the pixels shows it
+
+
+def test_a_transparent_colour_is_composited_on_the_background_in_every_decode(tmp_path):
+    path = badfiles.colour_key_png(tmp_path / "key.png")
+    stored = np.asarray(Image.open(path).convert("RGB"))
+    keyed = (stored == stored[0, 0]).all(axis=-1)
+    decoded, findings = decode_image(path)
+    assert (decoded[keyed] == 255).all() and (decoded[~keyed] == stored[~keyed]).all()
+    assert [f.problem for f in findings] == [ImageProblem.ALPHA] and "transparent colour" in findings[0].detail
+    _, pixels, _ = scan_and_load(path, size=(16, 16))
+    assert np.array_equal(pixels, decoded)
+    grey, _ = decode_image(path, channels=1)
+    assert (grey[keyed] == 255).all()
