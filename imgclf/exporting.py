@@ -567,7 +567,7 @@ from PIL import Image, ImageOps
 labels = json.load(open("labels.json"))
 pre = json.load(open("preprocessing.json"))
 image = Image.open("photo.jpg")
-if image.format == "JPEG":  # decoded at a reduced scale no smaller than the model's input, as in training
+if image.format in ("JPEG", "MPO"):  # decoded at a reduced scale no smaller than the model's input, as in training
     image.draft("L" if pre["channels"] == 1 else "RGB", (pre["width"], pre["height"]))
 image = ImageOps.exif_transpose(image)
 if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit or float: scaled to 0..255, as in training
@@ -577,9 +577,13 @@ if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit or flo
     else:
         a = np.clip(a.astype(np.int64) >> 8 if image.mode.startswith("I;16") or a.max(initial=0) > 255 else a, 0, 255)
     image = Image.fromarray(a.astype(np.uint8), mode="L")
-if image.mode in ("LA", "La", "RGBA", "RGBa", "PA") or (image.mode in ("P", "L", "RGB") and "transparency" in image.info):
+if image.mode == "La":  # grey and premultiplied alpha
+    image = image.convert("LA")
+if image.mode in ("LA", "RGBA", "RGBa", "PA") or (image.mode in ("P", "L", "RGB") and "transparency" in image.info):
     rgba = image.convert("RGBA")  # transparent pixels: composited on the background below
     image = Image.alpha_composite(Image.new("RGBA", rgba.size, (*pre["transparency"]["composited_on"], 255)), rgba)
+if image.mode == "LAB":  # which Pillow converts to RGB only
+    image = image.convert("RGB")
 image = image.convert("L" if pre["channels"] == 1 else "RGB")
 {_RESIZE_CODE[spec.resize]}
 x = np.asarray(image, dtype=np.uint8).reshape(1, pre["height"], pre["width"], pre["channels"])

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import enum
 import errno
+import functools
 import hashlib
 import io
 import os
@@ -37,6 +38,9 @@ _ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
 _EXIF_ORIENTATION = 0x0112
 _SIDEWAYS_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _PNG_RAW_EXIF = "Raw profile type exif"  # the text chunk in which ImageMagick stores a PNG's EXIF
+# Pillow's names of a JPEG file: "MPO" is a JPEG with a second image after the first (an HDR gain map, a
+# preview, the other eye of a stereo camera), which is no animation; imgclf uses the first, as any viewer does.
+JPEG_FORMATS = ("JPEG", "MPO")
 
 
 def _unreadable(path, error: OSError) -> str:
@@ -243,9 +247,13 @@ def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
                 image_format = signature_format(head)
                 if image_format:  # an image whose header cannot be read: cut short, or damaged in place
                     cut = not tail.rstrip(b"\0").endswith(_END_MARKERS.get(image_format, b""))
+                    how = "cut short" if cut else "damaged"
+                    if image_format == "TIFF":  # no end marker to tell; and some sound TIFFs are beyond Pillow
+                        how = ("damaged, or a kind of TIFF that Pillow does not read (floating-point colour, 64-bit "
+                               "samples): if it opens elsewhere, save it as an 8- or 16-bit TIFF or a PNG")
                     raise ImageDecodeError(path, ImageProblem.TRUNCATED if cut else ImageProblem.CORRUPT,
                                            f"the file starts as a {image_format} image but Pillow cannot read its "
-                                           f"header: {'cut short' if cut else 'damaged'}") from None
+                                           f"header: {how}") from None
                 raise ImageDecodeError(path, ImageProblem.NOT_AN_IMAGE, _describe_non_image(head)) from None
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
                 raise ImageDecodeError(path, ImageProblem.DECOMPRESSION_BOMB, _bomb_detail(error, limits)) from None
@@ -335,6 +343,40 @@ def _channels(mode: str) -> int:
     return 1 if mode in _GRAY_MODES else 3
 
 
+def _stored_channels(image: Image.Image) -> int:
+    """1 for a grey image, 3 for colour, from an image opened and not yet loaded.
+
+    Pillow opens a PNG of 16-bit grey and alpha as RGBA: its raw mode ("LA;16B") tells it is grey.
+    """
+    rawmode = image.tile[0].args if image.format == "PNG" and image.tile else None
+    if isinstance(rawmode, str) and rawmode.startswith("LA;"):
+        return 1
+    return _channels(image.mode)
+
+
+@functools.cache
+def _pillow_orients_tiff() -> bool:
+    """Whether this Pillow applies a TIFF's orientation tag itself: it reports the displayed size and rotates
+    the pixels while loading (Pillow 13 does; earlier versions leave the tag to the caller)."""
+    buffer = io.BytesIO()
+    Image.new("L", (2, 1)).save(buffer, format="TIFF", tiffinfo={_EXIF_ORIENTATION: 6})
+    with Image.open(buffer) as probe:
+        return probe.size == (1, 2)
+
+
+def _pillow_turned(image: Image.Image, orientation: int) -> bool:
+    """Whether Pillow reports the size of an image opened with this EXIF orientation as shown, not as stored."""
+    return orientation in _SIDEWAYS_ORIENTATIONS and image.format == "TIFF" and _pillow_orients_tiff()
+
+
+def _displayed_size(image: Image.Image, orientation: int) -> tuple[int, int]:
+    """Width and height as shown, of an image opened and not yet loaded whose EXIF orientation is `orientation`."""
+    width, height = image.size
+    if orientation in _SIDEWAYS_ORIENTATIONS and not _pillow_turned(image, orientation):
+        return height, width
+    return width, height
+
+
 def read_header(path, *, limits: ImageLimits = ImageLimits()) -> ImageHeader:
     """Reads only the header of an image file.
 
@@ -357,20 +399,24 @@ def read_header(path, *, limits: ImageLimits = ImageLimits()) -> ImageHeader:
         return _header_of(image, limits)
 
 
-def _header_of(image: Image.Image, limits: ImageLimits) -> ImageHeader:
-    """What `read_header` reports of an image opened (and not yet loaded)."""
+def _header_of(image: Image.Image, limits: ImageLimits, data: bytes | None = None) -> ImageHeader:
+    """What `read_header` reports of an image opened (and not yet loaded).
+
+    With the file's bytes in `data`, a PNG whose EXIF comes after its pixel
+    data is read whole for it, so its orientation is reported too.
+    """
     findings = []
-    if getattr(image, "is_animated", False):
+    depth_findings, channels = _depth_findings(image), _stored_channels(image)  # before EXIF may load a PNG
+    if getattr(image, "is_animated", False) and image.format not in JPEG_FORMATS:
         findings.append(Finding(ImageProblem.ANIMATED, "animated; the first frame is used"))
-    width, height = image.size
-    png_without_exif = image.format == "PNG" and "exif" not in image.info and _PNG_RAW_EXIF not in image.info
+    png_without_exif = (image.format == "PNG" and "exif" not in image.info and _PNG_RAW_EXIF not in image.info
+                        and (data is None or b"eXIf" not in data))
     orientation = 1 if png_without_exif else _exif_orientation(image)
     if orientation != 1:
         findings.append(Finding(ImageProblem.EXIF_ORIENTATION, f"EXIF orientation {orientation} applied"))
-        if orientation in _SIDEWAYS_ORIENTATIONS:
-            width, height = height, width
-    findings += _depth_findings(image) + _mode_findings(image) + _shape_findings(width, height, limits)
-    return ImageHeader(width, height, _channels(image.mode), image.format, tuple(findings))
+    width, height = _displayed_size(image, orientation)
+    findings += depth_findings + _mode_findings(image) + _shape_findings(width, height, limits)
+    return ImageHeader(width, height, channels, image.format, tuple(findings))
 
 
 # Decoding ------------------------------------------------------------------
@@ -414,7 +460,10 @@ def _convert(image: Image.Image, channels: int, limits: ImageLimits) -> Image.Im
     """Converts a loaded image to mode `L` (channels=1) or `RGB`."""
     if image.mode in _HIGH_BIT_MODES:
         image = _to_8bit(image)
-    if image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info) or _has_transparent_colour(image):
+    if image.mode == "La":  # grey and premultiplied alpha: Pillow converts it to LA only
+        image = image.convert("LA")
+    palette_transparency = image.mode == "P" and "transparency" in image.info
+    if image.mode in _ALPHA_MODES or palette_transparency or _has_transparent_colour(image):
         rgba = image if image.mode == "RGBA" else image.convert("RGBA")
         # Pasted through its own alpha onto the background: the pixels of `alpha_composite` on an opaque
         # background, without its two full-size RGBA copies (a large transparent PNG took 18 bytes a pixel).
@@ -445,16 +494,21 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.asarray(scaled, dtype=np.uint8), mode="L")
 
 
-def _orientation_and_frames(image: Image.Image) -> tuple[Image.Image, list[Finding]]:
+def _orientation_and_frames(image: Image.Image, stored_orientation: int) -> tuple[Image.Image, list[Finding]]:
+    """The first frame of a loaded image, shown as its EXIF orientation says (`stored_orientation`, read before
+    loading), with the findings of both."""
     findings = []
     frames = getattr(image, "n_frames", 1)
     if frames > 1:
-        findings.append(Finding(ImageProblem.ANIMATED, f"{frames} frames; the first is used"))
+        if image.format not in JPEG_FORMATS:
+            findings.append(Finding(ImageProblem.ANIMATED, f"{frames} frames; the first is used"))
         image.seek(0)
-    orientation = _exif_orientation(image)
+    orientation = _exif_orientation(image)  # a PNG's EXIF after its pixel data is read while loading
     if orientation != 1:
-        findings.append(Finding(ImageProblem.EXIF_ORIENTATION, f"EXIF orientation {orientation} applied"))
         image = ImageOps.exif_transpose(image)
+    applied = orientation if orientation != 1 else stored_orientation  # Pillow may have applied a TIFF's already
+    if applied != 1:
+        findings.append(Finding(ImageProblem.EXIF_ORIENTATION, f"EXIF orientation {applied} applied"))
     return image, findings
 
 
@@ -493,25 +547,26 @@ def _decode_opened(image: Image.Image, channels: int | None, limits: ImageLimits
     `data` is the file's bytes when the caller has them, for `_check_png_data`
     and, with `check_jpeg`, for `_check_jpeg_data`.
     """
-    stored_mode = image.mode
+    stored_channels = _stored_channels(image)
     depth_findings = _depth_findings(image)  # before loading, which drops the header's raw mode
-    if draft_size is not None and image.format == "JPEG":
+    stored_orientation = _exif_orientation(image)
+    if draft_size is not None and image.format in JPEG_FORMATS:
         # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far faster for large photos.
         image.draft(None if channels is None else "L" if channels == 1 else "RGB", (draft_size[1], draft_size[0]))
     if image.format == "TIFF":
-        _check_tiff_strips(image, path)
+        _check_tiff_strips(image, path, _pillow_turned(image, stored_orientation))
     image.load()
     if image.format == "PNG":
         _check_png_data(data if data is not None else _read_bytes(path), path, missing_rows=_last_pixel_is_zero(image))
-    if check_jpeg and image.format == "JPEG":
+    if check_jpeg and image.format in JPEG_FORMATS:
         _check_jpeg_data(data if data is not None else _read_bytes(path), path)
-    image, findings = _orientation_and_frames(image)
-    if findings and findings[0].problem == ImageProblem.ANIMATED:
+    image, findings = _orientation_and_frames(image, stored_orientation)
+    if getattr(image, "n_frames", 1) > 1:
         image.load()
     findings += depth_findings + _mode_findings(image)
     if channels is not None:
         image = _convert(image, channels, limits)
-    return image, findings, stored_mode
+    return image, findings, stored_channels
 
 
 def decode_image(path, *, channels: int = 3, limits: ImageLimits = ImageLimits()) -> tuple[np.ndarray, tuple[Finding, ...]]:
@@ -604,7 +659,8 @@ def check_header(path, *, limits: ImageLimits = ImageLimits()) -> FileCheck:
 
     Returns:
         A `FileCheck` with the hash and the header's findings (as
-        `read_header` gives them); no pixels are decoded.
+        `read_header` gives them, and the orientation of a PNG whose EXIF
+        comes after its pixel data, which takes decoding it).
     """
     return _read_once(path, limits, None)[0]
 
@@ -658,7 +714,7 @@ def _read_once(path, limits: ImageLimits, target) -> tuple[FileCheck, np.ndarray
         if not data:
             raise ImageDecodeError(path, ImageProblem.EMPTY_FILE, _EMPTY)
         with _open(io.BytesIO(data), path, limits) as image:
-            header = _header_of(image, limits)
+            header = _header_of(image, limits, data)
             if target is not None:
                 size, channels, resize = target
                 pixels = opencv_decode.plain_png(data, size, channels) if header.format == "PNG" else None
@@ -690,10 +746,13 @@ def _check_png_data(data: bytes, path, *, missing_rows: bool) -> None:
         raise ImageDecodeError(path, ImageProblem.TRUNCATED, detail)
 
 
-def _check_tiff_strips(image: Image.Image, path) -> None:
+def _check_tiff_strips(image: Image.Image, path, sideways: bool) -> None:
     """Raises for a TIFF whose strips or tiles cover only part of the image (a writer that stopped after the first
-    strips, a header edited): Pillow decodes the pixels no strip holds as black, without a word."""
-    width, height = image.size
+    strips, a header edited): Pillow decodes the pixels no strip holds as black, without a word.
+
+    `sideways`: Pillow reports the size as shown, width and height swapped from the stored ones that the strips
+    cover."""
+    width, height = image.size[::-1] if sideways else image.size
     covered = sum(max(0, min(x1, width) - x0) * max(0, min(y1, height) - y0) for _, (x0, y0, x1, y1), *_ in image.tile)
     if image.tile and covered < width * height:
         raise ImageDecodeError(path, ImageProblem.TRUNCATED, f"its strips hold {covered:,} of its {width * height:,} "
@@ -777,17 +836,19 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits(), draft: bool = Tru
         return FileCheck(sha1, None, None, None, (Finding(ImageProblem.EMPTY_FILE, _EMPTY),))
     try:
         with _open(io.BytesIO(data), path, limits) as opened:
-            scaled = draft and opened.format == "JPEG"
+            scaled = draft and opened.format in JPEG_FORMATS
             full, orientation = opened.size, _exif_orientation(opened) if scaled else 1
-            image, findings, stored_mode = _decode_opened(opened, None, limits, draft_size=(1, 1) if scaled else None,
-                                                          path=path, data=data, check_jpeg=True)
+            image, findings, channels = _decode_opened(opened, None, limits, draft_size=(1, 1) if scaled else None,
+                                                       path=path, data=data, check_jpeg=True)
+            width, height = image.size
+            if scaled:  # the size of the image, not of its draft
+                width, height = full[::-1] if orientation in _SIDEWAYS_ORIENTATIONS else full
+            findings += _shape_findings(width, height, limits) + _blank_findings(image, channels, limits)
+            if scaled and findings and findings[-1].problem == ImageProblem.BLANK:  # a fine pattern can average out at 1/8 scale
+                findings[-1:] = _blank_findings(_decode(io.BytesIO(data), path, None, limits)[0], channels, limits)
     except ImageDecodeError as error:
         return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),))
-    width, height = image.size
-    if scaled:  # the size of the image, not of its draft
-        width, height = full[::-1] if orientation in _SIDEWAYS_ORIENTATIONS else full
-    findings += _shape_findings(width, height, limits) + _blank_findings(image, _channels(stored_mode), limits)
-    return FileCheck(sha1, width, height, _channels(stored_mode), tuple(findings))
+    return FileCheck(sha1, width, height, channels, tuple(findings))
 
 
 def _blank_findings(image: Image.Image, channels: int, limits: ImageLimits) -> list[Finding]:

@@ -42,7 +42,7 @@ import numpy as np
 
 from .config import ImageSpec
 from .files import atomic_path, escape_name, unescape_name
-from .images import RESIZE_MODES, ImageDecodeError, ImageLimits, load_image
+from .images import JPEG_FORMATS, RESIZE_MODES, ImageDecodeError, ImageLimits, load_image
 from .manifest import _is_dir, _is_ignored, _is_image_name, check_utf8_text, symlink_loop_note
 from .parallel import WorkerDiedError, WorkerPool, resolve_workers
 
@@ -233,7 +233,7 @@ class Predictor:
                             f"Received: {type(image).__name__}")
         elif 0 in image.size:
             raise ValueError(f"An image must have at least 1x1 pixels. Received: a PIL image of size {image.size}")
-        elif image.format == "JPEG" and getattr(image, "tile", None) and getattr(image, "fp", None) is not None:
+        elif image.format in JPEG_FORMATS and getattr(image, "tile", None) and getattr(image, "fp", None) is not None:
             image = _draft_copy(image, spec)
         return resize_image(image, spec, self.limits)
 
@@ -440,8 +440,6 @@ def resize_image(image, spec: ImageSpec, limits: ImageLimits = ImageLimits()) ->
     if spec.resize not in RESIZE_MODES:
         raise ValueError(f"Unknown resize {spec.resize!r}. Valid values: {', '.join(RESIZE_MODES)}")
     image = ImageOps.exif_transpose(image)  # a copy of the frame the image is at (an animated one is not rewound)
-    if image.mode == "La":  # premultiplied alpha, which Pillow converts only to LA
-        image = image.convert("LA")
     image = _convert(image, spec.channels, limits)
     size = (spec.width, spec.height)
     if spec.resize == "stretch":

@@ -266,6 +266,51 @@ def transparent_png(path):
     return write(path, _png_bytes(image))
 
 
+def premultiplied_la_tiff(path, image: Image.Image | None = None):
+    """A grey TIFF with associated (premultiplied) alpha, which Pillow opens in mode "La" (and cannot write).
+
+    `image`: the grey and alpha to store, an LA image; an opaque grey picture by default.
+    """
+    if image is None:
+        image = Image.fromarray(np.dstack([np.asarray(_rgb().convert("L")), np.full((16, 16), 255, np.uint8)]), "LA")
+    buffer = io.BytesIO()
+    image.save(buffer, format="TIFF")
+    data = bytearray(buffer.getvalue())
+    extra_samples = data.find(struct.pack("<HHI", 338, 3, 1))  # SHORT, one value: 2, unassociated alpha
+    data[extra_samples + 8:extra_samples + 10] = struct.pack("<H", 1)
+    return write(path, bytes(data))
+
+
+def oriented_tiff(path, orientation=6):
+    """A 24 wide x 16 high TIFF whose Orientation tag says how to show it."""
+    buffer = io.BytesIO()
+    _rgb((24, 16)).save(buffer, format="TIFF", tiffinfo={0x0112: orientation})
+    return write(path, buffer.getvalue())
+
+
+def mpo_jpeg(path):
+    """A JPEG followed by a second image (an MPF segment, as phones store a gain map): Pillow's format "MPO"."""
+    buffer = io.BytesIO()
+    _rgb((32, 24)).save(buffer, format="MPO", save_all=True, append_images=[_rgb((32, 24), seed=1)], quality=90)
+    return write(path, buffer.getvalue())
+
+
+def flipped_byte_mpo_jpeg(path):
+    data = bytearray(mpo_jpeg(path).read_bytes())
+    data[data.index(b"\xff\xda") + 100] ^= 0x55  # in the first image's compressed data, after its start of scan
+    return write(path, bytes(data))
+
+
+def grey_alpha_48_png(path):
+    """A PNG of 16-bit grey and alpha (colour type 4), which Pillow opens as RGBA (Pillow cannot write one)."""
+    pixels = np.random.default_rng(0).integers(0, 65536, size=(16, 16, 2), dtype=np.uint16).astype(">u2")
+    pixels[..., 1] = 65535
+    rows = b"".join(b"\x00" + row.tobytes() for row in pixels)
+    header = struct.pack(">IIBBBBB", 16, 16, 16, 4, 0, 0, 0)
+    return write(path, b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(rows))
+                 + png_chunk(b"IEND", b""))
+
+
 def png_named_jpg(path):
     return write(path, _png_bytes(_rgb()))
 
@@ -303,6 +348,11 @@ BAD_FILES = {
     "animated.gif": (animated_gif, "warning", "animated"),
     "animated.webp": (animated_webp, "warning", "animated"),
     "rotated.jpg": (exif_rotated_jpeg, "warning", "exif_orientation"),
+    "rotated.tif": (oriented_tiff, "warning", "exif_orientation"),
+    "premultiplied.tif": (premultiplied_la_tiff, "warning", "alpha"),
+    "grey_alpha_48.png": (grey_alpha_48_png, "warning", "high_bit_depth;alpha"),
+    "gain_map.jpg": (mpo_jpeg, "ok", ""),
+    "flipped_byte_gain_map.jpg": (flipped_byte_mpo_jpeg, "error", "corrupt"),
     "tiny.png": (tiny_png, "warning", "too_small"),
     "banner.png": (extreme_aspect_png, "warning", "extreme_aspect"),
     "blank.png": (blank_png, "warning", "blank"),

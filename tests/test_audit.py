@@ -119,8 +119,9 @@ def test_training_on_a_dirty_folder_uses_every_good_image(dirty_folder, tmp_path
                        progress=False)
     trained = {e.path: e.split for e in run.manifest().entries if e.usable}
     # Only the audit decodes each JPEG a second time for libjpeg's warnings on damaged data (twice the time).
-    data_check_only = {p for p in trained if os.path.basename(p) in ("garbled.jpg", "flipped_byte_progressive.jpg")}
-    assert len(data_check_only) == 2 and {p: trained[p] for p in trained if p not in data_check_only} == good
+    data_check_only = {p for p in trained if os.path.basename(p) in ("garbled.jpg", "flipped_byte_progressive.jpg",
+                                                                     "flipped_byte_gain_map.jpg")}
+    assert len(data_check_only) == 3 and {p: trained[p] for p in trained if p not in data_check_only} == good
     with pytest.raises(imgclf.manifest.DatasetError, match="strict"):
         imgclf.train(dirty_folder, model="mlp", epochs=1, out=tmp_path / "run2", strict=True, verbose=0,
                      progress=False)
@@ -146,7 +147,7 @@ def test_scan_reports_the_warnings_the_audit_finds(dirty_folder):
     assert {p: scanned[p] for p in audited if p not in blank} == {p: audited[p] for p in audited if p not in blank}
     text = imgclf.scan(dirty_folder, progress=False).summary()
     warnings_line = next(line for line in text.splitlines() if line.startswith("warnings: "))
-    assert "cmyk 1" in warnings_line and "alpha 4" in warnings_line
+    assert "cmyk 1" in warnings_line and "alpha 6" in warnings_line and "exif_orientation 2" in warnings_line
     errors_line = next(line for line in text.splitlines() if line.startswith("errors: "))
     # A file cut short inside its header is found by the scan; one cut in its pixels only by decoding.
     assert "not_an_image 5" in errors_line and "truncated 2" in errors_line

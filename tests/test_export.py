@@ -17,6 +17,7 @@ from imgclf.images import load_image
 from imgclf.manifest import Manifest
 from imgclf.runs import RunDir
 
+import badfiles
 from conftest import copy_of_run, make_class_folder
 
 
@@ -120,6 +121,26 @@ def _colour_key(image):
     return rgb
 
 
+class _SavedBy:
+    """A picture that `save` writes with a function of its own, for files Pillow cannot write from an image."""
+
+    def __init__(self, write):
+        self.save = write
+
+
+def _premultiplied(image):
+    """Grey and premultiplied alpha: a TIFF that Pillow opens in mode "La" (and cannot write)."""
+    grey = image.convert("L")
+    la = Image.merge("LA", (grey, Image.linear_gradient("L").resize(grey.size)))
+    return _SavedBy(lambda path: badfiles.premultiplied_la_tiff(path, la))
+
+
+def _gain_map(image):
+    """The picture as a JPEG with a second image after it (Pillow's format "MPO"), as phones store an HDR gain map."""
+    rgb = image.convert("RGB")
+    return _SavedBy(lambda path: rgb.save(path, format="MPO", save_all=True, append_images=[rgb.rotate(90)]))
+
+
 def _large(image):
     """The picture as a 400x300 photo: imgclf decodes a JPEG this size at 1/8 scale (draft mode) before resizing."""
     pixels = np.asarray(image.convert("RGB").resize((400, 300), Image.Resampling.BILINEAR), np.int16)
@@ -131,6 +152,8 @@ def _large(image):
                                                    ("32-bit", _thirty_two_bit, ".tif"), ("float", _float, ".tif"),
                                                    ("transparent", _transparent, ".png"),
                                                    ("transparent colour", _colour_key, ".png"),
+                                                   ("premultiplied grey", _premultiplied, ".tif"),
+                                                   ("gain map", _gain_map, ".jpg"),
                                                    ("large JPEG", _large, ".jpg")])
 def test_the_readme_example_runs_with_only_litert_and_pillow(run, tmp_path, kind, convert, suffix):
     folder = tmp_path / "out"

@@ -10,8 +10,8 @@ from PIL import Image
 import badfiles
 from imgclf.config import ImageSpec
 from imgclf.manifest import scan
-from imgclf.images import (IMAGE_EXTENSIONS, ImageDecodeError, ImageLimits, ImageProblem, decode_image, inspect_file,
-                           load_image, read_header, scan_and_load)
+from imgclf.images import (IMAGE_EXTENSIONS, ImageDecodeError, ImageLimits, ImageProblem, check_header, decode_image,
+                           inspect_file, load_image, read_header, scan_and_load)
 
 
 @pytest.mark.parametrize("name", sorted(badfiles.BAD_FILES))
@@ -305,3 +305,61 @@ def test_a_transparent_colour_is_composited_on_the_background_in_every_decode(tm
     assert np.array_equal(pixels, decoded)
     grey, _ = decode_image(path, channels=1)
     assert (grey[keyed] == 255).all()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_an_oriented_tiff_is_shown_as_an_oriented_png_is(tmp_path, orientation):
+    tiff = badfiles.oriented_tiff(tmp_path / "photo.tif", orientation)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    png = tmp_path / "photo.png"
+    badfiles._rgb((24, 16)).save(png, exif=exif.tobytes())
+    shown, findings = decode_image(tiff)
+    assert np.array_equal(shown, decode_image(png)[0])
+    assert np.array_equal(load_image(tiff, size=(10, 12)), load_image(png, size=(10, 12)))
+    sideways = orientation >= 5
+    size = (16, 24) if sideways else (24, 16)
+    check, header = inspect_file(tiff), read_header(tiff)
+    assert (check.width, check.height) == (header.width, header.height) == size
+    expected = "exif_orientation" if orientation != 1 else ""
+    assert check.problem == ";".join(f.problem.value for f in header.findings) == expected
+
+
+def test_odd_grey_files_are_grey(tmp_path):
+    premultiplied = badfiles.premultiplied_la_tiff(tmp_path / "scan.tif")
+    assert Image.open(premultiplied).mode == "La"
+    assert inspect_file(premultiplied).channels == read_header(premultiplied).channels == 1
+    expected = np.asarray(badfiles._rgb().convert("L"))[..., None]  # its alpha is opaque everywhere
+    assert np.array_equal(load_image(premultiplied, size=(16, 16), channels=1), expected)
+    deep = badfiles.grey_alpha_48_png(tmp_path / "deep.png")
+    assert Image.open(deep).mode == "RGBA"  # as Pillow opens 16-bit grey and alpha
+    assert inspect_file(deep).channels == read_header(deep).channels == 1
+
+
+def test_a_fine_pattern_that_averages_out_in_the_audits_draft_is_not_blank(tmp_path):
+    checks = ((np.indices((64, 64)).sum(axis=0) % 2) * 255).astype(np.uint8)
+    Image.fromarray(checks).save(tmp_path / "checks.jpg", quality=100)
+    assert inspect_file(tmp_path / "checks.jpg").problem == ""
+
+
+def test_a_tiff_pillow_cannot_read_is_not_only_called_damaged(tmp_path):
+    import cv2
+
+    path = str(tmp_path / "float_rgb.tif")
+    assert cv2.imwrite(path, np.random.default_rng(0).random((16, 16, 3), np.float32))  # sound, floating-point RGB
+    check = inspect_file(path)
+    assert check.status.value == "error" and "a kind of TIFF that Pillow does not read" in check.detail
+    assert "save it as an 8- or 16-bit TIFF or a PNG" in check.detail
+
+
+def test_the_scan_reads_a_png_whose_exif_comes_after_its_pixels(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = badfiles._png_bytes(badfiles._rgb((40, 24)))
+    end = data.index(b"IEND") - 4
+    exif_chunk = badfiles.png_chunk(b"eXIf", exif.tobytes()[6:])  # the TIFF data, after "Exif\0\0"
+    path = badfiles.write(tmp_path / "portrait.png", data[:end] + exif_chunk + data[end:])
+    assert data.index(b"IDAT") < path.read_bytes().index(b"eXIf")
+    scanned, audited = check_header(path), inspect_file(path)
+    assert (scanned.width, scanned.height, scanned.problem) == (audited.width, audited.height, audited.problem) \
+        == (24, 40, "exif_orientation")
