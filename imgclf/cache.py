@@ -95,9 +95,10 @@ def make_cache_dir(cache_dir: Path) -> None:
                          ) from None
 
 
-# Raised whenever the pixels a file decodes to change (2: a PNG's transparent colour is composited), so that
-# a cache written by an earlier imgclf is decoded again rather than served.
-DECODING_VERSION = 2
+# Raised whenever the pixels a file decodes to change, so that a cache written by an earlier imgclf is decoded
+# again rather than served (2: a PNG's transparent colour is composited; 3: a JPEG with a gain map is decoded
+# at a reduced scale like any JPEG).
+DECODING_VERSION = 3
 
 
 def cache_key(sha1s: Sequence[str], spec: ImageSpec, limits: ImageLimits) -> str:
