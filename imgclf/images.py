@@ -422,14 +422,16 @@ def _header_of(image: Image.Image, limits: ImageLimits, data: bytes | None = Non
 # Decoding ------------------------------------------------------------------
 
 def _depth_findings(image: Image.Image) -> list[Finding]:
-    """A warning for a PNG of 16 bits per channel that Pillow opens as 8-bit RGB, RGBA or LA (raw mode "RGB;16B").
+    """A warning for a PNG or TIFF of 16 bits per channel that Pillow opens as 8-bit RGB, RGBA or LA (raw mode
+    "RGB;16B" of a PNG, "RGB;16N" of a TIFF).
 
     Its mode does not show the depth (16-bit grey does, `I;16`), so this is
     read from the raw mode of the header, before the image is loaded.
     """
-    if image.format != "PNG" or image.mode in _HIGH_BIT_MODES or not image.tile:
+    if image.format not in ("PNG", "TIFF") or image.mode in _HIGH_BIT_MODES or not image.tile:
         return []
-    rawmode = image.tile[0].args
+    args = image.tile[0].args  # the raw mode, alone (PNG) or first (TIFF)
+    rawmode = args[0] if isinstance(args, tuple) and args else args
     if isinstance(rawmode, str) and ";16" in rawmode:
         return [Finding(ImageProblem.HIGH_BIT_DEPTH, f"16-bit {image.mode} image scaled to 8 bits")]
     return []
@@ -442,7 +444,7 @@ def _mode_findings(image: Image.Image) -> list[Finding]:
         return [Finding(ImageProblem.CMYK, "CMYK image converted to RGB")]
     if mode in _HIGH_BIT_MODES:
         return [Finding(ImageProblem.HIGH_BIT_DEPTH, f"{mode} image scaled to 8 bits")]
-    if mode == "P" and "transparency" in image.info:
+    if _has_palette_transparency(image):
         return [Finding(ImageProblem.PALETTE_TRANSPARENCY, "palette image with transparency composited on the background")]
     if mode in _ALPHA_MODES:
         return [Finding(ImageProblem.ALPHA, f"{mode} image: alpha composited on the background")]
@@ -456,14 +458,19 @@ def _has_transparent_colour(image: Image.Image) -> bool:
     return image.mode in ("L", "RGB") and "transparency" in image.info
 
 
+def _has_palette_transparency(image: Image.Image) -> bool:
+    """Whether a palette image has a transparent entry (some writers store a table of opaque entries only)."""
+    transparency = image.info.get("transparency") if image.mode == "P" else None
+    return transparency is not None and not (isinstance(transparency, bytes) and set(transparency) <= {255})
+
+
 def _convert(image: Image.Image, channels: int, limits: ImageLimits) -> Image.Image:
     """Converts a loaded image to mode `L` (channels=1) or `RGB`."""
     if image.mode in _HIGH_BIT_MODES:
         image = _to_8bit(image)
     if image.mode == "La":  # grey and premultiplied alpha: Pillow converts it to LA only
         image = image.convert("LA")
-    palette_transparency = image.mode == "P" and "transparency" in image.info
-    if image.mode in _ALPHA_MODES or palette_transparency or _has_transparent_colour(image):
+    if image.mode in _ALPHA_MODES or _has_palette_transparency(image) or _has_transparent_colour(image):
         rgba = image if image.mode == "RGBA" else image.convert("RGBA")
         # Pasted through its own alpha onto the background: the pixels of `alpha_composite` on an opaque
         # background, without its two full-size RGBA copies (a large transparent PNG took 18 bytes a pixel).

@@ -363,3 +363,15 @@ def test_the_scan_reads_a_png_whose_exif_comes_after_its_pixels(tmp_path):
     scanned, audited = check_header(path), inspect_file(path)
     assert (scanned.width, scanned.height, scanned.problem) == (audited.width, audited.height, audited.problem) \
         == (24, 40, "exif_orientation")
+
+
+def test_findings_of_16_bit_tiffs_and_opaque_palettes(tmp_path):
+    import cv2
+
+    deep = str(tmp_path / "rgb16.tif")
+    cv2.imwrite(deep, np.random.default_rng(0).integers(0, 65536, (16, 16, 3)).astype(np.uint16))
+    assert inspect_file(deep).problem == check_header(deep).problem == "high_bit_depth"
+    palette = badfiles._rgb().convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    palette.save(tmp_path / "opaque.png", transparency=bytes([255] * 4))  # a table of opaque entries only
+    assert Image.open(tmp_path / "opaque.png").info["transparency"] == bytes([255] * 4)
+    assert inspect_file(tmp_path / "opaque.png").problem == check_header(tmp_path / "opaque.png").problem == ""
