@@ -12,12 +12,25 @@ import numpy as np
 
 
 def _last_feature_map(model) -> int | None:
-    """Index in `model.layers` of the last layer with a 4-D output (a feature map), or `None`."""
-    found = None
+    """Index in `model.layers` of the feature map Grad-CAM explains, or `None` for a model without one.
+
+    The last 4-D output fixes the map's size. Of the layers of that size, the
+    last one before a convolution at that size is taken: such a convolution
+    mixes each position with its neighbours, which moves the heat map off the
+    place that decided (`small_cnn` pools in the middle of its last block).
+    """
+    import keras
+
+    found, size, mixed = None, None, False
     for index, layer in enumerate(model.layers):
-        shape = getattr(layer, "output", None)
-        shape = getattr(shape, "shape", None)
-        if shape is not None and len(shape) == 4 and index > 0 and not _is_input_side(layer):
+        shape = getattr(getattr(layer, "output", None), "shape", None)
+        if shape is None or len(shape) != 4 or index == 0 or _is_input_side(layer):
+            continue
+        if tuple(shape[1:3]) != size:
+            found, size, mixed = index, tuple(shape[1:3]), False
+        elif isinstance(layer, keras.layers.Conv2D):
+            mixed = True
+        elif not mixed:
             found = index
     return found
 
@@ -55,7 +68,7 @@ def grad_cam(model, images: np.ndarray, classes, *, batch_size: int = 32) -> np.
 
     The model is run layer by layer (the classifiers imgclf builds are a
     chain: scaling, convolutions or a nested `keras.applications` backbone,
-    pooling, head), recording the last 4-D output. A nested backbone counts as
+    pooling, head), recording the feature map of `_last_feature_map`. A nested backbone counts as
     one layer whose output is its last feature map, unless that map has
     fewer than `MIN_MAP_SIDE` positions a side (small images): then its last
     map of at least that size is taken, through a model from the backbone's
