@@ -851,7 +851,8 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits(), draft: bool = Tru
             if scaled:  # the size of the image, not of its draft
                 width, height = full[::-1] if orientation in _SIDEWAYS_ORIENTATIONS else full
             findings += _shape_findings(width, height, limits) + _blank_findings(image, channels, limits)
-            if scaled and findings and findings[-1].problem == ImageProblem.BLANK:  # a fine pattern can average out at 1/8 scale
+            if scaled and findings and findings[-1].problem == ImageProblem.BLANK:
+                # a fine pattern can average out at 1/8 scale: the whole image decides
                 findings[-1:] = _blank_findings(_decode(io.BytesIO(data), path, None, limits)[0], channels, limits)
     except ImageDecodeError as error:
         return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),))
