@@ -343,15 +343,24 @@ def _channels(mode: str) -> int:
     return 1 if mode in _GRAY_MODES else 3
 
 
-def _stored_channels(image: Image.Image) -> int:
-    """1 for a grey image, 3 for colour, from an image opened and not yet loaded.
+def _rawmode(image: Image.Image) -> str | None:
+    """The raw mode of the pixels as stored, from an image opened and not yet loaded (loading drops it).
 
-    Pillow opens a PNG of 16-bit grey and alpha as RGBA: its raw mode ("LA;16B") tells it is grey.
+    It shows what the mode does not: 16 bits a channel that Pillow opens as
+    8-bit RGB ("RGB;16B" in a PNG, "RGB;16N" in a TIFF), or grey and alpha
+    that it opens as RGBA ("LA;16B").
     """
-    rawmode = image.tile[0].args if image.format == "PNG" and image.tile else None
-    if isinstance(rawmode, str) and rawmode.startswith("LA;"):
-        return 1
-    return _channels(image.mode)
+    if not image.tile:
+        return None
+    args = image.tile[0].args  # alone in a PNG, first of a tuple in a TIFF
+    rawmode = args[0] if isinstance(args, tuple) and args else args
+    return rawmode if isinstance(rawmode, str) else None
+
+
+def _stored_channels(image: Image.Image) -> int:
+    """1 for a grey image, 3 for colour, from an image opened and not yet loaded."""
+    rawmode = _rawmode(image) if image.format == "PNG" else None
+    return 1 if rawmode and rawmode.startswith("LA;") else _channels(image.mode)
 
 
 @functools.cache
@@ -422,17 +431,15 @@ def _header_of(image: Image.Image, limits: ImageLimits, data: bytes | None = Non
 # Decoding ------------------------------------------------------------------
 
 def _depth_findings(image: Image.Image) -> list[Finding]:
-    """A warning for a PNG or TIFF of 16 bits per channel that Pillow opens as 8-bit RGB, RGBA or LA (raw mode
-    "RGB;16B" of a PNG, "RGB;16N" of a TIFF).
+    """A warning for a PNG or TIFF of 16 bits per channel that Pillow opens as 8-bit RGB, RGBA or LA.
 
     Its mode does not show the depth (16-bit grey does, `I;16`), so this is
-    read from the raw mode of the header, before the image is loaded.
+    read from the raw mode of the header (`_rawmode`), before the image is loaded.
     """
-    if image.format not in ("PNG", "TIFF") or image.mode in _HIGH_BIT_MODES or not image.tile:
+    if image.format not in ("PNG", "TIFF") or image.mode in _HIGH_BIT_MODES:
         return []
-    args = image.tile[0].args  # the raw mode, alone (PNG) or first (TIFF)
-    rawmode = args[0] if isinstance(args, tuple) and args else args
-    if isinstance(rawmode, str) and ";16" in rawmode:
+    rawmode = _rawmode(image)
+    if rawmode and ";16" in rawmode:
         return [Finding(ImageProblem.HIGH_BIT_DEPTH, f"16-bit {image.mode} image scaled to 8 bits")]
     return []
 
@@ -540,7 +547,7 @@ def _decode(source, path, channels: int | None, limits: ImageLimits, draft_size=
     """Opens and fully decodes one image.
 
     Returns the image (converted to `channels`, or as stored when `channels`
-    is `None`), its warnings and its stored mode.
+    is `None`), its warnings and its channels as stored (1 or 3).
     """
     data = source.getvalue() if isinstance(source, io.BytesIO) else None
     with _open(source, path, limits) as image:
