@@ -97,8 +97,8 @@ def make_cache_dir(cache_dir: Path) -> None:
 
 # Raised whenever the pixels a file decodes to change, so that a cache written by an earlier imgclf is decoded
 # again rather than served (2: a PNG's transparent colour is composited; 3: a JPEG with a gain map is decoded
-# at a reduced scale like any JPEG).
-DECODING_VERSION = 3
+# at a reduced scale like any JPEG; 4: the transparent level of a 2-, 4- or 16-bit grey PNG is composited).
+DECODING_VERSION = 4
 
 
 def cache_key(sha1s: Sequence[str], spec: ImageSpec, limits: ImageLimits) -> str:

@@ -567,19 +567,26 @@ from PIL import Image, ImageOps
 labels = json.load(open("labels.json"))
 pre = json.load(open("preprocessing.json"))
 image = Image.open("photo.jpg")
+bits = {{"L;2": 2, "L;4": 4}}.get(image.tile[0][3] if image.format == "PNG" and image.tile else None)
+if bits and isinstance(image.info.get("transparency"), int):  # a 2- or 4-bit grey PNG's transparent level,
+    image.info["transparency"] = image.info["transparency"] * 255 // (2**bits - 1)  # scaled as its pixels are
 if image.format in ("JPEG", "MPO"):  # decoded at a reduced scale no smaller than the model's input, as in training
     image.draft("L" if pre["channels"] == 1 else "RGB", (pre["width"], pre["height"]))
 image = ImageOps.exif_transpose(image)
 if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit or float: scaled to 0..255, as in training
     a = np.asarray(image)
+    level = image.info.get("transparency")  # a 16-bit grey PNG's transparent level
+    opaque = a != level if isinstance(level, int) else None
     if image.mode == "F":
         a = np.clip(a, 0, 1) * 255 if a.max(initial=0) <= 1 else np.clip(a, 0, 255)
     else:
         a = np.clip(a.astype(np.int64) >> 8 if image.mode.startswith("I;16") or a.max(initial=0) > 255 else a, 0, 255)
     image = Image.fromarray(a.astype(np.uint8), mode="L")
+    if opaque is not None:
+        image.putalpha(Image.fromarray(opaque.astype(np.uint8) * 255))
 if image.mode == "La":  # grey and premultiplied alpha
     image = image.convert("LA")
-if image.mode in ("LA", "RGBA", "RGBa", "PA") or (image.mode in ("P", "L", "RGB") and "transparency" in image.info):
+if image.mode in ("LA", "RGBA", "RGBa", "PA") or (image.mode in ("P", "1", "L", "RGB") and "transparency" in image.info):
     rgba = image.convert("RGBA")  # transparent pixels: composited on the background below
     image = Image.alpha_composite(Image.new("RGBA", rgba.size, (*pre["transparency"]["composited_on"], 255)), rgba)
 if image.mode == "LAB":  # which Pillow converts to RGB only

@@ -450,7 +450,10 @@ def _mode_findings(image: Image.Image) -> list[Finding]:
     if mode == "CMYK":
         return [Finding(ImageProblem.CMYK, "CMYK image converted to RGB")]
     if mode in _HIGH_BIT_MODES:
-        return [Finding(ImageProblem.HIGH_BIT_DEPTH, f"{mode} image scaled to 8 bits")]
+        findings = [Finding(ImageProblem.HIGH_BIT_DEPTH, f"{mode} image scaled to 8 bits")]
+        if _has_transparent_colour(image):
+            findings.append(Finding(ImageProblem.ALPHA, f"{mode} image with a transparent level: composited on the background"))
+        return findings
     if _has_palette_transparency(image):
         return [Finding(ImageProblem.PALETTE_TRANSPARENCY, "palette image with transparency composited on the background")]
     if mode in _ALPHA_MODES:
@@ -462,7 +465,21 @@ def _mode_findings(image: Image.Image) -> list[Finding]:
 
 def _has_transparent_colour(image: Image.Image) -> bool:
     """Whether a grey or RGB image marks one colour transparent (a PNG's tRNS chunk), as browsers show it."""
-    return image.mode in ("L", "RGB") and "transparency" in image.info
+    return image.mode in ("1", "L", "RGB", *_HIGH_BIT_MODES) and "transparency" in image.info
+
+
+def _scale_transparent_grey_level(image: Image.Image) -> None:
+    """Scales the transparent level of a 2- or 4-bit grey PNG as Pillow scales its pixels, before loading.
+
+    Pillow opens such a file as 8-bit grey (level 1 of 2 bits becomes 85) but
+    keeps the level of its tRNS chunk as stored, so no pixel would match it.
+    The raw mode that tells the depth is gone once the image is loaded.
+    """
+    level = image.info.get("transparency")
+    if image.format == "PNG" and image.mode == "L" and isinstance(level, int):
+        bits = {"L;2": 2, "L;4": 4}.get(_rawmode(image))
+        if bits:
+            image.info["transparency"] = level * 255 // (2**bits - 1)
 
 
 def _has_palette_transparency(image: Image.Image) -> bool:
@@ -474,7 +491,11 @@ def _has_palette_transparency(image: Image.Image) -> bool:
 def _convert(image: Image.Image, channels: int, limits: ImageLimits) -> Image.Image:
     """Converts a loaded image to mode `L` (channels=1) or `RGB`."""
     if image.mode in _HIGH_BIT_MODES:
+        level = image.info.get("transparency")  # of a 16-bit grey PNG, compared before scaling
+        opaque = np.asarray(image) != level if isinstance(level, int) else None
         image = _to_8bit(image)
+        if opaque is not None:
+            image.putalpha(Image.fromarray(opaque.astype(np.uint8) * 255))
     if image.mode == "La":  # grey and premultiplied alpha: Pillow converts it to LA only
         image = image.convert("LA")
     if image.mode in _ALPHA_MODES or _has_palette_transparency(image) or _has_transparent_colour(image):
@@ -563,6 +584,7 @@ def _decode_opened(image: Image.Image, channels: int | None, limits: ImageLimits
     """
     stored_channels = _stored_channels(image)
     depth_findings = _depth_findings(image)  # before loading, which drops the header's raw mode
+    _scale_transparent_grey_level(image)
     stored_orientation = _exif_orientation(image)
     if draft_size is not None and image.format in JPEG_FORMATS:
         # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far faster for large photos.

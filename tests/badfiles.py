@@ -251,6 +251,26 @@ def colour_key_png(path):
     return write(path, _png_bytes(image))
 
 
+def grey_png_bytes(levels: np.ndarray, bits: int, transparent: int | None = None) -> bytes:
+    """A grey PNG of 1, 2, 4, 8 or 16 bits a pixel holding `levels`, its tRNS chunk naming the `transparent` level."""
+    height, width = levels.shape
+    if bits == 16:
+        rows = [row.astype(">u2").tobytes() for row in levels]
+    else:
+        rows = [np.packbits(np.unpackbits(row.astype(np.uint8)[:, None], axis=1)[:, 8 - bits:]).tobytes()
+                for row in levels]
+    header = struct.pack(">IIBBBBB", width, height, bits, 0, 0, 0, 0)
+    trns = b"" if transparent is None else png_chunk(b"tRNS", struct.pack(">H", transparent))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + trns
+            + png_chunk(b"IDAT", zlib.compress(b"".join(b"\x00" + row for row in rows))) + png_chunk(b"IEND", b""))
+
+
+def grey_level_key_png(path, bits=4):
+    """A grey PNG of `bits` bits a pixel whose tRNS chunk makes the level of its top left pixel transparent."""
+    levels = np.random.default_rng(0).integers(0, 2**bits, size=(16, 16))
+    return write(path, grey_png_bytes(levels, bits, transparent=int(levels[0, 0])))
+
+
 def blank_png(path):
     return write(path, _png_bytes(Image.new("L", (16, 16), 128)))
 
@@ -345,6 +365,9 @@ BAD_FILES = {
     "rgba.png": (rgba_png, "warning", "alpha"),
     "la.png": (la_png, "warning", "alpha"),
     "colour_key.png": (colour_key_png, "warning", "alpha"),
+    "grey1_key.png": (lambda path: grey_level_key_png(path, 1), "warning", "alpha"),
+    "grey4_key.png": (grey_level_key_png, "warning", "alpha"),
+    "grey16_key.png": (lambda path: grey_level_key_png(path, 16), "warning", "high_bit_depth;alpha"),
     "animated.gif": (animated_gif, "warning", "animated"),
     "animated.webp": (animated_webp, "warning", "animated"),
     "rotated.jpg": (exif_rotated_jpeg, "warning", "exif_orientation"),

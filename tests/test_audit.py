@@ -147,7 +147,7 @@ def test_scan_reports_the_warnings_the_audit_finds(dirty_folder):
     assert {p: scanned[p] for p in audited if p not in blank} == {p: audited[p] for p in audited if p not in blank}
     text = imgclf.scan(dirty_folder, progress=False).summary()
     warnings_line = next(line for line in text.splitlines() if line.startswith("warnings: "))
-    assert "cmyk 1" in warnings_line and "alpha 6" in warnings_line and "exif_orientation 2" in warnings_line
+    assert "cmyk 1" in warnings_line and "alpha 9" in warnings_line and "exif_orientation 2" in warnings_line
     errors_line = next(line for line in text.splitlines() if line.startswith("errors: "))
     # A file cut short inside its header is found by the scan; one cut in its pixels only by decoding.
     assert "not_an_image 5" in errors_line and "truncated 2" in errors_line

@@ -121,6 +121,15 @@ def _colour_key(image):
     return rgb
 
 
+def _grey_level_key(bits):
+    """The picture as a grey PNG of `bits` bits a pixel whose tRNS chunk makes a middle level transparent."""
+    def convert(image):
+        levels = np.asarray(image.convert("L"), np.int64) * (2**bits - 1) // 255
+        transparent = levels[0, 0] = (2**bits - 1) // 3
+        return _SavedBy(lambda path: badfiles.write(path, badfiles.grey_png_bytes(levels, bits, transparent)))
+    return convert
+
+
 class _SavedBy:
     """A picture that `save` writes with a function of its own, for files Pillow cannot write from an image."""
 
@@ -152,6 +161,9 @@ def _large(image):
                                                    ("32-bit", _thirty_two_bit, ".tif"), ("float", _float, ".tif"),
                                                    ("transparent", _transparent, ".png"),
                                                    ("transparent colour", _colour_key, ".png"),
+                                                   ("1-bit transparent level", _grey_level_key(1), ".png"),
+                                                   ("4-bit transparent level", _grey_level_key(4), ".png"),
+                                                   ("16-bit transparent level", _grey_level_key(16), ".png"),
                                                    ("premultiplied grey", _premultiplied, ".tif"),
                                                    ("gain map", _gain_map, ".jpg"),
                                                    ("large JPEG", _large, ".jpg")])

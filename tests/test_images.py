@@ -307,6 +307,21 @@ def test_a_transparent_colour_is_composited_on_the_background_in_every_decode(tm
     assert (grey[keyed] == 255).all()
 
 
+@pytest.mark.parametrize("bits", [1, 2, 4, 16])
+def test_the_transparent_level_of_a_grey_png_of_any_depth_is_composited(tmp_path, bits):
+    levels = np.random.default_rng(bits).integers(0, 2**bits, size=(12, 16))
+    transparent = levels[0, 0] = (2**bits - 1) // 3  # 0 of 1 bit, else a level that 8 bits show otherwise
+    path = badfiles.write(tmp_path / "key.png", badfiles.grey_png_bytes(levels, bits, transparent))
+    shown = levels >> 8 if bits == 16 else levels * 255 // (2**bits - 1)  # as Pillow scales the levels
+    keyed = levels == transparent
+    decoded, findings = decode_image(path, channels=1)
+    assert (decoded[..., 0][keyed] == 255).all() and np.array_equal(decoded[..., 0][~keyed], shown[~keyed])
+    assert ImageProblem.ALPHA in [f.problem for f in findings]
+    _, pixels, _ = scan_and_load(path, size=(12, 16), channels=1)
+    assert np.array_equal(pixels, decoded)
+    assert np.array_equal(decode_image(path)[0][..., 1], decoded[..., 0])
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_an_oriented_tiff_is_shown_as_an_oriented_png_is(tmp_path, orientation):
     tiff = badfiles.oriented_tiff(tmp_path / "photo.tif", orientation)
