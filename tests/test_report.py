@@ -462,6 +462,66 @@ def test_figure_captions_escape_control_characters_and_isolate_right_to_left_nam
     assert captions[2].endswith("predicted \u2068tab\\there\u2069 90%")  # a tab would be drawn as a box
 
 
+def _font_drawing(path: Path, family: str, characters: str) -> Path:
+    """A TrueType font of `family` that draws each of `characters` as a filled square."""
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+
+    def square():
+        pen = TTGlyphPen(None)
+        for point in ((100, 0), (100, 700), (800, 700), (800, 0)):
+            (pen.lineTo if point != (100, 0) else pen.moveTo)(point)
+        pen.closePath()
+        return pen.glyph()
+
+    names = [".notdef", *(f"g{i}" for i in range(len(characters)))]
+    font = FontBuilder(1000, isTTF=True)
+    font.setupGlyphOrder(names)
+    font.setupCharacterMap({ord(c): f"g{i}" for i, c in enumerate(characters)})
+    font.setupGlyf({name: square() for name in names})
+    font.setupHorizontalMetrics({name: (1000, 100) for name in names})
+    font.setupHorizontalHeader(ascent=800, descent=-200)
+    font.setupNameTable({"familyName": family, "styleName": "Regular"})
+    font.setupOS2()
+    font.setupPost()
+    font.save(str(path))
+    return path
+
+
+def test_a_class_name_in_a_script_matplotlib_lacks_is_drawn_with_an_installed_font(tmp_path, monkeypatch):
+    import warnings
+
+    import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+
+    from imgclf.reporting import figures
+
+    classes = ["\u732b", "\u72ac", "cow"]  # cat and dog in Chinese: matplotlib's own fonts have no CJK
+
+    def drawn(path):
+        """The PNG `plot_confusion_matrix` writes, and the warnings of matplotlib drawing it again as it is."""
+        figure = figures.confusion_matrix_figure(_evaluation_with_gallery(classes, [0, 1, 2], [1, 0, 2]))
+        try:
+            figures._use_installed_fonts_for_missing_glyphs(figure)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                figure.savefig(path, format="png", dpi=100)
+        finally:
+            plt.close(figure)
+        return path.read_bytes(), [w for w in caught if "missing from font" in str(w.message)]
+
+    boxes, missing = drawn(tmp_path / "boxes.png")
+    assert missing  # the control: without a font that has them, the names are boxes
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", list(font_manager.fontManager.ttflist))
+    font_manager.fontManager.addfont(str(_font_drawing(tmp_path / "han.ttf", "Imgclf Test Han", "\u732b\u72ac")))
+    figures._families_having.cache_clear()
+    try:
+        drawn_with_font, missing = drawn(tmp_path / "han.png")
+    finally:
+        figures._families_having.cache_clear()
+    assert missing == [] and drawn_with_font != boxes
+
+
 def test_report_of_long_class_names_fits_the_window_and_isolates_names(awkward_run, browser):
     run, _ = awkward_run
     page = (run.path / "report.html").read_text(encoding="utf-8")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import math
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -52,6 +54,57 @@ def _missing_glyphs_quiet():
         yield
 
 
+def _use_installed_fonts_for_missing_glyphs(figure) -> None:
+    """Lets every text of `figure` draw the characters its font lacks with an installed font that has them.
+
+    matplotlib's fonts have no CJK, for one: a class named in Chinese would be
+    drawn as boxes. matplotlib falls back along a list of font families glyph
+    by glyph, so each text whose font lacks a character gets the installed
+    families that have it after its own. Characters no installed font has
+    stay boxes (`_missing_glyphs_quiet`).
+    """
+    from matplotlib import font_manager
+    from matplotlib.text import Text
+
+    for text in figure.findobj(Text):
+        own = font_manager.findfont(text.get_fontproperties(), fallback_to_default=True)
+        drawn = (c for c in text.get_text() if not c.isspace() and unicodedata.category(c) != "Cf")  # U+2068 is not
+        lacking = frozenset(map(ord, drawn)) - _characters_of(own)
+        fallbacks = _families_having(lacking) if lacking else ()
+        if fallbacks:
+            text.set_fontfamily([font_manager.FontProperties(fname=own).get_name(), *fallbacks])
+
+
+@functools.cache
+def _characters_of(font_file: str) -> frozenset[int]:
+    """The code points a font file draws; none for a file FreeType cannot read."""
+    from matplotlib.ft2font import FT2Font
+
+    try:
+        return frozenset(FT2Font(font_file).get_charmap())
+    except (OSError, RuntimeError, ValueError):
+        return frozenset()
+
+
+@functools.cache
+def _families_having(characters: frozenset[int]) -> tuple[str, ...]:
+    """Installed font families, in name order, that together draw as many of `characters` as any can."""
+    from matplotlib import font_manager
+
+    families, left = [], set(characters)
+    for entry in sorted(font_manager.fontManager.ttflist, key=lambda entry: (entry.name, entry.fname)):
+        if entry.name.startswith("Last Resort"):
+            continue  # matplotlib's font of placeholders: a box naming the Unicode block, not the character
+        found = left & _characters_of(entry.fname)
+        if found:
+            left -= found
+            if entry.name not in families:
+                families.append(entry.name)
+        if not left:
+            break
+    return tuple(families)
+
+
 def _plain(text: str) -> str:
     """`text` as matplotlib draws it literally (a `$` would otherwise start math mode)."""
     return str(text).replace("$", r"\$")
@@ -65,6 +118,7 @@ def _names(classes, limit: int) -> list[str]:
 
 
 def _save(figure, path: Path) -> Path:
+    _use_installed_fonts_for_missing_glyphs(figure)
     with atomic_path(path) as tmp, _missing_glyphs_quiet():
         figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     return path
@@ -241,6 +295,7 @@ def gallery_figure(evaluation: Evaluation):
         first.set_title(caption, fontsize=8, loc="left")
     what = "heat map: Grad-CAM of the predicted class" if heat else "no heat map: the model has no convolutions"
     figure.suptitle(_plain(f"{evaluation.split}: the {count} highest-loss mistakes ({what})"), fontsize=10)
+    _use_installed_fonts_for_missing_glyphs(figure)  # before the layout, which measures the captions
     with _missing_glyphs_quiet():
         figure.tight_layout()
     return figure
