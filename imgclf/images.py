@@ -468,18 +468,19 @@ def _has_transparent_colour(image: Image.Image) -> bool:
     return image.mode in ("1", "L", "RGB", *_HIGH_BIT_MODES) and "transparency" in image.info
 
 
-def _scale_transparent_grey_level(image: Image.Image) -> None:
-    """Scales the transparent level of a 2- or 4-bit grey PNG as Pillow scales its pixels, before loading.
+def transparent_grey_level(image: Image.Image) -> int | None:
+    """The transparent level of a grey image on the 0..255 scale of its pixels, read before loading; else `None`.
 
-    Pillow opens such a file as 8-bit grey (level 1 of 2 bits becomes 85) but
-    keeps the level of its tRNS chunk as stored, so no pixel would match it.
-    The raw mode that tells the depth is gone once the image is loaded.
+    Pillow opens a 2- or 4-bit grey PNG as 8-bit grey (level 1 of 2 bits
+    becomes 85) but keeps the level of its tRNS chunk as stored, so no pixel
+    would match it: that level is scaled here. The raw mode that tells the
+    depth is gone once the image is loaded.
     """
     level = image.info.get("transparency")
-    if image.format == "PNG" and image.mode == "L" and isinstance(level, int):
-        bits = {"L;2": 2, "L;4": 4}.get(_rawmode(image))
-        if bits:
-            image.info["transparency"] = level * 255 // (2**bits - 1)
+    if image.mode != "L" or not isinstance(level, int):
+        return None
+    bits = {"L;2": 2, "L;4": 4}.get(_rawmode(image)) if image.format == "PNG" else None
+    return level * 255 // (2**bits - 1) if bits else level
 
 
 def _has_palette_transparency(image: Image.Image) -> bool:
@@ -584,7 +585,7 @@ def _decode_opened(image: Image.Image, channels: int | None, limits: ImageLimits
     """
     stored_channels = _stored_channels(image)
     depth_findings = _depth_findings(image)  # before loading, which drops the header's raw mode
-    _scale_transparent_grey_level(image)
+    grey_level = transparent_grey_level(image)
     stored_orientation = _exif_orientation(image)
     if draft_size is not None and image.format in JPEG_FORMATS:
         # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far faster for large photos.
@@ -599,6 +600,8 @@ def _decode_opened(image: Image.Image, channels: int | None, limits: ImageLimits
     image, findings = _orientation_and_frames(image, stored_orientation)
     if getattr(image, "n_frames", 1) > 1:
         image.load()
+    if grey_level is not None:
+        image.info["transparency"] = grey_level
     findings += depth_findings + _mode_findings(image)
     if channels is not None:
         image = _convert(image, channels, limits)

@@ -435,11 +435,14 @@ def resize_image(image, spec: ImageSpec, limits: ImageLimits = ImageLimits()) ->
     """
     from PIL import Image, ImageOps
 
-    from .images import _convert  # the mode conversion every decoded file goes through
+    from .images import _convert, transparent_grey_level  # what every decoded file goes through
 
     if spec.resize not in RESIZE_MODES:
         raise ValueError(f"Unknown resize {spec.resize!r}. Valid values: {', '.join(RESIZE_MODES)}")
+    grey_level = transparent_grey_level(image)  # before the copy below loads the pixels
     image = ImageOps.exif_transpose(image)  # a copy of the frame the image is at (an animated one is not rewound)
+    if grey_level is not None:
+        image.info["transparency"] = grey_level
     image = _convert(image, spec.channels, limits)
     size = (spec.width, spec.height)
     if spec.resize == "stretch":

@@ -390,6 +390,17 @@ def test_a_jpeg_opened_with_pil_gives_the_probabilities_of_its_path(run, tmp_pat
     assert clf.predict(image).shape == (1, 3)
 
 
+def test_a_low_bit_grey_png_opened_with_pil_gives_the_probabilities_of_its_path(run, tmp_path):
+    import badfiles
+
+    levels = np.random.default_rng(0).integers(0, 4, size=(24, 24))  # 2 bits; level 1 (85 in 8 bits) transparent
+    path = badfiles.write(tmp_path / "key.png", badfiles.grey_png_bytes(levels, 2, transparent=1))
+    clf = imgclf.load(run, workers=1)
+    image = Image.open(path)
+    np.testing.assert_array_equal(clf.predict(image), clf.predict(path))
+    assert image.info["transparency"] == 1  # the caller's image is not changed
+
+
 def test_a_predictions_csv_reads_back_as_an_input_list(run, new_images, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["predict", str(run.path), "new/circle/circle_050.png", "new/triangle", "--out", "out/first.csv"]) == 0
