@@ -107,13 +107,19 @@ def rows_missing_png(path):
     """Well-formed chunks, valid CRCs and an IEND chunk, but pixel data for only half of the rows."""
     gray = np.asarray(_rgb((32, 32)).convert("L"))
     rows = b"".join(b"\x00" + row.tobytes() for row in gray[:16])
-    header = struct.pack(">IIBBBBB", 32, 32, 8, 0, 0, 0, 0)
-    return write(path, b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(rows))
-                 + png_chunk(b"IEND", b""))
+    return write(path, raw_png(32, 32, 8, 0, rows))
 
 
 def png_chunk(name: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + name + payload + struct.pack(">I", zlib.crc32(name + payload))
+
+
+def raw_png(width: int, height: int, bits: int, colour: int, stream: bytes, *, chunks: bytes = b"",
+            interlaced: bool = False) -> bytes:
+    """A PNG written chunk by chunk: its header, `chunks`, then `stream` (filtered rows) compressed in one IDAT."""
+    header = struct.pack(">IIBBBBB", width, height, bits, colour, 0, 0, int(interlaced))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + chunks
+            + png_chunk(b"IDAT", zlib.compress(stream)) + png_chunk(b"IEND", b""))
 
 
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
@@ -125,9 +131,7 @@ def interlaced_png(pixels: np.ndarray, *, keep: float = 1.0) -> bytes:
     height, width = pixels.shape[:2]
     stream = b"".join(b"".join(b"\x00" + row.tobytes() for row in pixels[y::dy, x::dx])
                       for x, y, dx, dy in _ADAM7 if x < width and y < height)
-    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 1)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
-            + png_chunk(b"IDAT", zlib.compress(stream[:int(len(stream) * keep)])) + png_chunk(b"IEND", b""))
+    return raw_png(width, height, 8, colour, stream[:int(len(stream) * keep)], interlaced=True)
 
 
 def dangling_ifd_tiff(path):
@@ -194,9 +198,7 @@ def rgb48_png(path):
     """An RGB PNG of 16 bits per channel, which Pillow opens as 8-bit RGB (Pillow cannot write one)."""
     pixels = np.random.default_rng(0).integers(0, 65536, size=(16, 16, 3), dtype=np.uint16).astype(">u2")
     rows = b"".join(b"\x00" + row.tobytes() for row in pixels)
-    header = struct.pack(">IIBBBBB", 16, 16, 16, 2, 0, 0, 0)
-    return write(path, b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(rows))
-                 + png_chunk(b"IEND", b""))
+    return write(path, raw_png(16, 16, 16, 2, rows))
 
 
 def palette_transparency_png(path):
@@ -259,10 +261,8 @@ def grey_png_bytes(levels: np.ndarray, bits: int, transparent: int | None = None
     else:
         rows = [np.packbits(np.unpackbits(row.astype(np.uint8)[:, None], axis=1)[:, 8 - bits:]).tobytes()
                 for row in levels]
-    header = struct.pack(">IIBBBBB", width, height, bits, 0, 0, 0, 0)
     trns = b"" if transparent is None else png_chunk(b"tRNS", struct.pack(">H", transparent))
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + trns
-            + png_chunk(b"IDAT", zlib.compress(b"".join(b"\x00" + row for row in rows))) + png_chunk(b"IEND", b""))
+    return raw_png(width, height, bits, 0, b"".join(b"\x00" + row for row in rows), chunks=trns)
 
 
 def grey_level_key_png(path, bits=4):
@@ -326,9 +326,7 @@ def grey_alpha_48_png(path):
     pixels = np.random.default_rng(0).integers(0, 65536, size=(16, 16, 2), dtype=np.uint16).astype(">u2")
     pixels[..., 1] = 65535
     rows = b"".join(b"\x00" + row.tobytes() for row in pixels)
-    header = struct.pack(">IIBBBBB", 16, 16, 16, 4, 0, 0, 0)
-    return write(path, b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(rows))
-                 + png_chunk(b"IEND", b""))
+    return write(path, raw_png(16, 16, 16, 4, rows))
 
 
 def png_named_jpg(path):

@@ -48,6 +48,10 @@ def cnn(cfg: ModelConfig, spec: ImageSpec, num_classes: int) -> keras.Model:
     return keras.Model(inputs, outputs, name="cnn")
 
 
+def _normalised_relu(x):
+    return layers.Activation("relu")(layers.BatchNormalization(momentum=0.9)(x))
+
+
 @MODELS.register("small_cnn")
 def small_cnn(cfg: ModelConfig, spec: ImageSpec, num_classes: int) -> keras.Model:
     """Three blocks of two convolutions with batch norm, and global pooling; stronger on colour photos.
@@ -62,11 +66,8 @@ def small_cnn(cfg: ModelConfig, spec: ImageSpec, num_classes: int) -> keras.Mode
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
         if min(x.shape[1], x.shape[2]) >= 2:
             x = layers.MaxPooling2D(2)(x)
-        x = layers.BatchNormalization(momentum=0.9)(x)
-        x = layers.Activation("relu")(x)
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization(momentum=0.9)(x)
-        x = layers.Activation("relu")(x)
+        x = _normalised_relu(x)
+        x = _normalised_relu(layers.Conv2D(filters, 3, padding="same", use_bias=False)(x))
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(_dropout(cfg, 0.3))(x)
     outputs = probabilities_layer(num_classes)(x)
