@@ -6,7 +6,9 @@ imgclf's `small_cnn` pools right after the first convolution of each block,
 the reference after the second. Each is trained with `model.fit` on random
 uint8 images held in memory (Adam, label smoothing 0.1, as imgclf's default
 recipe), in turns, and the best pass of each gives images per second; prints
-both and their ratio; writes JSON.
+both and their ratio; writes JSON. `--variants` adds changed copies of
+`small_cnn` (cheaper blocks, other pooling, no batch normalisation) to the
+same turns, each with its ratio to `small_cnn`.
 
 Usage:
 
@@ -47,6 +49,43 @@ def pooling_at_block_end(shape, num_classes: int):
     return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
 
 
+def small_cnn_variant(change: str, shape, num_classes: int):
+    """`small_cnn` with one change.
+
+    Args:
+        change: `"pool_first"` (blocks 2 and 3 pool before their first
+            convolution), `"stride_2"` (blocks 2 and 3 start with a stride-2
+            convolution instead of a convolution and a pooling),
+            `"average_pooling"` or `"no_batch_norm"`.
+    """
+    import keras
+    from keras import layers
+
+    def normalised_relu(x):
+        if change != "no_batch_norm":
+            x = layers.BatchNormalization(momentum=0.9)(x)
+        return layers.Activation("relu")(x)
+
+    pooling = layers.AveragePooling2D if change == "average_pooling" else layers.MaxPooling2D
+    inputs = keras.Input(shape=shape)
+    x = layers.Rescaling(1.0 / 255)(inputs)
+    for block, filters in enumerate((32, 64, 128)):
+        if block and change == "pool_first":
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(pooling(2)(x))
+        elif block and change == "stride_2":
+            x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False)(x)
+        else:
+            x = pooling(2)(layers.Conv2D(filters, 3, padding="same", use_bias=False)(x))
+        x = normalised_relu(x)
+        x = normalised_relu(layers.Conv2D(filters, 3, padding="same", use_bias=False)(x))
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.3)(x)
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
+
+
+VARIANTS = ("pool_first", "stride_2", "average_pooling", "no_batch_norm")
+
+
 def images_per_second(model, images, labels, batch_size: int) -> float:
     """Images per second of one epoch of `model.fit` over the arrays (tracing done beforehand)."""
     start = time.perf_counter()
@@ -62,6 +101,8 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=3200, help="images per timed pass (default 3200)")
     parser.add_argument("--batch-size", type=int, default=32, help="default 32, as imgclf's default")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes of each network (default 3)")
+    parser.add_argument("--variants", action="store_true",
+                        help=f"also time small_cnn with one change each: {', '.join(VARIANTS)}")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     check_at_least(parser, args, 1, "images", "batch_size", "repeats")
@@ -83,6 +124,8 @@ def main(argv=None) -> int:
     models = {"small_cnn (pooling after the first convolution)":
               build_model(ModelConfig(name="small_cnn"), ImageSpec(args.size, args.size, args.channels), 10),
               "reference (pooling at the end of each block)": pooling_at_block_end(shape, 10)}
+    if args.variants:
+        models.update({f"small_cnn, {change}": small_cnn_variant(change, shape, 10) for change in VARIANTS})
     for model in models.values():
         model.compile(keras.optimizers.Adam(1e-3), keras.losses.CategoricalCrossentropy(label_smoothing=0.1))
         model.fit(images[:args.batch_size * 2], labels[:args.batch_size * 2], batch_size=args.batch_size, verbose=0)
@@ -90,10 +133,10 @@ def main(argv=None) -> int:
     for _ in range(args.repeats):  # in turns, so that a slower spell of a shared machine hits both
         for name, model in models.items():
             best[name] = max(best[name], images_per_second(model, images, labels, args.batch_size))
-    ours, reference = best.values()
-    print(f"{'network':<52} {'images/s':>9}")
+    ours, reference = list(best.values())[:2]
+    print(f"{'network':<52} {'images/s':>9} {'/ small_cnn':>11}")
     for name, value in best.items():
-        print(f"{name:<52} {value:>9.0f}")
+        print(f"{name:<52} {value:>9.0f} {value / ours:>10.2f}x")
     print(f"ratio (small_cnn / reference): {ours / reference:.2f}x at {args.size}x{args.size}x{args.channels}, "
           f"batch {args.batch_size}")
     if args.json:
