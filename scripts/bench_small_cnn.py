@@ -57,6 +57,11 @@ def small_cnn_variant(change: str, shape, num_classes: int):
             convolution), `"stride_2"` (blocks 2 and 3 start with a stride-2
             convolution instead of a convolution and a pooling),
             `"average_pooling"` or `"no_batch_norm"`.
+        shape: `(height, width, channels)` of the images.
+        num_classes: outputs of the softmax.
+
+    Returns:
+        An uncompiled `keras.Model`.
     """
     import keras
     from keras import layers
@@ -66,16 +71,20 @@ def small_cnn_variant(change: str, shape, num_classes: int):
             x = layers.BatchNormalization(momentum=0.9)(x)
         return layers.Activation("relu")(x)
 
-    pooling = layers.AveragePooling2D if change == "average_pooling" else layers.MaxPooling2D
+    def pooling(x):
+        if min(x.shape[1], x.shape[2]) < 2:  # as in small_cnn: nothing left to pool
+            return x
+        return (layers.AveragePooling2D if change == "average_pooling" else layers.MaxPooling2D)(2)(x)
+
     inputs = keras.Input(shape=shape)
     x = layers.Rescaling(1.0 / 255)(inputs)
     for block, filters in enumerate((32, 64, 128)):
         if block and change == "pool_first":
-            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(pooling(2)(x))
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(pooling(x))
         elif block and change == "stride_2":
             x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False)(x)
         else:
-            x = pooling(2)(layers.Conv2D(filters, 3, padding="same", use_bias=False)(x))
+            x = pooling(layers.Conv2D(filters, 3, padding="same", use_bias=False)(x))
         x = normalised_relu(x)
         x = normalised_relu(layers.Conv2D(filters, 3, padding="same", use_bias=False)(x))
     x = layers.GlobalAveragePooling2D()(x)
