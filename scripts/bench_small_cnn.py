@@ -30,30 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import check_at_least, check_json_target, machine, write_results  # noqa: E402
 
 
-def pooling_at_block_end(shape, num_classes: int):
-    """The reference: `small_cnn` as it was, each block's pooling after its second convolution."""
-    import keras
-    from keras import layers
-
-    inputs = keras.Input(shape=shape)
-    x = layers.Rescaling(1.0 / 255)(inputs)
-    for filters in (32, 64, 128):
-        for _ in range(2):
-            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-            x = layers.BatchNormalization(momentum=0.9)(x)
-            x = layers.Activation("relu")(x)
-        if min(x.shape[1], x.shape[2]) >= 2:
-            x = layers.MaxPooling2D(2)(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(0.3)(x)
-    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
-
-
 def small_cnn_variant(change: str, shape, num_classes: int):
     """`small_cnn` with one change.
 
     Args:
-        change: `"pool_first"` (blocks 2 and 3 pool before their first
+        change: `"pool_last"` (the reference: `small_cnn` as it was, each
+            block pooling after its second convolution), `"pool_first"`
+            (blocks 2 and 3 pool before their first
             convolution), `"stride_2"` (blocks 2 and 3 start with a stride-2
             convolution instead of a convolution and a pooling),
             `"average_pooling"` or `"no_batch_norm"`.
@@ -79,7 +62,9 @@ def small_cnn_variant(change: str, shape, num_classes: int):
     inputs = keras.Input(shape=shape)
     x = layers.Rescaling(1.0 / 255)(inputs)
     for block, filters in enumerate((32, 64, 128)):
-        if block and change == "pool_first":
+        if change == "pool_last":
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        elif block and change == "pool_first":
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(pooling(x))
         elif block and change == "stride_2":
             x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False)(x)
@@ -87,6 +72,8 @@ def small_cnn_variant(change: str, shape, num_classes: int):
             x = pooling(layers.Conv2D(filters, 3, padding="same", use_bias=False)(x))
         x = normalised_relu(x)
         x = normalised_relu(layers.Conv2D(filters, 3, padding="same", use_bias=False)(x))
+        if change == "pool_last":
+            x = pooling(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(0.3)(x)
     return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
@@ -132,7 +119,7 @@ def main(argv=None) -> int:
     labels = keras.utils.to_categorical(rng.integers(0, 10, size=args.images), 10)
     models = {"small_cnn (pooling after the first convolution)":
               build_model(ModelConfig(name="small_cnn"), ImageSpec(args.size, args.size, args.channels), 10),
-              "reference (pooling at the end of each block)": pooling_at_block_end(shape, 10)}
+              "reference (pooling at the end of each block)": small_cnn_variant("pool_last", shape, 10)}
     if args.variants:
         models.update({f"small_cnn, {change}": small_cnn_variant(change, shape, 10) for change in VARIANTS})
     for model in models.values():
