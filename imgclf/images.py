@@ -164,13 +164,19 @@ class ImageHeader:
 
 @dataclasses.dataclass(frozen=True)
 class FileCheck:
-    """The result of `inspect_file`: hash, size and every finding of one file."""
+    """The result of `inspect_file`: hash, size and every finding of one file.
+
+    `pixels_sha1` is the hash of the decoded pixels as training sees them
+    (`pixels_hash`), the same for two files of one picture in other
+    formats or with other metadata; `None` when the file was not decoded.
+    """
 
     sha1: str | None
     width: int | None
     height: int | None
     channels: int | None
     findings: tuple[Finding, ...]
+    pixels_sha1: str | None = None
 
     @property
     def status(self) -> Severity:
@@ -882,18 +888,32 @@ def inspect_file(path, *, limits: ImageLimits = ImageLimits(), draft: bool = Tru
             width, height = image.size
             if scaled:  # the size of the image, not of its draft
                 width, height = full[::-1] if orientation in _SIDEWAYS_ORIENTATIONS else full
-            findings += _shape_findings(width, height, limits) + _blank_findings(image, channels, limits)
+            shown = _convert(image, channels, limits)
+            findings += _shape_findings(width, height, limits) + _blank_findings(shown, channels)
             if scaled and findings and findings[-1].problem == ImageProblem.BLANK:
                 # a fine pattern can average out at 1/8 scale: the whole image decides
-                findings[-1:] = _blank_findings(_decode(io.BytesIO(data), path, None, limits)[0], channels, limits)
+                findings[-1:] = _blank_findings(_decode(io.BytesIO(data), path, channels, limits)[0], channels)
     except ImageDecodeError as error:
         return FileCheck(sha1, None, None, None, (Finding(error.problem, error.detail),))
-    return FileCheck(sha1, width, height, channels, tuple(findings))
+    return FileCheck(sha1, width, height, channels, tuple(findings), pixels_hash(shown, (width, height)))
 
 
-def _blank_findings(image: Image.Image, channels: int, limits: ImageLimits) -> list[Finding]:
-    """A warning for an image of one flat colour, as training sees it (a placeholder, a failed render or export)."""
-    extrema = _convert(image, channels, limits).getextrema()
+def pixels_hash(image: Image.Image, size: tuple[int, int]) -> str:
+    """The sha1 of an image's pixels (in mode `L` or `RGB`) and of `size`, the `(width, height)` of the picture.
+
+    Of a JPEG decoded in draft mode, the pixels are those of the draft: two
+    pictures that differ only in detail finer than 8 pixels can share it, so
+    an equal hash of drafts needs a full decode to confirm.
+    """
+    digest = hashlib.sha1(f"{size[0]}x{size[1]} {image.mode} {image.size[0]}x{image.size[1]}\n".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def _blank_findings(shown: Image.Image, channels: int) -> list[Finding]:
+    """A warning for an image of one flat colour, as training sees it (`shown`, converted to `channels`: a
+    placeholder, a failed render or export)."""
+    extrema = shown.getextrema()
     bands = [extrema] if channels == 1 else list(extrema)
     if any(low != high for low, high in bands):
         return []

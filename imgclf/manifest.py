@@ -35,7 +35,9 @@ _LEAK_NOTE = "appear in more than one split (a leak between splits)"
 SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
 IGNORED_NAMES = {".ds_store", "thumbs.db", "desktop.ini", "__macosx"}
 DATASET_STAMP = ".imgclf-dataset.json"  # the dataset recipes' record of a build (datasets/_common.py)
-COLUMNS = ("path", "label", "split", "sha1", "width", "height", "channels", "status", "problem", "detail")
+COLUMNS = ("path", "label", "split", "sha1", "width", "height", "channels", "status", "problem", "detail", "stat")
+# Manifests written before `stat` was recorded lack it; their rows are checked by the manifest's own time.
+_OPTIONAL_COLUMNS = ("stat",)
 
 
 class DatasetError(ValueError):
@@ -49,7 +51,12 @@ class Entry:
     `path` is the file's absolute path as the `os` functions take it; a file
     name that is not valid UTF-8 holds surrogate characters there and is
     written to CSV files and summaries with `files.escape_name`. `label` and
-    `detail` are always plain text.
+    `detail` are always plain text. `stat` is the file's size, modification
+    time and inode change time (nanoseconds) when it was hashed
+    (`file_stat`), so that a reused manifest hashes again exactly the files
+    changed since; empty when unknown. `pixels_sha1` is the hash of the
+    decoded pixels when the file was decoded (`images.pixels_hash`, by
+    `imgclf audit`), else empty; it is not written to CSV.
     """
 
     path: str
@@ -62,6 +69,8 @@ class Entry:
     status: str = Severity.OK.value
     problem: str = ""
     detail: str = ""
+    stat: str = dataclasses.field(default="", compare=False)
+    pixels_sha1: str = dataclasses.field(default="", compare=False)
 
     @property
     def usable(self) -> bool:
@@ -186,13 +195,13 @@ class Manifest:
         name = escape_name(str(path))
         reader = csv.reader(io.StringIO(_csv_text(path), newline=""))
         header = [field.strip() for field in next(reader, [])]
-        missing = [c for c in COLUMNS if c not in header]
+        missing = [c for c in COLUMNS if c not in header and c not in _OPTIONAL_COLUMNS]
         if missing:
             hint = (" Its columns are separated by semicolons: save it with commas." if len(header) == 1 and ";" in header[0]
                     else "")
             raise DatasetError(f"{name} is not an imgclf manifest: it lacks the columns {missing}.{hint} "
                                "`imgclf scan DIR --out FILE` writes one.")
-        column = {c: header.index(c) for c in COLUMNS}
+        column = {c: header.index(c) for c in COLUMNS if c in header}
         entries, first_line, repeats = [], {}, []
         for cells in reader:
             number = reader.line_num
@@ -240,23 +249,28 @@ class Manifest:
     def recheck_changed(self, since: float, *, limits: ImageLimits = ImageLimits(), workers: int | None = None,
                         progress: bool = True, entries: Sequence[Entry] | None = None,
                         note: bool = True) -> list[Entry]:
-        """Checks again the usable files that are gone or were modified after `since`.
+        """Checks again the usable files that are gone or were changed since they were hashed.
 
         A reused manifest (`imgclf train --manifest`) names files by path and
         their pixels by hash; a file rewritten since would otherwise be
         trained on with the cached pixels of its old content, and a deleted
         one evaluated from the cache. Each such file is hashed and checked
         again (a gone one becomes `unreadable`), and a note says how many.
-        A file is taken as changed when its modification time or its inode
-        change time is later: a file replaced by one that keeps an older
-        modification time (`cp -p`, `rsync -a`, `touch -r`) is seen too,
-        since no tool sets the change time back; a `chmod` or a new hard link
-        also counts, at the cost of hashing the file at every later check
-        (the note counts the files whose content is new). A row without a
-        content hash (`read_csv` of one written by hand) is hashed too.
+        A file is taken as changed when its size, modification time or inode
+        change time differs from the `stat` recorded when it was hashed: a
+        file replaced by one that keeps an older modification time (`cp -p`,
+        `rsync -a`, `touch -r`) is seen too, since no tool sets the change
+        time back, and so is a file changed before the manifest was edited by
+        hand; a `chmod` or a new hard link also counts, at the cost of
+        hashing the file at every later check (the note counts the files
+        whose content is new). A row without a `stat` (a manifest written by
+        an earlier imgclf, or a row added by hand) is taken as changed when
+        its modification or change time is later than `since`. A row
+        without a content hash is hashed too.
 
         Args:
-            since: a time stamp, e.g. the manifest file's modification time.
+            since: a time stamp, e.g. the manifest file's modification time;
+                used for rows without a `stat`.
             limits: image limits. Defaults to `ImageLimits()`.
             workers: processes. Defaults to `None`: one per CPU.
             progress: show a progress bar. Defaults to `True`.
@@ -269,6 +283,10 @@ class Manifest:
         """
         changed = []
         for entry in self.usable if entries is None else [e for e in entries if e.usable]:
+            if entry.stat:
+                if file_stat(entry.path) != entry.stat or not entry.sha1:
+                    changed.append(entry)
+                continue
             try:
                 status = os.stat(entry.path)
                 modified = max(status.st_mtime, status.st_ctime)
@@ -298,11 +316,14 @@ class Manifest:
 
         A pre-split folder with the same picture in `train/` and `test/`
         tests the model on an image it learned; a split imgclf draws keeps
-        copies together, so only given splits can leak.
+        copies together, so only given splits can leak. Where the files were
+        decoded (`imgclf audit`), copies are those with the same pixels, and
+        the hash is that of the pixels: the split, which goes by the bytes,
+        can put one picture in another format in another split.
         """
         groups = collections.defaultdict(list)
         for entry in self.usable:
-            groups[entry.sha1].append(entry)
+            groups[entry.pixels_sha1 or entry.sha1].append(entry)
         return [(sha1, sorted(e.path for e in group)) for sha1, group in groups.items()
                 if len({e.split for e in group}) > 1]
 
@@ -998,7 +1019,7 @@ def read_files(entries: Sequence[Entry], *, limits: ImageLimits = ImageLimits(),
     """Hashes and checks every file in worker processes, setting each entry's fields.
 
     Args:
-        entries: the entries to check; their hash, size, status and problems
+        entries: the entries to check; their hash, stat, size, status and problems
             are replaced.
         limits: image limits. Defaults to `ImageLimits()`.
         decode: decode every image fully (`images.inspect_file`) instead of
@@ -1009,17 +1030,54 @@ def read_files(entries: Sequence[Entry], *, limits: ImageLimits = ImageLimits(),
             (made for the same entries, in order); the checks are those of
             the header-only scan. Defaults to `None`.
     """
+    stats = [file_stat(e.path) for e in entries]  # before the reads: a change during one shows at the next check
     if staged is not None:
         checks = staged.fill(workers=workers, progress=progress)
     else:
         jobs = [(e.path, limits, decode) for e in entries]
         checks = parallel_map(_check, jobs, workers=workers, desc="audit" if decode else "scan", progress=progress)
-    for entry, check in zip(entries, checks):
-        entry.sha1 = check.sha1 or ""
+    for entry, stat, check in zip(entries, stats, checks):
+        entry.sha1, entry.stat, entry.pixels_sha1 = check.sha1 or "", stat, check.pixels_sha1 or ""
         entry.width, entry.height, entry.channels = check.width or 0, check.height or 0, check.channels or 0
         entry.status, entry.problem, entry.detail = Severity.OK.value, "", ""
         for finding in check.findings:
             entry.flag(finding.problem, finding.detail)
+    if decode:
+        _confirm_pixel_copies(entries, limits=limits, workers=workers, progress=progress)
+
+
+def _full_pixels_hash(job: tuple[str, ImageLimits]) -> str:
+    path, limits = job
+    return inspect_file(path, limits=limits, draft=False).pixels_sha1 or ""
+
+
+def _confirm_pixel_copies(entries: Sequence[Entry], *, limits: ImageLimits, workers: int | None,
+                          progress: bool) -> None:
+    """Decodes again at full size the files whose pixels hash as those of another file with other bytes.
+
+    The audit decodes JPEGs at 1/8 scale, where pictures that differ only
+    in fine detail can look the same: only a full decode may call them
+    identical. Such files are few, so this costs little.
+    """
+    contents = collections.defaultdict(set)
+    for entry in entries:
+        if entry.pixels_sha1 and entry.usable:
+            contents[entry.pixels_sha1].add(entry.sha1)
+    suspects = [e for e in entries if e.pixels_sha1 and e.usable and len(contents[e.pixels_sha1]) > 1]
+    hashes = parallel_map(_full_pixels_hash, [(e.path, limits) for e in suspects], workers=workers,
+                          desc="full decode", progress=progress and bool(suspects))
+    for entry, pixels_sha1 in zip(suspects, hashes):
+        entry.pixels_sha1 = pixels_sha1
+
+
+def file_stat(path: str) -> str:
+    """A file's size, modification time and inode change time, `"size:mtime_ns:ctime_ns"`; `""` for a file that
+    cannot be read. Any write, replacement, `chmod` or new link changes it."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return ""
+    return f"{status.st_size}:{status.st_mtime_ns}:{status.st_ctime_ns}"
 
 
 def flag_duplicates(entries: Sequence[Entry]) -> None:
@@ -1029,23 +1087,34 @@ def flag_duplicates(entries: Sequence[Entry]) -> None:
     is left out (`label_conflict`). Within one class, every copy after the
     first (by path) is flagged `duplicate` and still used; the split keeps all
     copies together.
+
+    Files whose bytes differ but whose decoded pixels are the same (one
+    picture as PNG and BMP, or with other metadata; known only where the
+    files were decoded, `Entry.pixels_sha1`) are flagged the same way. The
+    split, which goes by the bytes, may put them apart: `note_leaks` then
+    counts them.
     """
-    groups: dict[str, list[Entry]] = collections.defaultdict(list)
-    for entry in entries:
-        if entry.sha1 and entry.usable:
-            groups[entry.sha1].append(entry)
-    for group in groups.values():
-        if len(group) < 2:
-            continue
-        labels = sorted({e.label for e in group})
-        if len(labels) > 1:
-            for entry in group:
-                others = [escape_name(e.path) for e in group if e is not entry]
-                entry.flag(ImageProblem.LABEL_CONFLICT, f"same content under classes {', '.join(labels)}: {', '.join(others)}")
-            continue
-        first, *copies = sorted(group, key=lambda e: e.path)
-        for entry in copies:
-            entry.flag(ImageProblem.DUPLICATE, f"identical to {escape_name(first.path)}")
+    for key, what in (("sha1", "same content"), ("pixels_sha1", "same pixels")):
+        groups: dict[str, list[Entry]] = collections.defaultdict(list)
+        for entry in entries:
+            if getattr(entry, key) and entry.usable:
+                groups[getattr(entry, key)].append(entry)
+        for group in groups.values():
+            if len(group) < 2 or (key == "pixels_sha1" and len({e.sha1 for e in group}) < 2):
+                continue  # one file, or copies of the same bytes: flagged by their content hash already
+            labels = sorted({e.label for e in group})
+            if len(labels) > 1:
+                for entry in group:
+                    others = [escape_name(e.path) for e in group if e is not entry]
+                    entry.flag(ImageProblem.LABEL_CONFLICT, f"{what} under classes {', '.join(labels)}: {', '.join(others)}")
+                continue
+            first, *copies = sorted(group, key=lambda e: e.path)
+            for entry in copies:
+                if key == "sha1":
+                    entry.flag(ImageProblem.DUPLICATE, f"identical to {escape_name(first.path)}")
+                elif entry.sha1 != first.sha1 and ImageProblem.DUPLICATE.value not in entry.problem.split(";"):
+                    entry.flag(ImageProblem.DUPLICATE, f"the same pixels as {escape_name(first.path)}, in a file "
+                                                       "with other bytes (another format, metadata or compression)")
 
 
 # Splitting ------------------------------------------------------------------

@@ -289,10 +289,12 @@ def transparent_png(path):
 def premultiplied_la_tiff(path, image: Image.Image | None = None):
     """A grey TIFF with associated (premultiplied) alpha, which Pillow opens in mode "La" (and cannot write).
 
-    `image`: the grey and alpha to store, an LA image; an opaque grey picture by default.
+    `image`: the grey and alpha to store, an LA image; by default an opaque grey picture other than that of
+    `la_png` (the same pixels would make the two copies of each other).
     """
     if image is None:
-        image = Image.fromarray(np.dstack([np.asarray(_rgb().convert("L")), np.full((16, 16), 255, np.uint8)]), "LA")
+        image = Image.fromarray(np.dstack([np.asarray(_rgb(seed=5).convert("L")), np.full((16, 16), 255, np.uint8)]),
+                                "LA")
     buffer = io.BytesIO()
     image.save(buffer, format="TIFF")
     data = bytearray(buffer.getvalue())

@@ -4,7 +4,9 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image, PngImagePlugin
 
 import imgclf
 from badfiles import BAD_FILES
@@ -96,6 +98,62 @@ def test_cross_split_duplicates_are_reported(tmp_path):
     leaks = result.cross_split_duplicates()
     assert len(leaks) == 1 and any(path.endswith("leak.png") for path in leaks[0][1])
     assert "more than one split" in result.summary()
+
+
+def test_one_picture_in_other_formats_or_with_other_metadata_is_flagged_as_a_copy(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=6)
+    picture = Image.open(root / "circle" / "circle_000.png")
+    picture.save(root / "circle" / "again.bmp")
+    picture.save(root / "circle" / "tagged.png", pnginfo=_text_chunk("source", "camera"))
+    picture.save(root / "square" / "mislabelled.tif")
+    result = imgclf.audit(root, out=tmp_path / "audit", progress=False)
+    rows = audit_rows(result.csv_path)
+    assert len({rows[name]["sha1"] for name in ("circle_000.png", "again.bmp", "tagged.png")}) == 3
+    for name in ("circle_000.png", "again.bmp", "tagged.png", "mislabelled.tif"):
+        assert (rows[name]["status"], rows[name]["problem"]) == ("error", "label_conflict"), rows[name]
+        assert rows[name]["detail"].startswith("same pixels under classes circle, square: ")
+    assert result.problem_counts() == {"label_conflict": 4}
+
+    os.remove(root / "square" / "mislabelled.tif")
+    rows = audit_rows(imgclf.audit(root, out=tmp_path / "audit", progress=False).csv_path)
+    assert rows["again.bmp"]["status"] == "ok"  # the first by path is the one kept without a warning
+    for name in ("circle_000.png", "tagged.png"):
+        assert (rows[name]["status"], rows[name]["problem"]) == ("warning", "duplicate")
+        assert rows[name]["detail"] == (f"the same pixels as {root / 'circle' / 'again.bmp'}, in a file with other "
+                                        "bytes (another format, metadata or compression)")
+
+
+def test_jpegs_alike_at_one_eighth_scale_are_copies_only_when_alike_at_full_size(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=6)
+    blocks = np.random.default_rng(0).integers(60, 190, size=(4, 4, 3))
+    flat = np.kron(blocks, np.ones((8, 8, 1))).astype(np.int16)  # 8x8 blocks of one colour each
+    rows, columns = np.mgrid[0:32, 0:32]
+    checker = np.where((rows + columns) % 2 == 0, 25, -25)[..., None]  # the same mean in every block
+    Image.fromarray(flat.astype(np.uint8)).save(root / "circle" / "flat.jpg", quality=95)
+    Image.fromarray((flat + checker).astype(np.uint8)).save(root / "circle" / "checkered.jpg", quality=95)
+    Image.fromarray(flat.astype(np.uint8)).save(root / "circle" / "flat_noted.jpg", quality=95, comment=b"edited")
+    audited = audit_rows(imgclf.audit(root, out=tmp_path / "audit", progress=False).csv_path)
+    assert (audited["checkered.jpg"]["status"], audited["flat.jpg"]["status"]) == ("ok", "ok")
+    assert (audited["flat_noted.jpg"]["status"], audited["flat_noted.jpg"]["problem"]) == ("warning", "duplicate")
+    assert audited["flat_noted.jpg"]["detail"].startswith(f"the same pixels as {root / 'circle' / 'flat.jpg'},")
+
+
+def test_one_picture_in_two_formats_in_two_given_splits_is_a_leak(tmp_path):
+    root = tmp_path / "data"
+    make_class_folder(root / "train", per_class=6)
+    make_class_folder(root / "test", per_class=2, start=50)
+    Image.open(root / "train" / "circle" / "circle_000.png").save(root / "test" / "circle" / "leak.bmp")
+    assert imgclf.scan(root, progress=False).cross_split_duplicates() == []  # by the bytes, they differ
+    result = imgclf.audit(root, progress=False)
+    assert [paths for _, paths in result.cross_split_duplicates()] == [
+        [str(root / "test" / "circle" / "leak.bmp"), str(root / "train" / "circle" / "circle_000.png")]]
+    assert "1 image(s) appear in more than one split (a leak between splits)" in result.summary()
+
+
+def _text_chunk(key, value):
+    info = PngImagePlugin.PngInfo()
+    info.add_text(key, value)
+    return info
 
 
 def test_cli_strict_exit_status(dirty_folder, tmp_path):

@@ -436,6 +436,41 @@ def test_a_file_replaced_with_an_older_modification_time_is_checked_again(tmp_pa
     assert changed[0].sha1 == hashlib.sha1(target.read_bytes()).hexdigest()
 
 
+def test_a_file_changed_before_the_manifest_was_edited_by_hand_is_still_checked_again(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=4)
+    scan(root, progress=False).to_csv(tmp_path / "m.csv")
+    rewritten, other = root / "circle" / "circle_001.png", root / "circle" / "other.png"
+    draw_example(CLASS_STYLES["square"], 77).save(rewritten)
+    shutil.copy2(root / "square" / "square_000.png", other)  # `cp -p`: older times than the edit below
+    text = (tmp_path / "m.csv").read_text()
+    # the hand edit comes after both, and points a row at the new file while keeping the old one's sha1
+    (tmp_path / "m.csv").write_text(text.replace(str(root / "circle" / "circle_002.png"), str(other), 1))
+    os.utime(tmp_path / "m.csv", (time.time() + 5, time.time() + 5))
+    manifest = Manifest.read_csv(tmp_path / "m.csv")
+    changed = manifest.recheck_changed(os.stat(tmp_path / "m.csv").st_mtime, progress=False, workers=1)
+    assert sorted(os.path.basename(e.path) for e in changed) == ["circle_001.png", "other.png"]
+    for path in (rewritten, other):
+        assert [e.sha1 for e in manifest.entries if e.path == str(path)] == [hashlib.sha1(path.read_bytes()).hexdigest()]
+    assert manifest.recheck_changed(0, progress=False, workers=1) == []  # hashed again: their new stat is recorded
+
+
+def test_a_manifest_without_the_stat_column_checks_the_files_by_its_own_time(tmp_path):
+    root = make_class_folder(tmp_path / "data", per_class=4)
+    scan(root, progress=False).to_csv(tmp_path / "m.csv")
+    with open(tmp_path / "m.csv", newline="") as handle:
+        rows = [row[:COLUMNS.index("stat")] for row in csv.reader(handle)]
+    with open(tmp_path / "old.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    written = os.stat(tmp_path / "old.csv").st_mtime
+    manifest = Manifest.read_csv(tmp_path / "old.csv")
+    assert {e.stat for e in manifest.entries} == {""}
+    assert manifest.recheck_changed(written + 10, progress=False, workers=1) == []
+    target = root / "circle" / "circle_001.png"
+    draw_example(CLASS_STYLES["square"], 77).save(target)
+    os.utime(target, (written + 20, written + 20))
+    assert [e.path for e in manifest.recheck_changed(written + 10, progress=False, workers=1)] == [str(target)]
+
+
 def test_a_manifest_with_an_unknown_split_names_the_line(tmp_path):
     root = make_class_folder(tmp_path / "data", per_class=3)
     scan(root, progress=False).to_csv(tmp_path / "m.csv")
@@ -447,7 +482,7 @@ def test_a_manifest_with_an_unknown_split_names_the_line(tmp_path):
     lines = (tmp_path / "m.csv").read_text().splitlines()
     lines[3] = lines[3].replace(",VAL,", ",val,").replace("circle", "cir,cle", 1)  # a path edited without its quotes
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
-    with pytest.raises(DatasetError, match=r"m.csv, line 4: the row has 11 cells, more than the 10 columns"):
+    with pytest.raises(DatasetError, match=r"m.csv, line 4: the row has 12 cells, more than the 11 columns"):
         Manifest.read_csv(tmp_path / "m.csv")
 
 
@@ -456,7 +491,7 @@ def test_a_manifest_cut_short_or_with_a_bad_size_names_the_line(tmp_path):
     scan(root, progress=False).to_csv(tmp_path / "m.csv")
     text = (tmp_path / "m.csv").read_text()
     (tmp_path / "cut.csv").write_text(text[:text.rindex(",", 0, len(text) - 60)])
-    with pytest.raises(DatasetError, match=r"cut.csv, line 10: the row has \d of the 10 columns: the file may be cut "
+    with pytest.raises(DatasetError, match=r"cut.csv, line 10: the row has \d of the 11 columns: the file may be cut "
                                            r"short. Restore it, or remove the row."):
         Manifest.read_csv(tmp_path / "cut.csv")
     lines = text.splitlines()
