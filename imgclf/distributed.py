@@ -14,8 +14,13 @@ each step with the same weights. Metrics are read across all workers.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import keras
 import numpy as np
+
+from .runs import RunError
 
 
 def fit_epochs(model, training, validation, *, strategy, epochs: int, initial_epoch: int, callbacks: list,
@@ -70,6 +75,38 @@ def fit_epochs(model, training, validation, *, strategy, epochs: int, initial_ep
         if model.stop_training:
             break
     callback_list.on_train_end(logs)
+
+
+def refuse_disagreeing_workers(strategy, shared: dict[str, object]) -> None:
+    """Raises `RunError` on every worker of a cluster whose workers were not given the same data and settings.
+
+    Workers given other images would each train on their own, and workers
+    given other settings would run other steps against the same
+    collectives: the cluster would fail later with a misleading error, or
+    not at all. Each worker hashes each part of `shared` and the hashes of
+    every worker are gathered, so every worker names the same parts.
+
+    Args:
+        strategy: the `MultiWorkerMirroredStrategy` of the run.
+        shared: what every worker must agree on, by name, e.g.
+            `{"images, labels and splits": manifest.data_hash}`; any values
+            `json.dumps` can write.
+
+    Raises:
+        RunError: naming the parts that differ between workers.
+    """
+    import tensorflow as tf
+
+    names = list(shared)
+    mine = np.array([int(hashlib.sha1(json.dumps(shared[name], sort_keys=True, default=str).encode()).hexdigest()[:7], 16)
+                     for name in names], np.int32)
+    everyone = strategy.gather(strategy.run(lambda: tf.constant(mine)[None]), axis=0).numpy()
+    differing = [name for index, name in enumerate(names) if len(set(everyone[:, index])) > 1]
+    if differing:
+        raise RunError(f"The workers of this cluster were started with different {' and '.join(differing)}, so "
+                       "they cannot train one model together. Start every worker with the same command: the same "
+                       "images (a copy of the same folder, or the same --manifest) and the same flags; only --out "
+                       "and --workers may differ.")
 
 
 def _step_functions(model, strategy):

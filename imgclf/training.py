@@ -32,7 +32,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from .augment import (AUTO as AUTO_AUGMENT, AugmentError, augment_to_yaml, auto_preset, build_augment, check_augment,
                       is_augment_file)
-from .distributed import fit_epochs
+from .distributed import fit_epochs, refuse_disagreeing_workers
 from .config import Config, ImageSpec, TrainConfig
 from .images import Severity
 from .manifest import Manifest, class_size_notes, describe_problems
@@ -405,6 +405,13 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
     if devices.name == "multi-worker":
         _refuse_batches_below_replicas(cfg.train.batch_size, {"train": len(train_data), "val": len(val_data)},
                                        devices.replicas)
+        with _lost_workers_named():
+            refuse_disagreeing_workers(devices.strategy, {
+                "images, labels or splits": manifest.data_hash,
+                # The path of a weights file may differ from machine to machine: whether there is one may not.
+                "training settings": [dataclasses.asdict(section) for section in (cfg.train, cfg.augment, spec)]
+                + [{**dataclasses.asdict(cfg.model), "weights": cfg.model.pretrained}],
+                "checkpoints to resume from": state.get("epoch", -1)})
     if devices.name == "mirrored":
         _refuse_splits_replicas_cannot_share(cfg.train.batch_size, {"train": len(train_data), "val": len(val_data)},
                                              devices.replicas)

@@ -133,14 +133,18 @@ def _free_ports(count: int) -> list[int]:
 
 def _cluster(data: Path, out: Path, weights: Path, mode: str) -> list[str]:
     """Runs both workers of a fresh two-worker cluster to the end; returns their outputs."""
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    return _workers(WORKER, [[str(data), str(out), str(weights / f"{mode}-{index}.npz"), mode] for index in range(2)])
+
+
+def _workers(script: str, arguments: list[list[str]]) -> list[str]:
+    """Runs `script` as each worker of a fresh cluster, with its own arguments, to the end; returns their outputs."""
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(len(arguments))]
     processes = []
-    for index in range(2):
+    for index, argv in enumerate(arguments):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": tf_config}
-        processes.append(subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(data), str(out), str(weights / f"{mode}-{index}.npz"), mode],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        processes.append(subprocess.Popen([sys.executable, "-c", script, *argv], env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))
     try:
         outputs = [process.communicate(timeout=300)[0] for process in processes]
     finally:
@@ -164,6 +168,29 @@ def _history(run: Path) -> list[dict]:
 
     with open(run / "history.csv") as handle:
         return list(csv.DictReader(handle))
+
+
+def test_workers_given_other_images_or_flags_are_refused_by_every_worker(tmp_path):
+    script = textwrap.dedent("""
+        import sys
+        import imgclf
+        from imgclf.runs import RunError
+
+        data, out, learning_rate = sys.argv[1:4]
+        try:
+            imgclf.train(data, out=out, model="mlp", hidden=(8,), batch_size=8, epochs=1, strategy="multi-worker",
+                         learning_rate=float(learning_rate), verbose=0, progress=False)
+        except RunError as error:
+            print(f"refused: {error}")
+    """)
+    data = make_class_folder(tmp_path / "data", per_class=6)
+    other = make_class_folder(tmp_path / "other", per_class=6, start=1)
+    outputs = _workers(script, [[str(data), str(tmp_path / "run"), "0.01"], [str(other), str(tmp_path / "run"), "0.02"]])
+    for output in outputs:
+        assert ("refused: The workers of this cluster were started with different images, labels or splits and "
+                "training settings, so they cannot train one model together. Start every worker with the same "
+                "command") in output, output[-3000:]
+    assert not (tmp_path / "run" / "history.csv").exists()
 
 
 @pytest.mark.slow
