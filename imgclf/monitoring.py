@@ -2,15 +2,20 @@
 
 Callbacks here keep the state they need across a killed and resumed run:
 `ResumableState.state()` goes into `checkpoints/state.json` after every epoch
-and `restore()` puts it back before the resumed `model.fit` starts.
+and `restore()` puts it back before the resumed `model.fit` starts; the
+TensorBoard points of an epoch that never finished are dropped before it is
+trained again (`forget_unfinished_epochs`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import keras
 import numpy as np
 from sklearn.metrics import f1_score
 
+from .files import atomic_path
 from .pipeline import SplitImages
 
 
@@ -91,3 +96,48 @@ class ValidationMacroF1(keras.callbacks.Callback):
         # predictions name would count as an F1 of 0.
         logs["val_macro_f1"] = float(f1_score(self.labels, predicted, labels=np.unique(self.labels), average="macro",
                                               zero_division=0))
+
+
+def forget_unfinished_epochs(folder, *, epoch: int, iterations: int | None) -> None:
+    """Drops from TensorBoard's event files under `folder` the points written after the last finished epoch.
+
+    Keras's `TensorBoard` callback writes an epoch's points before the run's
+    checkpoint records the epoch as finished: a run killed in between
+    trains that epoch again when resumed, and TensorBoard would draw it
+    twice. Points are dropped by step: epochs after `epoch`, and for the
+    tags Keras counts in training steps (`evaluation_*_vs_iterations`),
+    steps after `iterations`. A record cut short by the kill is dropped
+    too. Each file that changes is replaced atomically.
+
+    Args:
+        folder: the run's `tensorboard/` folder (missing is fine).
+        epoch: the last finished epoch, counted from 0 (`state.json`).
+        iterations: the optimizer steps at its end (`state.json`), or
+            `None` to keep every point counted in steps.
+    """
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    for path in sorted(Path(folder).rglob("events.out.tfevents.*")):
+        records, changed = [], False
+        try:
+            for record in tf.data.TFRecordDataset(str(path)):
+                records.append(record.numpy())
+        except tf.errors.DataLossError:
+            changed = True
+        kept = [record for record in records if _finished(event_pb2.Event.FromString(record), epoch, iterations)]
+        if not changed and len(kept) == len(records):
+            continue
+        with atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
+            for record in kept:
+                writer.write(record)
+
+
+def _finished(event, epoch: int, iterations: int | None) -> bool:
+    """Whether an event of TensorBoard's files belongs to a finished epoch (every event that is no point does)."""
+    tags = [value.tag for value in event.summary.value]
+    if not tags:
+        return True
+    if all(tag.endswith("_vs_iterations") for tag in tags):
+        return iterations is None or event.step <= iterations
+    return event.step <= epoch

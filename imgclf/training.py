@@ -39,7 +39,8 @@ from .manifest import Manifest, class_size_notes, describe_problems
 from .models import ModelChoice, build_model, choose_model, default_image_size
 from .models.backbones import (absolute_weights, check_weights, describe_weights, find_backbone_layer, get_backbone,
                                set_trainable)
-from .monitoring import ResumableEarlyStopping, ValidationMacroF1, choose_monitor, monitor_mode
+from .monitoring import (ResumableEarlyStopping, ValidationMacroF1, choose_monitor, forget_unfinished_epochs,
+                         monitor_mode)
 from .phases import TRAIN, Phase, default_freeze_epochs, plan_phases, resolve_phases
 from .parallel import default_workers
 from .pipeline import ImageBatches, SplitImages, load_split, resolve_image_spec
@@ -420,6 +421,8 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
         start()
     if devices.chief:
         _write_run_files(run, cfg, classes, manifest, augment, spec, choice, devices)
+        if resuming:
+            forget_unfinished_epochs(run.path / "tensorboard", epoch=state["epoch"], iterations=state.get("iterations"))
 
     if resuming and state["epoch"] + 1 >= cfg.train.epochs and verbose:
         print(f"nothing to resume: all {state['epoch'] + 1} epoch(s) of {run.path} are done "

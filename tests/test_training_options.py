@@ -339,6 +339,33 @@ def test_tensorboard_event_files_hold_the_epoch_scalars(tmp_path, data):
     assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= tags
 
 
+def test_an_epoch_killed_after_its_tensorboard_points_is_drawn_once_when_resumed(tmp_path, data, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from imgclf.training import RunCheckpoint
+
+    save = RunCheckpoint.on_epoch_end
+
+    def killed_before_the_third_checkpoint(self, epoch, logs=None):
+        if epoch == 2:  # TensorBoard has written the epoch's points; the checkpoint never records it
+            raise KeyboardInterrupt
+        save(self, epoch, logs)
+
+    monkeypatch.setattr(RunCheckpoint, "on_epoch_end", killed_before_the_third_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        imgclf.train(data, epochs=4, out=tmp_path / "run", **TINY)
+    monkeypatch.setattr(RunCheckpoint, "on_epoch_end", save)
+    run = imgclf.train(data, epochs=4, out=tmp_path / "run", resume=True, **TINY)
+    steps = {}
+    for folder in ("train", "validation"):
+        events = EventAccumulator(str(run.path / "tensorboard" / folder))
+        events.Reload()
+        steps.update({f"{folder}/{tag}": [event.step for event in events.Tensors(tag)]
+                      for tag in events.Tags()["tensors"]})
+    assert steps["train/epoch_loss"] == steps["validation/epoch_accuracy"] == [0, 1, 2, 3]
+    counted_in_steps = steps["validation/evaluation_loss_vs_iterations"]  # the optimizer's steps at each epoch's end
+    assert len(counted_in_steps) == 4 and counted_in_steps == sorted(set(counted_in_steps))
+
+
 def test_mixed_precision_on_a_cpu_without_bfloat16_trains_in_float32_with_a_note(tmp_path, data, capsys, monkeypatch):
     monkeypatch.setattr("imgclf.strategy.cpu_has_bfloat16", lambda: False)
     run = imgclf.train(data, epochs=1, mixed_precision=True, out=tmp_path / "run", **{**TINY, "verbose": 2})
