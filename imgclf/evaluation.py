@@ -534,7 +534,9 @@ def _refuse_no_images(run: RunDir, data, split: str, entries) -> None:
 
 def _folder_manifest(data, classes: Sequence[str], cfg, *, progress: bool):
     """Scans `data` and puts every usable image into the test split; returns it and the eval folder name."""
-    from .manifest import DatasetError, class_name, printable_name, scan
+    from .files import shell_word
+    from .images import Severity
+    from .manifest import DatasetError, class_name, describe_problems, printable_name, scan
     from .pipeline import limits_of
 
     manifest = scan(data, val=0.0, test=0.0, seed=cfg.data.seed, limits=limits_of(cfg.data),
@@ -558,7 +560,10 @@ def _folder_manifest(data, classes: Sequence[str], cfg, *, progress: bool):
     for entry in manifest.entries:
         entry.split = "test" if entry.usable else ""
     if not manifest.usable:
-        raise DatasetError(f"{escape_name(os.fspath(data))} has no usable images to evaluate.")
+        problems = describe_problems(manifest.entries, Severity.ERROR)
+        raise DatasetError(f"{escape_name(os.fspath(data))} has no usable images to evaluate: its "
+                           f"{len(manifest.entries):,} file(s) all have errors ({problems}). "
+                           f"`imgclf audit {shell_word(data)}` lists them.")
     return manifest
 
 

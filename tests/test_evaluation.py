@@ -387,6 +387,23 @@ def test_evaluate_on_a_folder_with_an_unknown_class_names_it(tiny_run, tmp_path)
         "(class names are case-sensitive).")
 
 
+def test_a_folder_whose_every_file_has_an_error_says_which_errors(tiny_run, tmp_path):
+    import shutil
+
+    import imgclf
+    from conftest import make_class_folder
+    from imgclf.manifest import DatasetError
+
+    _, run, _ = tiny_run
+    other = make_class_folder(tmp_path / "other", per_class=2, classes=["circle"])
+    shutil.copytree(other / "circle", other / "square")  # the same pictures under both classes
+    (other / "square" / "empty.png").write_bytes(b"")
+    with pytest.raises(DatasetError) as raised:
+        imgclf.evaluate(run, data=other, progress=False)
+    assert str(raised.value) == (f"{other} has no usable images to evaluate: its 5 file(s) all have errors "
+                                 f"(label_conflict 4, empty_file 1). `imgclf audit {other}` lists them.")
+
+
 def test_a_folder_named_like_a_split_or_like_another_folder_never_replaces_their_results(tiny_run, tmp_path):
     import imgclf
     from conftest import make_class_folder
