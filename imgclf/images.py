@@ -169,8 +169,9 @@ class FileCheck:
     `pixels_sha1` is the hash of the decoded pixels as training sees them
     (`pixels_hash`), the same for two files of one picture in other
     formats or with other metadata; `None` when the file was not decoded.
-    Two checks compare equal when their findings and sizes are: the pixels
-    of a JPEG's draft hash otherwise than those of its full decode.
+    Two checks compare equal when their hashes of the file, sizes and
+    findings are: a JPEG's draft and its full decode compare equal, though
+    their pixels hash differently.
     """
 
     sha1: str | None
