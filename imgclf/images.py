@@ -911,8 +911,11 @@ def pixels_hash(image: Image.Image, size: tuple[int, int]) -> str:
     width, height = image.size
     digest = hashlib.sha1(f"{size[0]}x{size[1]} {image.mode} {width}x{height}\n".encode())
     rows = max(1, (4 << 20) // max(1, width * len(image.getbands())))  # about 4 MB at a time: no copy of a large image
-    for top in range(0, height, rows):
-        digest.update(image.crop((0, top, width, min(height, top + rows))).tobytes())
+    if rows >= height:
+        digest.update(image.tobytes())
+    else:
+        for top in range(0, height, rows):
+            digest.update(image.crop((0, top, width, min(height, top + rows))).tobytes())
     return digest.hexdigest()
 
 
