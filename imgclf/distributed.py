@@ -106,7 +106,7 @@ def refuse_disagreeing_workers(strategy, shared: dict[str, object]) -> None:
         raise RunError(f"The workers of this cluster were started with different {' and '.join(differing)}, so "
                        "they cannot train one model together. Start every worker with the same command: the same "
                        "images (a copy of the same folder, or the same --manifest) and the same flags; only paths "
-                       "(--out, --manifest, a --weights file) and --workers may differ.")
+                       "(--out, --manifest, a --weights file, an --augment YAML) and --workers may differ.")
 
 
 def _step_functions(model, strategy):

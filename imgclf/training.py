@@ -409,9 +409,10 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
         with _lost_workers_named():
             refuse_disagreeing_workers(devices.strategy, {
                 "images, labels or splits": manifest.data_hash,
-                # The path of a weights file may differ from machine to machine: whether there is one may not.
-                "training settings": [dataclasses.asdict(section) for section in (cfg.train, cfg.augment, spec)]
-                + [{**dataclasses.asdict(cfg.model), "weights": cfg.model.pretrained}],
+                # Paths may differ from machine to machine (a weights file, an augmentation YAML): what they hold
+                # may not, so the pipeline built from the YAML is compared, and whether there are weights.
+                "training settings": [dataclasses.asdict(cfg.train), dataclasses.asdict(spec), augment_to_yaml(augment),
+                                      {**dataclasses.asdict(cfg.model), "weights": cfg.model.pretrained}],
                 "checkpoints to resume from": state.get("epoch", -1)})
     if devices.name == "mirrored":
         _refuse_splits_replicas_cannot_share(cfg.train.batch_size, {"train": len(train_data), "val": len(val_data)},
