@@ -252,8 +252,10 @@ def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
             try:
                 image = Image.open(source)
             except UnidentifiedImageError:
-                head, tail = _ends(source, path)
+                head, tail, size = _ends(source, path)
                 image_format = signature_format(head)
+                if _cut_short(head, size):
+                    raise ImageDecodeError(path, ImageProblem.TRUNCATED, _cut_short(head, size)) from None
                 if image_format:  # an image whose header cannot be read: cut short, or damaged in place
                     cut = not tail.rstrip(b"\0").endswith(_END_MARKERS.get(image_format, b""))
                     how = "cut short" if cut else "damaged"
@@ -269,6 +271,9 @@ def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
             except (PermissionError, FileNotFoundError, IsADirectoryError) as error:
                 raise ImageDecodeError(path, ImageProblem.UNREADABLE, _unreadable(path, error)) from None
             except Exception as error:  # noqa: BLE001 - see _corrupt
+                head, _, size = _ends(source, path)
+                if _cut_short(head, size):
+                    raise ImageDecodeError(path, ImageProblem.TRUNCATED, _cut_short(head, size)) from None
                 raise _corrupt(path, error, "unreadable header: ") from None
             with image:
                 width, height = image.size
@@ -319,15 +324,31 @@ _BOMB_FIX = "; if the image is sound, --max-pixels {pixels} (data.max_pixels) ac
 _END_MARKERS = {"PNG": b"IEND\xaeB`\x82", "JPEG": b"\xff\xd9", "GIF": b";"}
 
 
-def _ends(source, path) -> tuple[bytes, bytes]:
-    """The first 256 and the last 16 bytes of a file, or of the bytes read from it."""
+def _ends(source, path) -> tuple[bytes, bytes, int]:
+    """The first 256 and the last 16 bytes of a file, or of the bytes read from it, and its size."""
     if isinstance(source, io.BytesIO):
         data = source.getvalue()
-        return data[:256], data[-16:]
+        return data[:256], data[-16:], len(data)
     with open(path, "rb") as handle:
         head = handle.read(256)
-        handle.seek(max(0, os.fstat(handle.fileno()).st_size - 16))
-        return head, handle.read()
+        size = os.fstat(handle.fileno()).st_size
+        handle.seek(max(0, size - 16))
+        return head, handle.read(), size
+
+
+def _cut_short(head: bytes, size: int) -> str | None:
+    """How a WebP or TIFF of `size` bytes was cut short, told by the size its header gives; `None` if it was not,
+    or for another format (those have no size to compare, `_END_MARKERS` tells)."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        declared = int.from_bytes(head[4:8], "little") + 8
+        if size < declared:
+            return f"the file ends after {size:,} bytes, but its header says it holds {declared:,}: cut short"
+    if head[:4] in (b"II*\0", b"MM\0*"):
+        directory = int.from_bytes(head[4:8], "little" if head[:2] == b"II" else "big")
+        if directory >= size:
+            return (f"the file ends after {size:,} bytes, before its image directory at byte {directory:,}: "
+                    "cut short")
+    return None
 
 
 _NOT_REGULAR = "not a regular file (a named pipe, socket or device)"

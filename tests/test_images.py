@@ -390,3 +390,17 @@ def test_findings_of_16_bit_tiffs_and_opaque_palettes(tmp_path):
     palette.save(tmp_path / "opaque.png", transparency=bytes([255] * 4))  # a table of opaque entries only
     assert Image.open(tmp_path / "opaque.png").info["transparency"] == bytes([255] * 4)
     assert inspect_file(tmp_path / "opaque.png").problem == check_header(tmp_path / "opaque.png").problem == ""
+
+
+@pytest.mark.parametrize("image_format, options", [("WEBP", {}), ("WEBP", {"lossless": True}),
+                                                   ("TIFF", {"compression": "tiff_lzw"})])
+def test_a_webp_or_tiff_cut_short_is_truncated_by_the_size_its_header_gives(tmp_path, image_format, options):
+    buffer = io.BytesIO()
+    badfiles._rgb((64, 64)).save(buffer, image_format, **options)
+    data = buffer.getvalue()
+    path = tmp_path / f"cut.{image_format.lower()}"
+    path.write_bytes(data[:len(data) // 2])
+    for check in (inspect_file(path), check_header(path)):
+        assert (check.status.value, check.problem) == ("error", "truncated")
+    assert inspect_file(path).detail.startswith(f"the file ends after {len(data) // 2:,} bytes, ")
+    assert inspect_file(path).detail.endswith(": cut short")
