@@ -134,7 +134,8 @@ def forget_unfinished_epochs(folder, *, epoch: int, iterations: int | None) -> N
 
 
 def _finished(event, epoch: int, iterations: int | None) -> bool:
-    """Whether an event of TensorBoard's files belongs to a finished epoch (every event that is no point does)."""
+    """Whether an event of TensorBoard's files belongs to a finished epoch; one that holds no point (the file's
+    version, for one) always does."""
     tags = [value.tag for value in event.summary.value]
     if not tags:
         return True
