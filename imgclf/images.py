@@ -252,10 +252,9 @@ def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
             try:
                 image = Image.open(source)
             except UnidentifiedImageError:
-                head, tail, size = _ends(source, path)
+                _refuse_cut_short(source, path)
+                head, tail, _ = _ends(source, path)
                 image_format = signature_format(head)
-                if _cut_short(head, size):
-                    raise ImageDecodeError(path, ImageProblem.TRUNCATED, _cut_short(head, size)) from None
                 if image_format:  # an image whose header cannot be read: cut short, or damaged in place
                     cut = not tail.rstrip(b"\0").endswith(_END_MARKERS.get(image_format, b""))
                     how = "cut short" if cut else "damaged"
@@ -271,9 +270,7 @@ def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
             except (PermissionError, FileNotFoundError, IsADirectoryError) as error:
                 raise ImageDecodeError(path, ImageProblem.UNREADABLE, _unreadable(path, error)) from None
             except Exception as error:  # noqa: BLE001 - see _corrupt
-                head, _, size = _ends(source, path)
-                if _cut_short(head, size):
-                    raise ImageDecodeError(path, ImageProblem.TRUNCATED, _cut_short(head, size)) from None
+                _refuse_cut_short(source, path)
                 raise _corrupt(path, error, "unreadable header: ") from None
             with image:
                 width, height = image.size
@@ -334,6 +331,14 @@ def _ends(source, path) -> tuple[bytes, bytes, int]:
         size = os.fstat(handle.fileno()).st_size
         handle.seek(max(0, size - 16))
         return head, handle.read(), size
+
+
+def _refuse_cut_short(source, path) -> None:
+    """Raises `truncated` for a file that Pillow cannot open and that is shorter than its header says."""
+    head, _, size = _ends(source, path)
+    detail = _cut_short(head, size)
+    if detail:
+        raise ImageDecodeError(path, ImageProblem.TRUNCATED, detail) from None
 
 
 def _cut_short(head: bytes, size: int) -> str | None:
