@@ -252,8 +252,8 @@ def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
             try:
                 image = Image.open(source)
             except UnidentifiedImageError:
-                _refuse_cut_short(source, path)
-                head, tail, _ = _ends(source, path)
+                head, tail, size = _ends(source, path)
+                _refuse_cut_short(path, head, size)
                 image_format = signature_format(head)
                 if image_format:  # an image whose header cannot be read: cut short, or damaged in place
                     cut = not tail.rstrip(b"\0").endswith(_END_MARKERS.get(image_format, b""))
@@ -270,7 +270,8 @@ def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
             except (PermissionError, FileNotFoundError, IsADirectoryError) as error:
                 raise ImageDecodeError(path, ImageProblem.UNREADABLE, _unreadable(path, error)) from None
             except Exception as error:  # noqa: BLE001 - see _corrupt
-                _refuse_cut_short(source, path)
+                head, _, size = _ends(source, path)
+                _refuse_cut_short(path, head, size)
                 raise _corrupt(path, error, "unreadable header: ") from None
             with image:
                 width, height = image.size
@@ -333,9 +334,8 @@ def _ends(source, path) -> tuple[bytes, bytes, int]:
         return head, handle.read(), size
 
 
-def _refuse_cut_short(source, path) -> None:
+def _refuse_cut_short(path, head: bytes, size: int) -> None:
     """Raises `truncated` for a file that Pillow cannot open and that is shorter than its header says."""
-    head, _, size = _ends(source, path)
     detail = _cut_short(head, size)
     if detail:
         raise ImageDecodeError(path, ImageProblem.TRUNCATED, detail) from None
