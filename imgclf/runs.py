@@ -32,7 +32,7 @@ from .files import (DamagedFileError, atomic_path, check_folder_target, escape_n
 
 # What a run writes into its folder; `RunDir.start(overwrite=True)` removes these and nothing else.
 RUN_CONTENTS = ("config.yaml", "environment.json", "manifest.csv", "classes.json", "augment.yaml", "history.csv",
-                "training_curves.png", "model.keras", "report.html", "checkpoints", "eval", "tensorboard")
+                "training_curves.png", "model.keras", "report.html", "checkpoints", "eval", "tensorboard", "export")
 
 
 _EPOCH_CHECKPOINT = re.compile(r"epoch-[0-9]+\.keras")

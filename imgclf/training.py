@@ -468,6 +468,9 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
         if removed and verbose:
             print(f"removed {' and '.join(removed)} of the previous model.keras: run "
                   f"`imgclf evaluate {shell_word(run.path)}` again", flush=True)
+        if verbose and (run.path / "export").is_dir():
+            print(f"{shell_word(run.path / 'export')} still holds the exports of the previous model.keras: "
+                  f"`imgclf export {shell_word(run.path)}` replaces them with the new one's", flush=True)
         if devices.precision == "float32":
             with atomic_path(run.model_path) as tmp:
                 shutil.copyfile(chosen, tmp)

@@ -17,6 +17,7 @@ def test_start_refuses_a_stopped_run_and_overwrite_removes_only_run_files(tmp_pa
     run = RunDir(tmp_path)
     write_json(run.checkpoints / "state.json", {"epoch": 2})
     write_json(run.eval_dir("test") / "metrics.json", {})
+    write_json(tmp_path / "export" / "keras" / "export.json", {})  # made from the model this run replaces
     (tmp_path / "history.csv").write_text("epoch\n0\n")
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(RunError, match="stopped after 3 epoch.*--resume"):

@@ -116,9 +116,15 @@ def test_resuming_a_finished_run_removes_the_evaluations_of_its_previous_model(t
     assert (run.path / "eval" / "test" / "metrics.json").exists() and (run.path / "report.html").exists()
     imgclf.train(data, out=run.path, resume=True, verbose=1, progress=False)  # nothing to resume: the same model
     assert "removed" not in capsys.readouterr().out and (run.path / "eval" / "test" / "metrics.json").exists()
+    imgclf.export(run, format="keras", progress=False)  # kept: the only copy of the earlier model
     imgclf.train(data, epochs=3, out=run.path, resume=True, verbose=1, progress=False)  # a new model.keras
-    assert "removed eval/ and report.html of the previous model.keras" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "removed eval/ and report.html of the previous model.keras" in shown
     assert not (run.path / "eval").exists() and not (run.path / "report.html").exists()
+    assert (f"{run.path / 'export'} still holds the exports of the previous model.keras: `imgclf export {run.path}` "
+            "replaces them") in shown and (run.path / "export" / "keras" / "model.keras").exists()
+    imgclf.train(data, epochs=1, out=run.path, overwrite=True, verbose=0, progress=False)
+    assert not (run.path / "export").exists()  # --overwrite starts again: nothing of the earlier run stays
 
 
 def test_history_row_of_an_unfinished_epoch_is_replaced_on_resume(tmp_path):
