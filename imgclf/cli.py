@@ -489,6 +489,12 @@ def cmd_evaluate(args) -> int:
     if evaluation.changed:
         print(f"note: {len(evaluation.changed):,} file(s) of the split changed since the run was trained (e.g. "
               f"{escape_name(evaluation.changed[0])}): evaluated as they are now")
+    if evaluation.copies:
+        counts = " and ".join(f"{len(paths):,} of its {split} split" for split, paths in evaluation.copies.items())
+        example = next(iter(evaluation.copies.values()))[0]
+        print(f"note: {sum(map(len, evaluation.copies.values())):,} of the {metrics['images']:,} images are copies of "
+              f"images the run trained on or chose its best epoch by ({counts}; e.g. {escape_name(example)}): they "
+              "flatter these numbers. Evaluate images the run has not seen, e.g. its own --split test")
     for row in evaluation.skipped[:10]:
         print(f"skipped {escape_name(row['path'])}: {row['problem']}")
     if len(evaluation.skipped) > 10:

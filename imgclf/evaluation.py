@@ -145,6 +145,10 @@ class Evaluation:
         changed: files of the split modified since the run was trained,
             evaluated as they are now (a file that is gone is in
             `skipped`).
+        copies: files of the folder evaluated with `data=` whose bytes are
+            those of an image of the run's `train` or `val` split, by split:
+            the model learned them, or its best epoch was chosen on them, so
+            they flatter its numbers. Evaluated with the rest.
         gallery: the highest-loss mistakes with their pixels, one dict each
             with `index` (into `paths`), `image` (uint8 `(H, W, C)`) and
             `heatmap` (Grad-CAM, floats in [0, 1], or `None` for a model
@@ -167,6 +171,7 @@ class Evaluation:
     source: str = ""
     skipped: list[dict] = dataclasses.field(default_factory=list)
     changed: list[str] = dataclasses.field(default_factory=list)
+    copies: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     gallery: list[dict] = dataclasses.field(default_factory=list)
 
     @property
@@ -265,6 +270,8 @@ class Evaluation:
             "calibration_bins": CALIBRATION_BINS,
             **averaged,
             "skipped_files": len(self.skipped),
+            **({"copies_of_run_images": {split: len(paths) for split, paths in self.copies.items()}}
+               if self.copies else {}),
             "per_class_error_rate": {row["class"]: row["error_rate"] for row in self.per_class},
             "most_confused": [{"true": t, "predicted": p, "count": n} for t, p, n in self.most_confused()],
         })
@@ -515,6 +522,8 @@ def evaluate(run, split: str | None = None, *, data=None, batch_size: int = 64, 
     evaluation.source = source
     evaluation.skipped = [{"path": e.path, "problem": e.problem or e.status} for e in candidates if not e.usable]
     evaluation.changed = changed
+    if data is not None:
+        evaluation.copies = _copies_of_run_images(run, classes, images.entries)
     evaluation.gallery = _gallery(evaluation, images.images, model, gallery)
     evaluation.save(run.eval_dir(name))
     return evaluation
@@ -530,6 +539,20 @@ def _refuse_no_images(run: RunDir, data, split: str, entries) -> None:
     example = entries[0]
     raise ValueError(f"None of the {len(entries)} images of {where} could be read (e.g. {escape_name(example.path)}: "
                      f"{example.detail or example.problem or example.status}): there is nothing to evaluate.")
+
+
+def _copies_of_run_images(run: RunDir, classes: Sequence[str], entries) -> dict[str, list[str]]:
+    """The paths of `entries` with the content of an image of the run's train or val split, by that split.
+
+    A copy in another format, or with other metadata, has other bytes and is
+    not found.
+    """
+    split_of = {entry.sha1: entry.split for entry in run.manifest(classes).usable if entry.split in ("train", "val")}
+    copies: dict[str, list[str]] = {}
+    for entry in entries:
+        if entry.sha1 in split_of:
+            copies.setdefault(split_of[entry.sha1], []).append(entry.path)
+    return {split: copies[split] for split in ("train", "val") if split in copies}
 
 
 def _folder_manifest(data, classes: Sequence[str], cfg, *, progress: bool):

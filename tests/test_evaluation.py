@@ -337,6 +337,7 @@ def test_evaluate_on_another_folder_skips_bad_files(tiny_run, tmp_path):
     folder = run.path / "eval" / "field photos"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["images"] == 8 and metrics["skipped_files"] == 1 and metrics["source"] == str(other)
+    assert ev.copies == {} and "copies_of_run_images" not in metrics  # new images: none the run has seen
     assert list(csv.reader(open(folder / "skipped.csv")))[1][0].endswith("broken.png")
     # the classes the folder lacks are still rows of the matrix, with no error rate, and out of the macro averages
     assert ev.confusion_matrix.shape == (3, 3) and ev.confusion_matrix[2].sum() == 0
@@ -345,6 +346,24 @@ def test_evaluate_on_another_folder_skips_bad_files(tiny_run, tmp_path):
     present = [row["f1"] for row in ev.per_class if row["support"]]
     assert metrics["macro_f1"] == pytest.approx(sum(present) / len(present), rel=1e-5)
     assert next(r for r in csv.DictReader(open(folder / "per_class.csv")) if r["class"] == "triangle")["error_rate"] == ""
+
+
+def test_cli_evaluate_on_a_folder_holding_the_runs_own_images_says_how_many_it_trained_on(tiny_run, capsys):
+    from imgclf.cli import main
+
+    root, run, _ = tiny_run
+    rows = [row for row in csv.DictReader(open(run.path / "manifest.csv")) if row["status"] != "error"]
+    trained = sum(row["split"] == "train" for row in rows)
+    validated = sum(row["split"] == "val" for row in rows)
+    assert trained and validated
+    assert main(["evaluate", str(run.path), "--data", str(root / "data")]) == 0
+    shown = capsys.readouterr().out
+    assert (f"note: {trained + validated} of the {len(rows)} images are copies of images the run trained on or chose "
+            f"its best epoch by ({trained} of its train split and {validated} of its val split; e.g. ") in shown
+    metrics = json.loads((run.path / "eval" / "data" / "metrics.json").read_text())
+    assert metrics["copies_of_run_images"] == {"train": trained, "val": validated}
+    page = (run.path / "report.html").read_text()
+    assert f"{trained + validated} of these images are copies of images the run trained on" in page
 
 
 def test_evaluate_on_a_folder_matches_class_names_in_either_unicode_form(tmp_path):

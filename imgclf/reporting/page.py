@@ -227,6 +227,11 @@ def _evaluation_section(run: RunDir, folder: Path, anchor: str) -> str:
     source = f" of the folder {metrics['source']}" if metrics.get("source") else (f" of the {name} split")
     parts.append(f'<p class="muted">{metrics["images"]:,} images{_e(source)}, {metrics["classes"]} classes'
                  + (f"; {metrics['skipped_files']:,} file(s) skipped" if metrics.get("skipped_files") else "") + ".</p>")
+    copies = metrics.get("copies_of_run_images")
+    if isinstance(copies, dict) and copies:
+        counts = " and ".join(f"{count:,} of its {split} split" for split, count in copies.items())
+        parts.append(f'<p class="warning"><b>{sum(copies.values()):,} of these images are copies of images the run '
+                     f'trained on or chose its best epoch by</b> ({_e(counts)}): they flatter these numbers.</p>')
     again = _e(evaluate_command(folder, metrics))
     incomplete = _incomplete(folder, metrics)
     if incomplete:
