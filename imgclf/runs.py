@@ -286,21 +286,42 @@ class RunDir:
                                "`imgclf train DATA --out RUN` wrote. Pass a run folder, or train one.")
 
     def unfinished(self) -> str | None:
-        """How far the training of a run without `model.keras` got, and the command that continues it; `None`
-        for a run that has its model or never finished an epoch."""
+        """How far the training of a run without `model.keras` got, and the command that continues it (or that
+        another process is training it now); `None` for a run that has its model or never finished an epoch and is
+        not being trained."""
+        if self.model_path.exists():
+            return None
         state = self.checkpoints / "state.json"
-        if self.model_path.exists() or not state.is_file():
-            return None
         try:
-            done = self.state()["epoch"] + 1
+            done = self.state()["epoch"] + 1 if state.is_file() else 0
         except (DamagedFileError, RunError):
-            return None
+            done = None
         try:
             of = f" of {load_config(self.config_path).train.epochs}"
         except Exception:  # a damaged or missing config.yaml: the command can still be given
             of = ""
+        if self.in_use():
+            return (f"another imgclf process is training it now ({done or 0} epoch(s){of} done so far); wait for it "
+                    "to finish")
+        if not done:
+            return None
         return (f"its training stopped after epoch {done}{of}. Continue it with `imgclf train DATA --out "
                 f"{shell_word(self.path)} --resume`, DATA being the folder it was trained on.")
+
+    def in_use(self) -> bool:
+        """Whether another process holds `lock()` on this run, i.e. is training into it."""
+        import fcntl
+
+        try:
+            handle = open(self.path / ".lock")
+        except OSError:  # no lock file (no run yet), or not a file
+            return False
+        with handle:  # closing the file lets go of the lock taken here
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+        return False
 
     def config(self) -> Config:
         self.require("config.yaml")

@@ -191,8 +191,22 @@ def test_a_run_whose_training_stopped_says_how_far_it_got_and_how_to_continue_it
         run.load_model()
     assert str(raised.value) == expected
     assert run.unfinished() == expected.split("yet: ")[1]
+    with run.lock():  # as a training process holds it (flock: another open file conflicts, in this process too)
+        with pytest.raises(RunError, match=r"no model.keras yet: another imgclf process is training it now \(3 "
+                                           r"epoch\(s\) of 30 done so far\); wait for it to finish$"):
+            run.load_model()
     _tiny_model_file(run.model_path)
     assert run.unfinished() is None
+
+
+def test_a_run_training_its_first_epoch_is_named_as_such(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with run.lock():
+        write_json(run.environment_path, {})
+        assert run.in_use()
+        with pytest.raises(RunError, match=r"another imgclf process is training it now \(0 epoch\(s\) done so far"):
+            run.require("model.keras")
+    assert not run.in_use() and run.unfinished() is None
 
 
 def test_a_run_stopped_before_its_first_epoch_ended_is_started_again_without_its_tensorboard_file(tmp_path):

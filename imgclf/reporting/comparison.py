@@ -199,7 +199,8 @@ def _column(run: RunDir) -> dict[tuple[str, str], str]:
             if "expected_calibration_error" in metrics else "",
         })
     elif run.unfinished():
-        values[("results", "evaluated on")] = "not evaluated: its training stopped"
+        values[("results", "evaluated on")] = ("not evaluated: still training" if run.in_use()
+                                               else "not evaluated: its training stopped")
     else:
         values[("results", "evaluated on")] = "not evaluated (imgclf evaluate)"
     return values
