@@ -220,8 +220,9 @@ def _export_into(folder: Path, run: RunDir, model, cfg, classes, spec, format: s
             raise ExportCheckError(
                 f"The exported {format} model ({_size(size)}) does not predict like {escape_name(str(run.model_path))}: "
                 f"{check.describe()}. Nothing was written to {escape_name(str(folder))}. "
-                + ("Try --quantize dynamic, or --quantize none." if quantize != "none" else
-                   "Report this with the run's environment.json; --format keras exports the model unchanged.")
+                + {"int8": "Try --quantize dynamic, or --quantize none.",
+                   "dynamic": "Try --quantize none: its weights stay float32."}.get(
+                    quantize, "Report this with the run's environment.json; --format keras exports the model unchanged.")
             )
         write_json(staging / "labels.json", classes)
         write_json(staging / "preprocessing.json", preprocessing_record(spec, cfg))

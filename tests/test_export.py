@@ -72,6 +72,15 @@ def test_a_failed_check_is_an_error_and_leaves_nothing_behind(run, tmp_path, mon
     assert not out.exists()  # the export created it, and removed it again
 
 
+@pytest.mark.parametrize("quantize, advice", [("dynamic", "Try --quantize none: its weights stay float32."),
+                                               ("int8", "Try --quantize dynamic, or --quantize none.")])
+def test_a_quantized_export_that_fails_its_check_suggests_a_milder_quantization(run, tmp_path, monkeypatch,
+                                                                                quantize, advice):
+    monkeypatch.setattr(exporting, "QUANTIZED_AGREEMENT", 1.01)  # no model can pass
+    with pytest.raises(ExportCheckError, match=r"top-1 agreement .*" + re.escape(advice) + "$"):
+        imgclf.export(run, format="tflite", quantize=quantize, out=tmp_path / "out", progress=False)
+
+
 def test_a_failed_export_removes_only_the_folders_it_created(run, tmp_path, monkeypatch):
     monkeypatch.setattr(exporting, "FLOAT_TOLERANCE", -1.0)
     with pytest.raises(ExportCheckError):
