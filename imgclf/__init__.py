@@ -105,6 +105,17 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
     >>> run = imgclf.train("data/digits", model="cnn", epochs=10, out="runs/digits")
     >>> run = imgclf.train("photos/", model="efficientnet_b0", weights="imagenet", out="runs/photos")
     """
+    import random
+
+    callers = random.getstate()  # importing Keras the first time draws from Python's generator
+    try:
+        return _train(data, out=out, config=config, resume=resume, overwrite=overwrite, strict=strict,
+                      verbose=verbose, progress=progress, **options)
+    finally:
+        random.setstate(callers)
+
+
+def _train(data, *, out, config, resume: bool, overwrite: bool, strict: bool, verbose, progress: bool, **options):
     import dataclasses
     import os
 

@@ -175,6 +175,27 @@ def test_training_leaves_the_callers_random_generators_as_they_were(tmp_path):
     assert tf.compat.v1.get_seed(None)[0] == tensorflow_seed
 
 
+def test_the_first_training_of_a_process_leaves_pythons_generator_as_it_was(tmp_path):
+    """Importing Keras the first time draws from Python's generator: in a new process, not here, where it is."""
+    import subprocess
+    import sys
+
+    data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
+    script = f"""
+import random
+import imgclf
+random.seed(5)
+expected = random.random()
+random.seed(5)
+imgclf.train({str(data)!r}, model="mlp", hidden=(8,), epochs=1, out={str(tmp_path / "run")!r}, verbose=0,
+             progress=False)
+print(random.random() == expected)
+"""
+    shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert shown.stdout.strip() == "True", shown.stderr[-2000:]
+
+
 def test_an_overwrite_refused_after_the_scan_leaves_the_earlier_run_as_it_was(tmp_path):
     data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
     run = imgclf.train(data, model="mlp", hidden=(8,), epochs=1, out=tmp_path / "run", verbose=0, progress=False)
