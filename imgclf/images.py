@@ -11,6 +11,7 @@ When pixels are decoded for a model, a plain PNG of the model's size goes to
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import dataclasses
 import enum
@@ -25,12 +26,14 @@ import warnings
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from . import opencv_decode, png_rows
 from .files import escape_name
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# AVIF too where the installed Pillow reads it (built with libavif, as its recent wheels are).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+                             | ({".avif"} if "avif" in features.modules and features.check_module("avif") else set()))
 RESIZE_MODES = ("stretch", "pad", "crop")
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _HIGH_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -209,7 +212,14 @@ def signature_format(head: bytes) -> str | None:
     """The image format whose signature `head` starts with, or `None`."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis") and ".avif" in IMAGE_EXTENSIONS:
+        return "AVIF"
     return next((name for signature, name in _SIGNATURES if head.startswith(signature)), None)
+
+
+def a_format(name: str) -> str:
+    """`"a PNG"`, `"an AVIF"`."""
+    return ("an " if name[0] in "AEIOU" else "a ") + name
 
 
 # Brands of an ISO media file (`ftyp` box) that hold HEIF images: HEIC is how iPhones save photos.
@@ -227,7 +237,7 @@ def _describe_non_image(head: bytes) -> str:
         if text.startswith(prefix):
             return f"the file is {name}, not a raster image"
     try:
-        head.decode("utf-8")
+        codecs.getincrementaldecoder("utf-8")().decode(head)  # a character cut at the end of `head` is not an error
         return "the file is text, not an image"
     except UnicodeDecodeError:
         return "Pillow cannot identify this file as an image"
@@ -262,7 +272,7 @@ def _open(source, path, limits: ImageLimits) -> Iterator[Image.Image]:
                         how = ("damaged, or a kind of TIFF that Pillow does not read (floating-point colour, 64-bit "
                                "samples): if it opens elsewhere, save it as an 8- or 16-bit TIFF or a PNG")
                     raise ImageDecodeError(path, ImageProblem.TRUNCATED if cut else ImageProblem.CORRUPT,
-                                           f"the file starts as a {image_format} image but Pillow cannot read its "
+                                           f"the file starts as {a_format(image_format)} image but Pillow cannot read its "
                                            f"header: {how}") from None
                 raise ImageDecodeError(path, ImageProblem.NOT_AN_IMAGE, _describe_non_image(head)) from None
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -323,12 +333,12 @@ _END_MARKERS = {"PNG": b"IEND\xaeB`\x82", "JPEG": b"\xff\xd9", "GIF": b";"}
 
 
 def _ends(source, path) -> tuple[bytes, bytes, int]:
-    """The first 256 and the last 16 bytes of a file, or of the bytes read from it, and its size."""
+    """The first 4,096 and the last 16 bytes of a file, or of the bytes read from it, and its size."""
     if isinstance(source, io.BytesIO):
         data = source.getvalue()
-        return data[:256], data[-16:], len(data)
+        return data[:4096], data[-16:], len(data)
     with open(path, "rb") as handle:
-        head = handle.read(256)
+        head = handle.read(4096)
         size = os.fstat(handle.fileno()).st_size
         handle.seek(max(0, size - 16))
         return head, handle.read(), size
@@ -342,8 +352,10 @@ def _refuse_cut_short(path, head: bytes, size: int) -> None:
 
 
 def _cut_short(head: bytes, size: int) -> str | None:
-    """How a WebP or TIFF of `size` bytes was cut short, told by the size its header gives; `None` if it was not,
-    or for another format (those have no size to compare, `_END_MARKERS` tells)."""
+    """How a WebP, TIFF or AVIF of `size` bytes was cut short, told by the sizes its header gives; `None` if it was
+    not, or for another format (those have no size to compare, `_END_MARKERS` tells)."""
+    if signature_format(head) == "AVIF":  # not a HEIC: imgclf cannot read those, cut short or not
+        return _boxes_cut_short(head, size)
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         declared = int.from_bytes(head[4:8], "little") + 8
         if size < declared:
@@ -353,6 +365,23 @@ def _cut_short(head: bytes, size: int) -> str | None:
         if directory >= size:
             return (f"the file ends after {size:,} bytes, before its image directory at byte {directory:,}: "
                     "cut short")
+    return None
+
+
+def _boxes_cut_short(head: bytes, size: int) -> str | None:
+    """How an ISO media file (AVIF, HEIC) was cut short: a box of the ones `head` holds the start of ends past `size`."""
+    start = 0
+    while start + 8 <= len(head):
+        length = int.from_bytes(head[start:start + 4], "big")
+        if length == 1 and start + 16 <= len(head):  # the length follows the box's name, in 64 bits
+            length = int.from_bytes(head[start + 8:start + 16], "big")
+        if length < 8:  # 0: the box runs to the end of the file; below 8, not a box
+            return None
+        if start + length > size:
+            name = head[start + 4:start + 8].decode("latin-1")
+            return (f"the file ends after {size:,} bytes, but its '{name}' box ends at byte {start + length:,}: "
+                    "cut short")
+        start += length
     return None
 
 

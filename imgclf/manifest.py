@@ -26,8 +26,8 @@ from typing import Callable, Sequence
 from .cache import StagedImages, scan_is_cached, scan_record
 from .config import DataConfig, ImageSpec
 from .files import escape_name, shell_word, unescape_name, write_csv
-from .images import (IMAGE_EXTENSIONS, FileCheck, ImageLimits, ImageProblem, Severity, check_header, inspect_file,
-                     signature_format)
+from .images import (IMAGE_EXTENSIONS, FileCheck, ImageLimits, ImageProblem, Severity, a_format, check_header,
+                     inspect_file, signature_format)
 from .parallel import parallel_map
 
 SPLITS = ("train", "val", "test")
@@ -830,7 +830,7 @@ def _entries_from_folder(root: Path) -> tuple[list[Entry], list[str]]:
 
 # Image formats that are common in photo folders but that imgclf cannot read.
 _UNREADABLE_IMAGE_EXTENSIONS = frozenset({".heic", ".heif", ".avif", ".jxl", ".svg", ".psd", ".dng", ".cr2", ".cr3",
-                                          ".nef", ".arw", ".raf", ".orf", ".rw2"})
+                                          ".nef", ".arw", ".raf", ".orf", ".rw2"}) - IMAGE_EXTENSIONS
 
 
 def _other_files_note(others: collections.Counter) -> str:
@@ -910,9 +910,9 @@ def _csv_text(path: Path) -> str:
     data = path.read_bytes()
     image_format = signature_format(data[:16])
     if image_format:
-        raise DatasetError(f"{escape_name(str(path))} is a {image_format} image, not a dataset. Pass a folder with one "
-                           "subfolder per class, or a CSV with path,label columns; `imgclf predict RUN FILE` classifies "
-                           "single images.")
+        raise DatasetError(f"{escape_name(str(path))} is {a_format(image_format)} image, not a dataset. Pass a folder "
+                           "with one subfolder per class, or a CSV with path,label columns; `imgclf predict RUN FILE` "
+                           "classifies single images.")
     if b"\0" in data[:4096]:  # UTF-16 or UTF-32 text, or a binary file: both decode as UTF-8 where ASCII
         raise DatasetError(f"{escape_name(str(path))} is not UTF-8 text (it holds NUL bytes, as UTF-16 text or a "
                            f"binary file does). {_SAVE_AS_UTF8}")

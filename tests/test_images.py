@@ -139,7 +139,10 @@ def test_unknown_resize_lists_valid_values(tmp_path):
 
 
 def test_extensions():
-    assert IMAGE_EXTENSIONS == {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+    from PIL import features
+
+    avif = {".avif"} if "avif" in features.modules and features.check_module("avif") else set()
+    assert IMAGE_EXTENSIONS == {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"} | avif
 
 
 def test_max_pixels_above_pillows_own_limit_is_honoured(tmp_path):
@@ -244,6 +247,32 @@ def test_sixteen_bit_rgb_png_is_named_high_bit_depth(tmp_path):
     expected = [("high_bit_depth", "16-bit RGB image scaled to 8 bits")]
     assert [(f.problem.value, f.detail) for f in inspect_file(path).findings] == expected
     assert [(f.problem.value, f.detail) for f in read_header(path).findings] == expected
+
+
+def test_a_text_file_under_an_image_name_is_named_text_whatever_its_characters(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("\u6c49\u5b57" * 2000, encoding="utf-8")  # a character is cut wherever the head read stops
+    assert inspect_file(path).detail == "the file is text, not an image"
+
+
+@pytest.mark.skipif(".avif" not in IMAGE_EXTENSIONS, reason="this Pillow does not read AVIF")
+def test_avif_images_are_read_and_one_cut_short_is_named_truncated(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for label in ("cat", "dog"):
+        (root / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(root / label / f"{i}.avif")
+    whole = (root / "cat" / "0.avif").read_bytes()
+    (root / "cat" / "cut.avif").write_bytes(whole[:len(whole) // 2])
+    manifest = scan(root, progress=False)
+    assert len(manifest.usable) == 6 and not any("cannot read" in note for note in manifest.notes)
+    check = inspect_file(root / "cat" / "cut.avif")
+    assert check.problem == "truncated"
+    assert check.detail.startswith(f"the file ends after {len(whole) // 2:,} bytes, but its ")
+    assert check.detail.endswith(" box ends at byte {:,}: cut short".format(len(whole)))  # the pixels' box, 'mdat'
+    read = inspect_file(root / "cat" / "0.avif")
+    assert not read.findings and (read.width, read.height, read.channels) == (64, 64, 3)
 
 
 def test_heic_photo_under_a_jpg_name_is_named_with_the_fix(tmp_path):
