@@ -523,7 +523,7 @@ def evaluate(run, split: str | None = None, *, data=None, batch_size: int = 64, 
     evaluation.skipped = [{"path": e.path, "problem": e.problem or e.status} for e in candidates if not e.usable]
     evaluation.changed = changed
     if data is not None:
-        evaluation.copies = _copies_of_run_images(run, classes, images.entries)
+        evaluation.copies = _copies_of_run_images(run, images.entries)
     evaluation.gallery = _gallery(evaluation, images.images, model, gallery)
     evaluation.save(run.eval_dir(name))
     return evaluation
@@ -541,13 +541,13 @@ def _refuse_no_images(run: RunDir, data, split: str, entries) -> None:
                      f"{example.detail or example.problem or example.status}): there is nothing to evaluate.")
 
 
-def _copies_of_run_images(run: RunDir, classes: Sequence[str], entries) -> dict[str, list[str]]:
+def _copies_of_run_images(run: RunDir, entries) -> dict[str, list[str]]:
     """The paths of `entries` with the content of an image of the run's train or val split, by that split.
 
     A copy in another format, or with other metadata, has other bytes and is
     not found.
     """
-    split_of = {entry.sha1: entry.split for entry in run.manifest(classes).usable if entry.split in ("train", "val")}
+    split_of = {entry.sha1: entry.split for entry in run.manifest().usable if entry.split in ("train", "val")}
     copies: dict[str, list[str]] = {}
     for entry in entries:
         if entry.sha1 in split_of:
