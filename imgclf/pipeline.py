@@ -6,8 +6,10 @@ image size of a pretrained backbone.
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
+import hashlib
 import threading
 from typing import Sequence
 
@@ -85,6 +87,28 @@ def load_split(
         images = cached_rows(images, keep, [e.sha1 for e in kept], spec, cache_dir=data.cache_dir,
                              limits=limits_of(data))
     return SplitImages(images, np.array([index[e.label] for e in kept], dtype=np.int32), kept)
+
+
+def pixel_copies_across_splits(splits: Sequence[SplitImages]) -> list[list[Entry]]:
+    """Groups of images of more than one split whose pixels, as the model sees them, are the same, in files of
+    other bytes.
+
+    The split keeps files with the same bytes together, but the same picture
+    in another format, with other metadata, or at another size that resizes
+    to the same pixels, may land in another split: the model is then tested
+    on what it learned.
+
+    Args:
+        splits: decoded splits (`load_split`).
+
+    Returns:
+        Each group's entries, in the order of `splits`.
+    """
+    groups: dict[bytes, list[Entry]] = collections.defaultdict(list)
+    for data in splits:
+        for image, entry in zip(data.images, data.entries):
+            groups[hashlib.sha1(np.ascontiguousarray(image)).digest()].append(entry)
+    return [group for group in groups.values() if len({e.split for e in group}) > 1 and len({e.sha1 for e in group}) > 1]
 
 
 class ImageBatches(keras.utils.PyDataset):

@@ -43,7 +43,7 @@ from .monitoring import (ResumableEarlyStopping, ValidationMacroF1, choose_monit
                          monitor_mode)
 from .phases import TRAIN, Phase, default_freeze_epochs, plan_phases, resolve_phases
 from .parallel import default_workers
-from .pipeline import ImageBatches, SplitImages, load_split, resolve_image_spec
+from .pipeline import ImageBatches, SplitImages, load_split, pixel_copies_across_splits, resolve_image_spec
 from .progress import EpochProgress
 from .schedules import schedule_callbacks
 from .sizing import check_image_size
@@ -393,6 +393,12 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
         for line in _decode_failures(manifest, usable_before, {"train": len(train_data), "val": len(val_data),
                                                                "test": len(test_data)}):
             print(line, flush=True)
+        copies = pixel_copies_across_splits([train_data, val_data, test_data])
+        if copies:
+            example = " and ".join(escape_name(entry.path) for entry in copies[0][:2])
+            print(f"note: {len(copies):,} picture(s) are in more than one split, in files with other bytes (the same "
+                  f"pixels at {spec.height}x{spec.width}; e.g. {example}): their results flatter the model. "
+                  f"`imgclf audit` lists every copy; keep one file of each", flush=True)
     if resuming:
         _refuse_changed_data(run, manifest)
     if len(train_data) == 0:

@@ -196,6 +196,21 @@ print(random.random() == expected)
     assert shown.stdout.strip() == "True", shown.stderr[-2000:]
 
 
+def test_a_picture_in_two_splits_as_files_of_other_bytes_is_noted_when_training(tmp_path, capsys):
+    from PIL import Image
+
+    make_class_folder(tmp_path / "data" / "train", per_class=8, classes=["circle", "square"])
+    make_class_folder(tmp_path / "data" / "test", per_class=2, classes=["circle", "square"], start=50)
+    learned = tmp_path / "data" / "train" / "circle" / "circle_003.png"
+    Image.open(learned).save(tmp_path / "data" / "test" / "circle" / "again.bmp")  # the same pixels, other bytes
+    imgclf.train(tmp_path / "data", model="mlp", hidden=(8,), epochs=1, out=tmp_path / "run", verbose=1,
+                 progress=False)
+    shown = capsys.readouterr().out
+    assert ("note: 1 picture(s) are in more than one split, in files with other bytes (the same pixels at 16x16; e.g. "
+            f"{learned} and {tmp_path / 'data' / 'test' / 'circle' / 'again.bmp'}): their results flatter the model. "
+            "`imgclf audit` lists every copy; keep one file of each") in shown
+
+
 def test_an_overwrite_refused_after_the_scan_leaves_the_earlier_run_as_it_was(tmp_path):
     data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
     run = imgclf.train(data, model="mlp", hidden=(8,), epochs=1, out=tmp_path / "run", verbose=0, progress=False)
