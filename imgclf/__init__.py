@@ -117,11 +117,12 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
 
 def _train(data, *, out, config, resume: bool, overwrite: bool, strict: bool, verbose, progress: bool, **options):
     import dataclasses
+    import math
     import os
 
     from .augment import build_augment, check_augment, is_augment_file, pin_augment
     from .config import Config, load_config, with_options
-    from .manifest import Manifest
+    from .manifest import Manifest, class_name, class_size_notes
     from .runs import RunDir
     from .pipeline import limits_of
     from .strategy import is_chief
@@ -164,6 +165,15 @@ def _train(data, *, out, config, resume: bool, overwrite: bool, strict: bool, ve
         # Files that fail to decode are flagged on a copy: the caller's manifest stays as it was, to train on again.
         data = dataclasses.replace(data, entries=[dataclasses.replace(e) for e in data.entries], notes=list(data.notes))
     limits = limits_of(cfg.data)
+    if isinstance(data, Manifest):  # perhaps edited or built in Python: checked and described as a scan would be
+        for entry in data.entries:
+            entry.label = class_name(entry.label) if isinstance(entry.label, str) else entry.label
+        data.check_entries()
+        unhashed = [entry for entry in data.usable if not entry.sha1]
+        if unhashed:
+            data.recheck_changed(math.inf, entries=unhashed, limits=limits, workers=cfg.data.workers, progress=progress)
+        data.note_leaks()
+        data.notes += [note for note in class_size_notes(data) if note not in data.notes]
     if isinstance(data, Manifest) and data.hashed_at is not None:
         # A file rewritten since the scan would be decoded into the cache under its old hash, and served to any
         # folder holding the old content: such files are hashed again first. Files gone are left to the decoding,

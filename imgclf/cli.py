@@ -378,16 +378,12 @@ def cmd_train(args) -> int:
     data = args.data
     if args.manifest:
         from .images import ImageLimits
-        from .manifest import class_name, class_size_notes
 
         data = Manifest.read_csv(args.manifest)
         data.root = args.data  # the folder it lists: a run folder inside it is refused as for a scan
-        for entry in data.entries:  # as a scan names classes, whatever wrote the file
-            entry.label = class_name(entry.label)
         limits = {key: getattr(args, key) for key in ("max_pixels", "min_side", "max_aspect") if getattr(args, key) is not None}
+        # Training names the classes, and notes leaks and small classes, as a scan would (the file may be edited).
         data.recheck_changed(os.stat(args.manifest).st_mtime, limits=ImageLimits(**limits), workers=args.workers)
-        data.note_leaks()  # as a scan notes them: a manifest edited by hand may put one picture in two splits
-        data.notes += class_size_notes(data)
     model_before = _modified(os.path.join(args.out, "model.keras")) if args.resume else None
     run = imgclf.train(data, out=args.out, config=args.config, resume=args.resume, overwrite=args.overwrite,
                        strict=args.strict, verbose=2, **options)

@@ -143,6 +143,22 @@ class Manifest:
             raise ValueError(f"Unknown split {name!r}. Valid splits: {SPLITS}")
         return [e for e in self.usable if e.split == name]
 
+    def check_entries(self) -> None:
+        """Refuses usable entries that no split or class can hold, as a `Manifest` edited or built in Python may have.
+
+        Raises:
+            DatasetError: naming the file, what is wrong and the fix.
+        """
+        for entry in self.usable:
+            if entry.split not in SPLITS:
+                what = f"its split is {entry.split!r}" if entry.split else "it has no split"
+                raise DatasetError(f"{escape_name(entry.path)}: {what}, but a usable image's split is one of "
+                                   f"{', '.join(SPLITS)} (lower case). Set it, or remove the entry to leave the file "
+                                   "out; imgclf.scan draws the splits of a folder.")
+            if not isinstance(entry.label, str) or not entry.label.strip():
+                raise DatasetError(f"{escape_name(entry.path)}: its label is {entry.label!r}, but a usable image's "
+                                   "label is a class name. Set it, or remove the entry to leave the file out.")
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Usable images per class and split: `{class: {split: n}}`."""
         table = {label: dict.fromkeys(SPLITS, 0) for label in self.classes}

@@ -211,6 +211,34 @@ def test_a_picture_in_two_splits_as_files_of_other_bytes_is_noted_when_training(
             "`imgclf audit` lists every copy; keep one file of each") in shown
 
 
+def test_a_manifest_edited_in_python_is_checked_and_described_as_a_scan_would_be(tmp_path, capsys):
+    import dataclasses
+
+    from imgclf.manifest import DatasetError, Entry, Manifest
+
+    data = make_class_folder(tmp_path / "data", per_class=8, classes=["circle", "square"])
+    scanned = imgclf.scan(data, progress=False)
+    edited = dataclasses.replace(scanned, entries=[dataclasses.replace(e) for e in scanned.entries])
+    val = next(entry for entry in edited.entries if entry.split == "val")
+    val.split = "Val"
+    with pytest.raises(DatasetError, match=rf"{val.path}: its split is 'Val', but a usable image's split is one of "
+                                           r"train, val, test \(lower case\)\. Set it, or remove the entry"):
+        imgclf.train(edited, model="mlp", epochs=1, out=tmp_path / "run", verbose=0, progress=False)
+    val.split, val.label = "val", ""
+    with pytest.raises(DatasetError, match=r"its label is '', but a usable image's label is a class name"):
+        imgclf.train(edited, model="mlp", epochs=1, out=tmp_path / "run", verbose=0, progress=False)
+    for entry in edited.entries:  # the held-out circles become a class of their own, never trained on
+        if entry.label in ("circle", "") and entry.split != "train":
+            entry.label = "oval"
+    imgclf.train(edited, model="mlp", hidden=(8,), epochs=1, out=tmp_path / "run", verbose=1, progress=False)
+    assert "note: 1 class(es) have no train images ('oval'): the model cannot learn them" in capsys.readouterr().out
+    # A manifest built by hand, without hashes or sizes: hashed and measured as a scan would.
+    built = Manifest(entries=[Entry(path=entry.path, label=entry.label, split=entry.split) for entry in scanned.entries],
+                     root=str(data))
+    run = imgclf.train(built, model="mlp", hidden=(8,), epochs=1, out=tmp_path / "built", verbose=0, progress=False)
+    assert run.config().data.image_size == (16, 16)
+
+
 def test_an_overwrite_refused_after_the_scan_leaves_the_earlier_run_as_it_was(tmp_path):
     data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
     run = imgclf.train(data, model="mlp", hidden=(8,), epochs=1, out=tmp_path / "run", verbose=0, progress=False)
