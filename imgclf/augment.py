@@ -465,6 +465,11 @@ def _kind(image: np.ndarray) -> tuple:
 
 def _outcomes(transform, images: dict, where: str, source: str) -> dict:
     """The images `transform` can turn `images` into: `{(shape, dtype): (image, the last transform that changed it)}`."""
+    if isinstance(transform, A.OneOrOther):  # its p picks the first child or the last, and the one picked always runs
+        results = {}
+        for i in sorted({0, len(transform.transforms) - 1} if transform.transforms else set()):
+            results.update(_outcomes(transform.transforms[i], images, f"{where}.transforms[{i}]", source))
+        return results or dict(images)
     if isinstance(transform, (A.Compose, A.Sequential, A.OneOf, A.SomeOf)):
         results = {} if isinstance(transform, A.OneOf) else dict(images)
         for i, child in enumerate(transform.transforms):

@@ -212,6 +212,8 @@ def test_a_pipeline_that_turns_or_floats_the_images_is_refused():
                                         "16x16x3 to 8x8x3; it must keep the size the model sees. Give crops and resizes"),
     ([A.Affine(p=0.5), A.OneOf([A.Blur(), A.Resize(8, 8)], p=0.02)], (16, 16, 3),
      "Resize (transform.transforms[1].transforms[1]): with it the pipeline changed an image of 16x16x3 to 8x8x3"),
+    ([A.OneOrOther(transforms=[A.HorizontalFlip(), A.Resize(20, 20)], p=0.99)], (16, 16, 3),  # the first nearly always
+     "Resize (transform.transforms[0].transforms[1]): with it the pipeline changed an image of 16x16x3 to 20x20x3"),
     ([A.PadIfNeeded(20, 20, p=1), A.RandomCrop(16, 16, p=0.5)], (16, 16, 3),
      "PadIfNeeded (transform.transforms[0]): with it the pipeline changed an image of 16x16x3 to 20x20x3"),
     ([A.RandomRotate90(p=0.5)], (12, 20, 3),
