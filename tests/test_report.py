@@ -54,6 +54,7 @@ def test_report_is_one_self_contained_file(reported_run):
     for text in ("Dataset", "Training", "Confusion matrices", "Per class", "Most confused pairs", "Calibration",
                  "95% interval", "broken.png", "Resolved config"):
         assert text in page, text
+    assert "<td>weights</td><td>none: trained from scratch</td>" in page  # in words, not environment.json's dict
 
 
 def test_hostile_class_name_is_escaped_everywhere(reported_run):

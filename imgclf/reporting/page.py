@@ -17,7 +17,6 @@ import base64
 import collections
 import csv
 import html
-import json
 from pathlib import Path
 
 from ..evaluation import GALLERY_SIZE, evaluate_command, is_number, read_metrics
@@ -303,6 +302,15 @@ def _evaluation_section(run: RunDir, folder: Path, anchor: str) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def _weights_text(weights) -> str:
+    """The weights a run started from, as `environment.json` records them, in words: `"ImageNet (/path/file.h5)"`."""
+    if not isinstance(weights, dict):
+        return ""
+    sources = {"none": "none: trained from scratch", "imagenet": "ImageNet", "run": "another run's", "file": "a file's"}
+    source = sources.get(weights.get("source"), str(weights.get("source", "")))
+    return f"{source} ({weights['file']})" if weights.get("file") else source
+
+
 def _dataset_section(run: RunDir) -> str:
     from ..images import ImageProblem
     from ..manifest import Manifest
@@ -357,7 +365,7 @@ def _training_section(run: RunDir) -> str:
         environment = read_json(run.environment_path)
         model = environment.get("model", {})
         facts = [("model", model.get("name", "")), ("chosen because", model.get("reason") or ""),
-                 ("weights", json.dumps(model.get("weights", {}), ensure_ascii=False)),
+                 ("weights", _weights_text(model.get("weights"))),
                  ("started", environment.get("created", "")), ("host", environment.get("host", "")),
                  ("versions", ", ".join(f"{k} {v}" for k, v in environment.get("versions", {}).items() if v)),
                  ("data hash", environment.get("data_hash", ""))]
