@@ -55,8 +55,14 @@ def scan(root, *, val: float = 0.15, test: float = 0.15, seed: int = 0, limits=N
     >>> m.classes
     ['cat', 'dog']
     """
+    import os
+
     from .images import ImageLimits
     from .manifest import scan as scan_folder
+
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError("root must be a folder with one subfolder per class, or a CSV of path,label rows: one path. "
+                        f"Received: root={root!r}")
 
     return scan_folder(root, val=val, test=test, seed=seed, limits=limits or ImageLimits(), workers=workers,
                        progress=progress, cache_spec=cache_spec, cache_dir=cache_dir)
@@ -337,8 +343,16 @@ def evaluate(run, split: str | None = None, *, data=None, progress: bool = True)
     >>> ev.error_rate, ev.error_rate_interval
     >>> ev = imgclf.evaluate("runs/photos", data="photos-2025/")
     """
+    import os
+
     from .evaluation import evaluate as evaluate_run
 
+    if data is not None and not isinstance(data, (str, os.PathLike)):
+        raise TypeError("data must be the path of a folder with one subfolder per class, or of a CSV of path,label "
+                        f"rows. Received: data={data!r}")
+    if data is not None and split is not None:
+        raise ValueError(f"split={split!r} and data contradict each other: data evaluates every image of its folder. "
+                         "Pass one of them.")
     return evaluate_run(run, split, data=data, progress=progress)
 
 

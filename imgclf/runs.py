@@ -56,6 +56,9 @@ class RunDir:
     """
 
     def __init__(self, path):
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError("A run is the path of the folder `imgclf train` wrote, e.g. 'runs/NAME'. Received: "
+                            f"{type(path).__name__} {path!r}")
         self.path = Path(path)
 
     def __repr__(self) -> str:

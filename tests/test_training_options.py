@@ -494,6 +494,19 @@ def test_the_api_takes_a_config_dict_and_names_a_wrong_data_or_out(tmp_path):
     with pytest.raises(TypeError, match=r"data must be a folder with one subfolder per class, a CSV of path,label "
                                         r"rows, or the Manifest imgclf.scan returns. Received: data=\['a'\]"):
         imgclf.train(["a"], out=tmp_path / "other", **TINY)
+    # The other calls name a wrong argument as plainly.
+    with pytest.raises(TypeError, match=r"root must be a folder .*: one path. Received: root=\["):
+        imgclf.scan([str(data)], progress=False)
+    predictor = imgclf.load(run)
+    with pytest.raises(TypeError, match=r"A run is the path of the folder `imgclf train` wrote, e.g. 'runs/NAME'. "
+                                        r"Received: Predictor"):
+        imgclf.load(predictor)
+    with pytest.raises(TypeError, match=r"data must be the path of a folder .* Received: data=Manifest\("):
+        imgclf.evaluate(run, data=imgclf.scan(data, progress=False))
+    with pytest.raises(ValueError, match=r"split='val' and data contradict each other"):
+        imgclf.evaluate(run, "val", data=data)
+    with pytest.raises(ValueError, match=r"html=True writes comparison.html into out: pass out=FOLDER too"):
+        imgclf.compare([run], html=True)
 
 
 def test_a_run_folder_deleted_while_training_stops_it_with_an_error(tmp_path, monkeypatch):

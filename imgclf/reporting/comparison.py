@@ -286,6 +286,8 @@ def compare(runs, *, out=None, html: bool = False) -> Comparison:
     >>> table = compare(["runs/mlp", "runs/cnn", "runs/cnn-augmented"], out="comparison")
     >>> print(table.markdown())
     """
+    if html and out is None:
+        raise ValueError("html=True writes comparison.html into out: pass out=FOLDER too.")
     if isinstance(runs, (str, os.PathLike, RunDir)):  # one run, not the characters of its path
         runs = [runs]
     runs = [run if isinstance(run, RunDir) else RunDir(run) for run in runs]
