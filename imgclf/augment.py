@@ -295,6 +295,9 @@ def _build(node, where: str, source: str, flip: bool):
     if not flip and name in MIRRORS:
         return None
     place = f"{name} ({where})"
+    if issubclass(cls, A.ReplayCompose):
+        raise AugmentError(f"{source}: {place}: {name} records each call's parameters to replay them on other images, "
+                           "which training never does. Use Compose.")
     if issubclass(cls, BaseDomainAdaptation):
         raise AugmentError(f"{source}: {place}: {name} matches each image to reference images passed with it, which "
                            "training cannot pass, and a run's augment.yaml cannot record. Leave it out.")
@@ -499,10 +502,13 @@ def _outcomes(transform, images: dict, where: str, source: str) -> dict:
 def _apply_once(pipeline: A.Compose, image: np.ndarray, name: str) -> np.ndarray:
     try:
         result = pipeline(image=image)["image"]
-    except Exception as error:
+    except KeyError as error:  # a target the transform reads: bboxes, mask, ...
         raise AugmentError(f"{name} failed on a {_dims(image)} image: {type(error).__name__}: {error}. Training "
                            "passes only the image (no bounding boxes, masks or other targets): leave out transforms "
                            "that need more.") from None
+    except Exception as error:
+        raise AugmentError(f"{name} failed on a {_dims(image)} image: {type(error).__name__}: {error}. Change its "
+                           "arguments, or leave it out.") from None
     if not isinstance(result, np.ndarray):
         raise AugmentError(f"{name} returned a {type(result).__name__}; it must return uint8 images.")
     return result

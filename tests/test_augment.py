@@ -78,6 +78,10 @@ def test_a_single_transform_at_the_top_is_wrapped_in_a_compose(tmp_path):
      "transform.transforms[3] must be a mapping that names its transform in __class_fullname__"),
     (lambda d: d["transform"]["transforms"].append({"__class_fullname__": "Lambda", "name": "mine"}),
      "transform.transforms[3] is a Lambda transform, which holds Python code"),
+    (lambda d: d["transform"]["transforms"].append({"__class_fullname__": "ReplayCompose",
+                                                    "transforms": [{"__class_fullname__": "HorizontalFlip"}]}),
+     "ReplayCompose (transform.transforms[3]): ReplayCompose records each call's parameters to replay them on other "
+     "images, which training never does. Use Compose."),
     (lambda d: d.update(transforms=[]), "unknown top-level key 'transforms'. Valid keys: transform, __version__"),
     (lambda d: d["transform"].update(p=5), "Compose (transform): invalid argument p: Input should be a number from 0 "
                                            "to 1. Received: p=5"),
@@ -227,6 +231,9 @@ def test_a_pipeline_that_turns_or_floats_the_images_is_refused():
     ([A.BBoxSafeRandomCrop(p=0.1)], (16, 16, 3), "BBoxSafeRandomCrop (transform.transforms[0]) failed on a 16x16x3 "
      "image: KeyError: 'bboxes'. Training passes only the image (no bounding boxes, masks or other targets)"),
     ([A.MaskDropout(p=0.1)], (16, 16, 3), "MaskDropout (transform.transforms[0]) failed on a 16x16x3 image"),
+    ([A.SelectiveChannelTransform([A.Resize(8, 8)], channels=(0,), p=0.5)], (16, 16, 3),
+     "SelectiveChannelTransform (transform.transforms[0]) failed on a 16x16x3 image: ValueError: could not broadcast "
+     "input array from shape (8,8) into shape (16,16). Change its arguments, or leave it out."),
 ])
 def test_the_check_names_the_transform_that_breaks_the_image_even_when_it_rarely_fires(tmp_path, transforms, shape,
                                                                                           message):
