@@ -306,7 +306,8 @@ def _weights_text(weights) -> str:
     """The weights a run started from, as `environment.json` records them, in words: `"ImageNet (/path/file.h5)"`."""
     if not isinstance(weights, dict):
         return ""
-    sources = {"none": "none: trained from scratch", "imagenet": "ImageNet", "run": "another run's", "file": "a file's"}
+    sources = {"none": "none: trained from scratch", "imagenet": "ImageNet", "run": "another run's model",
+               "file": "a weights file"}
     source = sources.get(weights.get("source"), str(weights.get("source", "")))
     return f"{source} ({weights['file']})" if weights.get("file") else source
 
