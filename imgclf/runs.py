@@ -324,6 +324,8 @@ class RunDir:
                 fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
                 return True
+            except OSError:  # a file system without locks (ENOLCK): no one can be told to wait
+                return False
         return False
 
     def config(self) -> Config:

@@ -209,6 +209,21 @@ def test_a_run_training_its_first_epoch_is_named_as_such(tmp_path):
     assert not run.in_use() and run.unfinished() is None
 
 
+def test_a_run_on_a_file_system_without_locks_is_not_taken_for_one_in_use(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    run = RunDir(tmp_path / "run")
+    with run.lock():
+        write_json(run.environment_path, {})
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    assert not run.in_use()
+
+
 def test_a_run_stopped_before_its_first_epoch_ended_is_started_again_without_its_tensorboard_file(tmp_path):
     run = RunDir(tmp_path)
     write_json(run.environment_path, {})
