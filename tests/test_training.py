@@ -206,6 +206,7 @@ def test_a_picture_in_two_splits_as_files_of_other_bytes_is_noted_when_training(
     imgclf.train(tmp_path / "data", model="mlp", hidden=(8,), epochs=1, out=tmp_path / "run", verbose=1,
                  progress=False)
     shown = capsys.readouterr().out
+    # The first file is train's or val's (val is carved out of train/ by the content hashes).
     assert ("note: 1 picture(s) are in more than one split, in files with other bytes (the same pixels at 16x16; e.g. "
             f"{learned} and {tmp_path / 'data' / 'test' / 'circle' / 'again.bmp'}): their results flatter the model. "
             "`imgclf audit` lists every copy; keep one file of each") in shown
