@@ -123,7 +123,6 @@ def train(data, *, out, config=None, resume: bool = False, overwrite: bool = Fal
 
 def _train(data, *, out, config, resume: bool, overwrite: bool, strict: bool, verbose, progress: bool, **options):
     import dataclasses
-    import math
     import os
 
     from .augment import build_augment, check_augment, is_augment_file, pin_augment
@@ -175,26 +174,10 @@ def _train(data, *, out, config, resume: bool, overwrite: bool, strict: bool, ve
         for entry in data.entries:
             entry.label = class_name(entry.label) if isinstance(entry.label, str) else entry.label
         data.check_entries()
-        unhashed = [entry for entry in data.usable if not entry.sha1]
-        if unhashed:
-            data.recheck_changed(math.inf, entries=unhashed, limits=limits, workers=cfg.data.workers, progress=progress)
+        _hash_again_what_changed(data, limits, workers=cfg.data.workers, progress=progress)
         data.note_leaks()
         data.notes += [note for note in class_size_notes(data) if note not in data.notes]
-    if isinstance(data, Manifest) and data.hashed_at is not None:
-        # A file rewritten since the scan would be decoded into the cache under its old hash, and served to any
-        # folder holding the old content: such files are hashed again first. Files gone are left to the decoding,
-        # whose error says where the folder went.
-        hashes = {id(entry): entry.sha1 for entry in data.entries}
-        present = [entry for entry in data.usable if os.path.lexists(entry.path)]
-        checked = data.recheck_changed(data.hashed_at, limits=limits, workers=cfg.data.workers, progress=progress,
-                                       entries=present, note=False)
-        changed = [entry for entry in checked if entry.sha1 != hashes[id(entry)] or not entry.usable]
-        if changed:
-            data.staged = None  # the scan's decoded pixels are of the old content
-            data.notes.append(f"{len(changed):,} file(s) changed since the scan and were hashed again: "
-                              f"{sum(e.usable for e in changed):,} with other content, "
-                              f"{sum(not e.usable for e in changed):,} unreadable and left out")
-    if not isinstance(data, Manifest):
+    else:
         # When the size and colour mode the model sees do not depend on the images, the scan decodes them
         # into the cache as it reads them: each file is read once.
         data = scan(data, val=cfg.data.val, test=cfg.data.test, seed=cfg.data.seed, limits=limits,
@@ -221,6 +204,35 @@ def _train(data, *, out, config, resume: bool, overwrite: bool, strict: bool, ve
 
         return fit(cfg, data, run, resume=resume, verbose=verbose, progress=progress, augment_checked=augment_checked,
                    start=start)
+
+
+def _hash_again_what_changed(manifest, limits, *, workers, progress: bool) -> None:
+    """Hashes again the files of `manifest` changed since its scan, and those it has no hash (or size) for.
+
+    A file rewritten since the scan would be decoded into the cache under
+    its old hash, and served to any folder holding the old content. Files
+    gone are left to the decoding, whose error says where the folder went. A
+    `Manifest` built in Python, never scanned, has its unhashed entries read
+    as a scan reads them.
+    """
+    import math
+    import os
+
+    if manifest.hashed_at is None:
+        unhashed = [entry for entry in manifest.usable if not entry.sha1]
+        if unhashed:
+            manifest.recheck_changed(math.inf, entries=unhashed, limits=limits, workers=workers, progress=progress)
+        return
+    hashes = {id(entry): entry.sha1 for entry in manifest.entries}
+    present = [entry for entry in manifest.usable if os.path.lexists(entry.path)]
+    checked = manifest.recheck_changed(manifest.hashed_at, limits=limits, workers=workers, progress=progress,
+                                       entries=present, note=False)
+    changed = [entry for entry in checked if entry.sha1 != hashes[id(entry)] or not entry.usable]
+    if changed:
+        manifest.staged = None  # the scan's decoded pixels are of the old content
+        manifest.notes.append(f"{len(changed):,} file(s) changed since the scan and were hashed again: "
+                              f"{sum(e.usable for e in changed):,} with other content, "
+                              f"{sum(not e.usable for e in changed):,} unreadable and left out")
 
 
 def _check_paths(data, out) -> None:
