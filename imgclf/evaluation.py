@@ -26,6 +26,7 @@ from sklearn.metrics import (
 
 from .files import escape_name, read_json, remove_temporaries, shell_word, write_csv, write_json
 from .runs import RunDir
+from .tracing import retracing_expected
 
 # Reliability diagram and expected calibration error: equal-width bins of the top probability.
 CALIBRATION_BINS = 10
@@ -514,7 +515,8 @@ def evaluate(run, split: str | None = None, *, data=None, batch_size: int = 64, 
         _refuse_no_images(run, data, split, entries)
     batches = ImageBatches(images, batch_size=batch_size)
     try:
-        probabilities = model.predict(batches, verbose=0)
+        with retracing_expected():
+            probabilities = model.predict(batches, verbose=0)
     finally:
         batches.release()
     evaluation = evaluate_predictions(images.labels, probabilities, classes, paths=[e.path for e in images.entries],

@@ -44,6 +44,7 @@ import numpy as np
 from .files import check_folder_target, escape_name, process_tag, read_json, remove_abandoned, write_json, write_text
 from .prediction import load_keras_model, run_image_spec
 from .runs import RunDir
+from .tracing import retracing_expected
 
 FORMATS = ("keras", "savedmodel", "tflite")
 QUANTIZATIONS = ("none", "dynamic", "int8")
@@ -197,7 +198,8 @@ def _export_into(folder: Path, run: RunDir, model, cfg, classes, spec, format: s
                  progress: bool) -> ExportResult:
     """Writes and checks the export in a hidden folder inside `folder`, then moves it into place."""
     images, split = _check_images(run, cfg, classes, spec, progress=progress)
-    expected = model.predict(images, batch_size=_BATCH, verbose=0)
+    with retracing_expected():
+        expected = model.predict(images, batch_size=_BATCH, verbose=0)
     remove_abandoned(folder, ".export-")  # the hidden folder of an export that was killed
     staging = Path(tempfile.mkdtemp(prefix=f".export-{process_tag()}-", dir=folder))  # inside the output folder
     try:
@@ -381,7 +383,8 @@ def _write_tflite(model, path: Path, staging: Path, spec, quantize: str, represe
 
 
 def _predict_keras(path: Path, images: np.ndarray) -> np.ndarray:
-    return load_keras_model(path).predict(images, batch_size=_BATCH, verbose=0)
+    with retracing_expected():
+        return load_keras_model(path).predict(images, batch_size=_BATCH, verbose=0)
 
 
 def _predict_saved_model(path: Path, images: np.ndarray) -> np.ndarray:

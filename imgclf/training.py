@@ -48,6 +48,7 @@ from .progress import EpochProgress
 from .schedules import schedule_callbacks
 from .sizing import check_image_size
 from .strategy import Devices, choose_devices, cluster_addresses, float32_model
+from .tracing import retracing_expected
 from .files import atomic_path, escape_name, read_json, shell_word, write_csv, write_json, write_text
 from .runs import RunDir, RunError
 
@@ -700,7 +701,7 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
         training = batches.training(start)
         callbacks = _callbacks(cfg, phase, batches, checkpoint, training, restored_here, verbose=verbose,
                                progress=progress)
-        with _augment_errors_unwrapped():
+        with _augment_errors_unwrapped(), retracing_expected():
             if devices.name == "multi-worker":
                 with _lost_workers_named():
                     fit_epochs(model, training, batches.validation(), strategy=devices.strategy, epochs=phase.end,

@@ -196,6 +196,51 @@ print(random.random() == expected)
     assert shown.stdout.strip() == "True", shown.stderr[-2000:]
 
 
+def test_training_and_evaluating_several_models_in_one_process_does_not_warn_of_retracing(tmp_path):
+    """A fresh process: TensorFlow counts traces per process, and warns at most twice per traced function."""
+    import subprocess
+    import sys
+
+    data = make_class_folder(tmp_path / "data", per_class=6, classes=["circle", "square"])
+    script = f"""
+import imgclf
+for number in range(3):
+    run = {str(tmp_path)!r} + f"/run{{number}}"
+    imgclf.train({str(data)!r}, model="mlp", hidden=(8,), epochs=2, out=run, verbose=0, progress=False)
+    for _ in range(2):
+        imgclf.evaluate(run, "val", progress=False)
+print("done")
+"""
+    shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert shown.stdout.strip() == "done", shown.stderr[-2000:]
+    assert "retracing" not in shown.stderr
+
+
+def test_tensorflows_retracing_warning_is_held_back_only_within_imgclfs_own_steps():
+    import logging
+
+    from imgclf.tracing import retracing_expected
+
+    class Shown(logging.Handler):
+        messages: list = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    warning = "5 out of the last 5 calls to <function f> triggered tf.function retracing."
+    logger, shown = logging.getLogger("tensorflow"), Shown()
+    logger.addHandler(shown)
+    try:
+        with retracing_expected():
+            logger.warning(warning)
+            logger.warning("another warning")
+        logger.warning(warning)
+    finally:
+        logger.removeHandler(shown)
+    assert shown.messages == ["another warning", warning]
+
+
 def test_a_picture_in_two_splits_as_files_of_other_bytes_is_noted_when_training(tmp_path, capsys):
     from PIL import Image
 
