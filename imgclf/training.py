@@ -353,6 +353,7 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
     if not augment_checked:
         check_augment(augment, (spec.height, spec.width, spec.channels), source=cfg.augment.preset)
     state = run.state() if resuming else {}
+    plateau_rates = _plateau_rates(run.config()) if resuming else {}
     if resuming:
         _refuse_changed_settings(run, cfg)
         if cfg.train.epochs < state["epoch"] + 1:
@@ -427,7 +428,10 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
 
     if start is not None:
         start()
-    if devices.chief:
+    first_epoch, loaded_phase = state.get("epoch", -1) + 1, state.get("phase", TRAIN) if resuming else None
+    restored = state.get("callbacks", {})
+    # A resume that trains nothing leaves the run's files as they were: config.yaml still repeats the run.
+    if devices.chief and _trains_anything(cfg, first_epoch, loaded_phase, restored):
         _write_run_files(run, cfg, classes, manifest, augment, spec, choice, devices)
         if resuming:
             forget_unfinished_epochs(run.path / "tensorboard", epoch=state["epoch"], iterations=state.get("iterations"))
@@ -447,9 +451,9 @@ def _fit(cfg: Config, manifest: Manifest, run: RunDir, *, resume: bool, verbose,
         if "seed_generators" in state:
             restore_seed_generators(model, state["seed_generators"])
         try:
-            _train_in_phases(model, cfg, batches, checkpoint, devices, first_epoch=state.get("epoch", -1) + 1,
-                             loaded_phase=state.get("phase", TRAIN) if resuming else None,
-                             restored=state.get("callbacks", {}), verbose=verbose, progress=progress)
+            _train_in_phases(model, cfg, batches, checkpoint, devices, first_epoch=first_epoch,
+                             loaded_phase=loaded_phase, restored=restored, plateau_rates=plateau_rates,
+                             verbose=verbose, progress=progress)
         finally:
             batches.release()
 
@@ -663,14 +667,17 @@ class _Batches:
 
 
 def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheckpoint, devices: Devices, *,
-                     first_epoch: int, loaded_phase: str | None, restored: dict, verbose, progress: bool) -> None:
+                     first_epoch: int, loaded_phase: str | None, restored: dict, plateau_rates: dict[str, float],
+                     verbose, progress: bool) -> None:
     """Runs `model.fit` (`distributed.fit_epochs` on a multi-worker cluster) once per phase of `plan_phases`,
     from `first_epoch` on.
 
     A phase starts by choosing the trainable layers and compiling with its
     learning rate, unless the model was loaded in that phase (a resumed
     run), whose compiled optimizer state is kept, and whose schedule and
-    early-stopping counters are taken from `restored`.
+    early-stopping counters are taken from `restored`. The loaded phase goes
+    on from the rate its plateaus left only if it trained under `plateau`
+    from the same rate (`plateau_rates`, from `_plateau_rates`).
     """
     class_weight = _class_weights(batches.train, model.output_shape[-1]) if cfg.train.class_weight else None
     for phase in plan_phases(cfg, pretrained_backbone=_fine_tuned(cfg)):
@@ -678,22 +685,25 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
         if start >= phase.end:
             continue
         restored_here = restored if phase.name == loaded_phase else {}
-        waited = (restored_here.get("early_stopping") or {}).get("wait", 0)
-        if cfg.train.patience and waited >= cfg.train.patience:  # what Keras' EarlyStopping stops at
+        waited = _early_stopping_ended(cfg, phase, loaded_phase, restored)
+        if waited is not None:
             if verbose:
                 print(f"nothing to resume in phase {phase.name}: early stopping ends it after epoch {start} "
                       f"({waited} epoch(s) without a better {checkpoint.monitor}, patience {cfg.train.patience}); "
                       "pass a larger --patience to train it further", flush=True)
             continue
+        plateaus_go_on = (phase.name == loaded_phase and cfg.train.schedule == "plateau"
+                          and _same_rate(plateau_rates.get(phase.name, math.nan), phase.learning_rate))
         if phase.name != loaded_phase:
             _enter_phase(model, phase, cfg)
-        elif cfg.train.schedule == "constant":  # no callback sets the rate: the checkpoint's would stay, not --lr's
+        elif cfg.train.schedule == "constant" or (cfg.train.schedule == "plateau" and not plateaus_go_on):
+            # No callback sets the rate here: the checkpoint's would stay, not --lr's.
             model.optimizer.learning_rate = phase.learning_rate
         if verbose:
             lowered = ""
-            if phase.name == loaded_phase and cfg.train.schedule == "plateau":  # the rate the plateaus left
+            if plateaus_go_on:  # the rate the plateaus left
                 current = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-                lowered = f" (resuming at {current:g})" if not math.isclose(current, phase.learning_rate) else ""
+                lowered = f" (resuming at {current:g})" if not _same_rate(current, phase.learning_rate) else ""
             print(f"phase {phase.name}: epochs {start + 1}-{phase.end} of {cfg.train.epochs}, {_trains(phase)}, "
                   f"learning rate {phase.learning_rate:g}{lowered}" + _scheduled(cfg.train, checkpoint.monitor),
                   flush=True)
@@ -720,6 +730,34 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
             print(f"phase {phase.name} stopped early after epoch {stopping.stopped_epoch + 1}: no better "
                   f"{checkpoint.monitor} in {cfg.train.patience} epoch(s) (best: epoch {stopping.best_epoch + 1})",
                   flush=True)
+
+
+def _early_stopping_ended(cfg: Config, phase: Phase, loaded_phase: str | None, restored: dict) -> int | None:
+    """The epochs a resumed run's `phase` waited for a better monitored value, where they are enough for early
+    stopping to end it (as Keras' `EarlyStopping` would); else `None`."""
+    if phase.name != loaded_phase or not cfg.train.patience:
+        return None
+    waited = (restored.get("early_stopping") or {}).get("wait", 0)
+    return waited if waited >= cfg.train.patience else None
+
+
+def _trains_anything(cfg: Config, first_epoch: int, loaded_phase: str | None, restored: dict) -> bool:
+    """Whether `_train_in_phases` has an epoch left to train, from `first_epoch` on."""
+    return any(max(first_epoch, phase.start) < phase.end and _early_stopping_ended(cfg, phase, loaded_phase, restored) is None
+               for phase in plan_phases(cfg, pretrained_backbone=_fine_tuned(cfg)))
+
+
+def _plateau_rates(saved: Config) -> dict[str, float]:
+    """The learning rate each phase of a run started from, if the run trained under the `plateau` schedule (a
+    resumed phase goes on from the rate its plateaus left only under the same schedule and rate); else empty."""
+    if saved.train.schedule != "plateau":
+        return {}
+    return {phase.name: phase.learning_rate for phase in plan_phases(saved, pretrained_backbone=_fine_tuned(saved))}
+
+
+def _same_rate(a: float, b: float) -> bool:
+    """Learning rates equal but for float32 rounding (the optimizer keeps its rate in float32)."""
+    return math.isclose(a, b, rel_tol=1e-6)
 
 
 def _build_state_before_tracing(model, training: ImageBatches) -> None:

@@ -101,6 +101,34 @@ def test_a_resumed_plateau_run_says_the_rate_it_resumes_at(tmp_path, data, capsy
     assert f"learning rate 0.01 (resuming at {resumed_at:g}), times 0.5 after 1 epoch(s)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("first", ["constant", "cosine"])
+def test_a_run_resumed_under_plateau_starts_at_the_rate_it_is_given(tmp_path, data, capsys, first):
+    """No plateau of this run lowered its rate: the checkpoint's rate is the other schedule's, not the plateaus'."""
+    run = imgclf.train(data, epochs=2, learning_rate=0.001, schedule=first, out=tmp_path / "run", **TINY)
+    imgclf.train(data, epochs=4, learning_rate=0.01, schedule="plateau", lr_patience=5, out=run.path, resume=True,
+                 **{**TINY, "verbose": 1})
+    assert rates(run)[2:] == [0.01, 0.01]
+    assert "resuming at" not in capsys.readouterr().out
+
+
+def test_a_plateau_run_resumed_at_its_own_rate_does_not_claim_a_lowered_one(tmp_path, data, capsys):
+    options = dict(TINY, learning_rate=0.05, schedule="plateau", lr_patience=5)
+    run = imgclf.train(data, epochs=1, out=tmp_path / "run", **options)
+    imgclf.train(data, epochs=2, out=run.path, resume=True, **{**options, "verbose": 1})
+    shown = capsys.readouterr().out
+    assert "phase train: epochs 2-2 of 2, every layer trains, learning rate 0.05, times" in shown
+    assert rates(run) == pytest.approx([0.05, 0.05])
+
+
+def test_a_resume_that_trains_nothing_leaves_the_runs_config_as_it_was(tmp_path, data, capsys):
+    run = imgclf.train(data, epochs=2, out=tmp_path / "run", **TINY)
+    written = {name: (run.path / name).read_bytes() for name in ("config.yaml", "environment.json", "augment.yaml")}
+    imgclf.train(data, out=run.path, resume=True, learning_rate=0.5, schedule="step", **{**TINY, "verbose": 1})
+    assert "nothing to resume: all 2 epoch(s)" in capsys.readouterr().out
+    assert {name: (run.path / name).read_bytes() for name in written} == written
+    assert run.config().train.learning_rate == 0.001
+
+
 def assert_same_history(resumed, uninterrupted):
     assert [(r["epoch"], r["phase"]) for r in resumed] == [(r["epoch"], r["phase"]) for r in uninterrupted]
     assert list(resumed[0]) == list(uninterrupted[0])
