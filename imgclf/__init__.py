@@ -126,7 +126,7 @@ def _train(data, *, out, config, resume: bool, overwrite: bool, strict: bool, ve
     import os
 
     from .augment import build_augment, check_augment, is_augment_file, pin_augment
-    from .config import Config, load_config, with_options
+    from .config import Config, as_config, load_config, with_options
     from .manifest import Manifest, class_name, class_size_notes
     from .runs import RunDir
     from .pipeline import limits_of
@@ -140,10 +140,8 @@ def _train(data, *, out, config, resume: bool, overwrite: bool, strict: bool, ve
     if config is None:
         saved = RunDir(out).config_path  # a resumed run keeps its own settings
         config = load_config(saved) if resume and saved.exists() else Config()
-    elif isinstance(config, dict):
-        config = Config.from_dict(config)
-    elif not isinstance(config, Config):
-        config = load_config(config)
+    else:
+        config = as_config(config)
     cfg = with_absolute_paths(with_options(config, **options))
     run = RunDir(out)
     # A YAML augmentation file is recorded with its hash: a resumed or repeated run refuses one edited since.

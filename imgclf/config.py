@@ -491,6 +491,29 @@ def _size_value(value):
     return value
 
 
+def as_config(config) -> Config:
+    """The `Config` that `config` stands for, as `imgclf.train` accepts it.
+
+    Args:
+        config: a `Config`, a dict of its sections (as `config.yaml` holds
+            them) or the path of a YAML file.
+
+    Returns:
+        A `Config`.
+
+    Raises:
+        TypeError: for anything else, naming what was passed.
+    """
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, dict):
+        return Config.from_dict(config)
+    if isinstance(config, (str, os.PathLike)):
+        return load_config(config)
+    raise TypeError("config must be a Config, a dict of its sections or the path of a YAML file. Received: "
+                    f"config={config!r} (a {type(config).__name__}).")
+
+
 def load_config(path) -> Config:
     """Reads a YAML file into a validated `Config`.
 
@@ -538,7 +561,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node, deep=True)
-            if isinstance(key, Hashable) and key in lines:
+            if not isinstance(key, Hashable):
+                continue  # a list or mapping as a key: PyYAML refuses it below, naming its line
+            if key in lines:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"the key {key!r} is given twice (lines {lines[key]} and "
                     f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .augment import AUTO, apply_augment, auto_preset, build_augment, check_augment, is_augment_file, pin_augment
-from .config import Config, ConfigError, ImageSpec, load_config, with_options
+from .config import Config, ConfigError, ImageSpec, as_config, with_options
 from .files import atomic_path, check_file_target, escape_name, is_inside
 from .images import ImageDecodeError, load_image
 from .manifest import Entry, Manifest, scan
@@ -128,8 +128,8 @@ def augment_preview(
         data: a `Manifest`, or a folder or CSV to scan (see `imgclf.scan`).
         out: the picture to write (PNG). Defaults to `None`: nothing is
             written.
-        config: a `Config` or a YAML file whose values are the defaults.
-            Defaults to `None`.
+        config: a `Config`, a dict of its sections or a YAML file, whose
+            values are the defaults. Defaults to `None`.
         n: rows: training images, drawn across the classes in turn, chosen
             by the seed. Defaults to 8.
         versions: augmented versions of each image. Defaults to 5.
@@ -158,8 +158,8 @@ def augment_preview(
     _check_counts(n=n, versions=versions, zoom=zoom)
     if config is None:
         config = Config()  # augment "auto": what training does by default, by the images' channels
-    elif not isinstance(config, Config):
-        config = load_config(config)
+    else:
+        config = as_config(config)
     cfg = with_options(config, **options)
     cfg = dataclasses.replace(cfg, augment=pin_augment(cfg.augment))
     build_augment(cfg.augment)  # an unknown preset or a bad file fails before any image is read

@@ -1,6 +1,6 @@
 import pytest
 
-from imgclf.config import Config, ConfigError, dump_config, load_config, load_yaml, with_options
+from imgclf.config import Config, ConfigError, as_config, dump_config, load_config, load_yaml, with_options
 
 
 def test_yaml_round_trip(tmp_path):
@@ -100,6 +100,23 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
         load_config(path)
     # A key merged in with `<<` may be overridden.
     assert load_yaml("base: &b {epochs: 3}\ntrain:\n  <<: *b\n  epochs: 4\n")["train"] == {"epochs": 4}
+
+
+def test_a_list_as_a_key_is_refused_as_yaml_with_its_line(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  ? [epochs, patience]\n  : 3\n")
+    with pytest.raises(ConfigError, match=r"(?s)exp.yaml is not valid YAML: .*found unhashable key.*line 2"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("config", [5, ["exp.yaml"]])
+def test_a_config_of_another_type_is_refused_naming_what_is_accepted(tmp_path, config):
+    import imgclf
+
+    with pytest.raises(TypeError, match=r"config must be a Config, a dict of its sections or the path of a YAML "
+                                        r"file. Received: config="):
+        imgclf.train(tmp_path, out=tmp_path / "run", config=config)
+    assert as_config({"train": {"epochs": 3}}).train.epochs == 3
 
 
 def test_a_config_that_is_not_utf8_names_the_file(tmp_path):
