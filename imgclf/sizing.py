@@ -21,12 +21,15 @@ MAX_IMAGE_SIDE = 1024
 
 def check_image_size(size: tuple[int, int], batch_size: int) -> None:
     """Raises `ConfigError`, before any image is decoded, for a side above `MAX_IMAGE_SIDE`."""
-    if max(size) > MAX_IMAGE_SIDE:
-        gigabytes = batch_size * size[0] * size[1] * 3 * 4 / 1e9
-        raise ConfigError(
-            f"--image-size {size[0]}x{size[1]} is above the largest size imgclf trains at, {MAX_IMAGE_SIDE} pixels "
-            f"a side: a batch of {batch_size} such images is {gigabytes:.1f} GB in float32 before the first layer, and "
-            f"the layers' outputs need many times that. Pass --image-size {MAX_IMAGE_SIDE} or smaller (images are scaled down to it).")
+    if max(size) <= MAX_IMAGE_SIDE:
+        return
+    gigabytes = batch_size * size[0] * size[1] * 3 * 4 / 1e9
+    cost = (f": a batch of {batch_size} such images is {gigabytes:.1f} GB in float32 before the first layer, and the "
+            "layers' outputs need many times that") if gigabytes >= 0.1 else ""
+    raise ConfigError(
+        f"Image size {size[0]}x{size[1]} (--image-size, or image_size under data: in a config file) is above the "
+        f"largest size imgclf trains at, {MAX_IMAGE_SIDE} pixels a side{cost}. Pass a size of at most {MAX_IMAGE_SIDE} "
+        "a side (images are scaled down to it).")
 
 
 def limits_of(data: DataConfig) -> ImageLimits:
