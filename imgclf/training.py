@@ -697,7 +697,7 @@ def _train_in_phases(model, cfg: Config, batches: _Batches, checkpoint: RunCheck
         if phase.name != loaded_phase:
             _enter_phase(model, phase, cfg)
         elif cfg.train.schedule == "constant" or (cfg.train.schedule == "plateau" and not plateaus_go_on):
-            # No callback sets the rate here: the checkpoint's would stay, not --lr's.
+            # No callback sets the rate as an epoch starts: the checkpoint's would stay, not --lr's.
             model.optimizer.learning_rate = phase.learning_rate
         if verbose:
             lowered = ""
